@@ -1,0 +1,232 @@
+"""Shared vocabulary of the replay layer: configs, the router protocol, and its views.
+
+Routers never hold a reference to the simulator: at every decision they receive a
+:class:`RequestView` (what is knowable about the request at routing time — never its
+true output length) and a read-only :class:`ClusterState` snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from routeplay.estimator._latency import LinearLatencyModel
+
+__all__ = [
+    "BATCHING_POLICIES",
+    "WAIT",
+    "BatchingPolicy",
+    "ClusterConfig",
+    "ClusterState",
+    "InstanceConfig",
+    "OracleRequestView",
+    "RequestView",
+    "Router",
+    "RouterError",
+]
+
+#: A router returns WAIT to hold the request at the router until the next action tick.
+WAIT: int = -1
+
+BatchingPolicy = Literal["fcfs", "least-work-left", "bin-packing"]
+BATCHING_POLICIES: tuple[str, ...] = ("fcfs", "least-work-left", "bin-packing")
+
+
+class RouterError(RuntimeError):
+    """A router returned something the engine cannot act on (names router, request, value)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceConfig:
+    """One model instance (replica) of the cluster.
+
+    Attributes:
+        name: label used in results.
+        latency: iteration-time model of this instance.
+        max_running_seqs: most sequences batched at once (vLLM ``max_num_seqs``).
+        max_batched_tokens: most tokens (prefill + one per decode) in one iteration
+            (vLLM ``max_num_batched_tokens``).
+        kv_capacity_tokens: KV-cache capacity in tokens.
+        kv_block_tokens: KV allocation granularity (vLLM block size).
+        batching: local admission order: "fcfs", "least-work-left" or "bin-packing".
+        chunked_prefill: split long prompts across iterations (Sarathi-style).
+        prefix_cache: keep an LRU cache of prefix blocks that removes cached prompt
+            tokens from prefill work.
+        prefix_cache_blocks: capacity of that cache, in prefix blocks.
+        prefix_block_tokens: tokens per prefix block (Mooncake traces use 512).
+    """
+
+    name: str
+    latency: LinearLatencyModel
+    max_running_seqs: int = 256
+    max_batched_tokens: int = 8192
+    kv_capacity_tokens: int = 200_000
+    kv_block_tokens: int = 16
+    batching: BatchingPolicy = "fcfs"
+    chunked_prefill: bool = False
+    prefix_cache: bool = False
+    prefix_cache_blocks: int = 0
+    prefix_block_tokens: int = 512
+
+    def __post_init__(self) -> None:
+        for name in ("max_running_seqs", "max_batched_tokens", "kv_capacity_tokens", "kv_block_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"InstanceConfig({self.name!r}).{name} = {value!r}; expected a positive "
+                    "integer."
+                )
+        if self.batching not in BATCHING_POLICIES:
+            raise ValueError(
+                f"InstanceConfig({self.name!r}).batching = {self.batching!r}; expected one of "
+                f"{list(BATCHING_POLICIES)}."
+            )
+        if self.prefix_cache and self.prefix_cache_blocks < 1:
+            raise ValueError(
+                f"InstanceConfig({self.name!r}) has prefix_cache=True but prefix_cache_blocks="
+                f"{self.prefix_cache_blocks!r}; expected a positive block count. Fix: set "
+                "prefix_cache_blocks, e.g. kv_capacity_tokens // prefix_block_tokens."
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterConfig:
+    """A (possibly heterogeneous) cluster and its router layer.
+
+    Attributes:
+        instances: the instances, indexed 0..m-1 by routers.
+        action_interval_s: while requests wait at the router, it is asked again every
+            this many seconds (the paper's 0.02 s decision tick).
+        router_queue_cap: the router-queue length reported to routers is capped here
+            (the paper's 512); the queue itself is unbounded (nothing is dropped).
+        state_delay_s: routers see the cluster state as it was this long ago
+            (production routers read lagging metrics); 0 = exact.
+    """
+
+    instances: tuple[InstanceConfig, ...]
+    action_interval_s: float = 0.02
+    router_queue_cap: int = 512
+    state_delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.instances:
+            raise ValueError("ClusterConfig.instances is empty; expected at least one instance.")
+        if not self.action_interval_s > 0:
+            raise ValueError(
+                f"ClusterConfig.action_interval_s = {self.action_interval_s!r}; expected > 0 s."
+            )
+        if self.state_delay_s < 0:
+            raise ValueError(
+                f"ClusterConfig.state_delay_s = {self.state_delay_s!r}; expected >= 0 s."
+            )
+
+    @property
+    def n_instances(self) -> int:
+        """Number of instances."""
+        return len(self.instances)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """What a router may know about a request at decision time.
+
+    There is deliberately no output length here; only :class:`OracleRequestView`
+    (given to routers whose ``oracle`` attribute is True) carries it.
+    """
+
+    request_id: int
+    arrival_s: float
+    prompt_tokens: int
+    task: str | None = None
+    session_id: str | None = None
+    prefix_blocks: tuple[int, ...] = ()
+    predicted_bucket: int | None = None
+    predicted_output_tokens: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OracleRequestView(RequestView):
+    """A :class:`RequestView` plus the true output length, for labelled oracle routers only."""
+
+    output_tokens: int = 0
+
+
+def _readonly(a: npt.ArrayLike, dtype: type) -> npt.NDArray:  # type: ignore[type-arg]
+    arr = np.array(a, dtype=dtype)
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    """A read-only snapshot of the cluster, one entry per instance in every array.
+
+    Attributes:
+        now_s: simulated time of the decision.
+        router_queue_len: requests waiting at the router (capped at the cluster's cap).
+        n_queued: requests waiting in each instance's local queue.
+        n_running: sequences running (admitted, not finished) per instance.
+        prefill_tokens_pending: prompt tokens queued or not yet prefilled per instance.
+        decode_tokens_done: output tokens generated so far by running sequences.
+        predicted_decode_tokens_left: predicted remaining output tokens of queued and
+            running requests (from the length predictor; never the truth).
+        kv_used_tokens / kv_capacity_tokens: KV-cache use and capacity.
+        max_running_seqs: sequence limit per instance.
+        prompt_bucket_counts: (m, n_prompt_buckets) counts of the instance's requests by
+            prompt bucket (the paper's P_t).
+        decode_bucket_counts: (m, n_decode_buckets) counts by predicted decode bucket
+            (the paper's D_t).
+        earliest_completion_s: estimated absolute time of the earliest completion on
+            each instance (``now_s`` when idle).
+        n_completed: requests finished per instance so far.
+    """
+
+    now_s: float
+    router_queue_len: int
+    n_queued: npt.NDArray[np.int64]
+    n_running: npt.NDArray[np.int64]
+    prefill_tokens_pending: npt.NDArray[np.int64]
+    decode_tokens_done: npt.NDArray[np.int64]
+    predicted_decode_tokens_left: npt.NDArray[np.float64]
+    kv_used_tokens: npt.NDArray[np.int64]
+    kv_capacity_tokens: npt.NDArray[np.int64]
+    max_running_seqs: npt.NDArray[np.int64]
+    prompt_bucket_counts: npt.NDArray[np.int64]
+    decode_bucket_counts: npt.NDArray[np.int64]
+    earliest_completion_s: npt.NDArray[np.float64]
+    n_completed: npt.NDArray[np.int64] = field(default_factory=lambda: _readonly([], np.int64))
+
+    @property
+    def n_instances(self) -> int:
+        """Number of instances."""
+        return int(self.n_running.shape[0])
+
+    @property
+    def n_outstanding(self) -> npt.NDArray[np.int64]:
+        """Queued + running requests per instance (least-connections' count)."""
+        return self.n_queued + self.n_running
+
+
+@runtime_checkable
+class Router(Protocol):
+    """A routing policy: maps (request, cluster snapshot) to an instance index or WAIT.
+
+    ``reset`` is called once at the start of every replay with the cluster and a
+    dedicated, seeded generator; ``oracle`` is True only for routers that are
+    explicitly allowed to see true output lengths (they then receive
+    :class:`OracleRequestView`).
+    """
+
+    name: str
+    oracle: bool
+
+    def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
+        """Prepare for a new replay on ``cluster``."""
+        ...
+
+    def route(self, request: RequestView, state: ClusterState) -> int:
+        """Return an instance index in ``range(state.n_instances)`` or :data:`WAIT`."""
+        ...
