@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from ._schema import OPTIONAL_SCHEMA, TRACE_SCHEMA, TraceSchemaError, canonical_columns, validate_trace
 from ._azure import scan_azure
 from ._burstgpt import scan_burstgpt
 from ._describe import TokenStats, TraceDescription, describe_trace
 from ._loaders import FORMATS, detect_format, load_trace, scan_trace
 from ._mooncake import scan_mooncake
 from ._registry import TraceInfo, fetch, get_trace_info, list_traces
+from ._schema import (
+    OPTIONAL_SCHEMA,
+    TRACE_SCHEMA,
+    TraceSchemaError,
+    canonical_columns,
+    validate_trace,
+)
 from ._table import scan_table
-from ._vidur import load_lengths, scan_lengths, scan_vidur
 from ._taskmix import (
     PAPER_TASKS,
     REQUEST_CLASSES,
@@ -21,6 +26,7 @@ from ._taskmix import (
     generate_task_mix,
     request_class,
 )
+from ._vidur import load_lengths, scan_lengths, scan_vidur
 from ._workloads import (
     Episode,
     attach_arrivals,

@@ -182,6 +182,11 @@ class ClusterState:
         earliest_completion_s: estimated absolute time of the earliest completion on
             each instance (``now_s`` when idle).
         n_completed: requests finished per instance so far.
+        tokens_in_system: per instance, the sum over its queued and running requests of
+            (prompt tokens + output tokens generated so far): the paper's
+            ``sum_j (p_j + d_j)`` that the workload-impact estimator reads.
+        oracle_decode_tokens_left: true remaining output tokens per instance; filled
+            only for routers with ``oracle = True`` (``None`` otherwise).
     """
 
     now_s: float
@@ -198,6 +203,10 @@ class ClusterState:
     decode_bucket_counts: npt.NDArray[np.int64]
     earliest_completion_s: npt.NDArray[np.float64]
     n_completed: npt.NDArray[np.int64] = field(default_factory=lambda: _readonly([], np.int64))
+    tokens_in_system: npt.NDArray[np.int64] = field(
+        default_factory=lambda: _readonly([], np.int64)
+    )
+    oracle_decode_tokens_left: npt.NDArray[np.int64] | None = None
 
     @property
     def n_instances(self) -> int:

@@ -1,0 +1,245 @@
+"""Reward functions for routing decisions, as separate objects.
+
+A reward is computed for each routing decision from a :class:`StepOutcome`: what the
+router saw, what it did, and what happened until the next decision. The transition
+writer and the gymnasium environment build the outcome; rewards never touch the engine.
+
+Four rewards are provided:
+
+* :class:`PaperReward` with ``variant="baseline"`` / ``"workload-aware"`` /
+  ``"workload-guided"`` — the Intelligent Router paper's reward (DESIGN.md, System A)::
+
+      r_t = -sum_j (1/T_j) (1 - f_jt) + r_w * (completions in (t, t']) - w_k * h(s_t, s_t+1)
+
+  ``f_jt`` = produced / predicted output tokens of in-flight request j (capped at 1),
+  ``T_j`` its ideal (alone-on-an-idle-instance) service time, ``r_w = 60`` per
+  completion, ``h`` the impact penalty of not choosing the minimum-impact instance
+  (:func:`routeplay.estimator.impact_penalty`), and ``w_k = 0`` (baseline RL),
+  ``1`` (workload-aware) or ``exp(-0.5 k)`` for episode ``k`` (workload-guided).
+  *Choice*: the first term is evaluated at the end of the step (time ``t'``); the
+  paper's image leaves the instant open. A WAIT action has no impact penalty.
+* :class:`Seed000Reward` — seed 000's reward: ``-0.01 * estimated_time
+  - 0.1 * queue_length - 10 [chosen server full] + 0.1 * balance + 1 per admitted
+  request - 5 per response over 2 s``, with response time including queueing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from ._types import WAIT, ClusterState, RequestView
+
+__all__ = [
+    "REWARD_VARIANTS",
+    "PaperReward",
+    "RewardFunction",
+    "Seed000Reward",
+    "StepOutcome",
+    "make_reward",
+]
+
+PaperVariant = Literal["baseline", "workload-aware", "workload-guided"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepOutcome:
+    """What happened between one routing decision (at ``state.now_s``) and the next.
+
+    Attributes:
+        request: the request the decision was about.
+        action: the instance index chosen, or ``WAIT``.
+        state: the snapshot the router saw.
+        next_state: the snapshot at the next decision (or the end of the episode).
+        episode: episode index ``k`` (for the decaying heuristic weight).
+        n_completed: requests that finished in the interval.
+        n_admitted: requests admitted into an instance's batch in the interval.
+        progress_deficit: ``sum_j (1/T_j) (1 - f_jt)`` over requests in flight at the
+            end of the interval (1/s).
+        response_times_s: E2E latencies (queueing included) of the requests that
+            finished in the interval.
+        impact_r_mix: per-instance r_mix of the routed request at decision time
+            (higher = less impact), or ``None`` when not computed.
+        estimated_time_s: estimated service time of the request on the chosen instance
+            (``None`` for WAIT).
+    """
+
+    request: RequestView
+    action: int
+    state: ClusterState
+    next_state: ClusterState
+    episode: int = 0
+    n_completed: int = 0
+    n_admitted: int = 0
+    progress_deficit: float = 0.0
+    response_times_s: tuple[float, ...] = ()
+    impact_r_mix: npt.NDArray[np.float64] | None = None
+    estimated_time_s: float | None = None
+
+
+class RewardFunction(Protocol):
+    """Maps a :class:`StepOutcome` to a scalar reward."""
+
+    name: str
+
+    def __call__(self, outcome: StepOutcome) -> float:
+        """The reward of one decision."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaperReward:
+    """The Intelligent Router paper's reward (see the module docstring).
+
+    Attributes:
+        variant: "baseline" (w = 0), "workload-aware" (w = 1), "workload-guided"
+            (w = exp(-decay * k) for episode k).
+        completion_reward: r_w, reward per completed request (paper: 60).
+        decay: the workload-guided decay rate (paper: 0.5).
+
+    Example:
+        >>> import numpy as np
+        >>> from routeplay.replay._types import ClusterState, RequestView
+        >>> z = np.zeros(2, dtype=np.int64)
+        >>> s = ClusterState(now_s=0.0, router_queue_len=0, n_queued=z, n_running=z,
+        ...     prefill_tokens_pending=z, decode_tokens_done=z,
+        ...     predicted_decode_tokens_left=np.zeros(2), kv_used_tokens=z,
+        ...     kv_capacity_tokens=z + 100, max_running_seqs=z + 4,
+        ...     prompt_bucket_counts=np.zeros((2, 1), dtype=np.int64),
+        ...     decode_bucket_counts=np.zeros((2, 1), dtype=np.int64),
+        ...     earliest_completion_s=np.zeros(2))
+        >>> out = StepOutcome(request=RequestView(0, 0.0, 10), action=1, state=s,
+        ...     next_state=s, episode=2, n_completed=1, progress_deficit=0.5,
+        ...     impact_r_mix=np.array([0.9, 0.4]))
+        >>> PaperReward(variant="baseline")(out)
+        59.5
+        >>> round(PaperReward(variant="workload-aware")(out), 6)
+        59.0
+        >>> round(PaperReward(variant="workload-guided")(out), 6)  # 59.5 - exp(-1) * 0.5
+        59.31606
+    """
+
+    variant: PaperVariant = "workload-guided"
+    completion_reward: float = 60.0
+    decay: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("baseline", "workload-aware", "workload-guided"):
+            raise ValueError(
+                f"PaperReward.variant = {self.variant!r}; expected one of "
+                "['baseline', 'workload-aware', 'workload-guided']."
+            )
+        if self.decay < 0:
+            raise ValueError(f"PaperReward.decay = {self.decay!r}; expected >= 0.")
+
+    @property
+    def name(self) -> str:
+        """The reward's label, e.g. ``paper-workload-guided``."""
+        return f"paper-{self.variant}"
+
+    def heuristic_weight(self, episode: int) -> float:
+        """The weight ``w_k`` of the impact penalty in episode ``episode``."""
+        if self.variant == "baseline":
+            return 0.0
+        if self.variant == "workload-aware":
+            return 1.0
+        return math.exp(-self.decay * episode)
+
+    def __call__(self, outcome: StepOutcome) -> float:
+        """The reward of one decision."""
+        reward = -outcome.progress_deficit + self.completion_reward * outcome.n_completed
+        weight = self.heuristic_weight(outcome.episode)
+        if weight and outcome.action != WAIT and outcome.impact_r_mix is not None:
+            r_mix = np.asarray(outcome.impact_r_mix, dtype=np.float64)
+            penalty = float(r_mix.max() - r_mix[outcome.action])
+            reward -= weight * penalty
+        return float(reward)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Seed000Reward:
+    """Seed 000's reward for its heterogeneous cluster (DESIGN.md, System B).
+
+    ``-time_weight * estimated_time - queue_weight * queue_length - full_penalty
+    [chosen instance full] + balance_weight * balance + admit_reward * admitted
+    - slo_penalty * (responses over slo_s)``. ``queue_length`` is the chosen
+    instance's local queue at decision time; ``balance = 1 - CV`` of the instances'
+    outstanding requests after the decision (1 = perfectly balanced). Response times
+    include queueing (seed 000's code excluded it; we do not).
+
+    Example:
+        >>> import numpy as np
+        >>> from routeplay.replay._types import ClusterState, RequestView
+        >>> z = np.zeros(2, dtype=np.int64)
+        >>> s = ClusterState(now_s=0.0, router_queue_len=0, n_queued=np.array([2, 0]),
+        ...     n_running=np.array([3, 1]), prefill_tokens_pending=z, decode_tokens_done=z,
+        ...     predicted_decode_tokens_left=np.zeros(2), kv_used_tokens=z,
+        ...     kv_capacity_tokens=z + 100, max_running_seqs=np.array([3, 5]),
+        ...     prompt_bucket_counts=np.zeros((2, 1), dtype=np.int64),
+        ...     decode_bucket_counts=np.zeros((2, 1), dtype=np.int64),
+        ...     earliest_completion_s=np.zeros(2))
+        >>> out = StepOutcome(request=RequestView(0, 0.0, 10), action=0, state=s,
+        ...     next_state=s, n_admitted=1, response_times_s=(2.5,), estimated_time_s=1.0)
+        >>> round(Seed000Reward()(out), 4)  # -0.01 - 0.2 - 10 + 0.1*(1-CV) + 1 - 5
+        -14.1814
+    """
+
+    time_weight: float = 0.01
+    queue_weight: float = 0.1
+    full_penalty: float = 10.0
+    balance_weight: float = 0.1
+    admit_reward: float = 1.0
+    slo_penalty: float = 5.0
+    slo_s: float = 2.0
+    name: str = "seed000"
+
+    def __call__(self, outcome: StepOutcome) -> float:
+        """The reward of one decision."""
+        reward = self.admit_reward * outcome.n_admitted
+        reward -= self.slo_penalty * sum(1 for t in outcome.response_times_s if t > self.slo_s)
+        if outcome.action == WAIT:
+            return float(reward)
+        s = outcome.state
+        i = outcome.action
+        if outcome.estimated_time_s is not None:
+            reward -= self.time_weight * outcome.estimated_time_s
+        reward -= self.queue_weight * float(s.n_queued[i])
+        if s.n_running[i] >= s.max_running_seqs[i]:
+            reward -= self.full_penalty
+        outstanding = np.asarray(s.n_queued + s.n_running, dtype=np.float64)
+        outstanding[i] += 1.0
+        mean = outstanding.mean()
+        cv = float(outstanding.std() / mean) if mean > 0 else 0.0
+        reward += self.balance_weight * (1.0 - cv)
+        return float(reward)
+
+
+#: Reward names accepted by :func:`make_reward`.
+REWARD_VARIANTS: tuple[str, ...] = (
+    "paper-baseline",
+    "paper-workload-aware",
+    "paper-workload-guided",
+    "seed000",
+)
+
+
+def make_reward(name: str) -> PaperReward | Seed000Reward:
+    """A reward function by name (one of :data:`REWARD_VARIANTS`).
+
+    Example:
+        >>> make_reward("paper-workload-aware").name
+        'paper-workload-aware'
+    """
+    if name == "seed000":
+        return Seed000Reward()
+    if name.startswith("paper-") and name[len("paper-") :] in (
+        "baseline",
+        "workload-aware",
+        "workload-guided",
+    ):
+        return PaperReward(variant=name[len("paper-") :])  # type: ignore[arg-type]
+    raise ValueError(f"unknown reward {name!r}; expected one of {list(REWARD_VARIANTS)}.")
