@@ -2,6 +2,29 @@
 
 from __future__ import annotations
 
+from ._check import RouterCheckResult, check_router, make_cluster_state
+from ._router_registry import ROUTERS, RouterSpec, list_routers, make_router
+from ._routers import (
+    AIBrixLeastLatencyRouter,
+    DecodeBalancerOracleRouter,
+    DecodeBalancerRouter,
+    DedicatedSmallLargeRouter,
+    DynamoKVRouter,
+    ImpactGreedyRouter,
+    JSQTokensRouter,
+    LeastConnectionsRouter,
+    LeastLoadedRouter,
+    LeastWorkLeftRouter,
+    LLMDWeightedScorerRouter,
+    MaxCapacityRouter,
+    MinMinRouter,
+    PowerOfTwoRouter,
+    RandomRouter,
+    RoundRobinRouter,
+    SessionAffinityRouter,
+    SGLangCacheAwareRouter,
+    WeightedRoundRobinRouter,
+)
 from ._types import (
     BATCHING_POLICIES,
     WAIT,
@@ -15,6 +38,33 @@ from ._types import (
 )
 
 __all__ = [
+    # routers (H3)
+    "ROUTERS",
+    "AIBrixLeastLatencyRouter",
+    "DecodeBalancerOracleRouter",
+    "DecodeBalancerRouter",
+    "DedicatedSmallLargeRouter",
+    "DynamoKVRouter",
+    "ImpactGreedyRouter",
+    "JSQTokensRouter",
+    "LLMDWeightedScorerRouter",
+    "LeastConnectionsRouter",
+    "LeastLoadedRouter",
+    "LeastWorkLeftRouter",
+    "MaxCapacityRouter",
+    "MinMinRouter",
+    "PowerOfTwoRouter",
+    "RandomRouter",
+    "RoundRobinRouter",
+    "RouterCheckResult",
+    "RouterSpec",
+    "SGLangCacheAwareRouter",
+    "SessionAffinityRouter",
+    "WeightedRoundRobinRouter",
+    "check_router",
+    "list_routers",
+    "make_cluster_state",
+    "make_router",
     "BATCHING_POLICIES",
     "WAIT",
     "ClusterConfig",

@@ -1,0 +1,433 @@
+"""The router contract checker (like gymnasium's ``env_checker``) and a state builder.
+
+:func:`check_router` drives a router through randomly generated, valid cluster
+snapshots and raises :class:`RouterError` with a precise message at the first broken
+rule; :func:`make_cluster_state` builds a read-only :class:`ClusterState` from a few
+arrays (everything else defaulted), for tests and docstring examples.
+"""
+
+from __future__ import annotations
+
+import random as _stdlib_random
+from collections import Counter
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+from routeplay.estimator._latency import LinearLatencyModel
+
+from ._types import (
+    WAIT,
+    ClusterConfig,
+    ClusterState,
+    InstanceConfig,
+    OracleRequestView,
+    RequestView,
+    Router,
+    RouterError,
+)
+
+__all__ = ["RouterCheckResult", "check_router", "make_cluster_state"]
+
+_N_PROMPT_BUCKETS = 4
+_N_DECODE_BUCKETS = 5
+
+_INT_FIELDS = (
+    "n_queued",
+    "n_running",
+    "prefill_tokens_pending",
+    "decode_tokens_done",
+    "kv_used_tokens",
+    "kv_capacity_tokens",
+    "max_running_seqs",
+    "n_completed",
+    "tokens_in_system",
+)
+
+
+def _ro(a: Any, dtype: Any) -> npt.NDArray[Any]:
+    arr = np.array(a, dtype=dtype)
+    arr.setflags(write=False)
+    return arr
+
+
+def make_cluster_state(
+    n_instances: int | None = None,
+    *,
+    now_s: float = 0.0,
+    router_queue_len: int = 0,
+    **arrays: Any,
+) -> ClusterState:
+    """Build a read-only :class:`ClusterState`, defaulting every array not given.
+
+    Defaults: idle instances (zeros), ``kv_capacity_tokens = 100_000``,
+    ``max_running_seqs = 256``, 4 prompt and 5 decode buckets of zero counts,
+    ``earliest_completion_s = now_s``; ``oracle_decode_tokens_left`` stays ``None``
+    unless given. The instance count comes from ``n_instances`` or the first array.
+
+    Args:
+        n_instances: number of instances (optional when any array is given).
+        now_s: decision time.
+        router_queue_len: requests waiting at the router.
+        **arrays: any ClusterState array field, as a list or array.
+
+    Returns:
+        A snapshot whose arrays are all read-only.
+
+    Raises:
+        ValueError: unknown field, or arrays of different lengths.
+
+    Example:
+        >>> s = make_cluster_state(n_queued=[2, 0, 1])
+        >>> s.n_instances, s.n_outstanding.tolist(), s.n_queued.flags.writeable
+        (3, [2, 0, 1], False)
+    """
+    valid = {f.name for f in fields(ClusterState)} - {"now_s", "router_queue_len"}
+    unknown = sorted(set(arrays) - valid)
+    if unknown:
+        raise ValueError(
+            f"make_cluster_state: unknown field(s) {unknown}; expected some of {sorted(valid)}."
+        )
+    lengths = {k: len(np.atleast_1d(v)) for k, v in arrays.items() if v is not None}
+    if n_instances is None:
+        if not lengths:
+            raise ValueError(
+                "make_cluster_state: give n_instances or at least one per-instance array."
+            )
+        n_instances = next(iter(lengths.values()))
+    bad = {k: n for k, n in lengths.items() if n != n_instances}
+    if bad:
+        raise ValueError(
+            f"make_cluster_state: arrays {bad} do not match n_instances={n_instances}; "
+            "expected one entry per instance."
+        )
+    m = n_instances
+    defaults: dict[str, Any] = {name: np.zeros(m, dtype=np.int64) for name in _INT_FIELDS}
+    defaults["kv_capacity_tokens"] = np.full(m, 100_000, dtype=np.int64)
+    defaults["max_running_seqs"] = np.full(m, 256, dtype=np.int64)
+    defaults["predicted_decode_tokens_left"] = np.zeros(m, dtype=np.float64)
+    defaults["prompt_bucket_counts"] = np.zeros((m, _N_PROMPT_BUCKETS), dtype=np.int64)
+    defaults["decode_bucket_counts"] = np.zeros((m, _N_DECODE_BUCKETS), dtype=np.int64)
+    defaults["earliest_completion_s"] = np.full(m, now_s, dtype=np.float64)
+    defaults.update({k: v for k, v in arrays.items() if v is not None})
+    kwargs: dict[str, Any] = {}
+    for name, value in defaults.items():
+        dtype = (
+            np.float64
+            if name in ("predicted_decode_tokens_left", "earliest_completion_s")
+            else np.int64
+        )
+        kwargs[name] = _ro(value, dtype)
+    oracle = arrays.get("oracle_decode_tokens_left")
+    kwargs["oracle_decode_tokens_left"] = None if oracle is None else _ro(oracle, np.int64)
+    return ClusterState(now_s=float(now_s), router_queue_len=int(router_queue_len), **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class RouterCheckResult:
+    """What :func:`check_router` saw: the decisions of one checked run.
+
+    Attributes:
+        router_name: the router's ``name``.
+        oracle: the router's ``oracle`` flag.
+        n_instances: instances of the random cluster.
+        n_decisions: route calls made in one run.
+        n_wait: how many of them returned WAIT.
+        choices: every decision of the run, in order.
+    """
+
+    router_name: str
+    oracle: bool
+    n_instances: int
+    n_decisions: int
+    n_wait: int
+    choices: tuple[int, ...]
+
+    def to_frame(self) -> pl.DataFrame:
+        """Decision counts per choice (``-1`` = WAIT), sorted by choice."""
+        counts = Counter(self.choices)
+        keys = sorted(counts)
+        return pl.DataFrame(
+            {"choice": keys, "n_decisions": [counts[k] for k in keys]},
+            schema={"choice": pl.Int64, "n_decisions": pl.Int64},
+        )
+
+
+def _random_cluster(rng: np.random.Generator, m: int) -> ClusterConfig:
+    instances = []
+    for i in range(m):
+        speed = float(rng.uniform(0.5, 2.0))
+        latency = LinearLatencyModel(
+            intercept_s=0.01 * speed,
+            prefill_s_per_token=2e-4 * speed,
+            prefill_s_per_token2=float(rng.uniform(0.0, 1e-8)),
+            decode_s_per_seq=5e-4 * speed,
+            decode_s_per_context_token=float(rng.uniform(0.0, 1e-7)),
+        )
+        instances.append(
+            InstanceConfig(
+                name=f"check-{i}",
+                latency=latency,
+                max_running_seqs=int(rng.integers(4, 64)),
+                kv_capacity_tokens=int(rng.integers(20_000, 200_000)),
+            )
+        )
+    return ClusterConfig(instances=tuple(instances))
+
+
+def _random_state(
+    rng: np.random.Generator, cluster: ClusterConfig, now_s: float, oracle: bool
+) -> ClusterState:
+    m = cluster.n_instances
+    max_seqs = np.array([c.max_running_seqs for c in cluster.instances], dtype=np.int64)
+    kv_cap = np.array([c.kv_capacity_tokens for c in cluster.instances], dtype=np.int64)
+    idle = rng.random(m) < 0.2
+    n_running = np.where(idle, 0, rng.integers(0, max_seqs + 1))
+    n_queued = np.where(idle, 0, rng.integers(0, 20, size=m))
+    kv_used = np.minimum((rng.random(m) * kv_cap).astype(np.int64), kv_cap)
+    kv_used = np.where(n_running == 0, 0, kv_used)
+    prefill_pending = n_queued * rng.integers(1, 2000, size=m)
+    decode_done = n_running * rng.integers(0, 300, size=m)
+    pred_left = (n_running + n_queued) * rng.uniform(0.0, 400.0, size=m)
+    ec = now_s + np.where(n_running > 0, rng.exponential(1.0, size=m), 0.0)
+    pb = (
+        rng.multinomial(1, np.full(_N_PROMPT_BUCKETS, 1 / _N_PROMPT_BUCKETS), size=m)
+        * (n_running + n_queued)[:, None]
+    )
+    db = (
+        rng.multinomial(1, np.full(_N_DECODE_BUCKETS, 1 / _N_DECODE_BUCKETS), size=m)
+        * (n_running + n_queued)[:, None]
+    )
+    oracle_left = (n_running + n_queued) * rng.integers(1, 400, size=m) if oracle else None
+    return make_cluster_state(
+        m,
+        now_s=now_s,
+        router_queue_len=int(rng.integers(0, 512)),
+        n_queued=n_queued,
+        n_running=n_running,
+        prefill_tokens_pending=prefill_pending,
+        decode_tokens_done=decode_done,
+        predicted_decode_tokens_left=pred_left,
+        kv_used_tokens=kv_used,
+        kv_capacity_tokens=kv_cap,
+        max_running_seqs=max_seqs,
+        prompt_bucket_counts=pb,
+        decode_bucket_counts=db,
+        earliest_completion_s=ec,
+        n_completed=rng.integers(0, 1000, size=m),
+        tokens_in_system=prefill_pending + decode_done + n_running * 500,
+        oracle_decode_tokens_left=oracle_left,
+    )
+
+
+def _random_request(
+    rng: np.random.Generator, request_id: int, arrival_s: float, oracle: bool
+) -> RequestView:
+    prompt = int(rng.integers(1, 4000))
+    n_blocks = int(rng.integers(0, 6))
+    family = int(rng.integers(0, 4))
+    blocks = tuple(int(1000 * family + k) for k in range(n_blocks))
+    has_pred = rng.random() < 0.8
+    pred_out = float(rng.uniform(1, 800)) if has_pred else None
+    bucket = int(rng.integers(0, _N_DECODE_BUCKETS)) if has_pred else None
+    session = f"session-{int(rng.integers(0, 8))}" if rng.random() < 0.7 else None
+    task = ("code", "conversation", "summarize", None)[int(rng.integers(0, 4))]
+    common: dict[str, Any] = {
+        "request_id": request_id,
+        "arrival_s": arrival_s,
+        "prompt_tokens": prompt,
+        "task": task,
+        "session_id": session,
+        "prefix_blocks": blocks,
+        "predicted_bucket": bucket,
+        "predicted_output_tokens": pred_out,
+    }
+    if oracle:
+        return OracleRequestView(**common, output_tokens=int(rng.integers(1, 1000)))
+    return RequestView(**common)
+
+
+def _snapshot(state: ClusterState) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(ClusterState):
+        value = getattr(state, f.name)
+        out[f.name] = value.copy() if isinstance(value, np.ndarray) else value
+    return out
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    changed = []
+    for key, va in a.items():
+        vb = b[key]
+        if isinstance(va, np.ndarray):
+            if not (isinstance(vb, np.ndarray) and np.array_equal(va, vb)):
+                changed.append(key)
+        elif va != vb:
+            changed.append(key)
+    return changed
+
+
+def _run(
+    router: Router,
+    cluster: ClusterConfig,
+    inputs: list[tuple[RequestView, ClusterState]],
+    seed: int,
+) -> list[int]:
+    name = getattr(router, "name", type(router).__name__)
+    router.reset(cluster, np.random.default_rng(np.random.SeedSequence(seed)))
+    choices = []
+    m = cluster.n_instances
+    for step, (request, state) in enumerate(inputs):
+        before = _snapshot(state)
+        try:
+            choice = router.route(request, state)
+        except Exception as exc:  # re-raised with the context a user needs
+            raise RouterError(
+                f"router {name!r} raised {type(exc).__name__} at step {step} "
+                f"(request {request.request_id}, {m} instances): {exc}"
+            ) from exc
+        if isinstance(choice, (bool, np.bool_)) or not isinstance(choice, (int, np.integer)):
+            raise RouterError(
+                f"router {name!r} returned {choice!r} ({type(choice).__name__}) at step {step}; "
+                f"expected an int in range({m}) or WAIT ({WAIT})."
+            )
+        if not (0 <= int(choice) < m or int(choice) == WAIT):
+            raise RouterError(
+                f"router {name!r} returned {int(choice)} at step {step} for request "
+                f"{request.request_id}; expected an index in range({m}) or WAIT ({WAIT})."
+            )
+        changed = _same(before, _snapshot(state))
+        if changed:
+            raise RouterError(
+                f"router {name!r} changed the cluster state's {changed} at step {step}; "
+                "routers must treat the snapshot as read-only."
+            )
+        choices.append(int(choice))
+    return choices
+
+
+def check_router(
+    router: Router,
+    *,
+    n_instances: int = 4,
+    seed: int = 0,
+    n_decisions: int = 200,
+) -> RouterCheckResult:
+    """Check that ``router`` keeps the router contract; raise at the first violation.
+
+    On a random heterogeneous cluster of ``n_instances`` and ``n_decisions`` random but
+    valid (request, snapshot) pairs, it checks that the router
+
+    * has a non-empty ``name`` (str), a bool ``oracle`` flag, ``reset`` and ``route``;
+    * returns a plain int in ``range(n_instances)`` or ``WAIT`` every time;
+    * never changes the snapshot (arrays are read-only and compared before/after);
+    * works with a plain :class:`RequestView` and ``oracle_decode_tokens_left=None``
+      when ``oracle`` is False (so it cannot read the true output length), and, when
+      ``oracle`` is True, refuses a plain RequestView with an exception;
+    * makes the same decisions after ``reset`` with an equally seeded generator, and
+      whatever the global ``random``/``numpy.random`` state is (no hidden randomness);
+    * works on a single-instance cluster (always 0 or WAIT).
+
+    Args:
+        router: the router to check (it is reset several times).
+        n_instances: instances of the random cluster (>= 1).
+        seed: seed of the random cluster, states and requests, and of the generator
+            handed to ``reset``.
+        n_decisions: route calls per run.
+
+    Returns:
+        The decisions of the first run.
+
+    Raises:
+        RouterError: the router broke a rule (the message says which and where).
+        ValueError: bad arguments.
+
+    Example:
+        >>> from routeplay.replay import make_router
+        >>> result = check_router(make_router("round-robin"), n_instances=3, n_decisions=6)
+        >>> result.choices
+        (0, 1, 2, 0, 1, 2)
+    """
+    if isinstance(n_instances, bool) or not isinstance(n_instances, int) or n_instances < 1:
+        raise ValueError(f"check_router: n_instances = {n_instances!r}; expected an int >= 1.")
+    if isinstance(n_decisions, bool) or not isinstance(n_decisions, int) or n_decisions < 1:
+        raise ValueError(f"check_router: n_decisions = {n_decisions!r}; expected an int >= 1.")
+    name = getattr(router, "name", None)
+    if not isinstance(name, str) or not name:
+        raise RouterError(
+            f"{type(router).__name__} has name = {name!r}; expected a non-empty str attribute."
+        )
+    oracle = getattr(router, "oracle", None)
+    if not isinstance(oracle, bool):
+        raise RouterError(
+            f"router {name!r} has oracle = {oracle!r}; expected a bool attribute (True only "
+            "for routers allowed to see true output lengths)."
+        )
+    for method in ("reset", "route"):
+        if not callable(getattr(router, method, None)):
+            raise RouterError(f"router {name!r} has no callable {method}() method.")
+
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    cluster = _random_cluster(rng, n_instances)
+    inputs = []
+    now_s = 0.0
+    for k in range(n_decisions):
+        now_s += float(rng.exponential(0.05))
+        inputs.append(
+            (_random_request(rng, k, now_s, oracle), _random_state(rng, cluster, now_s, oracle))
+        )
+
+    state_np, state_py = np.random.get_state(), _stdlib_random.getstate()
+    try:
+        np.random.seed(1)
+        _stdlib_random.seed(1)
+        first = _run(router, cluster, inputs, seed)
+        np.random.seed(2)
+        _stdlib_random.seed(2)
+        second = _run(router, cluster, inputs, seed)
+    finally:
+        np.random.set_state(state_np)
+        _stdlib_random.setstate(state_py)
+    if first != second:
+        step = next(i for i, (a, b) in enumerate(zip(first, second, strict=True)) if a != b)
+        raise RouterError(
+            f"router {name!r} is not deterministic: after reset with the same seed it chose "
+            f"{second[step]} instead of {first[step]} at step {step}. Fix: draw randomness only "
+            "from the generator given to reset() and clear all per-replay state in reset()."
+        )
+
+    if oracle:
+        plain = RequestView(
+            request_id=inputs[0][0].request_id,
+            arrival_s=inputs[0][0].arrival_s,
+            prompt_tokens=inputs[0][0].prompt_tokens,
+        )
+        router.reset(cluster, np.random.default_rng(np.random.SeedSequence(seed)))
+        try:
+            router.route(plain, inputs[0][1])
+        except Exception:  # noqa: BLE001 - any clear refusal is acceptable
+            pass
+        else:
+            raise RouterError(
+                f"router {name!r} has oracle=True but routed a plain RequestView (no true "
+                "output length) without complaint; oracle routers must refuse it."
+            )
+
+    single = _random_cluster(np.random.default_rng(np.random.SeedSequence(seed + 1)), 1)
+    srng = np.random.default_rng(np.random.SeedSequence(seed + 2))
+    single_inputs = [
+        (_random_request(srng, k, 0.1 * k, oracle), _random_state(srng, single, 0.1 * k, oracle))
+        for k in range(min(n_decisions, 20))
+    ]
+    _run(router, single, single_inputs, seed)
+
+    return RouterCheckResult(
+        router_name=name,
+        oracle=oracle,
+        n_instances=n_instances,
+        n_decisions=n_decisions,
+        n_wait=sum(c == WAIT for c in first),
+        choices=tuple(first),
+    )

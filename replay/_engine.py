@@ -1,0 +1,1164 @@
+"""The discrete-event engine: router queue, continuous-batching instances, two modes.
+
+Rules (DESIGN.md "Engine semantics", with every choice this module makes):
+
+Router layer
+    A request joins the router queue at ``arrival_s``. At each arrival and at each
+    action tick the queue is offered to the router head first (FIFO): every request
+    it routes leaves the queue; the first ``WAIT`` ends the offer, and the rest of the
+    queue (behind the waiting head) is held too — nothing overtakes the head. Ticks lie
+    on the global grid ``k * action_interval_s``; after a WAIT the next grid point after
+    now is scheduled. With ``state_delay_s > 0`` the router sees the state as it was at
+    ``now - state_delay_s``: the engine takes snapshots at every ``arrival_s - delay``
+    and every ``k * action_interval_s - delay`` (so every decision time has an exact
+    one); before t = 0 it sees the empty cluster. ``state.now_s`` is the snapshot time.
+
+Events at the same time
+    are ordered by ``(time_s, kind_priority, seq)``: iteration ends, then arrivals,
+    then ticks, then batch formation, then samples/snapshots. So a request routed at
+    the instant an iteration ends joins the next batch, and routers see completions
+    that happen at their decision time.
+
+Instance (iteration-level continuous batching)
+    At the start of each iteration the instance forms its batch:
+
+    1. Every running sequence that finished its prefill decodes one token; with
+       chunked prefill, partially prefilled sequences continue in admission order with
+       chunks that fill the budget left after one token per decode (Sarathi-style).
+    2. KV: a sequence uses ``blocks(prompt + generated)`` tokens (``blocks(x) =
+       ceil(x / kv_block_tokens) * kv_block_tokens``); a sequence being prefilled
+       reserves ``blocks(prefill target)`` at admission and ``blocks(target + 1)`` in
+       the iteration that completes it (token 1). If the end-of-iteration use would
+       exceed capacity, the newest running sequence is preempted (KV freed, moved to
+       the front of the local queue, prefilled again later as prompt + generated
+       tokens); repeated until it fits. An iteration that preempted admits nothing.
+    3. Admission: preempted sequences first (oldest preemption first), then the local
+       policy: ``fcfs`` (routing order), ``least-work-left`` (fewest *predicted* output
+       tokens, routing order on ties; with no predictor this is FCFS), or
+       ``bin-packing`` (the largest prefill target that fits the token budget and KV;
+       with chunked prefill and nothing fitting whole, the oldest request is chunked).
+       FCFS and least-work-left stop at the first request that does not fit. Limits:
+       ``max_running_seqs``, the token budget (without chunking a prompt is admitted
+       only whole) and free KV.
+    4. The iteration lasts ``latency.iteration_time_s(prefill_tokens,
+       prefill_sq_tokens = sum(chunk * (chunk + already_in_kv)), n_decode_seqs,
+       decode_context_tokens = sum(prompt + generated))``.
+
+    A prompt longer than ``max_batched_tokens`` without chunked prefill, or a request
+    whose final KV (``blocks(prompt + output)``) exceeds the instance's capacity, raises
+    ``ValueError`` when routed there. A *recomputation* (prompt + generated tokens)
+    longer than the budget is admitted alone as the batch's only prefill.
+
+Prefix cache (``prefix_cache=True``)
+    An LRU over the trace's ``prefix_blocks`` hashes (``prefix_block_tokens`` each).
+    At admission the request's leading blocks found in the cache are removed from its
+    prefill work (at most ``target - 1`` tokens, so that at least one token is
+    computed), then all its blocks are touched/inserted. KV is still reserved for the
+    whole target (no sharing of blocks between sequences is modelled).
+
+Fast mode
+    When a batch has no prefill work, nothing to admit and no preemption, its next
+    iterations are decode-only and change nothing but token counts until the first
+    completion or KV exhaustion. The engine schedules that whole run as one event and
+    prices it in closed form (iteration times grow arithmetically with the context:
+    ``LinearLatencyModel.decode_run_time_s``). A request routed to a busy instance cuts
+    the run at the first iteration boundary at or after its routing time; state
+    queries in the middle of a run count the iterations completed so far by solving
+    the quadratic. Reference mode forms every iteration as its own event; everything
+    else is shared, so the two agree to rounding.
+
+Predictions
+    With a predictor, ``predictor.predict(trace)`` is called once; requests carry
+    ``predicted_bucket``/``predicted_output_tokens`` and the state's
+    ``decode_bucket_counts`` (one column per predictor bucket) and
+    ``predicted_decode_tokens_left`` use them. Without one, routers see ``None`` for
+    both request fields, a single decode-bucket column holding every request, and 0
+    predicted tokens left. Only routers with ``oracle = True`` get
+    :class:`OracleRequestView` and ``oracle_decode_tokens_left``.
+
+State fields
+    Bucket counts (P_t, D_t), ``tokens_in_system`` and the predicted tokens left cover
+    the instance's queued and running requests. ``earliest_completion_s`` is an estimate
+    from predictions only: ``now + t_decode(batch) * min(max(predicted - generated, 1))``
+    over running sequences, ``now + prefill time`` of the next queued request when the
+    instance is idle with a queue, ``now`` when empty.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+import math
+from collections import OrderedDict, deque
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from routeplay.datasets._schema import validate_trace
+from routeplay.estimator._protocols import OutputLengthPredictor
+
+from ._metrics import (
+    IMBALANCE_MAX_MIN,
+    UTILISATION_CV,
+    summarize_requests,
+    utilisation_imbalance,
+)
+from ._result import REQUEST_SCHEMA, TIMELINE_SCHEMA, ReplayConfig, ReplayResult
+from ._types import (
+    WAIT,
+    ClusterConfig,
+    ClusterState,
+    InstanceConfig,
+    OracleRequestView,
+    RequestView,
+    Router,
+    RouterError,
+)
+
+__all__ = ["Engine", "run_replay"]
+
+# event kinds, in priority order at equal times
+_ITER_END = 0
+_ARRIVAL = 1
+_TICK = 2
+_FORM = 3
+_SAMPLE = 4
+_SNAPSHOT = 5
+
+_I64 = npt.NDArray[np.int64]
+_F64 = npt.NDArray[np.float64]
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+class _Instance:
+    """Mutable state of one instance (internal)."""
+
+    def __init__(self, idx: int, cfg: InstanceConfig, n_pb: int, n_db: int) -> None:
+        self.idx = idx
+        self.cfg = cfg
+        lat = cfg.latency
+        self.c0 = lat.intercept_s
+        self.c_pb = lat.prefill_batch_s
+        self.c_p = lat.prefill_s_per_token
+        self.c_p2 = lat.prefill_s_per_token2
+        self.c_d = lat.decode_s_per_seq
+        self.c_kv = lat.decode_s_per_context_token
+        self.block = cfg.kv_block_tokens
+        self.cap_kv = cfg.kv_capacity_tokens
+        self.max_seqs = cfg.max_running_seqs
+        self.max_bt = cfg.max_batched_tokens
+        self.chunked = cfg.chunked_prefill
+        self.policy = cfg.batching
+        size = cfg.max_running_seqs
+        # running slots, in admission order (newest last = preemption victim)
+        self.rid = np.zeros(size, np.int64)
+        self.ctx = np.zeros(size, np.int64)  # prompt + generated (prefill target while prefilling)
+        self.gen = np.zeros(size, np.int64)
+        self.out = np.zeros(size, np.int64)
+        self.pleft = np.zeros(size, np.int64)  # prefill tokens still to compute
+        self.pdone = np.zeros(size, np.int64)  # prefill tokens already in KV
+        self.pred = np.zeros(size, np.float64)
+        self.chunk = np.zeros(size, np.int64)  # this iteration's prefill chunk per slot
+        self.n = 0
+        self.n_prefilling = 0
+        # local queue: preempted first, then policy structure
+        self.preempted: deque[int] = deque()
+        self.fifo: deque[int] = deque()
+        self.heap: list[tuple[float, int, int]] = []
+        self.binlist: list[int] = []
+        self.n_waiting = 0
+        self.q_target_sum = 0  # prefill targets of queued requests
+        self.q_gen_sum = 0  # generated tokens of queued (preempted) requests
+        self.q_pred_left = 0.0  # sum of max(pred - gen, 0) over queued
+        self.q_oracle_left = 0  # sum of (out - gen) over queued
+        self.prompt_sum = 0  # prompt tokens of queued + running
+        self.pb_counts = np.zeros(n_pb, np.int64)
+        self.db_counts = np.zeros(n_db, np.int64)
+        self.n_completed = 0
+        # current iteration / run
+        self.busy = False
+        self.form_pending = False
+        self.version = 0
+        self.t0 = 0.0
+        self.run_a = 0.0  # first iteration time of a decode run
+        self.run_b = 0.0  # increment per iteration (c_kv * n)
+        self.run_k = 0  # planned iterations (0 = mixed single iteration)
+        self.t_end = 0.0
+        self.busy_time_s = 0.0
+        self.lru: OrderedDict[int, None] = OrderedDict()
+        # running aggregates, kept incrementally
+        self.mgap = np.zeros(size, np.float64)  # longest token gap so far per slot
+        self.gen_sum = 0
+        self.ctx_sum = 0
+        self.out_sum = 0
+        self._kv = 0  # sum of blocks(ctx) over running; -1 = recompute
+
+    def kv_now(self) -> int:
+        """KV tokens held by the running sequences (block-rounded)."""
+        if self._kv < 0:
+            b = self.block
+            n = self.n
+            self._kv = int(((self.ctx[:n] + (b - 1)) // b).sum()) * b if n else 0
+        return self._kv
+
+    # -- local queue ---------------------------------------------------------------
+    def n_queued(self) -> int:
+        return len(self.preempted) + self.n_waiting
+
+    def run_time(self, k: int) -> float:
+        """Closed-form duration of the first ``k`` iterations of the current decode run."""
+        return k * self.run_a + self.run_b * k * (k - 1) / 2.0
+
+    def k_done(self, dt: float) -> int:
+        """Iterations of the current decode run completed within ``dt`` of its start."""
+        a, b, kmax = self.run_a, self.run_b, self.run_k
+        if dt <= 0:
+            return 0
+        if a <= 0 and b <= 0:
+            return kmax
+        if b == 0.0:
+            k = int(dt / a)
+        else:
+            p = a - b / 2.0
+            disc = p * p + 2.0 * b * dt
+            k = int((-p + math.sqrt(max(disc, 0.0))) / b) if disc > 0 else 0
+        k = max(0, min(k, kmax))
+        while k < kmax and self.run_time(k + 1) <= dt:
+            k += 1
+        while k > 0 and self.run_time(k) > dt:
+            k -= 1
+        return k
+
+
+class Engine:
+    """The replay engine, driven one routing decision at a time.
+
+    :func:`run_replay` is a loop over this class; a gymnasium environment can drive it
+    the same way: ``next_decision()`` advances the simulation to the next moment a
+    router must decide and returns ``(request, state)`` (``None`` once every request
+    has finished); ``apply(action)`` acts on it; ``result()`` builds the
+    :class:`ReplayResult`. See the module docstring for the exact rules.
+
+    Args:
+        trace: a trace in the canonical schema (validated here).
+        cluster: the cluster to replay on.
+        config: replay settings.
+        predictor: optional output-length predictor (called once, on the whole trace).
+        oracle: hand out :class:`OracleRequestView` and true tokens left (for routers
+            with ``oracle = True`` only).
+        router_name: used in error messages and the result.
+
+    Example:
+        >>> import polars as pl
+        >>> from routeplay.estimator._latency import LinearLatencyModel
+        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
+        >>> lat = LinearLatencyModel.from_throughput(1000.0)
+        >>> cluster = ClusterConfig(instances=(InstanceConfig(name="a", latency=lat),))
+        >>> trace = pl.DataFrame({"request_id": [0, 1], "arrival_s": [0.0, 0.5],
+        ...                       "prompt_tokens": [100, 100], "output_tokens": [11, 1]})
+        >>> eng = Engine(trace, cluster)
+        >>> n = 0
+        >>> while (d := eng.next_decision()) is not None:
+        ...     eng.apply(0); n += 1
+        >>> res = eng.result()
+        >>> n, res.requests["e2e_s"].round(6).to_list()
+        (2, [0.11, 0.1])
+    """
+
+    def __init__(
+        self,
+        trace: pl.DataFrame,
+        cluster: ClusterConfig,
+        *,
+        config: ReplayConfig | None = None,
+        predictor: OutputLengthPredictor | None = None,
+        oracle: bool = False,
+        router_name: str = "router",
+    ) -> None:
+        self.config = config if config is not None else ReplayConfig()
+        self.cluster = cluster
+        self.oracle = bool(oracle)
+        self.router_name = router_name
+        trace = validate_trace(trace, allow_extra_columns=True)
+        self._trace = trace
+        n = trace.height
+        self.n_requests = n
+        self.arrival = trace["arrival_s"].to_numpy().astype(np.float64)
+        self.prompt = trace["prompt_tokens"].to_numpy().astype(np.int64)
+        self.output = trace["output_tokens"].to_numpy().astype(np.int64)
+        self._arrival_list: list[float] = self.arrival.tolist()
+        self._ids: list[int] = trace["request_id"].to_list()
+        self._prompt_list: list[int] = self.prompt.tolist()
+        self._output_list: list[int] = self.output.tolist()
+        self._task: list[Any] | None = (
+            trace["task"].cast(pl.String).to_list() if "task" in trace.columns else None
+        )
+        self._session: list[Any] | None = (
+            trace["session_id"].to_list() if "session_id" in trace.columns else None
+        )
+        self._prefix: list[tuple[int, ...]] | None = (
+            [tuple(x) if x is not None else () for x in trace["prefix_blocks"].to_list()]
+            if "prefix_blocks" in trace.columns
+            else None
+        )
+        # predictions (features only; never the truth)
+        self.has_predictor = predictor is not None
+        if predictor is not None:
+            pred = predictor.predict(trace)
+            bucket = np.asarray(pred.bucket, dtype=np.int64)
+            expected = np.asarray(pred.expected_output_tokens, dtype=np.float64)
+            n_db = int(predictor.n_buckets)
+            if bucket.shape != (n,) or expected.shape != (n,):
+                raise ValueError(
+                    f"predictor.predict returned arrays of shapes {bucket.shape} and "
+                    f"{expected.shape}; expected ({n},) for a trace of {n} rows."
+                )
+            if n and (bucket.min() < 0 or bucket.max() >= n_db):
+                raise ValueError(
+                    f"predictor.predict returned buckets in [{bucket.min()}, {bucket.max()}]; "
+                    f"expected range(0, {n_db}) (predictor.n_buckets = {n_db})."
+                )
+            self.pred_bucket = bucket
+            self.pred_tokens = expected
+        else:
+            n_db = 1
+            self.pred_bucket = np.zeros(n, np.int64)
+            self.pred_tokens = np.zeros(n, np.float64)
+        self._pred_bucket_list: list[int] = self.pred_bucket.tolist()
+        self._pred_tokens_list: list[float] = self.pred_tokens.tolist()
+        edges = np.asarray(self.config.prompt_bucket_edges_tokens, dtype=np.float64)
+        n_pb = self.config.n_prompt_buckets
+        pb = np.searchsorted(edges, self.prompt.astype(np.float64), side="right") - 1
+        self._prompt_bucket_list: list[int] = np.clip(pb, 0, n_pb - 1).tolist()
+        self.n_prompt_buckets = n_pb
+        self.n_decode_buckets = n_db
+        # engine checks on the cluster
+        for k, inst in enumerate(cluster.instances):
+            if inst.max_batched_tokens < inst.max_running_seqs:
+                raise ValueError(
+                    f"instance {k} ({inst.name!r}): max_batched_tokens = "
+                    f"{inst.max_batched_tokens} < max_running_seqs = {inst.max_running_seqs}; "
+                    "expected a budget of at least one token per running sequence (vLLM "
+                    "requires the same). Fix: raise max_batched_tokens."
+                )
+        self.inst = [_Instance(k, c, n_pb, n_db) for k, c in enumerate(cluster.instances)]
+        self.m = len(self.inst)
+        self._pb_counts = np.zeros((self.m, n_pb), np.int64)
+        self._db_counts = np.zeros((self.m, n_db), np.int64)
+        for k, inst in enumerate(self.inst):
+            inst.pb_counts = self._pb_counts[k]
+            inst.db_counts = self._db_counts[k]
+        self._kv_cap = _ro(np.array([i.cap_kv for i in self.inst], np.int64))
+        self._max_seqs = _ro(np.array([i.max_seqs for i in self.inst], np.int64))
+        # per-request results
+        self.instance_id = np.full(n, -1, np.int64)
+        self.routed_s = np.full(n, np.nan)
+        self.admitted_s = np.full(n, np.nan)
+        self.first_token_s = np.full(n, np.nan)
+        self.finish_s = np.full(n, np.nan)
+        self.last_token_s = np.full(n, np.nan)
+        self.max_gap_s = np.zeros(n, np.float64)
+        self.n_preempt = np.zeros(n, np.int64)
+        self.saved_gen = np.zeros(n, np.int64)  # tokens generated before a preemption
+        # event machinery
+        self._heap: list[tuple[float, int, int, int, int]] = []
+        self._seq = itertools.count()
+        self._next_arrival = 0
+        self.now_s = 0.0
+        self._rq: deque[int] = deque()
+        self._offering = False
+        self._tick_pending = False
+        self._n_finished = 0
+        self._reference = self.config.mode == "reference"
+        last_arrival = float(self.arrival[-1]) if n else 0.0
+        self._max_time = (
+            self.config.max_sim_time_s
+            if self.config.max_sim_time_s is not None
+            else last_arrival + 86_400.0
+        )
+        self._timeline: list[tuple[float, int, int, int, int, bool]] = []
+        if self.config.timeline_sample_interval_s is not None and n:
+            self._sample_k = 0
+            self._push(0.0, _SAMPLE, 0, 0)
+        self._delay = cluster.state_delay_s
+        self._snapshots: deque[tuple[float, ClusterState]] = deque()
+        self._snap_arrival = 0
+        if self._delay > 0 and n:
+            self._snap_grid_k = max(0, math.ceil(self._delay / cluster.action_interval_s))
+            self._push_grid_snapshot()
+        self._decision: int | None = None
+        self._cached_state: ClusterState | None = None
+
+    # -- event queue -----------------------------------------------------------------
+    def _push(self, t: float, kind: int, a: int, b: int) -> None:
+        heapq.heappush(self._heap, (t, kind, next(self._seq), a, b))
+
+    def _push_grid_snapshot(self) -> None:
+        interval = self.cluster.action_interval_s
+        t = self._snap_grid_k * interval - self._delay
+        self._push(t, _SNAPSHOT, 0, 0)
+
+    def _pop(self) -> tuple[float, int, int, int] | None:
+        """Next event as (time, kind, a, b), merging the arrival stream."""
+        heap = self._heap
+        i = self._next_arrival
+        arr = self._arrival_list
+        na = arr[i] if i < self.n_requests else math.inf
+        # arrival-time snapshots (stale state) interleave as their own stream
+        if self._delay > 0 and self._snap_arrival < self.n_requests:
+            ts = arr[self._snap_arrival] - self._delay
+            if ts >= 0 and (not heap or (ts, _SNAPSHOT) < heap[0][:2]) and ts < na:
+                self._snap_arrival += 1
+                return ts, _SNAPSHOT, 1, 0
+            if ts < 0:
+                self._snap_arrival += 1
+        if heap and (heap[0][0], heap[0][1]) < (na, _ARRIVAL):
+            t, kind, _, a, b = heapq.heappop(heap)
+            return t, kind, a, b
+        if i < self.n_requests:
+            self._next_arrival = i + 1
+            return na, _ARRIVAL, i, 0
+        return None
+
+    # -- public driving API ----------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """True once every request has finished."""
+        return self._n_finished == self.n_requests
+
+    def next_decision(self) -> tuple[RequestView, ClusterState] | None:
+        """Advance to the next routing decision; ``None`` when every request finished.
+
+        Calling it again without :meth:`apply` returns the same pending decision.
+        """
+        while True:
+            if self._offering:
+                if self._rq:
+                    i = self._rq[0]
+                    if self._decision != i or self._cached_state is None:
+                        self._decision = i
+                        self._cached_state = self._router_state()
+                    return self._view(i), self._cached_state
+                self._offering = False
+            ev = self._pop()
+            if ev is None:
+                if self.done:
+                    return None
+                raise RuntimeError(  # pragma: no cover - engine invariant
+                    f"replay stalled at t={self.now_s} with {self.n_requests - self._n_finished} "
+                    "unfinished requests and no pending events; this is an engine bug."
+                )
+            t, kind, a, b = ev
+            if t > self._max_time:
+                raise RuntimeError(
+                    f"replay passed max_sim_time_s = {self._max_time} s with "
+                    f"{self.n_requests - self._n_finished} of {self.n_requests} requests "
+                    f"unfinished ({len(self._rq)} at the router); expected every request to "
+                    "finish. Fix: check that the router does not WAIT forever, or raise "
+                    "ReplayConfig.max_sim_time_s."
+                )
+            self.now_s = t
+            if kind == _ITER_END:
+                inst = self.inst[a]
+                if b == inst.version and inst.busy:
+                    self._iteration_end(inst, t)
+            elif kind == _ARRIVAL:
+                self._rq.append(a)
+                self._offering = True
+            elif kind == _TICK:
+                self._tick_pending = False
+                if self._rq:
+                    self._offering = True
+            elif kind == _FORM:
+                self._form(self.inst[a], t)
+            elif kind == _SAMPLE:
+                self._sample(t)
+            else:
+                self._snapshot(t, grid=(a == 0))
+
+    def apply(self, action: int) -> None:
+        """Act on the pending decision: route the offered request to ``action`` or WAIT.
+
+        Raises:
+            RouterError: when ``action`` is not an instance index or :data:`WAIT`.
+            RuntimeError: when there is no pending decision.
+        """
+        if not self._offering or not self._rq:
+            raise RuntimeError(
+                "Engine.apply called without a pending decision; expected a call to "
+                "next_decision() that returned (request, state) first."
+            )
+        i = self._rq[0]
+        ok = isinstance(action, (int, np.integer)) and not isinstance(action, (bool, np.bool_))
+        if not ok or not (action == WAIT or 0 <= int(action) < self.m):
+            raise RouterError(
+                f"router {self.router_name!r} returned {action!r} for request "
+                f"{self._ids[i]}; expected an instance index in range(0, {self.m}) or "
+                f"WAIT ({WAIT}). Fix: return an int index of ClusterState's instances."
+            )
+        action = int(action)
+        self._decision = None
+        self._cached_state = None
+        if action == WAIT:
+            self._offering = False
+            if not self._tick_pending:
+                interval = self.cluster.action_interval_s
+                k = math.floor(self.now_s / interval) + 1
+                while k * interval <= self.now_s:
+                    k += 1
+                self._tick_pending = True
+                self._push(k * interval, _TICK, 0, 0)
+            return
+        self._rq.popleft()
+        self._route(i, self.inst[action], self.now_s)
+
+    # -- routing ---------------------------------------------------------------------
+    def _route(self, i: int, inst: _Instance, t: float) -> None:
+        p = self._prompt_list[i]
+        o = self._output_list[i]
+        cfg = inst.cfg
+        if not inst.chunked and p > inst.max_bt:
+            raise ValueError(
+                f"request {self._ids[i]} has prompt_tokens = {p} > max_batched_tokens = "
+                f"{inst.max_bt} of instance {inst.idx} ({cfg.name!r}) without chunked "
+                "prefill; expected prompts that fit one iteration. Fix: set "
+                "chunked_prefill=True or raise max_batched_tokens."
+            )
+        need = -(-(p + o) // inst.block) * inst.block
+        if need > inst.cap_kv:
+            raise ValueError(
+                f"request {self._ids[i]} needs {need} KV tokens (prompt {p} + output {o}, "
+                f"block-rounded) > kv_capacity_tokens = {inst.cap_kv} of instance "
+                f"{inst.idx} ({cfg.name!r}); it could never finish there. Fix: raise "
+                "kv_capacity_tokens or route it elsewhere."
+            )
+        self.instance_id[i] = inst.idx
+        self.routed_s[i] = t
+        self._enqueue(inst, i)
+        inst.prompt_sum += p
+        inst.pb_counts[self._prompt_bucket_list[i]] += 1
+        inst.db_counts[self._pred_bucket_list[i]] += 1
+        if inst.busy:
+            if inst.run_k > 1:
+                # cut the decode run at the first iteration boundary at or after t
+                dt = t - inst.t0
+                k = inst.k_done(dt)
+                if inst.run_time(k) < dt:
+                    k += 1
+                k = max(k, 1)
+                if k < inst.run_k:
+                    inst.run_k = k
+                    inst.t_end = inst.t0 + inst.run_time(k)
+                    inst.version += 1
+                    self._push(inst.t_end, _ITER_END, inst.idx, inst.version)
+        elif not inst.form_pending:
+            inst.form_pending = True
+            self._push(t, _FORM, inst.idx, 0)
+
+    def _enqueue(self, inst: _Instance, i: int) -> None:
+        pol = inst.policy
+        if pol == "fcfs":
+            inst.fifo.append(i)
+        elif pol == "least-work-left":
+            heapq.heappush(inst.heap, (self._pred_tokens_list[i], next(self._seq), i))
+        else:
+            inst.binlist.append(i)
+        inst.n_waiting += 1
+        inst.q_target_sum += self._prompt_list[i]
+        inst.q_pred_left += self._pred_tokens_list[i]
+        inst.q_oracle_left += self._output_list[i]
+
+    # -- batch formation -----------------------------------------------------------------
+    def _blocks(self, inst: _Instance, x: _I64) -> int:
+        b = inst.block
+        return int(((x + (b - 1)) // b).sum()) * b
+
+    def _plan_running(self, inst: _Instance) -> tuple[int, int]:
+        """Chunks of partially prefilled sequences; returns (token budget left, KV use)."""
+        n = inst.n
+        n_dec = n - inst.n_prefilling
+        budget = inst.max_bt - n_dec
+        b = inst.block
+        if inst.n_prefilling == 0:
+            kv = self._blocks(inst, inst.ctx[:n] + 1) if n else 0
+            return budget, kv
+        kv = 0
+        for s in range(n):
+            left = int(inst.pleft[s])
+            ctx = int(inst.ctx[s])
+            if left == 0:
+                kv += -(-(ctx + 1) // b) * b
+                inst.chunk[s] = 0
+                continue
+            c = min(left, max(budget, 0))
+            inst.chunk[s] = c
+            budget -= c
+            kv += -(-((ctx + 1) if c == left else ctx) // b) * b
+        return budget, kv
+
+    def _preempt_last(self, inst: _Instance, t: float) -> None:
+        s = inst.n - 1
+        i = int(inst.rid[s])
+        g = int(inst.gen[s])
+        ctx = int(inst.ctx[s])
+        if inst.pleft[s] > 0:
+            inst.n_prefilling -= 1
+        else:
+            self.last_token_s[i] = t  # its last token came at the end of the last iteration
+        inst.n = s
+        inst.gen_sum -= g
+        inst.ctx_sum -= ctx
+        inst.out_sum -= int(inst.out[s])
+        if inst._kv >= 0:
+            inst._kv -= -(-ctx // inst.block) * inst.block
+        self.max_gap_s[i] = inst.mgap[s]
+        self.saved_gen[i] = g
+        self.n_preempt[i] += 1
+        inst.preempted.appendleft(i)
+        inst.q_target_sum += self._prompt_list[i] + g
+        inst.q_gen_sum += g
+        inst.q_pred_left += max(self._pred_tokens_list[i] - g, 0.0)
+        inst.q_oracle_left += self._output_list[i] - g
+
+    def _peek(self, inst: _Instance, budget: int, kv_free: int) -> tuple[int, int] | None:
+        """Next candidate (request, source) in admission order, or None."""
+        if inst.preempted:
+            return inst.preempted[0], 0
+        if inst.n_waiting == 0:
+            return None
+        pol = inst.policy
+        if pol == "fcfs":
+            return inst.fifo[0], 1
+        if pol == "least-work-left":
+            return inst.heap[0][2], 2
+        # bin-packing: largest target that fits whole (ties: routing order)
+        bound = min(budget, (kv_free // inst.block) * inst.block - 1)
+        best = -1
+        best_p = -1
+        for pos, i in enumerate(inst.binlist):
+            p = self._prompt_list[i]
+            if best_p < p <= bound:
+                best, best_p = pos, p
+        if best >= 0:
+            return inst.binlist[best], 3 + best
+        if inst.chunked:
+            return inst.binlist[0], 3
+        return None
+
+    def _take(self, inst: _Instance, source: int) -> int:
+        if source == 0:
+            i = inst.preempted.popleft()
+        elif source == 1:
+            i = inst.fifo.popleft()
+            inst.n_waiting -= 1
+        elif source == 2:
+            i = heapq.heappop(inst.heap)[2]
+            inst.n_waiting -= 1
+        else:
+            i = inst.binlist.pop(source - 3)
+            inst.n_waiting -= 1
+        return i
+
+    def _cached_tokens(self, inst: _Instance, i: int, target: int) -> int:
+        if not inst.cfg.prefix_cache or self._prefix is None:
+            return 0
+        hits = 0
+        for h in self._prefix[i]:
+            if h in inst.lru:
+                hits += 1
+            else:
+                break
+        return min(hits * inst.cfg.prefix_block_tokens, target - 1)
+
+    def _touch_prefix(self, inst: _Instance, i: int) -> None:
+        if not inst.cfg.prefix_cache or self._prefix is None:
+            return
+        lru = inst.lru
+        for h in self._prefix[i]:
+            if h in lru:
+                lru.move_to_end(h)
+            else:
+                lru[h] = None
+        cap = inst.cfg.prefix_cache_blocks
+        while len(lru) > cap:
+            lru.popitem(last=False)
+
+    def _form(self, inst: _Instance, t: float) -> None:
+        inst.form_pending = False
+        preempted = False
+        while True:
+            budget, kv = self._plan_running(inst)
+            if kv <= inst.cap_kv or inst.n == 0:
+                break
+            self._preempt_last(inst, t)
+            preempted = True
+        if not preempted and inst.n < inst.max_seqs:
+            self._admit(inst, t, budget, kv)
+        n = inst.n
+        if n == 0:
+            inst.busy = False
+            return
+        inst.busy = True
+        inst.t0 = t
+        inst.version += 1
+        if inst.n_prefilling == 0 and not preempted:
+            # decode-only: a run of iterations until the first completion or KV exhaustion
+            ctx = inst.ctx[:n]
+            inst.run_a = inst.c0 + inst.c_d * n + inst.c_kv * float(inst.ctx_sum)
+            inst.run_b = inst.c_kv * n
+            k = 1
+            if not self._reference:
+                k = int((inst.out[:n] - inst.gen[:n]).min())
+                if k > 1 and self._blocks(inst, ctx + k) > inst.cap_kv:
+                    lo, hi = 1, k  # use(lo) fits, use(hi) does not
+                    while hi - lo > 1:
+                        mid = (lo + hi) // 2
+                        if self._blocks(inst, ctx + mid) <= inst.cap_kv:
+                            lo = mid
+                        else:
+                            hi = mid
+                    k = lo
+            inst.run_k = k
+            dt = inst.run_time(k)
+        else:
+            inst.run_k = 0
+            n_dec = n - inst.n_prefilling
+            dec = inst.pleft[:n] == 0
+            chunk = inst.chunk[:n]
+            pt = int(chunk.sum())
+            psq = float((chunk * (chunk + inst.pdone[:n])).sum())
+            dctx = float(inst.ctx[:n][dec].sum()) if n_dec else 0.0
+            dt = (
+                inst.c0
+                + (inst.c_pb if pt > 0 else 0.0)
+                + inst.c_p * pt
+                + inst.c_p2 * psq
+                + inst.c_d * n_dec
+                + inst.c_kv * dctx
+            )
+            inst.run_a = dt
+            inst.run_b = 0.0
+        inst.t_end = t + dt
+        self._push(inst.t_end, _ITER_END, inst.idx, inst.version)
+
+    def _admit(self, inst: _Instance, t: float, budget: int, kv: int) -> bool:
+        admitted = False
+        oversize_ok = inst.n_prefilling == 0 and not inst.chunked
+        b = inst.block
+        while inst.n < inst.max_seqs:
+            if inst.chunked and budget <= 0:
+                break
+            cand = self._peek(inst, budget, inst.cap_kv - kv)
+            if cand is None:
+                break
+            i, source = cand
+            g = int(self.saved_gen[i]) if source == 0 else 0
+            target = self._prompt_list[i] + g
+            cached = self._cached_tokens(inst, i, target)
+            work = target - cached
+            if inst.chunked:
+                c = min(work, budget)
+            else:
+                # a recomputation longer than the whole budget goes alone (only prefill)
+                if work > budget and not (oversize_ok and source == 0 and work > inst.max_bt):
+                    break
+                c = work
+            need = -(-((target + 1) if c == work else target) // b) * b
+            if kv + need > inst.cap_kv:
+                break
+            self._take(inst, source)
+            self._touch_prefix(inst, i)
+            s = inst.n
+            inst.rid[s] = i
+            inst.ctx[s] = target
+            inst.gen[s] = g
+            inst.out[s] = self._output_list[i]
+            inst.pleft[s] = work
+            inst.pdone[s] = cached
+            inst.pred[s] = self._pred_tokens_list[i]
+            inst.chunk[s] = c
+            inst.mgap[s] = self.max_gap_s[i]
+            inst.n = s + 1
+            inst.gen_sum += g
+            inst.ctx_sum += target
+            inst.out_sum += self._output_list[i]
+            if inst._kv >= 0:
+                inst._kv += -(-target // b) * b
+            inst.n_prefilling += 1
+            inst.q_target_sum -= target
+            inst.q_gen_sum -= g
+            inst.q_pred_left -= max(self._pred_tokens_list[i] - g, 0.0)
+            inst.q_oracle_left -= self._output_list[i] - g
+            if math.isnan(self.admitted_s[i]):
+                self.admitted_s[i] = t
+            budget -= c
+            kv += need
+            admitted = True
+            oversize_ok = False
+            if not inst.chunked and budget <= 0:
+                break
+        return admitted
+
+    # -- iteration end -----------------------------------------------------------------------
+    def _iteration_end(self, inst: _Instance, t: float) -> None:
+        n = inst.n
+        k = inst.run_k
+        inst.busy_time_s += t - inst.t0
+        gen = inst.gen[:n]
+        if k >= 1:
+            # a decode run of k iterations: every sequence produced k tokens
+            gen += k
+            inst.ctx[:n] += k
+            inst.gen_sum += n * k
+            inst.ctx_sum += n * k
+            gap = inst.run_a if inst.run_b <= 0 else inst.run_a + inst.run_b * (k - 1)
+            mg = inst.mgap[:n]
+            np.maximum(mg, gap, out=mg)
+            finished = gen >= inst.out[:n]
+        else:
+            dt = inst.run_a
+            dec = inst.pleft[:n] == 0
+            chunk = inst.chunk[:n]
+            pleft = inst.pleft[:n]
+            pleft -= chunk
+            inst.pdone[:n] += chunk
+            completing = (chunk > 0) & (pleft == 0)
+            chunk[:] = 0
+            produced = dec | completing
+            gen += produced
+            inst.ctx[:n] += produced
+            n_prod = int(np.count_nonzero(produced))
+            inst.gen_sum += n_prod
+            inst.ctx_sum += n_prod
+            mg = inst.mgap[:n]
+            np.maximum(mg, np.where(dec, dt, 0.0), out=mg)
+            if completing.any():
+                rid_c = inst.rid[:n][completing]
+                first = gen[completing] == 1
+                self.first_token_s[rid_c[first]] = t
+                later = ~first
+                if later.any():  # a recomputation: the gap since the token before preemption
+                    slots = np.flatnonzero(completing)[later]
+                    gaps = t - self.last_token_s[inst.rid[slots]]
+                    inst.mgap[slots] = np.maximum(inst.mgap[slots], gaps)
+            inst.n_prefilling = int(np.count_nonzero(pleft))
+            finished = produced & (gen >= inst.out[:n])
+        inst._kv = -1
+        if finished.any():
+            fr = inst.rid[:n][finished]
+            self.finish_s[fr] = t
+            self.max_gap_s[fr] = inst.mgap[:n][finished]
+            n_fin = int(fr.size)
+            self._n_finished += n_fin
+            inst.n_completed += n_fin
+            inst.gen_sum -= int(gen[finished].sum())
+            inst.ctx_sum -= int(inst.ctx[:n][finished].sum())
+            inst.out_sum -= int(inst.out[:n][finished].sum())
+            keep = ~finished
+            nk = n - n_fin
+            for arr in (inst.rid, inst.ctx, inst.gen, inst.out, inst.pleft, inst.pdone, inst.pred,
+                        inst.mgap):
+                arr[:nk] = arr[:n][keep]
+            inst.n = nk
+            for j in fr.tolist():
+                inst.prompt_sum -= self._prompt_list[j]
+                inst.pb_counts[self._prompt_bucket_list[j]] -= 1
+                inst.db_counts[self._pred_bucket_list[j]] -= 1
+        inst.busy = False
+        inst.run_k = 0
+        if inst.n or inst.n_queued():
+            inst.form_pending = True
+            self._push(t, _FORM, inst.idx, 0)
+
+    # -- observation ---------------------------------------------------------------------
+    def _view(self, i: int) -> RequestView:
+        task = self._task[i] if self._task is not None else None
+        session = self._session[i] if self._session is not None else None
+        prefix = self._prefix[i] if self._prefix is not None else ()
+        pb = self._pred_bucket_list[i] if self.has_predictor else None
+        pt = self._pred_tokens_list[i] if self.has_predictor else None
+        if self.oracle:
+            return OracleRequestView(
+                self._ids[i], self._arrival_list[i], self._prompt_list[i], task, session,
+                prefix, pb, pt, self._output_list[i],
+            )
+        return RequestView(
+            self._ids[i], self._arrival_list[i], self._prompt_list[i], task, session, prefix,
+            pb, pt,
+        )
+
+    def _inst_numbers(self, inst: _Instance, t: float) -> tuple[Any, ...]:
+        """Per-instance state numbers at time t (see :meth:`_state_now` for the order)."""
+        n = inst.n
+        k = 0
+        if inst.busy and inst.run_k > 1:
+            k = inst.k_done(t - inst.t0)
+        nq = inst.n_queued()
+        if n:
+            gsum = inst.gen_sum + n * k
+            ctx_sum = inst.ctx_sum + n * k
+            kv_used = self._blocks(inst, inst.ctx[:n] + k) if k else inst.kv_now()
+            pend = int(inst.pleft[:n].sum()) if inst.n_prefilling else 0
+            oracle_left = inst.out_sum - gsum
+            if self.has_predictor:
+                pred_run = inst.pred[:n] - inst.gen[:n] - k
+                pred_left = float(np.maximum(pred_run, 0.0).sum())
+                r_min = max(float(pred_run.min()), 1.0)
+            else:
+                pred_left = 0.0
+                r_min = 1.0
+            t_iter = inst.c0 + inst.c_d * n + inst.c_kv * ctx_sum
+            earliest = t + t_iter * r_min
+        else:
+            gsum = 0
+            pred_left = 0.0
+            kv_used = 0
+            pend = 0
+            oracle_left = 0
+            if nq:
+                if inst.preempted:
+                    head = inst.preempted[0]
+                elif inst.policy == "fcfs":
+                    head = inst.fifo[0]
+                elif inst.policy == "least-work-left":
+                    head = inst.heap[0][2]
+                else:
+                    head = inst.binlist[0]
+                p = float(self._prompt_list[head])
+                earliest = t + inst.c0 + inst.c_pb + inst.c_p * p + inst.c_p2 * p * p
+            else:
+                earliest = t
+        return (
+            nq,
+            n,
+            pend + inst.q_target_sum,
+            gsum,
+            kv_used,
+            inst.prompt_sum + gsum + inst.q_gen_sum,
+            oracle_left + inst.q_oracle_left,
+            inst.n_completed,
+            pred_left + inst.q_pred_left,
+            earliest,
+            inst.busy,
+        )
+
+    def _state_now(self, t: float) -> ClusterState:
+        rows = [self._inst_numbers(inst, t) for inst in self.inst]
+        ints = np.array([r[:8] for r in rows], np.int64).T.copy()
+        floats = np.array([r[8:10] for r in rows], np.float64).T.copy()
+        ints.setflags(write=False)
+        floats.setflags(write=False)
+        return ClusterState(
+            now_s=t,
+            router_queue_len=min(len(self._rq), self.cluster.router_queue_cap),
+            n_queued=ints[0],
+            n_running=ints[1],
+            prefill_tokens_pending=ints[2],
+            decode_tokens_done=ints[3],
+            predicted_decode_tokens_left=floats[0],
+            kv_used_tokens=ints[4],
+            kv_capacity_tokens=self._kv_cap,
+            max_running_seqs=self._max_seqs,
+            prompt_bucket_counts=_ro(self._pb_counts.copy()),
+            decode_bucket_counts=_ro(self._db_counts.copy()),
+            earliest_completion_s=floats[1],
+            n_completed=ints[7],
+            tokens_in_system=ints[5],
+            oracle_decode_tokens_left=ints[6] if self.oracle else None,
+        )
+
+    def _router_state(self) -> ClusterState:
+        if self._delay <= 0:
+            return self._state_now(self.now_s)
+        target = self.now_s - self._delay
+        snaps = self._snapshots
+        while len(snaps) > 1 and snaps[1][0] <= target:
+            snaps.popleft()
+        if not snaps or snaps[0][0] > target:
+            return self._empty_state(max(target, 0.0))
+        return snaps[0][1]
+
+    def _empty_state(self, t: float) -> ClusterState:
+        m = self.m
+        zi = _ro(np.zeros(m, np.int64))
+        return ClusterState(
+            now_s=t,
+            router_queue_len=0,
+            n_queued=zi,
+            n_running=zi,
+            prefill_tokens_pending=zi,
+            decode_tokens_done=zi,
+            predicted_decode_tokens_left=_ro(np.zeros(m, np.float64)),
+            kv_used_tokens=zi,
+            kv_capacity_tokens=self._kv_cap,
+            max_running_seqs=self._max_seqs,
+            prompt_bucket_counts=_ro(np.zeros((m, self.n_prompt_buckets), np.int64)),
+            decode_bucket_counts=_ro(np.zeros((m, self.n_decode_buckets), np.int64)),
+            earliest_completion_s=_ro(np.full(m, t)),
+            n_completed=zi,
+            tokens_in_system=zi,
+            oracle_decode_tokens_left=zi if self.oracle else None,
+        )
+
+    def state(self) -> ClusterState:
+        """The exact (never stale) cluster state at the current simulated time."""
+        return self._state_now(self.now_s)
+
+    def _snapshot(self, t: float, *, grid: bool) -> None:
+        if self.done:
+            return
+        self._snapshots.append((t, self._state_now(t)))
+        if grid:
+            self._snap_grid_k += 1
+            self._push_grid_snapshot()
+
+    def _sample(self, t: float) -> None:
+        for inst in self.inst:
+            nums = self._inst_numbers(inst, t)
+            self._timeline.append((t, inst.idx, nums[0], nums[1], nums[4], bool(nums[10])))
+        if not self.done:
+            self._sample_k += 1
+            interval = float(self.config.timeline_sample_interval_s or 1.0)
+            self._push(self._sample_k * interval, _SAMPLE, 0, 0)
+
+    # -- result ------------------------------------------------------------------------------
+    def result(self) -> ReplayResult:
+        """Build the :class:`ReplayResult` (runs the remaining simulation if needed).
+
+        Raises:
+            RuntimeError: when a routing decision is still pending.
+        """
+        if not self.done:
+            if self.next_decision() is not None:
+                raise RuntimeError(
+                    "Engine.result called while a routing decision is pending; expected "
+                    "next_decision() to return None first (apply an action to every request)."
+                )
+        arrival = self.arrival
+        first = self.first_token_s
+        finish = self.finish_s
+        n_out = self.output
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tbt_mean = np.where(n_out > 1, (finish - first) / np.maximum(n_out - 1, 1), np.nan)
+        tbt_max = np.where(n_out > 1, self.max_gap_s, np.nan)
+        cols: dict[str, Any] = {
+            "request_id": self._trace["request_id"],
+            "arrival_s": arrival,
+            "prompt_tokens": self._trace["prompt_tokens"],
+            "output_tokens": self._trace["output_tokens"],
+            "instance_id": self.instance_id,
+            "routed_s": self.routed_s,
+            "admitted_s": self.admitted_s,
+            "first_token_s": first,
+            "finish_s": finish,
+            "ttft_s": first - arrival,
+            "tbt_mean_s": tbt_mean,
+            "tbt_max_s": tbt_max,
+            "e2e_s": finish - arrival,
+            "router_wait_s": self.routed_s - arrival,
+            "queue_wait_s": self.admitted_s - self.routed_s,
+            "n_preemptions": self.n_preempt,
+        }
+        requests = pl.DataFrame(
+            {k: pl.Series(k, v).cast(REQUEST_SCHEMA[k]) for k, v in cols.items()}
+        ).with_columns(pl.col("tbt_mean_s", "tbt_max_s").fill_nan(None))
+        if self._task is not None:
+            requests = requests.insert_column(4, self._trace["task"])
+        if self._timeline:
+            tl = pl.DataFrame(self._timeline, schema=list(TIMELINE_SCHEMA), orient="row")
+            timelines = tl.cast(dict(TIMELINE_SCHEMA))  # type: ignore[arg-type]
+        else:
+            timelines = pl.DataFrame(schema=TIMELINE_SCHEMA)
+        summary = summarize_requests(requests)
+        makespan = summary["makespan_s"]
+        util = tuple(
+            (inst.busy_time_s / makespan) if makespan > 0 else 0.0 for inst in self.inst
+        )
+        for k, u in enumerate(util):
+            summary[f"utilisation_{k}"] = u
+        cv, ratio = utilisation_imbalance(util)
+        summary[UTILISATION_CV] = cv
+        summary[IMBALANCE_MAX_MIN] = ratio
+        return ReplayResult(
+            requests=requests,
+            timelines=timelines,
+            summary=summary,
+            utilisation=util,
+            config=self.config,
+            cluster=self.cluster,
+            router_name=self.router_name,
+            oracle=self.oracle,
+            seed=self.config.seed,
+        )
+
+    def router_rng(self) -> np.random.Generator:
+        """The generator handed to ``router.reset`` (from ``config.seed``)."""
+        return np.random.default_rng(np.random.SeedSequence(self.config.seed))
+
+
+def run_replay(
+    trace: pl.DataFrame,
+    cluster: ClusterConfig,
+    router: Router,
+    *,
+    config: ReplayConfig | None = None,
+    predictor: OutputLengthPredictor | None = None,
+) -> ReplayResult:
+    """Replay ``trace`` on ``cluster`` under ``router``; a pure function (writes no files).
+
+    The router is reset with the cluster and a generator seeded from ``config.seed``,
+    then asked at every decision (see :class:`Engine` and the module docstring for
+    the rules). Routers whose ``oracle`` attribute is True see true output lengths.
+
+    Args:
+        trace: canonical trace (validated).
+        cluster: the cluster.
+        router: any object with ``name``, ``oracle``, ``reset`` and ``route``.
+        config: replay settings (default :class:`ReplayConfig()`).
+        predictor: optional output-length predictor, called once on the trace.
+
+    Returns:
+        The :class:`ReplayResult`.
+
+    Raises:
+        RouterError: when the router returns an invalid index.
+
+    Example:
+        >>> import polars as pl
+        >>> from routeplay.estimator._latency import LinearLatencyModel
+        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
+        >>> class First:
+        ...     name, oracle = "first", False
+        ...     def reset(self, cluster, rng): pass
+        ...     def route(self, request, state): return 0
+        >>> lat = LinearLatencyModel.from_throughput(1000.0)
+        >>> cluster = ClusterConfig(instances=(InstanceConfig(name="a", latency=lat),))
+        >>> trace = pl.DataFrame({"request_id": [0, 1], "arrival_s": [0.0, 0.0],
+        ...                       "prompt_tokens": [100, 100], "output_tokens": [1, 1]})
+        >>> res = run_replay(trace, cluster, First())
+        >>> res.requests["finish_s"].to_list()  # one prefill iteration of 200 tokens
+        [0.2, 0.2]
+    """
+    name = str(getattr(router, "name", type(router).__name__))
+    engine = Engine(
+        trace,
+        cluster,
+        config=config,
+        predictor=predictor,
+        oracle=bool(getattr(router, "oracle", False)),
+        router_name=name,
+    )
+    router.reset(cluster, engine.router_rng())
+    route = router.route
+    apply = engine.apply
+    step = engine.next_decision
+    while (decision := step()) is not None:
+        apply(route(decision[0], decision[1]))
+    return engine.result()

@@ -1,0 +1,271 @@
+"""Helpers shared by the routers: a base class, latency coefficients, a prefix index.
+
+Nothing here is public; the routers re-export what users need.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ._types import ClusterConfig, ClusterState, OracleRequestView, RequestView
+
+__all__ = [
+    "ClusterLatency",
+    "PrefixBlockIndex",
+    "RouterBase",
+    "check_non_negative",
+    "check_positive",
+    "request_block_keys",
+    "require_oracle_view",
+]
+
+
+def check_positive(owner: str, name: str, value: float) -> None:
+    """Raise ValueError unless ``value`` is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"{owner}: {name} = {value!r}; expected a finite number > 0.")
+    if value <= 0:
+        raise ValueError(f"{owner}: {name} = {value!r}; expected a finite number > 0.")
+
+
+def check_non_negative(owner: str, name: str, value: float) -> None:
+    """Raise ValueError unless ``value`` is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"{owner}: {name} = {value!r}; expected a finite number >= 0.")
+    if value < 0:
+        raise ValueError(f"{owner}: {name} = {value!r}; expected a finite number >= 0.")
+
+
+def require_oracle_view(router_name: str, request: RequestView) -> OracleRequestView:
+    """Return ``request`` as an :class:`OracleRequestView` or raise a TypeError that explains."""
+    if not isinstance(request, OracleRequestView):
+        raise TypeError(
+            f"router {router_name!r} is an oracle router (oracle=True) and needs an "
+            f"OracleRequestView carrying the true output length; got "
+            f"{type(request).__name__} for request {request.request_id}. Fix: replay it "
+            "through the engine (which gives oracle routers OracleRequestView), or use the "
+            "predicted variant."
+        )
+    return request
+
+
+def _require_reset(router_name: str, n_instances: int | None, state: ClusterState) -> int:
+    if n_instances is None:
+        raise RuntimeError(
+            f"router {router_name!r}: route() was called before reset(cluster, rng). "
+            "Fix: call reset at the start of every replay."
+        )
+    if state.n_instances != n_instances:
+        raise ValueError(
+            f"router {router_name!r} was reset for {n_instances} instances but the state has "
+            f"{state.n_instances}. Fix: call reset with the cluster being replayed."
+        )
+    return n_instances
+
+
+class RouterBase:
+    """Common plumbing: ``name``/``oracle`` attributes, ``reset`` bookkeeping, a repr.
+
+    Subclasses set the class attributes ``name`` and ``oracle``, call
+    ``super().reset(cluster, rng)`` first in their own ``reset``, and implement ``route``.
+    """
+
+    name: str = "base"
+    oracle: bool = False
+
+    def __init__(self) -> None:
+        self._n_instances: int | None = None
+        self._rng: np.random.Generator = np.random.default_rng(np.random.SeedSequence(0))
+
+    def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
+        """Prepare for a new replay on ``cluster`` with the replay's dedicated generator."""
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(
+                f"router {self.name!r}: reset() needs a numpy Generator, got "
+                f"{type(rng).__name__}. Fix: pass np.random.default_rng(seed)."
+            )
+        self._n_instances = cluster.n_instances
+        self._rng = rng
+
+    def _m(self, state: ClusterState) -> int:
+        return _require_reset(self.name, self._n_instances, state)
+
+    def route(self, request: RequestView, state: ClusterState) -> int:  # pragma: no cover
+        """Return an instance index or WAIT."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterLatency:
+    """Per-instance latency-model coefficients as arrays, so routers price all instances at once.
+
+    Example:
+        >>> from routeplay.estimator._latency import LinearLatencyModel
+        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
+        >>> fast = LinearLatencyModel(intercept_s=0.01, prefill_s_per_token=1e-4,
+        ...     prefill_s_per_token2=0.0, decode_s_per_seq=1e-3, decode_s_per_context_token=0.0)
+        >>> cl = ClusterConfig(instances=(InstanceConfig(name="a", latency=fast),))
+        >>> lat = ClusterLatency.from_cluster(cl)
+        >>> lat.decode_iteration_s(np.array([2.0]), np.array([0.0])).round(6).tolist()
+        [0.012]
+    """
+
+    intercept_s: npt.NDArray[np.float64]
+    prefill_batch_s: npt.NDArray[np.float64]
+    prefill_s_per_token: npt.NDArray[np.float64]
+    prefill_s_per_token2: npt.NDArray[np.float64]
+    decode_s_per_seq: npt.NDArray[np.float64]
+    decode_s_per_context_token: npt.NDArray[np.float64]
+
+    @classmethod
+    def from_cluster(cls, cluster: ClusterConfig) -> ClusterLatency:
+        """Collect the coefficients of every instance's latency model."""
+        lat = [inst.latency for inst in cluster.instances]
+
+        def col(attr: str) -> npt.NDArray[np.float64]:
+            return np.array([getattr(m, attr) for m in lat], dtype=np.float64)
+
+        return cls(
+            intercept_s=col("intercept_s"),
+            prefill_batch_s=col("prefill_batch_s"),
+            prefill_s_per_token=col("prefill_s_per_token"),
+            prefill_s_per_token2=col("prefill_s_per_token2"),
+            decode_s_per_seq=col("decode_s_per_seq"),
+            decode_s_per_context_token=col("decode_s_per_context_token"),
+        )
+
+    def iteration_s(
+        self,
+        prefill_tokens: npt.NDArray[np.float64],
+        prefill_sq_tokens: npt.NDArray[np.float64],
+        n_decode_seqs: npt.NDArray[np.float64],
+        decode_context_tokens: npt.NDArray[np.float64],
+    ) -> npt.NDArray[np.float64]:
+        """Iteration time on every instance (same formula as ``LinearLatencyModel``)."""
+        t = (
+            self.intercept_s
+            + self.prefill_batch_s * (prefill_tokens > 0)
+            + self.prefill_s_per_token * prefill_tokens
+            + self.prefill_s_per_token2 * prefill_sq_tokens
+            + self.decode_s_per_seq * n_decode_seqs
+            + self.decode_s_per_context_token * decode_context_tokens
+        )
+        return np.where((prefill_tokens <= 0) & (n_decode_seqs <= 0), 0.0, t)
+
+    def decode_iteration_s(
+        self, n_seqs: npt.NDArray[np.float64], context_tokens: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """Decode-only iteration time on every instance."""
+        zero = np.zeros_like(n_seqs, dtype=np.float64)
+        return self.iteration_s(zero, zero, n_seqs, context_tokens)
+
+
+class PrefixBlockIndex:
+    """An approximate, bounded index of the prefix blocks a router sent to each instance.
+
+    Production routers that cannot see the engines' caches (llm-d's approximate
+    ``prefix-cache-scorer``, SGLang's cache-aware radix trees, Dynamo's KV router
+    without KV events) remember which prompt blocks they routed where. This index
+    keeps, per instance, an LRU of block keys bounded by ``capacity_blocks``, plus a
+    reverse map from block key to a bit mask of the instances holding it, so a match
+    costs one dict lookup per block of the request (not per past request).
+
+    ``match`` returns, per instance, the number of *leading* blocks of the request that
+    the instance holds (a prefix match stops at the first missing block).
+
+    Example:
+        >>> idx = PrefixBlockIndex(n_instances=2, capacity_blocks=3)
+        >>> idx.insert(1, [10, 11, 12])
+        >>> idx.match([10, 11, 99]).tolist()
+        [0, 2]
+        >>> idx.insert(1, [13])          # evicts the least recently used block, 10
+        >>> idx.match([10, 11]).tolist(), idx.size_blocks().tolist()
+        ([0, 0], [0, 3])
+    """
+
+    def __init__(self, *, n_instances: int, capacity_blocks: int | Sequence[int]) -> None:
+        caps = (
+            [int(capacity_blocks)] * n_instances
+            if isinstance(capacity_blocks, (int, np.integer))
+            else [int(c) for c in capacity_blocks]
+        )
+        if len(caps) != n_instances or any(c < 1 for c in caps):
+            raise ValueError(
+                f"PrefixBlockIndex: capacity_blocks = {capacity_blocks!r}; expected a positive "
+                f"block count (or one per instance, {n_instances} in all)."
+            )
+        self._caps = caps
+        self._lru: list[OrderedDict[Hashable, None]] = [OrderedDict() for _ in range(n_instances)]
+        self._owners: dict[Hashable, int] = {}
+        self._n = n_instances
+
+    def match(self, blocks: Sequence[Hashable]) -> npt.NDArray[np.int64]:
+        """Leading blocks of ``blocks`` held by each instance."""
+        matched = np.full(self._n, len(blocks), dtype=np.int64)
+        alive = (1 << self._n) - 1
+        for k, block in enumerate(blocks):
+            bits = self._owners.get(block, 0) & alive
+            dead = alive & ~bits
+            while dead:  # instances whose match ends at block k
+                low = dead & -dead
+                matched[low.bit_length() - 1] = k
+                dead ^= low
+            alive = bits
+            if not alive:
+                break
+        return matched
+
+    def insert(self, instance: int, blocks: Sequence[Hashable]) -> None:
+        """Record that ``blocks`` were sent to ``instance`` (most recently used last)."""
+        lru = self._lru[instance]
+        bit = 1 << instance
+        for block in blocks:
+            if block in lru:
+                lru.move_to_end(block)
+                continue
+            lru[block] = None
+            self._owners[block] = self._owners.get(block, 0) | bit
+        cap = self._caps[instance]
+        while len(lru) > cap:
+            old, _ = lru.popitem(last=False)
+            left = self._owners[old] & ~bit
+            if left:
+                self._owners[old] = left
+            else:
+                del self._owners[old]
+
+    def size_blocks(self) -> npt.NDArray[np.int64]:
+        """Blocks currently indexed per instance."""
+        return np.array([len(lru) for lru in self._lru], dtype=np.int64)
+
+
+def request_block_keys(
+    request: RequestView, prefix_block_tokens: int, max_blocks: int
+) -> list[Hashable]:
+    """The block keys of a request, at most ``max_blocks`` of them.
+
+    Requests with ``prefix_blocks`` use them. A request without them (a trace with no
+    prefix hashes) still occupies cache space on the instance it goes to, exactly as
+    its unique text would in a production router's index: it gets
+    ``ceil(prompt_tokens / prefix_block_tokens)`` keys unique to the request, which
+    can never match another request but do fill (and evict from) the LRU.
+
+    Example:
+        >>> from routeplay.replay._types import RequestView
+        >>> request_block_keys(RequestView(1, 0.0, 100, prefix_blocks=(7, 8)), 64, 256)
+        [7, 8]
+        >>> request_block_keys(RequestView(5, 0.0, 100), 64, 256)
+        [('request', 5, 0), ('request', 5, 1)]
+    """
+    if request.prefix_blocks:
+        return list(request.prefix_blocks[:max_blocks])
+    n_blocks = min(-(-int(request.prompt_tokens) // prefix_block_tokens), max_blocks)
+    return [("request", int(request.request_id), k) for k in range(n_blocks)]
