@@ -12,7 +12,12 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ._routers_common import RouterBase, check_positive
+from ._routers_common import (
+    DEFAULT_OUTPUT_TOKENS,
+    RouterBase,
+    check_positive,
+    decode_tokens_left,
+)
 from ._types import ClusterConfig, ClusterState, RequestView
 
 __all__ = [
@@ -200,9 +205,16 @@ class LeastConnectionsRouter(RouterBase):
         return int(np.argmin(state.n_queued + state.n_running))
 
 
-def outstanding_tokens(state: ClusterState) -> npt.NDArray[np.float64]:
-    """Predicted tokens still to process per instance: pending prefill + predicted decode left."""
-    return state.prefill_tokens_pending.astype(np.float64) + state.predicted_decode_tokens_left
+def outstanding_tokens(
+    state: ClusterState, request: RequestView, default_output_tokens: float = DEFAULT_OUTPUT_TOKENS
+) -> npt.NDArray[np.float64]:
+    """Predicted tokens still to process per instance: pending prefill + predicted decode left.
+
+    Without a length predictor see :func:`decode_tokens_left`.
+    """
+    return state.prefill_tokens_pending.astype(np.float64) + decode_tokens_left(
+        state, request, default_output_tokens
+    )
 
 
 class JSQTokensRouter(RouterBase):
@@ -225,7 +237,7 @@ class JSQTokensRouter(RouterBase):
         >>> cluster = ClusterConfig(instances=tuple(
         ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(2)))
         >>> r.reset(cluster, np.random.default_rng(0))
-        >>> r.route(RequestView(0, 0.0, 10), make_cluster_state(
+        >>> r.route(RequestView(0, 0.0, 10, predicted_output_tokens=20.0), make_cluster_state(
         ...     prefill_tokens_pending=[100, 0], predicted_decode_tokens_left=[0.0, 150.0]))
         0
     """
@@ -233,10 +245,14 @@ class JSQTokensRouter(RouterBase):
     name = "jsq-tokens"
     oracle = False
 
+    def __init__(self, *, default_output_tokens: float = DEFAULT_OUTPUT_TOKENS) -> None:
+        super().__init__()
+        self.default_output_tokens = float(default_output_tokens)
+
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return argmin of outstanding tokens (ties: lowest index)."""
         self._m(state)
-        return int(np.argmin(outstanding_tokens(state)))
+        return int(np.argmin(outstanding_tokens(state, request, self.default_output_tokens)))
 
 
 class LeastLoadedRouter(RouterBase):
@@ -294,7 +310,7 @@ class LeastWorkLeftRouter(RouterBase):
         >>> cluster = ClusterConfig(instances=tuple(
         ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(3)))
         >>> r.reset(cluster, np.random.default_rng(0))
-        >>> r.route(RequestView(0, 0.0, 10), make_cluster_state(
+        >>> r.route(RequestView(0, 0.0, 10, predicted_output_tokens=5.0), make_cluster_state(
         ...     predicted_decode_tokens_left=[30.0, 10.0, 10.0]))
         1
     """
@@ -302,10 +318,14 @@ class LeastWorkLeftRouter(RouterBase):
     name = "least-work-left"
     oracle = False
 
+    def __init__(self, *, default_output_tokens: float = DEFAULT_OUTPUT_TOKENS) -> None:
+        super().__init__()
+        self.default_output_tokens = float(default_output_tokens)
+
     def route(self, request: RequestView, state: ClusterState) -> int:
-        """Return argmin of predicted remaining decode tokens."""
+        """Return argmin of predicted remaining decode tokens (see decode_tokens_left)."""
         self._m(state)
-        return int(np.argmin(state.predicted_decode_tokens_left))
+        return int(np.argmin(decode_tokens_left(state, request, self.default_output_tokens)))
 
 
 class PowerOfTwoRouter(RouterBase):

@@ -103,6 +103,34 @@ class RouterBase:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+#: Output tokens assumed per request by routers that need a prediction when the
+#: replay has no length predictor (the request then carries no prediction).
+DEFAULT_OUTPUT_TOKENS = 128.0
+
+
+def decode_tokens_left(
+    state: ClusterState, request: RequestView, default_output_tokens: float
+) -> npt.NDArray[np.float64]:
+    """Predicted output tokens still to generate per instance.
+
+    With a length predictor in the replay (``request.predicted_output_tokens`` is set)
+    this is ``state.predicted_decode_tokens_left``. Without one the engine reports 0
+    for every instance, which would make token-based routers send everything to
+    instance 0; every queued or running request then counts ``default_output_tokens``
+    instead (the router degrades to join-the-shortest-queue, never to a constant).
+
+    Example:
+        >>> from routeplay.replay._check import make_cluster_state
+        >>> s = make_cluster_state(n_queued=[1, 0], n_running=[2, 1],
+        ...                        predicted_decode_tokens_left=[0.0, 0.0])
+        >>> decode_tokens_left(s, RequestView(0, 0.0, 5), 100.0).tolist()
+        [300.0, 100.0]
+    """
+    if request.predicted_output_tokens is not None:
+        return np.asarray(state.predicted_decode_tokens_left, dtype=np.float64)
+    return (state.n_queued + state.n_running).astype(np.float64) * default_output_tokens
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterLatency:
     """Per-instance latency-model coefficients as arrays, so routers price all instances at once.

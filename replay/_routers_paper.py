@@ -10,7 +10,13 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ._routers_common import ClusterLatency, RouterBase, check_positive, require_oracle_view
+from ._routers_common import (
+    ClusterLatency,
+    RouterBase,
+    check_positive,
+    decode_tokens_left,
+    require_oracle_view,
+)
 from ._types import ClusterConfig, ClusterState, RequestView
 
 __all__ = [
@@ -118,7 +124,8 @@ class DecodeBalancerRouter(RouterBase):
         pred = request.predicted_output_tokens
         add = self.default_output_tokens if pred is None else float(pred)
         slots = np.maximum(state.max_running_seqs, 1)
-        return int(np.argmin((state.predicted_decode_tokens_left + add) / slots))
+        left = decode_tokens_left(state, request, self.default_output_tokens)
+        return int(np.argmin((left + add) / slots))
 
 
 class DedicatedSmallLargeRouter(RouterBase):

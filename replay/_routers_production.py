@@ -183,7 +183,8 @@ class SGLangCacheAwareRouter(_PrefixRouter):
     approximate per-worker prefix trees (here: per-instance LRU block indexes):
     match rate = matched prompt tokens / prompt tokens of the best-matching worker;
     if it exceeds ``cache_threshold`` the request goes to that worker, else to the
-    worker with the smallest tree (fewest indexed blocks). Ties: lowest index. The
+    worker with the smallest tree (fewest indexed blocks; among equal trees — e.g. all
+    full on a long trace without prefix hashes — the least loaded). Ties: lowest index. The
     request's blocks are then inserted into the chosen worker's tree (also in the
     imbalanced case, as SGLang does).
 
@@ -260,7 +261,10 @@ class SGLangCacheAwareRouter(_PrefixRouter):
             if rate > self.cache_threshold:
                 choice = best
             else:
-                choice = int(np.argmin(self._index.size_blocks()))
+                # smallest tree; among equal sizes (e.g. every tree full) the least loaded
+                sizes = np.asarray(self._index.size_blocks())
+                tied_load = np.where(sizes == sizes.min(), load, np.iinfo(np.int64).max)
+                choice = int(np.argmin(tied_load))
         self._index.insert(choice, keys)
         return choice
 

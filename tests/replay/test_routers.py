@@ -284,7 +284,20 @@ def test_jsq_tokens_counts_pending_prefill_plus_predicted_decode() -> None:
         predicted_decode_tokens_left=[0.0, 120.0, 60.0],
         n_running=[9, 0, 0],
     )
-    assert r.route(_req(), s) == 0  # 100 < 110 < 120
+    assert r.route(_req(predicted_output_tokens=50.0), s) == 0  # 100 < 110 < 120
+
+
+def test_token_routers_fall_back_to_counts_without_a_predictor() -> None:
+    # a replay without a predictor reports 0 predicted tokens everywhere; the routers must
+    # not collapse onto instance 0 but count default_output_tokens per outstanding request
+    s = make_cluster_state(
+        prefill_tokens_pending=[0, 0, 0],
+        predicted_decode_tokens_left=[0.0, 0.0, 0.0],
+        n_queued=[1, 0, 0],
+        n_running=[2, 1, 3],
+    )
+    for name in ("jsq-tokens", "least-work-left", "decode-balancer"):
+        assert _ready(make_router(name), 3).route(_req(), s) == 1, name
 
 
 def test_least_loaded_normalises_by_concurrency() -> None:
@@ -299,7 +312,7 @@ def test_least_work_left_reads_predictions_only() -> None:
         predicted_decode_tokens_left=[300.0, 100.0, 200.0],
         oracle_decode_tokens_left=[0, 999, 999],
     )
-    assert r.route(_req(), s) == 1
+    assert r.route(_req(predicted_output_tokens=10.0), s) == 1
 
 
 def test_power_of_two_picks_the_lighter_of_its_two_draws() -> None:
@@ -367,11 +380,14 @@ def test_decode_balancer_predicted_works_on_a_plain_request_view() -> None:
         oracle_decode_tokens_left=None,
     )
     assert r.route(view, s) == 2  # 130, 120, 80
-    # without a prediction the default (128) is added: 157, 228, 107
-    assert r.route(_req(prompt=10), s) == 2
+    # without a prediction (no predictor in the replay) each outstanding request and the
+    # new one count the default 128 tokens: (0+128)/4, (0+128)/1, (0+128)/4 -> 0
+    assert r.route(_req(prompt=10), s) == 0
     two = make_cluster_state(predicted_decode_tokens_left=[0.0, 90.0], max_running_seqs=[1, 4])
-    assert _ready(DecodeBalancerRouter(), 2).route(_req(), two) == 1  # 128 vs 54.5
-    assert _ready(DecodeBalancerRouter(default_output_tokens=10.0), 2).route(_req(), two) == 0
+    pred = _req(predicted_output_tokens=128.0)
+    assert _ready(DecodeBalancerRouter(), 2).route(pred, two) == 1  # 128 vs 54.5
+    pred10 = _req(predicted_output_tokens=10.0)
+    assert _ready(DecodeBalancerRouter(), 2).route(pred10, two) == 0  # 10 vs 25
 
 
 def test_dedicated_small_large_split_and_rule() -> None:

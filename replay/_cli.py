@@ -1,0 +1,198 @@
+"""``routeplay replay``, ``routeplay routers``, ``routeplay clusters`` (and ``routeplay log``).
+
+``routeplay replay --trace azure-2023-conv --cluster a100x4 --router round-robin,llm-d``
+replays a trace through each router on the same cluster, prints one summary row per
+router and, with ``--out DIR``, writes ``DIR/<router>.parquet`` (per-request results),
+``DIR/timelines-<router>.parquet`` and ``DIR/summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+#: Columns of the printed summary table: (summary key, header, scale, format).
+_TABLE: tuple[tuple[str, str, float, str], ...] = (
+    ("e2e_s_mean", "E2E mean s", 1.0, "{:.3f}"),
+    ("e2e_s_p50", "p50", 1.0, "{:.3f}"),
+    ("e2e_s_p99", "p99", 1.0, "{:.3f}"),
+    ("ttft_s_mean", "TTFT mean s", 1.0, "{:.3f}"),
+    ("tbt_mean_s_mean", "TBT mean ms", 1000.0, "{:.1f}"),
+    ("throughput_req_per_s", "req/s", 1.0, "{:.2f}"),
+    ("utilisation_cv", "util CV", 1.0, "{:.3f}"),
+    ("n_preemptions", "preempt", 1.0, "{:.0f}"),
+)
+
+
+def _format_table(rows: list[tuple[str, dict[str, float]]]) -> str:
+    header = ["router", *(h for _, h, _, _ in _TABLE)]
+    body = []
+    for name, summary in rows:
+        cells = [name]
+        for key, _, scale, fmt in _TABLE:
+            value = summary.get(key, math.nan)
+            cells.append("nan" if value is None or math.isnan(value) else fmt.format(value * scale))
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in [header, *body]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _prepare_trace(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Load the trace, apply the requested reshaping, split off predictor training data."""
+    import polars as pl
+    from routeplay.datasets import load_trace, scale_arrival_rate
+    from routeplay.estimator import fit_length_predictor, time_buckets
+    from routeplay.estimator._presets import get_preset
+
+    trace = load_trace(args.trace)
+    if args.first_requests is not None:
+        if args.first_requests < 1:
+            raise ValueError(f"--first-requests {args.first_requests}; expected >= 1.")
+        trace = trace.head(args.first_requests)
+    if args.rate_scale != 1.0:
+        trace = scale_arrival_rate(trace, args.rate_scale)
+    if args.predictor == "none":
+        return trace, None
+    if not 0.0 < args.predictor_train_fraction < 1.0:
+        raise ValueError(
+            f"--predictor-train-fraction {args.predictor_train_fraction}; expected a fraction "
+            "in (0, 1): the predictor is fitted on the earliest part of the trace and the rest "
+            "is replayed, so evaluation never sees training requests."
+        )
+    cut = float(trace["arrival_s"].quantile(args.predictor_train_fraction, "lower"))  # type: ignore[arg-type]
+    train = trace.filter(pl.col("arrival_s") <= cut)
+    rest = trace.filter(pl.col("arrival_s") > cut)
+    if rest.height == 0:
+        raise ValueError("nothing left to replay after the predictor's training split.")
+    rest = rest.with_columns(pl.col("arrival_s") - rest["arrival_s"][0])
+    scheme = time_buckets(get_preset("llama2-7b/v100-paper"))
+    features = ("task", "prompt_tokens") if "task" in trace.columns else ("prompt_tokens",)
+    predictor = fit_length_predictor(train, scheme, features=features)
+    print(
+        f"predictor: fitted on the first {train.height} requests (t <= {cut:.1f} s); "
+        f"replaying the remaining {rest.height}",
+        file=sys.stderr,
+    )
+    return rest, predictor
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ._clusters import load_cluster
+    from ._engine import run_replay
+    from ._result import ReplayConfig
+    from ._router_registry import make_router
+
+    cluster = load_cluster(args.cluster)
+    names = [n.strip() for n in args.router.split(",") if n.strip()]
+    if not names:
+        raise ValueError("--router is empty; expected one or more names, e.g. round-robin,llm-d.")
+    routers = [make_router(n) for n in names]  # fail fast on a bad name
+    trace, predictor = _prepare_trace(args)
+    config = ReplayConfig(seed=args.seed, mode=args.mode)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[str, dict[str, float]]] = []
+    report: dict[str, Any] = {
+        "trace": str(args.trace),
+        "n_requests": trace.height,
+        "cluster": str(args.cluster),
+        "seed": args.seed,
+        "mode": args.mode,
+        "routers": {},
+    }
+    show = sys.stderr.isatty() and not args.quiet
+    for name, router in tqdm(list(zip(names, routers)), desc="routers", disable=not show):
+        result = run_replay(trace, cluster, router, config=config, predictor=predictor)
+        rows.append((name, result.summary))
+        report["routers"][name] = result.to_dict()
+        if out is not None:
+            result.requests.write_parquet(out / f"{name}.parquet")
+            result.timelines.write_parquet(out / f"timelines-{name}.parquet")
+    if out is not None:
+        tmp = out / "summary.json.tmp"
+        tmp.write_text(json.dumps(report, indent=2, default=float))
+        tmp.replace(out / "summary.json")
+    if args.json:
+        print(json.dumps(report, indent=2, default=float))
+    else:
+        print(
+            f"{trace.height} requests of {args.trace} on {args.cluster} "
+            f"({cluster.n_instances} instances), seed {args.seed}, {args.mode} mode"
+        )
+        print(_format_table(rows))
+        if out is not None:
+            print(f"wrote {out}/<router>.parquet and {out}/summary.json")
+    return 0
+
+
+def _cmd_routers(args: argparse.Namespace) -> int:
+    from ._router_registry import ROUTERS
+
+    for name, spec in ROUTERS.items():
+        label = " [oracle]" if spec.oracle else ""
+        print(f"{name:<26}{spec.description}{label}")
+    return 0
+
+
+def _cmd_clusters(args: argparse.Namespace) -> int:
+    from ._clusters import list_clusters, make_cluster
+
+    for name in list_clusters():
+        cluster = make_cluster(name)
+        kinds = sorted({i.latency.name for i in cluster.instances})
+        print(f"{name:<18}{cluster.n_instances} instances  {', '.join(kinds)}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``replay``, ``routers``, ``clusters`` (and ``log`` when available)."""
+    p = subparsers.add_parser(
+        "replay",
+        help="replay a trace through one or more routers",
+        description="Replay a trace on a cluster under each router and compare them.",
+    )
+    p.add_argument("--trace", required=True, help="registered trace name or file path")
+    p.add_argument("--cluster", required=True, help="built-in cluster name or TOML file")
+    p.add_argument("--router", required=True, help="router name(s), comma separated")
+    p.add_argument("--seed", type=int, default=0, help="seed handed to the routers")
+    p.add_argument("--mode", choices=("fast", "reference"), default="fast")
+    p.add_argument("--first-requests", type=int, default=None, help="replay only the first N")
+    p.add_argument(
+        "--rate-scale", type=float, default=1.0, help="multiply the arrival rate by this factor"
+    )
+    p.add_argument(
+        "--predictor",
+        choices=("none", "histogram"),
+        default="none",
+        help="output-length predictor for routers that use predictions",
+    )
+    p.add_argument("--predictor-train-fraction", type=float, default=0.2)
+    p.add_argument("--out", default=None, help="directory for Parquet results and summary.json")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_replay)
+    r = subparsers.add_parser("routers", help="list the built-in routers")
+    r.set_defaults(func=_cmd_routers)
+    c = subparsers.add_parser("clusters", help="list the built-in clusters")
+    c.set_defaults(func=_cmd_clusters)
+    try:
+        from ._cli_log import register_log
+    except ModuleNotFoundError as exc:  # the transition logger is optional here
+        if exc.name != f"{__package__}._cli_log":
+            raise
+    else:
+        register_log(subparsers)

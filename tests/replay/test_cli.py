@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from routeplay.cli import main
+
+
+def test_replay_command_prints_a_row_per_router_and_writes_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    code = main(
+        [
+            "replay",
+            "--trace",
+            "azure-2023-conv",
+            "--cluster",
+            "a100x4",
+            "--router",
+            "round-robin,least-connections",
+            "--first-requests",
+            "300",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "300 requests of azure-2023-conv on a100x4" in text
+    assert text.count("\nround-robin ") == 1 and text.count("\nleast-connections ") == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_requests"] == 300
+    assert set(summary["routers"]) == {"round-robin", "least-connections"}
+    frame = pl.read_parquet(out / "round-robin.parquet")
+    assert frame.height == 300 and frame["finish_s"].null_count() == 0
+    mean = summary["routers"]["round-robin"]["summary"]["e2e_s_mean"]
+    assert mean == pytest.approx(frame["e2e_s"].mean())
+
+
+def test_replay_with_predictor_never_replays_its_training_requests(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(
+        [
+            "replay",
+            "--trace",
+            "azure-2023-code",
+            "--cluster",
+            "a100x4",
+            "--router",
+            "least-work-left",
+            "--first-requests",
+            "500",
+            "--predictor",
+            "histogram",
+            "--predictor-train-fraction",
+            "0.4",
+            "--json",
+        ]
+    )
+    assert code == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    # the first 40 % (by arrival) trains the predictor; only the rest is replayed
+    assert report["n_requests"] == 300
+    assert "fitted on the first 200 requests" in captured.err
+
+
+def test_replay_command_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["replay", "--trace", "azure-2023-conv", "--cluster", "a100x4", "--router", "round-robbin"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown router 'round-robbin'. Did you mean 'round-robin'?" in err
+
+
+def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["routers"]) == 0
+    text = capsys.readouterr().out
+    assert "decode-balancer-oracle" in text and "[oracle]" in text
+    assert main(["clusters"]) == 0
+    assert "seed000-hetero    3 instances" in capsys.readouterr().out
