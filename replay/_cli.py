@@ -41,7 +41,10 @@ def _format_table(rows: list[tuple[str, dict[str, float]]]) -> str:
         body.append(cells)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = [
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
         for r in [header, *body]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -115,7 +118,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         "routers": {},
     }
     show = sys.stderr.isatty() and not args.quiet
-    for name, router in tqdm(list(zip(names, routers)), desc="routers", disable=not show):
+    for name, router in tqdm(
+        list(zip(names, routers, strict=True)), desc="routers", disable=not show
+    ):
         result = run_replay(trace, cluster, router, config=config, predictor=predictor)
         rows.append((name, result.summary))
         report["routers"][name] = result.to_dict()
