@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from ._check import RouterCheckResult, check_router, make_cluster_state
+from ._engine import Engine, run_replay
+from ._metrics import slo_attainment, summarize_requests, utilisation_imbalance
+from ._result import REQUEST_SCHEMA, TIMELINE_SCHEMA, ReplayConfig, ReplayResult
 from ._router_registry import ROUTERS, RouterSpec, list_routers, make_router
 from ._routers import (
     AIBrixLeastLatencyRouter,
@@ -38,6 +41,16 @@ from ._types import (
 )
 
 __all__ = [
+    # engine (H6)
+    "Engine",
+    "REQUEST_SCHEMA",
+    "ReplayConfig",
+    "ReplayResult",
+    "TIMELINE_SCHEMA",
+    "run_replay",
+    "slo_attainment",
+    "summarize_requests",
+    "utilisation_imbalance",
     # routers (H3)
     "ROUTERS",
     "AIBrixLeastLatencyRouter",

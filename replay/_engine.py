@@ -86,7 +86,6 @@ State fields
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import itertools
 import math
@@ -96,7 +95,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-
 from routeplay.datasets._schema import validate_trace
 from routeplay.estimator._protocols import OutputLengthPredictor
 
@@ -352,9 +350,9 @@ class Engine:
         self.m = len(self.inst)
         self._pb_counts = np.zeros((self.m, n_pb), np.int64)
         self._db_counts = np.zeros((self.m, n_db), np.int64)
-        for k, inst in enumerate(self.inst):
-            inst.pb_counts = self._pb_counts[k]
-            inst.db_counts = self._db_counts[k]
+        for k, state in enumerate(self.inst):
+            state.pb_counts = self._pb_counts[k]
+            state.db_counts = self._db_counts[k]
         self._kv_cap = _ro(np.array([i.cap_kv for i in self.inst], np.int64))
         self._max_seqs = _ro(np.array([i.max_seqs for i in self.inst], np.int64))
         # per-request results
@@ -823,33 +821,42 @@ class Engine:
             np.maximum(mg, gap, out=mg)
             finished = gen >= inst.out[:n]
         else:
+            # decoders are the slots [0, d); sequences in prefill the suffix [d, n), and
+            # those completing now a prefix [d, e) of it (chunks go in admission order)
             dt = inst.run_a
-            dec = inst.pleft[:n] == 0
-            chunk = inst.chunk[:n]
-            pleft = inst.pleft[:n]
-            pleft -= chunk
-            inst.pdone[:n] += chunk
-            completing = (chunk > 0) & (pleft == 0)
-            chunk[:] = 0
-            produced = dec | completing
-            gen += produced
-            inst.ctx[:n] += produced
-            n_prod = int(np.count_nonzero(produced))
-            inst.gen_sum += n_prod
-            inst.ctx_sum += n_prod
-            mg = inst.mgap[:n]
-            np.maximum(mg, np.where(dec, dt, 0.0), out=mg)
-            if completing.any():
-                rid_c = inst.rid[:n][completing]
-                first = gen[completing] == 1
-                self.first_token_s[rid_c[first]] = t
-                later = ~first
-                if later.any():  # a recomputation: the gap since the token before preemption
-                    slots = np.flatnonzero(completing)[later]
-                    gaps = t - self.last_token_s[inst.rid[slots]]
-                    inst.mgap[slots] = np.maximum(inst.mgap[slots], gaps)
-            inst.n_prefilling = int(np.count_nonzero(pleft))
-            finished = produced & (gen >= inst.out[:n])
+            d = n - inst.n_prefilling
+            if d:
+                inst.gen[:d] += 1
+                inst.ctx[:d] += 1
+                mg = inst.mgap[:d]
+                np.maximum(mg, dt, out=mg)
+            e = d
+            while e < n and inst.chunk[e] > 0:
+                c = int(inst.chunk[e])
+                inst.chunk[e] = 0
+                inst.pdone[e] += c
+                left = int(inst.pleft[e]) - c
+                inst.pleft[e] = left
+                if left:
+                    break
+                e += 1
+            n_done = e - d
+            inst.n_prefilling -= n_done
+            if n_done:
+                inst.gen[d:e] += 1
+                inst.ctx[d:e] += 1
+                for s in range(d, e):
+                    i = int(inst.rid[s])
+                    if inst.gen[s] == 1:
+                        self.first_token_s[i] = t
+                    else:  # a recomputation: the gap since the token before preemption
+                        gap_s = t - float(self.last_token_s[i])
+                        if gap_s > inst.mgap[s]:
+                            inst.mgap[s] = gap_s
+            inst.gen_sum += e
+            inst.ctx_sum += e
+            finished = np.zeros(n, dtype=bool)
+            finished[:e] = gen[:e] >= inst.out[:e]
         inst._kv = -1
         if finished.any():
             fr = inst.rid[:n][finished]

@@ -32,6 +32,8 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from routeplay.estimator._impact import ImpactEstimate, impact_penalty
+
 from ._types import WAIT, ClusterState, RequestView
 
 __all__ = [
@@ -64,6 +66,9 @@ class StepOutcome:
             finished in the interval.
         impact_r_mix: per-instance r_mix of the routed request at decision time
             (higher = less impact), or ``None`` when not computed.
+        impact: the full :class:`~routeplay.estimator.ImpactEstimate` behind
+            ``impact_r_mix`` when the caller has it (its ``r_mix`` must equal
+            ``impact_r_mix``); rewards use it in preference to ``impact_r_mix``.
         estimated_time_s: estimated service time of the request on the chosen instance
             (``None`` for WAIT).
     """
@@ -79,6 +84,24 @@ class StepOutcome:
     response_times_s: tuple[float, ...] = ()
     impact_r_mix: npt.NDArray[np.float64] | None = None
     estimated_time_s: float | None = None
+    impact: ImpactEstimate | None = None
+
+    def impact_estimate(self) -> ImpactEstimate | None:
+        """The impact estimate (``impact``, else one built from ``impact_r_mix``).
+
+        Built from ``impact_r_mix`` alone, the estimate's ``r_p``/``r_d`` are NaN
+        (unknown) and ``best_instance`` is ``argmax(r_mix)`` (ties: lowest index), which
+        is all :func:`~routeplay.estimator.impact_penalty` reads.
+        """
+        if self.impact is not None:
+            return self.impact
+        if self.impact_r_mix is None:
+            return None
+        r_mix = np.asarray(self.impact_r_mix, dtype=np.float64)
+        unknown = np.full_like(r_mix, np.nan)
+        return ImpactEstimate(
+            r_p=unknown, r_d=unknown, r_mix=r_mix, best_instance=int(np.argmax(r_mix))
+        )
 
 
 class RewardFunction(Protocol):
@@ -153,10 +176,10 @@ class PaperReward:
         """The reward of one decision."""
         reward = -outcome.progress_deficit + self.completion_reward * outcome.n_completed
         weight = self.heuristic_weight(outcome.episode)
-        if weight and outcome.action != WAIT and outcome.impact_r_mix is not None:
-            r_mix = np.asarray(outcome.impact_r_mix, dtype=np.float64)
-            penalty = float(r_mix.max() - r_mix[outcome.action])
-            reward -= weight * penalty
+        if weight and outcome.action != WAIT:
+            estimate = outcome.impact_estimate()
+            if estimate is not None:
+                reward -= weight * impact_penalty(estimate, outcome.action)
         return float(reward)
 
 

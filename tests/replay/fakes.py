@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from routeplay.replay._types import WAIT, ClusterConfig, ClusterState, RequestView
 
 
