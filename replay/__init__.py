@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from ._check import RouterCheckResult, check_router, make_cluster_state
+from ._clusters import cluster_from_dict, list_clusters, load_cluster, make_cluster
 from ._engine import Engine, run_replay
+from ._episodes import EpisodeReplays, replay_episodes
 from ._metrics import slo_attainment, summarize_requests, utilisation_imbalance
+from ._observation import OBSERVATION_LAYOUT_VERSION, ObservationLayout, encode_observation
 from ._result import REQUEST_SCHEMA, TIMELINE_SCHEMA, ReplayConfig, ReplayResult
+from ._rewards import REWARD_VARIANTS, PaperReward, Seed000Reward, StepOutcome, make_reward
 from ._router_registry import ROUTERS, RouterSpec, list_routers, make_router
 from ._routers import (
     AIBrixLeastLatencyRouter,
@@ -41,6 +45,20 @@ from ._types import (
 )
 
 __all__ = [
+    "OBSERVATION_LAYOUT_VERSION",
+    "REWARD_VARIANTS",
+    "EpisodeReplays",
+    "ObservationLayout",
+    "PaperReward",
+    "Seed000Reward",
+    "StepOutcome",
+    "cluster_from_dict",
+    "encode_observation",
+    "list_clusters",
+    "load_cluster",
+    "make_cluster",
+    "make_reward",
+    "replay_episodes",
     # engine (H6)
     "Engine",
     "REQUEST_SCHEMA",
