@@ -870,8 +870,16 @@ class Engine:
             inst.out_sum -= int(inst.out[:n][finished].sum())
             keep = ~finished
             nk = n - n_fin
-            for arr in (inst.rid, inst.ctx, inst.gen, inst.out, inst.pleft, inst.pdone, inst.pred,
-                        inst.mgap):
+            for arr in (
+                inst.rid,
+                inst.ctx,
+                inst.gen,
+                inst.out,
+                inst.pleft,
+                inst.pdone,
+                inst.pred,
+                inst.mgap,
+            ):
                 arr[:nk] = arr[:n][keep]
             inst.n = nk
             for j in fr.tolist():
@@ -893,12 +901,25 @@ class Engine:
         pt = self._pred_tokens_list[i] if self.has_predictor else None
         if self.oracle:
             return OracleRequestView(
-                self._ids[i], self._arrival_list[i], self._prompt_list[i], task, session,
-                prefix, pb, pt, self._output_list[i],
+                self._ids[i],
+                self._arrival_list[i],
+                self._prompt_list[i],
+                task,
+                session,
+                prefix,
+                pb,
+                pt,
+                self._output_list[i],
             )
         return RequestView(
-            self._ids[i], self._arrival_list[i], self._prompt_list[i], task, session, prefix,
-            pb, pt,
+            self._ids[i],
+            self._arrival_list[i],
+            self._prompt_list[i],
+            task,
+            session,
+            prefix,
+            pb,
+            pt,
         )
 
     def _inst_numbers(self, inst: _Instance, t: float) -> tuple[Any, ...]:
@@ -1018,6 +1039,43 @@ class Engine:
         """The exact (never stale) cluster state at the current simulated time."""
         return self._state_now(self.now_s)
 
+    def running_tokens(self) -> tuple[_I64, _I64]:
+        """Trace row indices and generated output tokens of the running sequences, now.
+
+        Read-only; counts the iterations of a decode run completed by ``now_s`` exactly
+        as :meth:`state` does. Used by the RL reward's progress term
+        (:mod:`routeplay.replay._outcomes`). Requests queued after a preemption keep
+        their tokens in :attr:`saved_gen`.
+
+        Example:
+            >>> import polars as pl
+            >>> from routeplay.estimator._latency import LinearLatencyModel
+            >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
+            >>> lat = LinearLatencyModel.from_throughput(1000.0)
+            >>> cluster = ClusterConfig(instances=(InstanceConfig(name="a", latency=lat),))
+            >>> trace = pl.DataFrame({"request_id": [0, 1], "arrival_s": [0.0, 0.5],
+            ...                       "prompt_tokens": [100, 100], "output_tokens": [900, 1]})
+            >>> eng = Engine(trace, cluster)
+            >>> _ = eng.next_decision(); eng.apply(0)
+            >>> _ = eng.next_decision()  # t = 0.5: prefill took 0.1 s, then 1 ms per token
+            >>> idx, gen = eng.running_tokens()
+            >>> idx.tolist(), gen.tolist()
+            ([0], [401])
+        """
+        idx: list[_I64] = []
+        gen: list[_I64] = []
+        now = self.now_s
+        for inst in self.inst:
+            n = inst.n
+            if not n:
+                continue
+            k = inst.k_done(now - inst.t0) if inst.busy and inst.run_k > 1 else 0
+            idx.append(inst.rid[:n].copy())
+            gen.append(inst.gen[:n] + k)
+        if not idx:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.concatenate(idx), np.concatenate(gen)
+
     def _snapshot(self, t: float, *, grid: bool) -> None:
         if self.done:
             return
@@ -1085,9 +1143,7 @@ class Engine:
             timelines = pl.DataFrame(schema=TIMELINE_SCHEMA)
         summary = summarize_requests(requests)
         makespan = summary["makespan_s"]
-        util = tuple(
-            (inst.busy_time_s / makespan) if makespan > 0 else 0.0 for inst in self.inst
-        )
+        util = tuple((inst.busy_time_s / makespan) if makespan > 0 else 0.0 for inst in self.inst)
         for k, u in enumerate(util):
             summary[f"utilisation_{k}"] = u
         cv, ratio = utilisation_imbalance(util)

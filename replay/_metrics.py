@@ -63,8 +63,14 @@ UTILISATION_CV = "utilisation_cv"
 IMBALANCE_MAX_MIN = "utilisation_max_min_ratio"
 
 #: latency columns summarised by mean and percentiles (summary keys ``<metric>_<stat>``).
-SUMMARY_LATENCY_METRICS: tuple[str, ...] = (E2E_S, TTFT_S, TBT_MEAN_S, TBT_MAX_S, QUEUE_WAIT_S,
-                                            ROUTER_WAIT_S)
+SUMMARY_LATENCY_METRICS: tuple[str, ...] = (
+    E2E_S,
+    TTFT_S,
+    TBT_MEAN_S,
+    TBT_MAX_S,
+    QUEUE_WAIT_S,
+    ROUTER_WAIT_S,
+)
 #: statistics of each latency metric: name -> quantile (None = mean).
 SUMMARY_STATISTICS: dict[str, float | None] = {"mean": None, "p50": 0.5, "p90": 0.9, "p99": 0.99}
 

@@ -161,5 +161,9 @@ class ReplayResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Summary, router and seed as a JSON-friendly dict (for a run's ``summary.json``)."""
-        return {"router": self.router_name, "oracle": self.oracle, "seed": self.seed,
-                "summary": dict(self.summary)}
+        return {
+            "router": self.router_name,
+            "oracle": self.oracle,
+            "seed": self.seed,
+            "summary": dict(self.summary),
+        }

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from routeplay.datasets._taskmix import PAPER_HEAVY_DECODE_TOKENS, PAPER_HEAVY_PROMPT_TOKENS
+
 from ._routers_common import (
     ClusterLatency,
     RouterBase,
@@ -27,10 +29,13 @@ __all__ = [
     "estimate_completion_s",
 ]
 
-#: Paper thresholds: heavy prompt = prefill >= 0.5 s at grad1 = 3.2e-4 s/token.
-HEAVY_PROMPT_TOKENS = 1563
-#: Heavy decode = decode phase >= 5 s at ~0.035 s per V100 decode iteration.
-HEAVY_DECODE_TOKENS = 143
+#: The paper's class thresholds, shared with the task-mix generator so that a router's
+#: "large" and the workload's LH/HL/HH classes are the same requests: heavy prompt =
+#: isolated prefill ``grad1 * p^2 >= 0.5 s`` (40 tokens; see datasets/_taskmix.py for why
+#: the linear reading, 1,563 tokens, would leave no heavy prompts in the task mix);
+#: heavy decode = decode phase >= 5 s at ~0.035 s per V100 iteration (143 tokens).
+HEAVY_PROMPT_TOKENS = PAPER_HEAVY_PROMPT_TOKENS
+HEAVY_DECODE_TOKENS = PAPER_HEAVY_DECODE_TOKENS
 
 
 class DecodeBalancerOracleRouter(RouterBase):
@@ -136,8 +141,8 @@ class DedicatedSmallLargeRouter(RouterBase):
     ``m >= 2`` at least one instance of each kind; with ``m = 1`` everything goes to 0).
 
     Rule (the paper's classes): a request is *large* if its prompt is heavy
-    (``prompt_tokens >= heavy_prompt_tokens``, 1563 = 0.5 s of prefill at 3.2e-4 s per
-    token) or its predicted decode is heavy (``predicted_output_tokens >=
+    (``prompt_tokens >= heavy_prompt_tokens``, default 40: the task mix's definition,
+    ``grad1 * p^2 >= 0.5 s``) or its predicted decode is heavy (``predicted_output_tokens >=
     heavy_decode_tokens``, 143 = 5 s at 0.035 s per decode iteration); LL requests are
     small, LH/HL/HH are large. A request with no prediction is classed by its prompt
     alone. Within its group a request joins the instance with the fewest outstanding
@@ -161,8 +166,8 @@ class DedicatedSmallLargeRouter(RouterBase):
         >>> r = DedicatedSmallLargeRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> s = make_cluster_state(n_running=[3, 1, 5, 2])
-        >>> small = RequestView(0, 0.0, 100, predicted_output_tokens=20.0)
-        >>> large = RequestView(1, 0.0, 100, predicted_output_tokens=500.0)
+        >>> small = RequestView(0, 0.0, 30, predicted_output_tokens=20.0)
+        >>> large = RequestView(1, 0.0, 30, predicted_output_tokens=500.0)
         >>> r.route(small, s), r.route(large, s)
         (1, 3)
     """

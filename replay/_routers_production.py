@@ -209,8 +209,8 @@ class SGLangCacheAwareRouter(_PrefixRouter):
         ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(2)))
         >>> r = SGLangCacheAwareRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
-        >>> calm = make_cluster_state(n_running=[5, 0])
-        >>> r.route(RequestView(0, 0.0, 1024, prefix_blocks=(7, 8)), calm)  # empty trees
+        >>> calm = make_cluster_state(n_running=[0, 5])
+        >>> r.route(RequestView(0, 0.0, 1024, prefix_blocks=(7, 8)), calm)  # equal trees
         0
         >>> r.route(RequestView(1, 0.0, 1024, prefix_blocks=(9,)), calm)  # smallest tree
         1

@@ -393,10 +393,10 @@ def test_decode_balancer_predicted_works_on_a_plain_request_view() -> None:
 def test_dedicated_small_large_split_and_rule() -> None:
     r = _ready(DedicatedSmallLargeRouter(), 4)
     s = make_cluster_state(n_running=[3, 1, 5, 2])
-    assert r.route(_req(prompt=100, predicted_output_tokens=20.0), s) == 1  # LL -> {0,1}
-    assert r.route(_req(prompt=100, predicted_output_tokens=143.0), s) == 3  # LH -> {2,3}
-    assert r.route(_req(prompt=1563, predicted_output_tokens=1.0), s) == 3  # HL
-    assert r.route(_req(prompt=1562), s) == 1  # no prediction: prompt alone, light
+    assert r.route(_req(prompt=30, predicted_output_tokens=20.0), s) == 1  # LL -> {0,1}
+    assert r.route(_req(prompt=30, predicted_output_tokens=143.0), s) == 3  # LH -> {2,3}
+    assert r.route(_req(prompt=40, predicted_output_tokens=1.0), s) == 3  # HL
+    assert r.route(_req(prompt=39), s) == 1  # no prediction: prompt alone, light
     quarter = _ready(DedicatedSmallLargeRouter(small_fraction=0.25), 4)
     assert quarter.route(_req(prompt=10, predicted_output_tokens=1.0), s) == 0
     assert quarter.route(_req(prompt=5000), s) == 1

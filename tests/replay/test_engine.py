@@ -1,0 +1,367 @@
+"""Engine rules on hand-computed timelines, router-layer behaviour, errors, views."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import polars as pl
+import polars.testing
+import pytest
+from fakes import (
+    AlwaysZeroFake,
+    BadIndexFake,
+    RecordingFake,
+    RoundRobinFake,
+    WaitThenRouteFake,
+)
+from numpy.testing import assert_allclose
+from routeplay.estimator._latency import LinearLatencyModel
+from routeplay.estimator._protocols import LengthPrediction
+from routeplay.replay._engine import Engine, run_replay
+from routeplay.replay._result import ReplayConfig
+from routeplay.replay._types import (
+    ClusterConfig,
+    InstanceConfig,
+    OracleRequestView,
+    RequestView,
+    RouterError,
+)
+
+# 1 ms per token, no intercept: a prefill of p tokens takes p ms, a decode iteration
+# takes 1 ms per sequence in the batch.
+MS_PER_TOKEN = LinearLatencyModel.from_throughput(1000.0)
+CONFIG = ReplayConfig(timeline_sample_interval_s=None)
+
+
+def _trace(rows: list[tuple[float, int, int]], **extra: list[object]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "request_id": list(range(len(rows))),
+            "arrival_s": [r[0] for r in rows],
+            "prompt_tokens": [r[1] for r in rows],
+            "output_tokens": [r[2] for r in rows],
+            **extra,
+        }
+    )
+
+
+def _one(**options: object) -> ClusterConfig:
+    opts = {"max_batched_tokens": 4096, "kv_capacity_tokens": 100_000, **options}
+    return ClusterConfig(instances=(InstanceConfig(name="a", latency=MS_PER_TOKEN, **opts),))  # type: ignore[arg-type]
+
+
+def _col(res: object, name: str) -> list[float]:
+    return res.requests[name].to_list()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_single_request_timeline(mode: str) -> None:
+    # prefill 100 tokens: 0.100 s -> token 1; then two decode iterations of 1 ms each
+    res = run_replay(
+        _trace([(0.0, 100, 3)]),
+        _one(),
+        AlwaysZeroFake(),
+        config=dataclasses.replace(CONFIG, mode=mode),
+    )
+    r = res.requests.row(0, named=True)
+    assert r["first_token_s"] == pytest.approx(0.100)
+    assert r["finish_s"] == pytest.approx(0.102)
+    assert r["ttft_s"] == pytest.approx(0.100)
+    assert r["tbt_mean_s"] == pytest.approx(0.001)
+    assert r["tbt_max_s"] == pytest.approx(0.001)
+    assert r["admitted_s"] == 0.0 and r["routed_s"] == 0.0 and r["instance_id"] == 0
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_two_requests_batched_together(mode: str) -> None:
+    # A(p=100, n=3), B(p=50, n=2) at t=0: one prefill iteration of 150 tokens (0.150 s),
+    # then a 2-sequence decode (0.002 s: B finishes at 0.152), then A alone (0.001 s).
+    res = run_replay(
+        _trace([(0.0, 100, 3), (0.0, 50, 2)]),
+        _one(),
+        AlwaysZeroFake(),
+        config=dataclasses.replace(CONFIG, mode=mode),
+    )
+    assert_allclose(_col(res, "first_token_s"), [0.150, 0.150], rtol=1e-12)
+    assert_allclose(_col(res, "finish_s"), [0.153, 0.152], rtol=1e-12)
+    assert_allclose(_col(res, "tbt_max_s"), [0.002, 0.002], rtol=1e-9)
+    assert_allclose(_col(res, "tbt_mean_s"), [0.0015, 0.002], rtol=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_one_sequence_at_a_time_queues(mode: str) -> None:
+    # max_running_seqs=1: A(p=100, n=2) at 0 runs 0-0.101; B(p=100, n=1) at 0.05 waits.
+    res = run_replay(
+        _trace([(0.0, 100, 2), (0.05, 100, 1)]),
+        _one(max_running_seqs=1),
+        AlwaysZeroFake(),
+        config=dataclasses.replace(CONFIG, mode=mode),
+    )
+    assert_allclose(_col(res, "finish_s"), [0.101, 0.201], rtol=1e-12)
+    assert_allclose(_col(res, "admitted_s"), [0.0, 0.101], rtol=1e-12)
+    assert_allclose(_col(res, "queue_wait_s"), [0.0, 0.051], rtol=1e-9)
+    assert_allclose(_col(res, "ttft_s"), [0.100, 0.151], rtol=1e-9)
+    assert res.requests["tbt_mean_s"][1] is None  # one output token: no TBT
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_preemption_timeline(mode: str) -> None:
+    # KV 10 tokens, 1-token blocks. A, B (p=4, n=4) both admitted at 0 (each reserves
+    # 4+1 KV). Prefill 8 tokens -> 0.008 s. Next batch would need 6+6 > 10: B (newest)
+    # is preempted. A decodes alone at 0.009, 0.010, 0.011 (finishes). B is then
+    # recomputed: prefill 4+1 = 5 tokens -> token 2 at 0.016, tokens 3, 4 at 0.017, 0.018.
+    res = run_replay(
+        _trace([(0.0, 4, 4), (0.0, 4, 4)]),
+        _one(kv_capacity_tokens=10, kv_block_tokens=1, max_batched_tokens=64, max_running_seqs=8),
+        AlwaysZeroFake(),
+        config=dataclasses.replace(CONFIG, mode=mode),
+    )
+    assert_allclose(_col(res, "first_token_s"), [0.008, 0.008], rtol=1e-12)
+    assert_allclose(_col(res, "finish_s"), [0.011, 0.018], rtol=1e-12)
+    assert _col(res, "n_preemptions") == [0, 1]
+    assert_allclose(_col(res, "tbt_max_s"), [0.001, 0.008], rtol=1e-9)
+    assert _col(res, "admitted_s") == [0.0, 0.0]  # first admission counts
+    assert res.summary["n_preemptions"] == 1.0
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_chunked_prefill_timeline(mode: str) -> None:
+    # budget 64 tokens: chunks 64 then 36. With prefill_s_per_token2 = 1e-6 the attention
+    # term is chunk * (chunk + already in KV): 64*64 then 36*(36+64).
+    lat = dataclasses.replace(MS_PER_TOKEN, prefill_s_per_token2=1e-6)
+    cluster = ClusterConfig(
+        instances=(
+            InstanceConfig(
+                name="a",
+                latency=lat,
+                max_batched_tokens=64,
+                max_running_seqs=8,
+                chunked_prefill=True,
+            ),
+        )
+    )
+    res = run_replay(
+        _trace([(0.0, 100, 2)]),
+        cluster,
+        AlwaysZeroFake(),
+        config=dataclasses.replace(CONFIG, mode=mode),
+    )
+    t1 = 0.064 + 1e-6 * 64 * 64 + 0.036 + 1e-6 * 36 * 100
+    assert_allclose(_col(res, "first_token_s"), [t1], rtol=1e-12)
+    assert_allclose(_col(res, "finish_s"), [t1 + 0.001], rtol=1e-12)
+
+
+def test_prefix_cache_removes_cached_blocks_from_prefill() -> None:
+    # two requests share 2 leading 512-token blocks; the second prefills 1100 - 1024 tokens
+    cluster = _one(prefix_cache=True, prefix_cache_blocks=8)
+    trace = _trace([(0.0, 1100, 1), (5.0, 1100, 1)], prefix_blocks=[[1, 2, 3], [1, 2, 9]])
+    res = run_replay(trace, cluster, AlwaysZeroFake(), config=CONFIG)
+    assert_allclose(_col(res, "e2e_s"), [1.100, 0.076], rtol=1e-9)
+    no_cache = run_replay(trace, _one(), AlwaysZeroFake(), config=CONFIG)
+    assert_allclose(_col(no_cache, "e2e_s"), [1.100, 1.100], rtol=1e-9)
+
+
+def test_wait_holds_until_next_tick_on_the_grid() -> None:
+    # arrives at 0.005, WAITed once: offered again at the next 0.02 s grid point
+    router = WaitThenRouteFake(n_waits=1)
+    res = run_replay(_trace([(0.005, 10, 1)]), _one(), router, config=CONFIG)
+    assert [(c[0], c[1]) for c in router.calls] == [(0, 0.005), (0, 0.02)]
+    assert_allclose(_col(res, "router_wait_s"), [0.015], rtol=1e-9)
+
+
+def test_wait_blocks_the_rest_of_the_queue_fifo() -> None:
+    # A at 0 is WAITed; B's arrival at 0.001 re-offers A (routed) then B (WAITed); B goes
+    # at the 0.02 tick. Nothing overtakes a waiting head.
+    router = WaitThenRouteFake(n_waits=1)
+    res = run_replay(_trace([(0.0, 10, 1), (0.001, 10, 1)]), _one(), router, config=CONFIG)
+    assert [(c[0], c[1]) for c in router.calls] == [(0, 0.0), (0, 0.001), (1, 0.001), (1, 0.02)]
+    assert _col(res, "routed_s") == [0.001, 0.02]
+
+
+@pytest.mark.parametrize("value", [7, -2, 1.0, "0", True])
+def test_bad_router_index_raises_router_error(value: object) -> None:
+    with pytest.raises(
+        RouterError,
+        match=re.escape(
+            f"router 'fake-bad-index' returned {value!r} for request 0; expected an instance "
+            "index in range(0, 1) or WAIT (-1). Fix: return an int index of ClusterState's "
+            "instances."
+        ),
+    ):
+        run_replay(_trace([(0.0, 10, 1)]), _one(), BadIndexFake(value), config=CONFIG)
+
+
+def test_prompt_over_budget_without_chunking_is_an_error() -> None:
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "request 0 has prompt_tokens = 5000 > max_batched_tokens = 4096 of instance 0 ('a') "
+            "without chunked prefill"
+        ),
+    ):
+        run_replay(_trace([(0.0, 5000, 1)]), _one(), AlwaysZeroFake(), config=CONFIG)
+
+
+def test_request_larger_than_kv_is_an_error() -> None:
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "request 0 needs 112 KV tokens (prompt 90 + output 20, block-rounded) > "
+            "kv_capacity_tokens = 100"
+        ),
+    ):
+        run_replay(
+            _trace([(0.0, 90, 20)]), _one(kv_capacity_tokens=100), AlwaysZeroFake(), config=CONFIG
+        )
+
+
+def test_router_that_waits_forever_hits_the_time_guard() -> None:
+    router = WaitThenRouteFake(n_waits=10**9)
+    cfg = dataclasses.replace(CONFIG, max_sim_time_s=1.0)
+    with pytest.raises(RuntimeError, match=re.escape("replay passed max_sim_time_s = 1.0 s")):
+        run_replay(_trace([(0.0, 10, 1)]), _one(), router, config=cfg)
+
+
+def test_non_oracle_routers_never_see_output_lengths() -> None:
+    trace = _trace([(0.0, 10, 7), (0.01, 20, 9)])
+    plain = RecordingFake(oracle=False)
+    run_replay(trace, _one(), plain, config=CONFIG)
+    assert all(type(v) is RequestView for v in plain.views)
+    assert not any(hasattr(v, "output_tokens") for v in plain.views)
+    assert all(s.oracle_decode_tokens_left is None for s in plain.states)
+    oracle = RecordingFake(oracle=True)
+    run_replay(trace, _one(), oracle, config=CONFIG)
+    assert all(isinstance(v, OracleRequestView) for v in oracle.views)
+    assert [v.output_tokens for v in oracle.views] == [7, 9]  # type: ignore[attr-defined]
+    # at 0.01 request 0 has produced token 1 of 7 -> 6 true tokens left
+    assert oracle.states[1].oracle_decode_tokens_left.tolist() == [6]  # type: ignore[union-attr]
+
+
+class _PromptPredictor:
+    """Predicts bucket 1 (40 tokens) for prompts >= 15 tokens, else bucket 0 (5 tokens)."""
+
+    n_buckets = 2
+    bucket_edges_tokens = (1.0, 10.0, float("inf"))
+
+    def predict(self, trace: pl.DataFrame) -> LengthPrediction:
+        big = trace["prompt_tokens"].to_numpy() >= 15
+        return LengthPrediction(
+            bucket=big.astype(np.int64), expected_output_tokens=np.where(big, 40.0, 5.0)
+        )
+
+
+def test_predictions_fill_views_and_decode_buckets() -> None:
+    trace = _trace([(0.0, 10, 7), (0.01, 20, 9)])
+    router = RecordingFake()
+    run_replay(trace, _one(), router, config=CONFIG, predictor=_PromptPredictor())
+    assert [(v.predicted_bucket, v.predicted_output_tokens) for v in router.views] == [
+        (0, 5.0),
+        (1, 40.0),
+    ]
+    s = router.states[1]
+    assert s.decode_bucket_counts.tolist() == [[1, 0]]
+    # request 0 predicted 5 tokens, 1 generated -> 4 predicted left
+    assert s.predicted_decode_tokens_left.tolist() == [4.0]
+    bare = RecordingFake()
+    run_replay(trace, _one(), bare, config=CONFIG)
+    assert [(v.predicted_bucket, v.predicted_output_tokens) for v in bare.views] == [
+        (None, None),
+        (None, None),
+    ]
+    assert bare.states[1].decode_bucket_counts.tolist() == [[1]]
+    assert bare.states[1].predicted_decode_tokens_left.tolist() == [0.0]
+
+
+def test_state_fields_mid_run() -> None:
+    # request 0 (p=10, n=100) at 0: prefill 0.010, then 1-seq decodes of 1 ms each.
+    # at 0.0505 (request 1 arrives) 40 decode iterations have completed: 41 tokens.
+    router = RecordingFake()
+    run_replay(
+        _trace([(0.0, 10, 100), (0.0505, 30, 1)]), _one(kv_block_tokens=16), router, config=CONFIG
+    )
+    s = router.states[1]
+    assert s.now_s == 0.0505
+    assert s.n_running.tolist() == [1] and s.n_queued.tolist() == [0]
+    assert s.decode_tokens_done.tolist() == [41]
+    assert s.tokens_in_system.tolist() == [51]
+    assert s.kv_used_tokens.tolist() == [64]  # blocks(10 + 41) with 16-token blocks
+    assert s.prompt_bucket_counts.sum() == 1
+    assert not s.n_running.flags.writeable
+
+
+def test_stale_state_lags_by_the_delay() -> None:
+    trace = _trace([(0.0, 100, 500), (0.3, 10, 1), (0.7005, 10, 1)])
+    fresh = RecordingFake()
+    run_replay(trace, _one(), fresh, config=CONFIG)
+    stale = RecordingFake()
+    run_replay(trace, dataclasses.replace(_one(), state_delay_s=0.5), stale, config=CONFIG)
+    # at 0.3 the fresh router sees request 0 running; the stale one sees the empty
+    # cluster (t = -0.2)
+    assert fresh.states[1].n_running.tolist() == [1]
+    assert stale.states[1].n_running.tolist() == [0]
+    assert stale.states[1].decode_tokens_done.tolist() == [0]
+    # at 0.7005 the stale router sees t = 0.2005: token 1 at 0.100, then one per ms
+    # (tokens 2..101 by 0.200) -> 101 tokens; the fresh one sees request 0 finished
+    # (its 500th token came before 0.7) and nothing running.
+    assert stale.states[2].now_s == pytest.approx(0.2005)
+    assert stale.states[2].decode_tokens_done.tolist() == [101]
+    assert fresh.states[2].n_running.tolist() == [0]
+
+
+def test_engine_step_api() -> None:
+    eng = Engine(_trace([(0.0, 10, 2), (0.0, 10, 1)]), _one(max_running_seqs=4), config=CONFIG)
+    with pytest.raises(RuntimeError, match="without a pending decision"):
+        eng.apply(0)
+    first = eng.next_decision()
+    again = eng.next_decision()
+    assert first is not None and again is not None
+    assert first[0] == again[0] and first[1] is again[1]
+    eng.apply(0)
+    second = eng.next_decision()
+    assert second is not None and second[0].request_id == 1
+    eng.apply(0)
+    assert eng.next_decision() is None
+    res = eng.result()
+    assert res.requests["finish_s"].null_count() == 0
+
+
+def test_determinism_same_seed_same_frames() -> None:
+    rng = np.random.default_rng(np.random.SeedSequence(1))
+    n = 300
+    trace = pl.DataFrame(
+        {
+            "request_id": np.arange(n),
+            "arrival_s": np.cumsum(rng.exponential(0.05, n)),
+            "prompt_tokens": rng.integers(1, 500, n),
+            "output_tokens": rng.integers(1, 200, n),
+            "task": pl.Series(rng.choice(["chat", "code"], n)).cast(pl.Categorical),
+        }
+    )
+    cluster = ClusterConfig(
+        instances=tuple(
+            InstanceConfig(name=f"i{k}", latency=MS_PER_TOKEN, kv_capacity_tokens=3000)
+            for k in range(3)
+        )
+    )
+    cfg = ReplayConfig(seed=4, timeline_sample_interval_s=0.5)
+    a = run_replay(trace, cluster, RoundRobinFake(), config=cfg)
+    b = run_replay(trace, cluster, RoundRobinFake(), config=cfg)
+    polars.testing.assert_frame_equal(a.requests, b.requests)
+    polars.testing.assert_frame_equal(a.timelines, b.timelines)
+    assert a.summary == b.summary and a.seed == 4 and a.router_name == "fake-round-robin"
+    assert a.requests.columns[4] == "task"
+    assert a.requests.schema["instance_id"] == pl.UInt16
+    assert a.to_frame() is a.requests
+
+
+def test_replay_config_validation() -> None:
+    with pytest.raises(
+        ValueError, match=re.escape("ReplayConfig.prompt_bucket_edges_tokens = (0, 5, 5)")
+    ):
+        ReplayConfig(prompt_bucket_edges_tokens=(0, 5, 5))
+    with pytest.raises(
+        ValueError, match=re.escape("ReplayConfig.timeline_sample_interval_s = 0.0")
+    ):
+        ReplayConfig(timeline_sample_interval_s=0.0)
