@@ -5,9 +5,11 @@ from __future__ import annotations
 from ._check import RouterCheckResult, check_router, make_cluster_state
 from ._clusters import cluster_from_dict, list_clusters, load_cluster, make_cluster
 from ._engine import Engine, run_replay
+from ._env import RoutingEnv
 from ._episodes import EpisodeReplays, replay_episodes
 from ._metrics import slo_attainment, summarize_requests, utilisation_imbalance
 from ._observation import OBSERVATION_LAYOUT_VERSION, ObservationLayout, encode_observation
+from ._outcomes import OutcomeConfig, OutcomeTracker
 from ._result import REQUEST_SCHEMA, TIMELINE_SCHEMA, ReplayConfig, ReplayResult
 from ._rewards import REWARD_VARIANTS, PaperReward, Seed000Reward, StepOutcome, make_reward
 from ._router_registry import ROUTERS, RouterSpec, list_routers, make_router
@@ -32,6 +34,17 @@ from ._routers import (
     SGLangCacheAwareRouter,
     WeightedRoundRobinRouter,
 )
+from ._transitions import (
+    TRANSITION_COLUMNS,
+    TransitionLogResult,
+    TransitionMetadata,
+    TransitionWriter,
+    action_to_index,
+    index_to_action,
+    log_transitions,
+    read_transitions,
+    transition_schema,
+)
 from ._types import (
     BATCHING_POLICIES,
     WAIT,
@@ -45,6 +58,19 @@ from ._types import (
 )
 
 __all__ = [
+    # RL interface (H7)
+    "TRANSITION_COLUMNS",
+    "OutcomeConfig",
+    "OutcomeTracker",
+    "RoutingEnv",
+    "TransitionLogResult",
+    "TransitionMetadata",
+    "TransitionWriter",
+    "action_to_index",
+    "index_to_action",
+    "log_transitions",
+    "read_transitions",
+    "transition_schema",
     "OBSERVATION_LAYOUT_VERSION",
     "REWARD_VARIANTS",
     "EpisodeReplays",

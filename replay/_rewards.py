@@ -31,7 +31,6 @@ from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
-
 from routeplay.estimator._impact import ImpactEstimate, impact_penalty
 
 from ._types import WAIT, ClusterState, RequestView
@@ -105,9 +104,12 @@ class StepOutcome:
 
 
 class RewardFunction(Protocol):
-    """Maps a :class:`StepOutcome` to a scalar reward."""
+    """Maps a :class:`StepOutcome` to a scalar reward (``name`` labels it in datasets)."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The reward's label, stored with every transition dataset."""
+        ...
 
     def __call__(self, outcome: StepOutcome) -> float:
         """The reward of one decision."""

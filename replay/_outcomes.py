@@ -1,0 +1,262 @@
+"""What happened between two routing decisions: the numbers a reward reads.
+
+:class:`OutcomeTracker` follows one :class:`~routeplay.replay._engine.Engine` run and
+turns each decision into a :class:`~routeplay.replay._rewards.StepOutcome`. The
+transition writer (:func:`routeplay.replay.log_transitions`) and the gymnasium
+environment (:class:`routeplay.replay.RoutingEnv`) both use it, so a logged dataset and
+an online rollout compute the same rewards.
+
+Definitions (the choices the paper leaves open are marked):
+
+* **Interval.** The outcome of the decision at time ``t`` covers ``(t, t']`` where
+  ``t'`` is the engine's time at the next decision of the same episode (or the end of
+  the simulation after the last decision). Engine events at ``t'`` that come before a
+  routing decision (iteration ends) belong to the interval.
+* ``n_completed`` / ``response_times_s``: requests whose last token came in the
+  interval and their E2E latency (``finish_s - arrival_s``, queueing included).
+  Summed over an episode, ``n_completed`` equals the number of requests.
+* ``n_admitted``: requests admitted into an instance's batch for the first time in
+  the interval (re-admissions after a preemption do not count again).
+* ``progress_deficit`` (the paper's ``sum_j (1/T_j)(1 - f_jt)``), evaluated at ``t'``
+  over the requests *in the system*: arrived (``arrival_s <= t'``) and not finished,
+  whether waiting at the router, queued at an instance or running. *Choice*: requests
+  held at the router count too, so that WAIT cannot hide work from the penalty.
+  ``f_jt = min(generated_j / d_j, 1)`` with ``d_j`` the request's *predicted* output
+  tokens (the predictor's ``expected_output_tokens``; without a predictor the
+  constant :attr:`OutcomeConfig.fallback_output_tokens` — never the true length).
+  ``T_j`` is the ideal service time of ``(p_j, d_j)`` alone on an idle instance,
+  ``LinearLatencyModel.request_time_s(p_j, d_j)``, taking the fastest instance of the
+  cluster (*choice*: the ideal does not depend on where the request went, so the
+  term measures delay rather than instance speed).
+* ``impact_r_mix``: :func:`routeplay.estimator.estimate_impact` of the routed request
+  (prompt, predicted output as above) against the router's snapshot
+  ``tokens_in_system``, with :attr:`OutcomeConfig.impact`.
+* ``estimated_time_s``: ``request_time_s(p_i, d_i)`` on the chosen instance's latency
+  model beside its current load (``n_other_seqs = n_running``, ``other_context_tokens
+  = kv_used_tokens`` of the snapshot); ``None`` for WAIT.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+from routeplay.estimator._impact import ImpactConfig, ImpactEstimate, estimate_impact
+
+from ._rewards import StepOutcome
+from ._types import WAIT, ClusterState, RequestView
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = ["OutcomeConfig", "OutcomeTracker", "running_generated_tokens"]
+
+_I64 = npt.NDArray[np.int64]
+_F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutcomeConfig:
+    """Settings of the per-decision outcome (see the module docstring).
+
+    Attributes:
+        fallback_output_tokens: predicted output length assumed for every request when
+            the replay has no length predictor (the routers' ``default_output_tokens``
+            default, 128). Never the true length.
+        impact: parameters of the workload-impact estimator behind ``impact_r_mix``.
+
+    Example:
+        >>> OutcomeConfig().fallback_output_tokens
+        128.0
+        >>> OutcomeConfig(fallback_output_tokens=0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: OutcomeConfig.fallback_output_tokens = 0.0; expected a finite ...
+    """
+
+    fallback_output_tokens: float = 128.0
+    impact: ImpactConfig = field(default_factory=ImpactConfig)
+
+    def __post_init__(self) -> None:
+        value = self.fallback_output_tokens
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(
+                f"OutcomeConfig.fallback_output_tokens = {value!r}; expected a finite number "
+                "of tokens > 0. Fix: pass e.g. 128.0."
+            )
+        if not isinstance(self.impact, ImpactConfig):
+            raise ValueError(f"OutcomeConfig.impact = {self.impact!r}; expected an ImpactConfig.")
+
+
+def running_generated_tokens(engine: Engine) -> tuple[_I64, _I64]:
+    """Trace row indices and generated output tokens of the running sequences, now.
+
+    The one place the outcome computation reads the engine's in-flight progress:
+    :meth:`Engine.running_tokens` (exact in the middle of a decode run).
+    """
+    return engine.running_tokens()
+
+
+class OutcomeTracker:
+    """Builds the :class:`StepOutcome` of each decision of one engine run.
+
+    Use: for every decision call :meth:`decision_terms` *before* ``engine.apply``, then
+    advance the engine to the next decision (or the end) and call :meth:`outcome`.
+
+    Args:
+        engine: the engine of the episode (fresh: no decision applied yet).
+        config: see :class:`OutcomeConfig`.
+
+    Raises:
+        ValueError: when an ideal service time is not positive (a latency model that
+            prices a request at 0 s makes ``1/T_j`` undefined).
+
+    Example:
+        >>> import polars as pl
+        >>> from routeplay.estimator._latency import LinearLatencyModel
+        >>> from routeplay.replay._engine import Engine
+        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
+        >>> lat = LinearLatencyModel.from_throughput(1000.0)
+        >>> cluster = ClusterConfig(instances=(InstanceConfig(name="a", latency=lat),))
+        >>> trace = pl.DataFrame({"request_id": [0, 1], "arrival_s": [0.0, 0.5],
+        ...                       "prompt_tokens": [100, 100], "output_tokens": [11, 1]})
+        >>> eng = Engine(trace, cluster)
+        >>> tracker = OutcomeTracker(eng)
+        >>> done = 0
+        >>> while (d := eng.next_decision()) is not None:
+        ...     terms = tracker.decision_terms(d[0], d[1], 0)
+        ...     eng.apply(0)
+        ...     nxt = eng.next_decision()
+        ...     out = tracker.outcome(d[0], d[1], 0, nxt[1] if nxt else eng.state(), terms)
+        ...     done += out.n_completed
+        >>> done
+        2
+    """
+
+    def __init__(self, engine: Engine, config: OutcomeConfig | None = None) -> None:
+        self.config = config if config is not None else OutcomeConfig()
+        self.engine = engine
+        n = engine.n_requests
+        if engine.has_predictor:
+            d_hat = np.asarray(engine.pred_tokens, dtype=np.float64).copy()
+        else:
+            d_hat = np.full(n, float(self.config.fallback_output_tokens))
+        self._d_hat = d_hat
+        prompt = np.asarray(engine.prompt, dtype=np.float64)
+        ideal = np.full(n, np.inf)
+        for inst in engine.cluster.instances:
+            t = np.asarray(inst.latency.request_time_s(prompt, d_hat), dtype=np.float64)
+            ideal = np.minimum(ideal, t)
+        if n and not (np.isfinite(ideal) & (ideal > 0)).all():
+            j = int(np.flatnonzero(~(np.isfinite(ideal) & (ideal > 0)))[0])
+            raise ValueError(
+                f"the ideal service time of trace row {j} is {ideal[j]!r} s; expected a "
+                "finite time > 0 (the reward divides by it). Fix: use latency models with "
+                "a positive per-iteration or per-token cost."
+            )
+        self._inv_ideal = 1.0 / ideal if n else ideal
+        self._in_flight: _I64 = np.empty(0, np.int64)
+        self._next_arrival = 0
+        self._admitted = np.zeros(n, dtype=bool)
+        self._scratch = np.zeros(n, dtype=np.int64)
+        self._running = np.zeros(n, dtype=bool)
+
+    def predicted_output_tokens(self, request: RequestView) -> float:
+        """The request's predicted output ``d_i`` (prediction, else the fallback)."""
+        pred = request.predicted_output_tokens
+        return float(self.config.fallback_output_tokens if pred is None else pred)
+
+    def decision_terms(
+        self, request: RequestView, state: ClusterState, action: int
+    ) -> tuple[ImpactEstimate, float | None]:
+        """``(impact estimate, estimated_time_s)`` of a decision, from what the router saw."""
+        d_i = self.predicted_output_tokens(request)
+        impact = estimate_impact(
+            request.prompt_tokens, d_i, state.tokens_in_system, self.config.impact
+        )
+        if action == WAIT:
+            return impact, None
+        lat = self.engine.cluster.instances[action].latency
+        est = float(
+            lat.request_time_s(
+                request.prompt_tokens,
+                d_i,
+                n_other_seqs=int(state.n_running[action]),
+                other_context_tokens=int(state.kv_used_tokens[action]),
+            )
+        )
+        return impact, est
+
+    def advance(self) -> tuple[int, int, tuple[float, ...], float]:
+        """Move to ``engine.now_s``: ``(n_completed, n_admitted, response times, deficit)``.
+
+        Counts are of what changed since the previous call (or the start of the run).
+        """
+        eng = self.engine
+        now = eng.now_s
+        hi = int(np.searchsorted(eng.arrival, now, side="right"))
+        cand = self._in_flight
+        if hi > self._next_arrival:
+            cand = np.concatenate([cand, np.arange(self._next_arrival, hi, dtype=np.int64)])
+            self._next_arrival = hi
+        adm = ~np.isnan(eng.admitted_s[cand]) & ~self._admitted[cand]
+        self._admitted[cand[adm]] = True
+        fin = ~np.isnan(eng.finish_s[cand])
+        done = cand[fin]
+        response = tuple((eng.finish_s[done] - eng.arrival[done]).tolist())
+        live = cand[~fin]
+        self._in_flight = live
+        deficit = 0.0
+        if live.size:
+            scratch = self._scratch
+            r_idx, r_gen = running_generated_tokens(eng)
+            scratch[r_idx] = r_gen
+            running = self._running
+            running[r_idx] = True
+            gen = np.where(running[live], scratch[live], eng.saved_gen[live]).astype(np.float64)
+            running[r_idx] = False
+            d_hat = self._d_hat[live]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                f = np.where(gen >= d_hat, 1.0, gen / d_hat)
+            deficit = float((self._inv_ideal[live] * (1.0 - f)).sum())
+        return int(done.size), int(np.count_nonzero(adm)), response, deficit
+
+    def outcome(
+        self,
+        request: RequestView,
+        state: ClusterState,
+        action: int,
+        next_state: ClusterState,
+        terms: tuple[ImpactEstimate, float | None],
+        *,
+        episode: int = 0,
+    ) -> StepOutcome:
+        """The :class:`StepOutcome` of a decision, once the engine reached the next one.
+
+        Args:
+            request: the routed request.
+            state: the snapshot the router saw.
+            action: the instance index or ``WAIT`` that was applied.
+            next_state: the snapshot at the next decision (or the final exact state).
+            terms: :meth:`decision_terms` of this decision.
+            episode: the episode index ``k`` (workload-guided reward weight).
+        """
+        n_completed, n_admitted, response, deficit = self.advance()
+        impact, est = terms
+        return StepOutcome(
+            request=request,
+            action=int(action),
+            state=state,
+            next_state=next_state,
+            episode=int(episode),
+            n_completed=n_completed,
+            n_admitted=n_admitted,
+            progress_deficit=deficit,
+            response_times_s=response,
+            impact_r_mix=impact.r_mix,
+            estimated_time_s=est,
+            impact=impact,
+        )
