@@ -24,7 +24,7 @@ def _cmd_presets(args: argparse.Namespace) -> int:
         n = str((info.n_train or 0) + (info.n_test or 0)) if info.n_train else "-"
         sources = (
             ", ".join(f"{p} ({h[:12]})" for p, h in info.sources)
-            or "published gradients, see notes"
+            or ("published gradients, see notes" if info.kind == "paper" else "see notes")
         )
         print(f"{name:<24}{info.kind:<11}{r2:>8}{mape:>15}{n:>7}  {sources}")
     print(f"regenerate with: {preset_info(list_presets()[0]).command}")
@@ -61,7 +61,9 @@ def _cmd_fit_presets(args: argparse.Namespace) -> int:
         stats = (
             f"R^2 {fit['r_squared']:.4f}, held-out MAPE {fit['heldout_mape']:.2%}"
             if fit
-            else "published gradients"
+            else {"paper": "published gradients", "scaled": "scaled by datasheet ratios"}.get(
+                entry["kind"], entry["kind"]
+            )
         )
         print(f"{name:<24}{stats}")
     print(f"wrote {path}")

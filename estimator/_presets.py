@@ -11,6 +11,9 @@ command, which reads Vidur's profiling tables and refits::
 - ``llama2-7b/h100``: H100 ``mlp.csv`` (measured) plus the *A100* attention extract
   scaled to the H100 by factors measured from the two ``mlp.csv`` tables (there is no
   H100 attention data); see :func:`~routeplay.estimator._vidur.attention_scale_factors`.
+- ``llama2-7b/v100-scaled``: the A100 fit carried to a V100 by datasheet ratios of
+  compute (prefill terms) and memory bandwidth (intercept and decode terms) — an
+  estimate for replaying the paper's V100 testbed at realistic speed.
 - ``llama2-7b/v100-paper``: the seed paper's published gradients (V100, vLLM):
   grad1 = 3.2e-4 s per prompt token and grad2 = 3.3e-5 s per context token of the
   decoding batch, with the intercept set so that one sequence at 256 context tokens
@@ -70,7 +73,8 @@ class PresetInfo:
 
     Attributes:
         name: preset name, e.g. ``"llama2-7b/a100"``.
-        kind: ``"vidur-fit"`` (fitted to profiling tables) or ``"paper"`` (published).
+        kind: ``"vidur-fit"`` (fitted to profiling tables), ``"paper"`` (published) or
+            ``"scaled"`` (another preset carried over by datasheet ratios).
         description: one line on what the preset models.
         model: the latency model :func:`get_preset` returns.
         sources: ``(path relative to the profiling dir, sha256)`` of each input file.
@@ -177,7 +181,7 @@ def list_presets() -> list[str]:
 
     Example:
         >>> list_presets()
-        ['llama2-7b/a100', 'llama2-7b/h100', 'llama2-7b/v100-paper']
+        ['llama2-7b/a100', 'llama2-7b/h100', 'llama2-7b/v100-paper', 'llama2-7b/v100-scaled']
     """
     return sorted(_document()["presets"])
 
@@ -383,6 +387,45 @@ def _paper_entry() -> dict[str, Any]:
     }
 
 
+# Datasheet peak figures (dense fp16 tensor TFLOP/s; HBM GB/s) used to carry the A100
+# fit over to a V100 when no V100 profile exists: A100-SXM4-80GB vs V100-SXM2-32GB.
+_A100_TFLOPS, _V100_TFLOPS = 312.0, 125.0
+_A100_GBPS, _V100_GBPS = 2039.0, 900.0
+
+
+def _scaled_entry(base: Mapping[str, Any], *, base_name: str) -> dict[str, Any]:
+    compute = _A100_TFLOPS / _V100_TFLOPS
+    memory = _A100_GBPS / _V100_GBPS
+    model = dict(base["model"])
+    scaled = {
+        "intercept_s": model["intercept_s"] * memory,
+        "prefill_batch_s": model["prefill_batch_s"] * memory,
+        "prefill_s_per_token": model["prefill_s_per_token"] * compute,
+        "prefill_s_per_token2": model["prefill_s_per_token2"] * compute,
+        "decode_s_per_seq": model["decode_s_per_seq"] * memory,
+        "decode_s_per_context_token": model["decode_s_per_context_token"] * memory,
+    }
+    return {
+        "kind": "scaled",
+        "description": (
+            "Llama-2-7B on a V100, estimated: the A100 fit scaled by datasheet ratios "
+            "(no V100 profile is available)"
+        ),
+        "model": scaled,
+        "fit": None,
+        "sources": list(base.get("sources", [])),
+        "notes": [
+            f"Derived from {base_name}: compute-bound prefill terms x {compute:.4f} "
+            f"(A100 {_A100_TFLOPS:g} / V100 {_V100_TFLOPS:g} dense fp16 TFLOP/s), memory-bound "
+            f"terms (intercept = weight reads, per-sequence and KV-context decode costs) x "
+            f"{memory:.4f} (HBM {_A100_GBPS:g} / {_V100_GBPS:g} GB/s).",
+            "An estimate, not a measurement: use it to replay the paper's V100 testbed at "
+            "realistic speed; llama2-7b/v100-paper keeps the paper's own gradients (whose "
+            "decode slope is ~50x the V100's memory-bandwidth cost) for its estimator.",
+        ],
+    }
+
+
 def build_presets_document(
     profiling_dir: str | Path, *, generated_on: str | None = None
 ) -> dict[str, Any]:
@@ -412,6 +455,9 @@ def build_presets_document(
         ),
         "llama2-7b/v100-paper": _paper_entry(),
     }
+    presets["llama2-7b/v100-scaled"] = _scaled_entry(
+        presets["llama2-7b/a100"], base_name="llama2-7b/a100"
+    )
     return {
         "format": _FORMAT,
         "command": PRESETS_COMMAND,

@@ -161,6 +161,22 @@ def _paper_v100(n: int) -> ClusterConfig:
     )
 
 
+def _v100_scaled(n: int) -> ClusterConfig:
+    return cluster_from_dict(
+        {
+            "instances": [
+                {
+                    "name": "v100",
+                    "count": n,
+                    "preset": "llama2-7b/v100-scaled",
+                    "kv_capacity_tokens": _KV_TOKENS_V100_32GB,
+                    "max_batched_tokens": _A100_BATCHED_TOKENS,
+                }
+            ]
+        }
+    )
+
+
 def _a100(n: int, **options: Any) -> ClusterConfig:
     return cluster_from_dict(
         {
@@ -192,6 +208,8 @@ def _seed000() -> ClusterConfig:
 _BUILTIN: dict[str, Callable[[], ClusterConfig]] = {
     "paper-2xv100": lambda: _paper_v100(2),
     "paper-4xv100": lambda: _paper_v100(4),
+    "v100x2": lambda: _v100_scaled(2),
+    "v100x4": lambda: _v100_scaled(4),
     "a100x4": lambda: _a100(4),
     "a100x4-chunked": lambda: _a100(4, chunked_prefill=True, max_batched_tokens=2048),
     "seed000-hetero": _seed000,
@@ -212,7 +230,9 @@ def make_cluster(name: str) -> ClusterConfig:
     """A built-in cluster by name.
 
     ``paper-2xv100``/``paper-4xv100``: the Intelligent Router testbed (Llama-2-7B on V100,
-    the paper's gradients); ``a100x4``: four A100 replicas of the Vidur-fitted preset
+    the paper's gradients as the latency model); ``v100x2``/``v100x4``: the same testbed with
+    the ``llama2-7b/v100-scaled`` preset (the A100 fit scaled to V100 datasheet speeds:
+    realistic iteration times); ``a100x4``: four A100 replicas of the Vidur-fitted preset
     (``a100x4-chunked`` with chunked prefill, 2,048-token budget); ``seed000-hetero``: seed
     000's servers of 3000/5000/7000 tokens/s with concurrency 3/5/7.
     """

@@ -23,7 +23,7 @@ from routeplay.estimator._presets import _presets_path, build_presets_document
 
 from routeplay.cli import main
 
-NAMES = ["llama2-7b/a100", "llama2-7b/h100", "llama2-7b/v100-paper"]
+NAMES = ["llama2-7b/a100", "llama2-7b/h100", "llama2-7b/v100-paper", "llama2-7b/v100-scaled"]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,8 @@ def test_list_and_get() -> None:
 def test_unknown_preset_lists_names_and_hint() -> None:
     msg = (
         "unknown latency preset 'llama2-7b/h10'; valid presets are ['llama2-7b/a100', "
-        "'llama2-7b/h100', 'llama2-7b/v100-paper']. Did you mean 'llama2-7b/h100'?"
+        "'llama2-7b/h100', 'llama2-7b/v100-paper', 'llama2-7b/v100-scaled']. Did you mean "
+        "'llama2-7b/h100'?"
     )
     with pytest.raises(ValueError, match=re.escape(msg)):
         get_preset("llama2-7b/h10")
@@ -180,3 +181,15 @@ def test_presets_drive_sane_request_times() -> None:
     assert 1.0 < a100 < 5.0  # ~200 decode iterations of ~10-11 ms plus a ~80 ms prefill
     assert v100 > a100
     assert np.isfinite([a100, v100]).all()
+
+
+def test_v100_scaled_is_the_a100_fit_at_datasheet_ratios() -> None:
+    a100, v100 = get_preset("llama2-7b/a100"), get_preset("llama2-7b/v100-scaled")
+    # compute-bound prefill terms scale with 312/125 TFLOP/s, memory-bound terms with
+    # 2039/900 GB/s (datasheet peaks); a V100 is slower than an A100 in every term
+    assert v100.prefill_s_per_token == pytest.approx(a100.prefill_s_per_token * 312 / 125)
+    assert v100.decode_s_per_context_token == pytest.approx(
+        a100.decode_s_per_context_token * 2039 / 900
+    )
+    assert v100.intercept_s == pytest.approx(a100.intercept_s * 2039 / 900)
+    assert preset_info("llama2-7b/v100-scaled").kind == "scaled"
