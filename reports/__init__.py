@@ -1,5 +1,71 @@
-"""reports (not built yet)."""
+"""Altair charts, self-contained HTML reports and the batch report job.
+
+Only this package imports altair. ``routeplay report JOB.toml --out DIR`` runs a job
+file (see ``docs/reports.md``); the Python API builds the same charts and reports
+from replay and estimator results.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._charts import (
+    ChartLike,
+    chart_data,
+    confusion_matrix_chart,
+    improvement_forest_chart,
+    instance_timeline_chart,
+    latency_cdf_chart,
+    latency_fit_chart,
+    latency_residual_chart,
+    learning_curve_chart,
+    load_imbalance_chart,
+    routing_heatmap_chart,
+)
+from ._job import (
+    JobFileError,
+    ReportJobConfig,
+    ReportJobResult,
+    list_builtin_jobs,
+    load_job,
+    parse_job,
+    run_job,
+)
+from ._pipeline import (
+    SIGNIFICANCE_METHOD,
+    PairedReplays,
+    build_replay_report,
+    replay_routers,
+    router_summary_table,
+)
+from ._report import IMAGE_FORMATS, Report, ReportResult, ReportSection, render_html, write_report
+
+__all__ = [
+    "IMAGE_FORMATS",
+    "SIGNIFICANCE_METHOD",
+    "ChartLike",
+    "JobFileError",
+    "PairedReplays",
+    "Report",
+    "ReportJobConfig",
+    "ReportJobResult",
+    "ReportResult",
+    "ReportSection",
+    "build_replay_report",
+    "chart_data",
+    "confusion_matrix_chart",
+    "improvement_forest_chart",
+    "instance_timeline_chart",
+    "latency_cdf_chart",
+    "latency_fit_chart",
+    "latency_residual_chart",
+    "learning_curve_chart",
+    "list_builtin_jobs",
+    "load_imbalance_chart",
+    "load_job",
+    "parse_job",
+    "render_html",
+    "replay_routers",
+    "router_summary_table",
+    "routing_heatmap_chart",
+    "run_job",
+    "write_report",
+]

@@ -1,0 +1,76 @@
+"""``routeplay report [JOB] --out DIR``: run a report job file.
+
+``JOB`` is a TOML job file or the name of a built-in job (``default``, ``paper``,
+``azure-conv``, ``seed000``); see ``docs/reports.md``. Progress bars appear only on
+a terminal; under cron (no tty) or with ``--quiet`` nothing is printed on success
+except, without ``--quiet``, the run folder's path. Any failure prints one line
+``routeplay report: error: ...`` to stderr and exits non-zero (2 for a bad job file
+or arguments, 1 otherwise); the details are in the run's ``job.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ._job import load_job, run_job
+
+    try:
+        job = load_job(args.job)
+        result = run_job(
+            job,
+            args.out,
+            run_id=args.run_id,
+            overwrite=args.overwrite,
+            show_progress=sys.stderr.isatty() and not args.quiet,
+        )
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
+        print(f"routeplay report: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into one line
+        print(
+            f"routeplay report: error: {type(exc).__name__}: {_one_line(exc)} "
+            f"(details in {args.out}/.tmp-*/job.log)",
+            file=sys.stderr,
+        )
+        return 1
+    if not args.quiet:
+        print(result.run_dir)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``report`` sub-command."""
+    p = subparsers.add_parser(
+        "report",
+        help="run a report job (replay routers, compare them, write an HTML report)",
+        description=(
+            "Run a report job file and write <out>/<job name>-<run id>/ atomically: "
+            "report.html (opens offline), summary.json, tables/*.parquet, images/, job.log."
+        ),
+    )
+    p.add_argument(
+        "job",
+        nargs="?",
+        default="default",
+        help="job TOML file or built-in job name (default: the built-in 'default' job)",
+    )
+    p.add_argument("--out", required=True, help="folder that receives the dated run folder")
+    p.add_argument(
+        "--run-id",
+        default=None,
+        help="run folder suffix (default: UTC time, e.g. 20260101T120000Z)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--quiet", action="store_true", help="no progress and no output on success")
+    p.set_defaults(func=_cmd_report)

@@ -1,0 +1,586 @@
+"""The batch report job: a TOML job file in, a dated report folder out.
+
+A job file names the traces, their windowing into episodes, the cluster, the routers,
+the statistics and (optionally) an output-length predictor; see ``docs/reports.md``
+for the reference and ``reports/jobs/*.toml`` for examples. :func:`load_job` parses
+and validates it (unknown keys and bad values are errors with close-match hints);
+:func:`run_job` runs it and writes ``<out>/<name>-<run id>/`` atomically: everything
+is built in ``<out>/.tmp-<name>-<run id>-<pid>/`` and renamed at the end, so a
+crashed or killed job never leaves a complete-looking report behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import math
+import os
+import re
+import shutil
+import time
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+__all__ = [
+    "BUILTIN_JOBS_DIR",
+    "JobFileError",
+    "ReportJobConfig",
+    "ReportJobResult",
+    "builtin_job_path",
+    "list_builtin_jobs",
+    "load_job",
+    "parse_job",
+    "run_job",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Folder of the job files shipped with routeplay (``routeplay report NAME``).
+BUILTIN_JOBS_DIR = Path(__file__).parent / "jobs"
+
+#: Latency columns a job may compare.
+JOB_METRICS: tuple[str, ...] = ("e2e_s", "ttft_s", "tbt_mean_s", "tbt_max_s", "queue_wait_s")
+
+_STATISTIC = re.compile(r"^(mean|p(\d{1,2}(\.\d+)?))$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class JobFileError(ValueError):
+    """A job file that cannot be run: unknown keys, wrong types, bad values."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportJobConfig:
+    """A parsed, validated job file (field names are ``section_key``).
+
+    Attributes:
+        name: job name (run folder prefix).
+        title: report title.
+        seed: base seed (episode ``k`` replays with ``seed + k``; bootstrap seed).
+        trace_source: registered trace name, trace file path, or ``"task-mix"``.
+        trace_first_requests: keep only the first N requests (``None`` = all).
+        trace_rate_scale: multiply the arrival rate by this factor.
+        task_mix: ``TaskMixConfig`` fields when ``trace_source == "task-mix"``.
+        episodes_n_requests: requests per episode window (or ``episodes_duration_s``).
+        episodes_duration_s: window length in seconds.
+        episodes_drop_partial: drop the partial last window.
+        episodes_test_fraction: share of (latest) episodes for testing; the earlier
+            ones train the predictor. ``None``: every episode is replayed.
+        episodes_max: replay at most this many (the earliest test) episodes.
+        cluster: built-in cluster name or cluster TOML path.
+        routers: router names (``routeplay routers``).
+        baseline: the router every other router is compared with.
+        replay_mode: ``"fast"`` or ``"reference"``.
+        timeline_sample_interval_s: timeline sampling period.
+        metrics: latency columns compared.
+        statistics: per-episode statistics (``mean``, ``pXX``).
+        n_boot: bootstrap resamples.
+        confidence: bootstrap CI coverage.
+        predictor: ``None`` or ``"histogram"``.
+        predictor_features: predictor features (default: task and prompt tokens).
+        images: image formats exported per chart.
+        training: the ``[training]`` table, reserved for training a router.
+        base_dir: folder that relative paths in the job file are resolved against.
+    """
+
+    name: str
+    title: str = ""
+    seed: int = 0
+    trace_source: str
+    trace_first_requests: int | None = None
+    trace_rate_scale: float = 1.0
+    task_mix: Mapping[str, Any] = field(default_factory=dict)
+    episodes_n_requests: int | None = None
+    episodes_duration_s: float | None = None
+    episodes_drop_partial: bool = True
+    episodes_test_fraction: float | None = None
+    episodes_max: int | None = None
+    cluster: str
+    routers: tuple[str, ...]
+    baseline: str
+    replay_mode: str = "fast"
+    timeline_sample_interval_s: float = 1.0
+    metrics: tuple[str, ...] = ("e2e_s", "ttft_s", "tbt_mean_s")
+    statistics: tuple[str, ...] = ("mean", "p99")
+    n_boot: int = 2000
+    confidence: float = 0.95
+    predictor: str | None = None
+    predictor_features: tuple[str, ...] | None = None
+    images: tuple[str, ...] = ("svg", "png")
+    training: Mapping[str, Any] | None = None
+    base_dir: Path = Path(".")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict of every field."""
+        out = dataclasses.asdict(self)
+        out["base_dir"] = str(self.base_dir)
+        return out
+
+
+# section -> key -> (field name, accepted python types, description for messages)
+_Spec = tuple[str, tuple[type, ...], str]
+_SCHEMA: dict[str, dict[str, _Spec]] = {
+    "": {
+        "name": ("name", (str,), "a name of letters, digits, '.', '_' or '-'"),
+        "title": ("title", (str,), "a string"),
+        "seed": ("seed", (int,), "an integer >= 0"),
+    },
+    "trace": {
+        "source": ("trace_source", (str,), "a registered trace name, a file path or 'task-mix'"),
+        "first_requests": ("trace_first_requests", (int,), "an integer >= 1"),
+        "rate_scale": ("trace_rate_scale", (int, float), "a number > 0"),
+        "task_mix": ("task_mix", (dict,), "a table of TaskMixConfig fields"),
+    },
+    "episodes": {
+        "n_requests": ("episodes_n_requests", (int,), "an integer >= 1"),
+        "duration_s": ("episodes_duration_s", (int, float), "a number > 0"),
+        "drop_partial": ("episodes_drop_partial", (bool,), "true or false"),
+        "test_fraction": ("episodes_test_fraction", (int, float), "a number in (0, 1)"),
+        "max_episodes": ("episodes_max", (int,), "an integer >= 2"),
+    },
+    "cluster": {"name": ("cluster", (str,), "a built-in cluster name or a TOML path")},
+    "routers": {
+        "names": ("routers", (list,), "a list of router names"),
+        "baseline": ("baseline", (str,), "one of the router names"),
+    },
+    "replay": {
+        "mode": ("replay_mode", (str,), "'fast' or 'reference'"),
+        "timeline_sample_interval_s": ("timeline_sample_interval_s", (int, float), "> 0"),
+    },
+    "statistics": {
+        "metrics": ("metrics", (list,), f"a list from {list(JOB_METRICS)}"),
+        "statistics": ("statistics", (list,), "a list of 'mean' or 'pXX'"),
+        "n_boot": ("n_boot", (int,), "an integer >= 100"),
+        "confidence": ("confidence", (int, float), "a number in (0, 1)"),
+    },
+    "predictor": {
+        "kind": ("predictor", (str,), "'histogram'"),
+        "features": ("predictor_features", (list,), "a list of trace column names"),
+    },
+    "report": {"images": ("images", (list,), "a list from ['svg', 'png']")},
+}
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "": ("name",),
+    "trace": ("source",),
+    "cluster": ("name",),
+    "routers": ("names", "baseline"),
+}
+_RESERVED_TABLES = ("training",)
+
+
+def _hint(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _err(where: str, message: str) -> JobFileError:
+    return JobFileError(f"{where}: {message}")
+
+
+def parse_job(
+    data: Mapping[str, Any], *, where: str = "job", base_dir: Path | None = None
+) -> ReportJobConfig:
+    """Validate a job (as parsed TOML) and build its config.
+
+    Args:
+        data: the TOML document as a dict.
+        where: what to call the job in messages (usually the file path).
+        base_dir: folder for relative paths (default: the working directory).
+
+    Returns:
+        A :class:`ReportJobConfig`.
+
+    Raises:
+        JobFileError: on an unknown section or key (with a close-match hint), a
+            missing required key, a value of the wrong type or out of range, or an
+            unknown router, cluster, trace, metric or statistic.
+
+    Example:
+        >>> job = parse_job({"name": "demo", "trace": {"source": "azure-2023-conv"},
+        ...     "episodes": {"n_requests": 100}, "cluster": {"name": "a100x4"},
+        ...     "routers": {"names": ["round-robin", "least-connections"],
+        ...                 "baseline": "round-robin"}})
+        >>> job.routers, job.statistics
+        (('round-robin', 'least-connections'), ('mean', 'p99'))
+        >>> parse_job({"name": "demo", "rauters": {}})
+        Traceback (most recent call last):
+        ...
+        routeplay.reports._job.JobFileError: job: unknown section [rauters]. Did you mean ...
+    """
+    values: dict[str, Any] = {}
+    top_keys = set(_SCHEMA[""])
+    sections = [s for s in _SCHEMA if s]
+    for key, value in data.items():
+        if isinstance(value, dict) and key not in top_keys:
+            if key in _RESERVED_TABLES:
+                values["training"] = dict(value)
+                continue
+            if key not in _SCHEMA:
+                raise _err(
+                    where,
+                    f"unknown section [{key}].{_hint(key, sections + list(_RESERVED_TABLES))} "
+                    f"Valid sections: {sections + list(_RESERVED_TABLES)}.",
+                )
+            _parse_section(key, value, values, where)
+        elif key in top_keys:
+            _parse_value("", key, value, values, where)
+        else:
+            options = sorted(top_keys) + sections
+            raise _err(
+                where,
+                f"unknown key {key!r} at the top level.{_hint(key, options)} Valid top-level "
+                f"keys: {sorted(top_keys)}; sections: {sections}.",
+            )
+    for section, keys in _REQUIRED.items():
+        for key in keys:
+            if _SCHEMA[section][key][0] not in values:
+                label = f"[{section}] {key}" if section else key
+                raise _err(where, f"missing required key {label} ({_SCHEMA[section][key][2]}).")
+    if base_dir is not None:
+        values["base_dir"] = base_dir
+    _check_values(values, where)
+    try:
+        return ReportJobConfig(**values)
+    except TypeError as exc:  # pragma: no cover - every field is checked above
+        raise _err(where, str(exc)) from exc
+
+
+def _parse_section(
+    section: str, table: Mapping[str, Any], values: dict[str, Any], where: str
+) -> None:
+    for key, value in table.items():
+        if key not in _SCHEMA[section]:
+            valid = sorted(_SCHEMA[section])
+            raise _err(
+                where,
+                f"unknown key {key!r} in [{section}].{_hint(key, valid)} Valid keys: {valid}.",
+            )
+        _parse_value(section, key, value, values, where)
+
+
+def _parse_value(section: str, key: str, value: Any, values: dict[str, Any], where: str) -> None:
+    name, types, description = _SCHEMA[section][key]
+    label = f"[{section}] {key}" if section else key
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        raise _err(where, f"{label} = {value!r}; expected {description}.")
+    if isinstance(value, list):
+        if not value or not all(isinstance(v, str) for v in value):
+            raise _err(where, f"{label} = {value!r}; expected {description} (non-empty strings).")
+        value = tuple(value)
+    if isinstance(value, int) and float in types and not isinstance(value, bool):
+        value = float(value)
+    values[name] = value
+
+
+def _check_values(v: dict[str, Any], where: str) -> None:
+    from routeplay.datasets import list_traces
+    from routeplay.replay import list_clusters, list_routers
+
+    def bad(label: str, message: str) -> JobFileError:
+        return _err(where, f"{label} = {message}")
+
+    if not _NAME.match(v["name"]):
+        raise bad("name", f"{v['name']!r}; expected {_SCHEMA['']['name'][2]}.")
+    if v.get("seed", 0) < 0:
+        raise bad("seed", f"{v['seed']!r}; expected an integer >= 0.")
+    base = v.get("base_dir", Path("."))
+    source = v["trace_source"]
+    traces = [t.name for t in list_traces()]
+    if source == "task-mix":
+        from routeplay.datasets import TaskMixConfig
+
+        mix = dict(v.get("task_mix", {}))
+        if "seed" in mix:
+            raise bad(
+                "[trace.task_mix] seed", "set; expected no seed here: the job's seed is used."
+            )
+        try:
+            TaskMixConfig(**mix, seed=0)
+        except (TypeError, ValueError) as exc:
+            raise _err(where, f"[trace.task_mix] is invalid: {exc}") from exc
+    elif source not in traces and not (base / source).expanduser().is_file():
+        raise bad(
+            "[trace] source",
+            f"{source!r} is neither a registered trace nor an existing file."
+            f"{_hint(source, traces)} "
+            f"Registered traces: {traces} (or 'task-mix').",
+        )
+    elif "task_mix" in v:
+        raise _err(where, "[trace.task_mix] is set but [trace] source is not 'task-mix'.")
+    if v.get("trace_first_requests") is not None and v["trace_first_requests"] < 1:
+        raise bad("[trace] first_requests", f"{v['trace_first_requests']!r}; expected >= 1.")
+    scale = v.get("trace_rate_scale", 1.0)
+    if not (math.isfinite(scale) and scale > 0):
+        raise bad("[trace] rate_scale", f"{scale!r}; expected a finite number > 0.")
+    n_req, dur = v.get("episodes_n_requests"), v.get("episodes_duration_s")
+    if (n_req is None) == (dur is None):
+        raise _err(
+            where,
+            "[episodes] needs exactly one of n_requests and duration_s "
+            f"(got n_requests={n_req!r}, duration_s={dur!r}).",
+        )
+    if n_req is not None and n_req < 1:
+        raise bad("[episodes] n_requests", f"{n_req!r}; expected an integer >= 1.")
+    if dur is not None and not (math.isfinite(dur) and dur > 0):
+        raise bad("[episodes] duration_s", f"{dur!r}; expected a number > 0.")
+    tf = v.get("episodes_test_fraction")
+    if tf is not None and not 0 < tf < 1:
+        raise bad("[episodes] test_fraction", f"{tf!r}; expected a number in (0, 1).")
+    if v.get("episodes_max") is not None and v["episodes_max"] < 2:
+        raise bad(
+            "[episodes] max_episodes",
+            f"{v['episodes_max']!r}; expected >= 2 (paired tests need at least 2 episodes).",
+        )
+    cluster = v["cluster"]
+    if cluster not in list_clusters() and not (base / cluster).expanduser().is_file():
+        raise bad(
+            "[cluster] name",
+            f"{cluster!r} is neither a built-in cluster nor an existing file."
+            f"{_hint(cluster, list_clusters())} Built-in clusters: {list_clusters()}.",
+        )
+    known = list_routers()
+    for router in v["routers"]:
+        if router not in known:
+            raise bad(
+                "[routers] names",
+                f"contains unknown router {router!r}.{_hint(router, known)} "
+                "Run `routeplay routers` for the list.",
+            )
+    if len(set(v["routers"])) != len(v["routers"]):
+        raise bad("[routers] names", f"{list(v['routers'])}; expected each router once.")
+    if v["baseline"] not in v["routers"]:
+        raise bad(
+            "[routers] baseline",
+            f"{v['baseline']!r} is not in [routers] names {list(v['routers'])}."
+            f"{_hint(v['baseline'], list(v['routers']))}",
+        )
+    if len(v["routers"]) < 2:
+        raise bad(
+            "[routers] names",
+            f"{list(v['routers'])}; expected the baseline and at least one other router.",
+        )
+    if v.get("replay_mode", "fast") not in ("fast", "reference"):
+        raise bad("[replay] mode", f"{v['replay_mode']!r}; expected 'fast' or 'reference'.")
+    if v.get("timeline_sample_interval_s", 1.0) <= 0:
+        raise bad(
+            "[replay] timeline_sample_interval_s",
+            f"{v['timeline_sample_interval_s']!r}; expected > 0.",
+        )
+    for metric in v.get("metrics", ()):
+        if metric not in JOB_METRICS:
+            raise bad(
+                "[statistics] metrics",
+                f"contains {metric!r}.{_hint(metric, list(JOB_METRICS))} Expected names from "
+                f"{list(JOB_METRICS)}.",
+            )
+    for stat in v.get("statistics", ()):
+        if not _STATISTIC.match(stat):
+            raise bad(
+                "[statistics] statistics",
+                f"contains {stat!r}; expected 'mean' or 'pXX' (e.g. 'p99').",
+            )
+    if v.get("n_boot", 2000) < 100:
+        raise bad("[statistics] n_boot", f"{v['n_boot']!r}; expected an integer >= 100.")
+    if not 0 < v.get("confidence", 0.95) < 1:
+        raise bad("[statistics] confidence", f"{v['confidence']!r}; expected a number in (0, 1).")
+    if v.get("predictor") is not None:
+        if v["predictor"] != "histogram":
+            raise bad(
+                "[predictor] kind",
+                f"{v['predictor']!r}; expected 'histogram'.{_hint(v['predictor'], ['histogram'])}",
+            )
+        if tf is None:
+            raise _err(
+                where,
+                "[predictor] needs [episodes] test_fraction: the predictor is fitted on the "
+                "earlier (training) episodes and the routers are replayed on the later ones. "
+                "Fix: add e.g. test_fraction = 0.5 to [episodes].",
+            )
+    for fmt in v.get("images", ()):
+        if fmt not in ("svg", "png"):
+            raise bad("[report] images", f"contains {fmt!r}; expected any of ['svg', 'png'].")
+    if v.get("training") is not None:
+        raise _err(
+            where,
+            "[training] is not supported by this version of `routeplay report` yet; remove the "
+            "section (train with routeplay.offline_rl.train_router and add the router by name).",
+        )
+
+
+def load_job(path: str | Path) -> ReportJobConfig:
+    """Read and validate a job file (or a built-in job by name, e.g. ``"default"``).
+
+    Args:
+        path: a TOML file, or the name of a file in :data:`BUILTIN_JOBS_DIR`.
+
+    Returns:
+        A :class:`ReportJobConfig`; relative paths in it are resolved against the
+        job file's folder.
+
+    Raises:
+        FileNotFoundError: if the file does not exist (the message lists the
+            built-in jobs).
+        JobFileError: on invalid TOML or an invalid job.
+
+    Example:
+        >>> load_job("default").name
+        'default'
+    """
+    p = Path(path)
+    if not p.is_file():
+        builtin = builtin_job_path(str(path))
+        if builtin is None:
+            raise FileNotFoundError(
+                f"job file {str(path)!r} not found; expected a TOML file or a built-in job "
+                f"{list_builtin_jobs()}."
+            )
+        p = builtin
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise JobFileError(f"{p}: not valid TOML: {exc}") from exc
+    return parse_job(data, where=str(p), base_dir=p.parent)
+
+
+def list_builtin_jobs() -> list[str]:
+    """Names of the job files shipped with routeplay.
+
+    Example:
+        >>> "default" in list_builtin_jobs()
+        True
+    """
+    return sorted(p.stem for p in BUILTIN_JOBS_DIR.glob("*.toml"))
+
+
+def builtin_job_path(name: str) -> Path | None:
+    """Path of a built-in job, or ``None``."""
+    p = BUILTIN_JOBS_DIR / f"{name}.toml"
+    return p if name in list_builtin_jobs() else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportJobResult:
+    """A finished job.
+
+    Attributes:
+        run_dir: the completed run folder.
+        report_path: its ``report.html``.
+        wall_time_s: how long the job took.
+    """
+
+    run_dir: Path
+    report_path: Path
+    wall_time_s: float
+
+
+def _resolve(base: Path, value: str) -> str:
+    p = (base / value).expanduser()
+    return str(p) if p.is_file() else value
+
+
+def _load_trace(job: ReportJobConfig) -> pl.DataFrame:
+    from routeplay.datasets import TaskMixConfig, generate_task_mix, load_trace, scale_arrival_rate
+
+    if job.trace_source == "task-mix":
+        trace = generate_task_mix(TaskMixConfig(**dict(job.task_mix), seed=job.seed))
+    else:
+        trace = load_trace(_resolve(job.base_dir, job.trace_source))
+    if job.trace_first_requests is not None:
+        trace = trace.head(job.trace_first_requests)
+    if job.trace_rate_scale != 1.0:
+        trace = scale_arrival_rate(trace, job.trace_rate_scale)
+    return trace
+
+
+ProgressFactory = Callable[[int, str], Any]
+
+
+def run_job(
+    job: ReportJobConfig,
+    out_dir: str | Path,
+    *,
+    run_id: str | None = None,
+    overwrite: bool = False,
+    show_progress: bool = False,
+) -> ReportJobResult:
+    """Run a report job into ``out_dir/<name>-<run id>/``, atomically.
+
+    The run folder is built under ``out_dir/.tmp-<name>-<run id>-<pid>/`` (with the
+    job's log, ``job.log``) and renamed into place only when everything was written.
+    On failure the temporary folder is left for inspection (its log says what
+    happened) and no run folder appears.
+
+    Args:
+        job: the job.
+        out_dir: parent folder of run folders (created).
+        run_id: the run folder's suffix (default: UTC time ``YYYYmmddTHHMMSSZ``).
+        overwrite: replace an existing run folder of the same name.
+        show_progress: tqdm progress bars on stderr.
+
+    Returns:
+        A :class:`ReportJobResult`.
+
+    Raises:
+        FileExistsError: if the run folder exists and ``overwrite`` is False.
+        ValueError: if ``run_id`` is not a plain name.
+    """
+    start = time.perf_counter()
+    run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if not _NAME.match(run_id):
+        raise ValueError(
+            f"run id {run_id!r} is invalid; expected letters, digits, '.', '_' or '-'."
+        )
+    out = Path(out_dir)
+    final = out / f"{job.name}-{run_id}"
+    if final.exists() and not overwrite:
+        raise FileExistsError(
+            f"run folder {final} already exists; pass --overwrite to replace it or choose "
+            "another --run-id."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".tmp-{job.name}-{run_id}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    handler = logging.FileHandler(tmp / "job.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("routeplay")
+    previous_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        logger.info("job %s (run id %s) building in %s", job.name, run_id, tmp)
+        stale = sorted(p.name for p in out.glob(f".tmp-{job.name}-*") if p != tmp)
+        if stale:
+            logger.warning("left-over temporary folders of killed or failed runs: %s", stale)
+        from ._pipeline import build_job_report
+
+        build_job_report(job, tmp, run_id=run_id, show_progress=show_progress)
+        logger.info(
+            "job %s finished in %.1f s; moving into place", job.name, time.perf_counter() - start
+        )
+    except BaseException:
+        logger.exception("job %s failed; the partial output stays in %s", job.name, tmp)
+        raise
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+        handler.close()
+    if final.exists():  # overwrite: move the old run aside first, then swap
+        old = out / f".old-{final.name}-{os.getpid()}"
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp, final)
+    return ReportJobResult(
+        run_dir=final, report_path=final / "report.html", wall_time_s=time.perf_counter() - start
+    )

@@ -1,0 +1,417 @@
+"""From episodes to a :class:`~routeplay.reports.Report`: replay, compare, chart.
+
+:func:`build_replay_report` is the Python-API entry (notebooks): it takes the frames
+of a paired replay and a :class:`~routeplay.estimator.ComparisonResult` and lays out
+the standard report. :func:`build_job_report` runs a whole job file's pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+from tqdm.auto import tqdm
+
+from ._charts import (
+    confusion_matrix_chart,
+    improvement_forest_chart,
+    instance_timeline_chart,
+    latency_cdf_chart,
+    load_imbalance_chart,
+    routing_heatmap_chart,
+)
+from ._report import Report, ReportSection, write_report
+
+if TYPE_CHECKING:
+    from routeplay.estimator import ComparisonResult, OutputLengthPredictor, PredictorEvaluation
+    from routeplay.replay import ClusterConfig, ReplayConfig, Router
+
+    from ._job import ReportJobConfig
+
+__all__ = [
+    "SIGNIFICANCE_METHOD",
+    "PairedReplays",
+    "build_job_report",
+    "build_replay_report",
+    "replay_routers",
+    "router_summary_table",
+]
+
+logger = logging.getLogger(__name__)
+
+#: How :func:`build_replay_report` describes the statistics of ``compare_routers``.
+SIGNIFICANCE_METHOD = (
+    "paired over episodes (the unit of replication; requests within a replay are "
+    "autocorrelated): per-episode statistic, relative improvement 1 - router/baseline "
+    "with a paired percentile bootstrap CI over episodes ({n_boot} resamples, "
+    "{confidence:g} coverage, seed {seed}); two-sided paired t-test and Wilcoxon "
+    "signed-rank over {n_episodes} episodes, Holm-adjusted across routers"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PairedReplays:
+    """Every router replayed on every episode (like ``replay_episodes``, plus timelines).
+
+    Attributes:
+        requests: per-request rows with ``router`` and ``episode`` first.
+        summaries: one row per (router, episode) with the replay's summary metrics.
+        timelines: per-instance samples with ``router`` and ``episode`` first.
+    """
+
+    requests: pl.DataFrame
+    summaries: pl.DataFrame
+    timelines: pl.DataFrame
+
+
+def replay_routers(
+    episodes: Sequence[pl.DataFrame],
+    cluster: ClusterConfig,
+    routers: Mapping[str, Router],
+    *,
+    config: ReplayConfig | None = None,
+    predictor: OutputLengthPredictor | None = None,
+    episode_ids: Sequence[int] | None = None,
+    show_progress: bool = False,
+) -> PairedReplays:
+    """Replay each router on each episode, keeping timelines (paired, seeded).
+
+    Seeds follow :func:`routeplay.replay.replay_episodes`: episode ``k`` is replayed
+    with ``config.seed + episode_ids[k]`` for every router. Each replay is logged
+    (``routeplay.reports`` logger) as it starts.
+
+    Args:
+        episodes: canonical traces.
+        cluster: the cluster.
+        routers: label -> router (the engine resets it before each replay).
+        config: replay settings (its seed is the base seed).
+        predictor: output-length predictor fitted on other data.
+        episode_ids: labels of the episodes (default ``0..n-1``).
+        show_progress: a tqdm bar over the replays.
+
+    Returns:
+        :class:`PairedReplays`.
+
+    Example:
+        >>> from routeplay.replay import make_cluster, make_router
+        >>> ep = pl.DataFrame({"request_id": [0, 1], "arrival_s": [0.0, 0.1],
+        ...                    "prompt_tokens": [50, 60], "output_tokens": [5, 6]})
+        >>> out = replay_routers([ep, ep], make_cluster("a100x4"),
+        ...                      {"rr": make_router("round-robin")})
+        >>> out.summaries.select("router", "episode").rows()
+        [('rr', 0), ('rr', 1)]
+    """
+    from routeplay.replay import ReplayConfig, run_replay
+
+    if not episodes or not routers:
+        raise ValueError("replay_routers needs at least one episode and one router.")
+    ids = list(range(len(episodes))) if episode_ids is None else [int(i) for i in episode_ids]
+    if len(ids) != len(episodes):
+        raise ValueError(f"episode_ids has {len(ids)} entries for {len(episodes)} episodes.")
+    base = config if config is not None else ReplayConfig()
+    jobs = [(label, k) for label in routers for k in range(len(episodes))]
+    requests, timelines, rows = [], [], []
+    for n, (label, k) in enumerate(tqdm(jobs, desc="replays", disable=not show_progress), 1):
+        logger.info("replay %d/%d: router %s, episode %d", n, len(jobs), label, ids[k])
+        result = run_replay(
+            episodes[k],
+            cluster,
+            routers[label],
+            config=replace(base, seed=base.seed + ids[k]),
+            predictor=predictor,
+        )
+        tags = (pl.lit(label).alias("router"), pl.lit(ids[k], dtype=pl.Int64).alias("episode"))
+        requests.append(result.requests.with_columns(*tags))
+        timelines.append(result.timelines.with_columns(*tags))
+        rows.append({"router": label, "episode": ids[k], **result.summary})
+    first = ["router", "episode"]
+    req = pl.concat(requests, how="diagonal_relaxed")
+    tl = pl.concat(timelines, how="diagonal_relaxed")
+    return PairedReplays(
+        requests=req.select(first + [c for c in req.columns if c not in first]),
+        summaries=pl.DataFrame(rows).with_columns(pl.col("episode").cast(pl.Int64)),
+        timelines=tl.select(first + [c for c in tl.columns if c not in first]),
+    )
+
+
+_SUMMARY_COLUMNS = (
+    "e2e_s_mean",
+    "e2e_s_p50",
+    "e2e_s_p99",
+    "ttft_s_mean",
+    "ttft_s_p99",
+    "tbt_mean_s_mean",
+    "throughput_req_per_s",
+    "utilisation_cv",
+    "n_preemptions",
+)
+
+
+def router_summary_table(summaries: pl.DataFrame) -> pl.DataFrame:
+    """Mean over episodes of each router's per-episode summary metrics.
+
+    Args:
+        summaries: one row per (router, episode) (``PairedReplays.summaries``).
+
+    Returns:
+        One row per router (input order) with ``n_episodes`` and the mean of each
+        summary column that exists.
+    """
+    columns = [c for c in _SUMMARY_COLUMNS if c in summaries.columns]
+    return summaries.group_by("router", maintain_order=True).agg(
+        pl.len().cast(pl.Int64).alias("n_episodes"), *[pl.col(c).mean() for c in columns]
+    )
+
+
+def build_replay_report(
+    replays: PairedReplays,
+    comparison: ComparisonResult,
+    *,
+    title: str,
+    metadata: Mapping[str, Any],
+    predictor_evaluation: PredictorEvaluation | None = None,
+    extra_sections: Sequence[ReportSection] = (),
+    notes: Sequence[str] = (),
+) -> Report:
+    """Lay out the standard router-comparison report.
+
+    Sections: E2E/TTFT/TBT CDFs per router, the paired-improvement forest plot,
+    per-instance queue and KV timelines and the load imbalance of the first episode,
+    the routing heatmap by request class, and (when given) the predictor's confusion
+    matrix. Tables: per-router means, the comparison (``comparison.to_frame()``) and,
+    stored as Parquet only, per-request rows, timelines, per-episode summaries and
+    per-episode differences.
+
+    Args:
+        replays: the paired replays.
+        comparison: ``compare_routers`` on ``replays.requests``.
+        title: the page title.
+        metadata: at least data, cluster and seed (the significance method is filled
+            in from ``comparison`` unless given).
+        predictor_evaluation: held-out quality of the predictor, if one was used.
+        extra_sections: appended sections (e.g. learning curves).
+        notes: paragraphs shown under the metadata.
+
+    Returns:
+        A :class:`Report` for :func:`write_report`.
+    """
+    meta = dict(metadata)
+    meta.setdefault(
+        "significance_method",
+        SIGNIFICANCE_METHOD.format(
+            n_boot=comparison.n_boot,
+            confidence=comparison.confidence,
+            seed=comparison.seed,
+            n_episodes=comparison.n_episodes,
+        ),
+    )
+    meta.setdefault("baseline", comparison.baseline)
+    meta.setdefault("episodes", list(comparison.episodes))
+    requests = replays.requests
+    first_episode = int(replays.timelines["episode"].min())  # type: ignore[arg-type]
+    timelines = replays.timelines.filter(pl.col("episode") == first_episode)
+    sections = [
+        ReportSection(
+            key=f"cdf-{metric.replace('_', '-')}",
+            title=f"CDF of {metric}",
+            chart=latency_cdf_chart(requests, metric=metric),
+            caption="All requests of all episodes per router; log x axis.",
+        )
+        for metric in ("e2e_s", "ttft_s", "tbt_mean_s")
+        if metric in requests.columns
+    ]
+    sections.append(
+        ReportSection(
+            key="improvement",
+            title="Paired improvement over the baseline",
+            chart=improvement_forest_chart(comparison.to_frame()),
+            caption=f"Baseline {comparison.baseline}; {comparison.n_episodes} paired episodes.",
+        )
+    )
+    for value, label in (("n_queued", "Queued requests"), ("kv_used_tokens", "KV cache in use")):
+        sections.append(
+            ReportSection(
+                key=f"timeline-{value.replace('_', '-')}",
+                title=f"{label} per instance (episode {first_episode})",
+                chart=instance_timeline_chart(timelines, value=value),
+            )
+        )
+    sections.append(
+        ReportSection(
+            key="imbalance",
+            title=f"Load imbalance (episode {first_episode})",
+            chart=load_imbalance_chart(timelines),
+            caption="Coefficient of variation of queued + running requests across instances.",
+        )
+    )
+    sections.append(
+        ReportSection(
+            key="routing",
+            title="Routing by request class",
+            chart=routing_heatmap_chart(requests),
+            caption="Share of each class (LL/LH/HL/HH, prompt letter first) sent to each instance.",
+        )
+    )
+    numbers: dict[str, Any] = {}
+    if predictor_evaluation is not None:
+        sections.append(
+            ReportSection(
+                key="predictor",
+                title="Output-length predictor (held-out)",
+                chart=confusion_matrix_chart(predictor_evaluation),
+            )
+        )
+        numbers["predictor"] = predictor_evaluation.summary()
+    sections.extend(extra_sections)
+    return Report(
+        title=title,
+        metadata=meta,
+        sections=tuple(sections),
+        tables={
+            "router_summary": router_summary_table(replays.summaries),
+            "comparison": comparison.to_frame(),
+        },
+        data_tables={
+            "requests": requests,
+            "episode_summaries": replays.summaries,
+            "timelines": replays.timelines,
+            "per_episode": comparison.per_episode,
+        },
+        numbers=numbers,
+        notes=tuple(notes),
+    )
+
+
+def build_job_report(
+    job: ReportJobConfig, out_dir: Path, *, run_id: str, show_progress: bool = False
+) -> Path:
+    """Run a job's pipeline and write its report into ``out_dir``.
+
+    Args:
+        job: the validated job.
+        out_dir: the (temporary) run folder.
+        run_id: the run's id (recorded in the metadata).
+        show_progress: tqdm bars.
+
+    Returns:
+        The report's HTML path.
+    """
+    import json
+    import warnings
+
+    from routeplay.datasets import split_episodes, split_train_test
+    from routeplay.estimator import (
+        compare_routers,
+        evaluate_predictor,
+        fit_length_predictor,
+        time_buckets,
+    )
+    from routeplay.estimator._presets import get_preset
+    from routeplay.replay import ReplayConfig, load_cluster, make_router
+
+    from ._job import _load_trace, _resolve
+
+    (out_dir / "job.json").write_text(json.dumps(job.to_dict(), indent=2, default=str) + "\n")
+    trace = _load_trace(job)
+    logger.info("trace %s: %d requests", job.trace_source, trace.height)
+    episodes = split_episodes(
+        trace,
+        n_requests=job.episodes_n_requests,
+        duration_s=job.episodes_duration_s,
+        drop_partial=job.episodes_drop_partial,
+    )
+    train: list[Any] = []
+    test = episodes
+    if job.episodes_test_fraction is not None:
+        train, test = split_train_test(episodes, test_fraction=job.episodes_test_fraction)
+    if job.episodes_max is not None and len(test) > job.episodes_max:
+        logger.info("using the first %d of %d test episodes", job.episodes_max, len(test))
+        test = test[: job.episodes_max]
+    if len(test) < 2:
+        raise ValueError(
+            f"the job yields {len(test)} test episode(s); paired statistics need at least 2. "
+            "Fix: use smaller windows ([episodes] n_requests/duration_s), more requests "
+            "([trace] first_requests) or a larger test_fraction."
+        )
+    logger.info("%d episodes: %d for training, %d replayed", len(episodes), len(train), len(test))
+    cluster = load_cluster(_resolve(job.base_dir, job.cluster))
+    predictor = None
+    evaluation = None
+    if job.predictor == "histogram":
+        train_trace = pl.concat([e.original_trace() for e in train], how="diagonal_relaxed")
+        test_trace = pl.concat([e.original_trace() for e in test], how="diagonal_relaxed")
+        scheme = time_buckets(get_preset("llama2-7b/v100-paper"))
+        features = job.predictor_features or (
+            ("task", "prompt_tokens") if "task" in trace.columns else ("prompt_tokens",)
+        )
+        predictor = fit_length_predictor(train_trace, scheme, features=features)
+        evaluation = evaluate_predictor(predictor, test_trace)
+        logger.info("predictor top-1 accuracy on the test episodes: %.3f", evaluation.top1_accuracy)
+    routers = {name: make_router(name) for name in job.routers}
+    config = ReplayConfig(
+        seed=job.seed,
+        mode=job.replay_mode,  # type: ignore[arg-type]
+        timeline_sample_interval_s=job.timeline_sample_interval_s,
+    )
+    replays = replay_routers(
+        [e.trace for e in test],
+        cluster,
+        routers,
+        config=config,
+        predictor=predictor,
+        episode_ids=[e.index for e in test],
+        show_progress=show_progress,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        comparison = compare_routers(
+            replays.requests,
+            baseline=job.baseline,
+            metrics=job.metrics,
+            statistics=job.statistics,
+            n_boot=job.n_boot,
+            confidence=job.confidence,
+            seed=job.seed,
+        )
+    notes = [str(w.message) for w in caught]
+    for note in notes:
+        logger.warning("%s", note)
+    metadata = {
+        "job": job.name,
+        "run_id": run_id,
+        "data": (
+            f"{job.trace_source}: {trace.height} requests"
+            + (f" (first {job.trace_first_requests})" if job.trace_first_requests else "")
+            + (f", arrival rate x{job.trace_rate_scale:g}" if job.trace_rate_scale != 1 else "")
+            + f"; {len(episodes)} episodes of "
+            + (
+                f"{job.episodes_n_requests} requests"
+                if job.episodes_n_requests
+                else f"{job.episodes_duration_s:g} s"
+            )
+            + f", {len(test)} replayed (ids {[e.index for e in test]})"
+        ),
+        "cluster": f"{job.cluster} ({cluster.n_instances} instances: "
+        + ", ".join(i.latency.name for i in cluster.instances)
+        + ")",
+        "routers": list(job.routers),
+        "seed": job.seed,
+        "replay_mode": job.replay_mode,
+        "predictor": job.predictor or "none",
+    }
+    report = build_replay_report(
+        replays,
+        comparison,
+        title=job.title or f"routeplay report: {job.name}",
+        metadata=metadata,
+        predictor_evaluation=evaluation,
+        notes=notes,
+    )
+    logger.info("writing the report (%d charts)", len(report.sections))
+    result = write_report(report, out_dir, image_formats=job.images)
+    logger.info("wrote %d files", len(result.files))
+    return result.html_path

@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+from routeplay.reports import JobFileError, list_builtin_jobs, load_job, parse_job, run_job
+
+VALID = {
+    "name": "demo",
+    "trace": {"source": "azure-2023-conv"},
+    "episodes": {"n_requests": 100},
+    "cluster": {"name": "a100x4"},
+    "routers": {"names": ["round-robin", "least-connections"], "baseline": "round-robin"},
+}
+
+
+def _with(section: str, **changes: object) -> dict[str, object]:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in VALID.items()}
+    if section:
+        data.setdefault(section, {})
+        data[section].update(changes)  # type: ignore[union-attr]
+    else:
+        data.update(changes)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            _with("", rauters={}),
+            "job: unknown section [rauters]. Did you mean 'routers'?",
+        ),
+        (
+            _with("episodes", n_request=5),
+            "job: unknown key 'n_request' in [episodes]. Did you mean 'n_requests'? Valid keys: "
+            "['drop_partial', 'duration_s', 'max_episodes', 'n_requests', 'test_fraction'].",
+        ),
+        (
+            _with("", sed=1),
+            "job: unknown key 'sed' at the top level. Did you mean 'seed'?",
+        ),
+        (
+            _with("routers", names=["round-robin", "least-conections"]),
+            "job: [routers] names = contains unknown router 'least-conections'. Did you mean "
+            "'least-connections'? Run `routeplay routers` for the list.",
+        ),
+        (
+            _with("routers", baseline="jsq"),
+            "job: [routers] baseline = 'jsq' is not in [routers] names "
+            "['round-robin', 'least-connections'].",
+        ),
+        (
+            _with("cluster", name="a100x8"),
+            "job: [cluster] name = 'a100x8' is neither a built-in cluster nor an existing file. "
+            "Did you mean 'a100x4'?",
+        ),
+        (
+            _with("trace", source="azure-2023-cnv"),
+            "job: [trace] source = 'azure-2023-cnv' is neither a registered trace nor an existing "
+            "file. Did you mean 'azure-2023-conv'?",
+        ),
+        (
+            _with("episodes", n_requests="100"),
+            "job: [episodes] n_requests = '100'; expected an integer >= 1.",
+        ),
+        (
+            _with("episodes", duration_s=60),
+            "job: [episodes] needs exactly one of n_requests and duration_s "
+            "(got n_requests=100, duration_s=60.0).",
+        ),
+        (
+            _with("statistics", metrics=["e2e"]),
+            "job: [statistics] metrics = contains 'e2e'. Did you mean 'e2e_s'?",
+        ),
+        (
+            _with("statistics", statistics=["median"]),
+            "job: [statistics] statistics = contains 'median'; expected 'mean' or 'pXX' "
+            "(e.g. 'p99').",
+        ),
+        (
+            _with("predictor", kind="histogram"),
+            "job: [predictor] needs [episodes] test_fraction",
+        ),
+        (
+            _with("", seed=True),
+            "job: seed = True; expected an integer >= 0.",
+        ),
+        (
+            {k: v for k, v in VALID.items() if k != "cluster"},
+            "job: missing required key [cluster] name (a built-in cluster name or a TOML path).",
+        ),
+    ],
+)
+def test_job_file_errors_are_pinned(data: dict[str, object], message: str) -> None:
+    with pytest.raises(JobFileError, match=re.escape(message)):
+        parse_job(data)
+
+
+def test_builtin_jobs_are_valid() -> None:
+    names = list_builtin_jobs()
+    assert {"default", "paper", "azure-conv", "seed000"} <= set(names)
+    for name in names:
+        job = load_job(name)
+        assert job.baseline in job.routers
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = ")
+    with pytest.raises(JobFileError, match=re.escape(f"{bad}: not valid TOML")):
+        load_job(bad)
+    with pytest.raises(FileNotFoundError, match="expected a TOML file or a built-in job"):
+        load_job(tmp_path / "nope.toml")
+
+
+def test_refuses_to_overwrite_then_overwrites(tiny_run: Path, tiny_job_file: Path) -> None:
+    job = load_job(tiny_job_file)
+    with pytest.raises(FileExistsError, match="already exists; pass --overwrite"):
+        run_job(job, tiny_run.parent, run_id="fixture")
+
+
+def _cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "routeplay.cli", "report", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_cli_bad_job_is_one_line_and_non_zero(tmp_path: Path) -> None:
+    job = tmp_path / "job.toml"
+    job.write_text(
+        'name = "x"\n[routers]\nnames = ["round-robin"]\nbaseline = "round-robin"\nfoo = 1\n'
+    )
+    result = _cli(str(job), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"routeplay report: error: {job}: unknown key 'foo' in [routers]. Valid keys: "
+        "['baseline', 'names'].\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_killed_job_leaves_no_complete_report_and_rerun_completes(
+    tiny_job_file: Path, tmp_path: Path
+) -> None:
+    text = tiny_job_file.read_text().replace("first_requests = 600", "first_requests = 1200")
+    job = tmp_path / "kill.toml"
+    job.write_text(text)
+    assert tomllib.loads(text)["trace"]["first_requests"] == 1200
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "routeplay.cli",
+            "report",
+            str(job),
+            "--out",
+            str(out),
+            "--run-id",
+            "r1",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
+    )
+    deadline = time.monotonic() + 120
+    started = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        logs = list(out.glob(".tmp-tiny-r1-*/job.log")) if out.exists() else []
+        if logs and "replay 1/" in logs[0].read_text():
+            started = True
+            break
+        time.sleep(0.02)
+    assert started, "the job never started replaying"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    visible = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    assert visible == []  # no run folder: nothing looks complete
+    assert not (out / "tiny-r1").exists()
+    rerun = _cli(str(job), "--out", str(out), "--run-id", "r1")
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.strip() == str(out / "tiny-r1")
+    final = out / "tiny-r1"
+    assert (final / "report.html").is_file() and (final / "summary.json").is_file()
+    log = (final / "job.log").read_text()
+    assert "left-over temporary folders of killed or failed runs" in log
