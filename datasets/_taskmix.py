@@ -48,18 +48,39 @@ See ``docs/notes/taskmix.md`` for the fitted parameters and generated statistics
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import polars as pl
-from scipy import optimize, special
 
 from ._schema import validate_trace
 from ._workloads import renewal_arrivals
+
+
+class _LazyModule:
+    """A module imported on first attribute access.
+
+    scipy.optimize/special take ~0.3 s to import, and ``import routeplay.estimator``
+    pulls this module in: it must stay light.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module: Any = None
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._module is None:
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attr)
+
+
+optimize = _LazyModule("scipy.optimize")
+special = _LazyModule("scipy.special")
 
 __all__ = [
     "LINEAR_HEAVY_PROMPT_TOKENS",

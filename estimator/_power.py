@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import math
 
-from statsmodels.stats.power import TTestPower
-
 from ._stats import ComparisonResult
 
 __all__ = ["episodes_needed", "estimate_sd_of_relative_differences", "power_of"]
@@ -75,6 +73,8 @@ def power_of(
     d = _check(effect, sd_of_relative_differences, alpha)
     if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 2:
         raise ValueError(f"n_episodes must be an int >= 2, got {n_episodes!r}")
+    from statsmodels.stats.power import TTestPower  # lazy: keeps the package import light
+
     value = TTestPower().power(
         effect_size=d, nobs=n_episodes, alpha=alpha, alternative=_alternative(two_sided)
     )
@@ -115,6 +115,8 @@ def episodes_needed(
     d = _check(effect, sd_of_relative_differences, alpha)
     if not alpha < power < 1.0:
         raise ValueError(f"power must lie in (alpha={alpha}, 1), got {power!r}; e.g. 0.8")
+    from statsmodels.stats.power import TTestPower
+
     nobs = TTestPower().solve_power(
         effect_size=d, nobs=None, alpha=alpha, power=power, alternative=_alternative(two_sided)
     )

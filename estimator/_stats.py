@@ -35,7 +35,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-from scipy import stats
 
 from ._bootstrap import (
     _check_bootstrap_args,
@@ -364,6 +363,8 @@ def _stat_expr(metric: str, statistic: str) -> pl.Expr:
 
 def _paired_tests(base: FloatArray, values: FloatArray) -> tuple[float, float, float, float, float]:
     """(t, p_t, wilcoxon W, p_wilcoxon, d_z) of ``base - values``, degenerate cases handled."""
+    from scipy import stats  # lazy: scipy.stats is most of this package's import time
+
     diff = base - values
     mean = float(diff.mean())
     sd = float(diff.std(ddof=1))
