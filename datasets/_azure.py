@@ -60,6 +60,31 @@ def _timestamp_parser(fmt: str, zoned: bool) -> ParseSpec:
     )
 
 
+def _timestamp_range(raw: pl.LazyFrame, spec: ParseSpec) -> tuple[int | None, bool]:
+    """One streaming pass over the timestamp column: (earliest time in ns, in order?).
+
+    Reads record batches, so memory stays bounded whatever the file size. Cells that do
+    not parse are skipped here (the strict parse reports them later, with their row).
+    """
+    earliest = None
+    last = None
+    ordered = True
+    for batch in (
+        raw.select(spec.parse(pl.col("TIMESTAMP"), False).cast(pl.Int64).alias("t"))
+        .drop_nulls()
+        .collect_batches(engine="streaming")
+    ):
+        if batch.height == 0:
+            continue
+        t = batch.to_series()
+        low = int(t.min())  # type: ignore[arg-type]
+        earliest = low if earliest is None or low < earliest else earliest
+        if ordered:
+            ordered = bool(t.is_sorted()) and (last is None or t[0] >= last)
+        last = t[-1]
+    return earliest, ordered
+
+
 def prepare_azure(
     path: str | Path, *, source: str | None = None, drop_zero_tokens: bool = False
 ) -> PreparedScan:
@@ -81,18 +106,21 @@ def prepare_azure(
     if "NumImages" in header:
         specs.append(ParseSpec("NumImages", int_parser, "an integer image count"))
     raw = pl.scan_csv(file, infer_schema=False).select([s.column for s in specs])
+    earliest, ordered = _timestamp_range(raw, specs[0])
+    ns = pl.col("TIMESTAMP").cast(pl.Int64)  # time_unit="ns": nanoseconds since the epoch
+    start = ns.min() if earliest is None else pl.lit(earliest, dtype=pl.Int64)
     parsed = raw.select(
         [s.parse(pl.col(s.column), True).alias(s.column) for s in specs]
-    ).with_columns(
-        arrival_s=(pl.col("TIMESTAMP") - pl.col("TIMESTAMP").min()).dt.total_nanoseconds() / 1e9
-    )
+    ).with_columns(arrival_s=(ns - start) / 1e9)
     renames = {
         "ContextTokens": "prompt_tokens",
         "GeneratedTokens": "output_tokens",
         "NumImages": "num_images",
     }
     parsed = parsed.drop("TIMESTAMP").rename({k: v for k, v in renames.items() if k in header})
-    trace = finish_trace(parsed, source=source, drop_zero_tokens=drop_zero_tokens)
+    trace = finish_trace(
+        parsed, source=source, drop_zero_tokens=drop_zero_tokens, presorted=ordered
+    )
     return PreparedScan(path=file, raw=raw, specs=specs, trace=trace)
 
 

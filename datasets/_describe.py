@@ -23,6 +23,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 __all__ = ["TokenStats", "TraceDescription", "describe_trace"]
@@ -142,9 +143,34 @@ def _token_aggs(column: str) -> list[pl.Expr]:
     col = pl.col(column).cast(pl.Float64)
     return [
         col.mean().alias(f"{column}_mean"),
-        *[col.quantile(q, "linear").alias(f"{column}_{k}") for k, q in _QUANTILES],
         pl.col(column).max().cast(pl.Int64).alias(f"{column}_max"),
     ]
+
+
+def _token_quantiles(lf: pl.LazyFrame, column: str, n: int) -> dict[str, float]:
+    """Exact linear-interpolation percentiles from the column's value counts.
+
+    Token counts are integers with few distinct values (at most the longest context),
+    so counting values streams in bounded memory where an exact quantile over the raw
+    column would hold every row. Same definition as numpy's default: the value at
+    position ``(n - 1) q`` of the sorted column, interpolated between neighbours.
+    """
+    counts = (
+        lf.group_by(pl.col(column).cast(pl.Int64).alias("v"))
+        .agg(n=pl.len())
+        .collect(engine="streaming")
+        .sort("v")
+    )
+    values = counts["v"].to_numpy().astype(np.float64)
+    cum = np.cumsum(counts["n"].to_numpy())
+    out: dict[str, float] = {}
+    for key, q in _QUANTILES:
+        h = (n - 1) * q
+        lo = math.floor(h)
+        x_lo = values[np.searchsorted(cum, lo, side="right")]
+        x_hi = values[np.searchsorted(cum, min(lo + 1, n - 1), side="right")]
+        out[f"{column}_{key}"] = float(x_lo + (h - lo) * (x_hi - x_lo))
+    return out
 
 
 def _token_stats(row: dict[str, Any], column: str) -> TokenStats:
@@ -201,6 +227,8 @@ def describe_trace(trace: pl.DataFrame | pl.LazyFrame) -> TraceDescription:
     n = int(summary["n"])
     if n == 0:
         raise ValueError("describe_trace got an empty trace (0 rows); nothing to describe.")
+    for column in ("prompt_tokens", "output_tokens"):
+        summary.update(_token_quantiles(lf, column, n))
     first_s = float(summary["first_s"])
     span_s = float(summary["last_s"]) - first_s
     seconds = (

@@ -124,6 +124,7 @@ def finish_trace(
     source: str | None,
     drop_zero_tokens: bool,
     has_request_id: bool = False,
+    presorted: bool = False,
 ) -> pl.LazyFrame:
     """Sort, number and tidy a parsed trace (columns already renamed to canonical names).
 
@@ -133,6 +134,9 @@ def finish_trace(
         drop_zero_tokens: drop rows whose prompt or output token count is 0 and warn
             with the counts (the ids of the remaining rows keep their values).
         has_request_id: the frame already carries ``request_id`` (kept, used as tie-break).
+        presorted: the caller checked that ``arrival_s`` is already non-decreasing in
+            file order; the sort (which holds every row in memory) is skipped, so the
+            frame streams in bounded memory. Numbering is the same as after the stable sort.
 
     Returns:
         The lazy trace, sorted by ``(arrival_s, request_id)``, canonical column order.
@@ -147,7 +151,11 @@ def finish_trace(
             n_zero_output=(pl.col("output_tokens") == 0).sum(),
             n_zero=zero.sum(),
         ).collect(engine="streaming")
-    if has_request_id:
+    if presorted and not has_request_id:
+        frame = frame.with_row_index("request_id").with_columns(
+            pl.col("request_id").cast(pl.UInt64)
+        )
+    elif has_request_id:
         frame = frame.sort(["arrival_s", "request_id"], maintain_order=True)
     else:
         frame = (

@@ -34,6 +34,15 @@ from ._routers import (
     SGLangCacheAwareRouter,
     WeightedRoundRobinRouter,
 )
+from ._sweep import (
+    SweepCallConfig,
+    SweepCellConfig,
+    SweepGrid,
+    SweepResult,
+    load_sweep,
+    run_sweep,
+    sweep_from_dict,
+)
 from ._transitions import (
     TRANSITION_COLUMNS,
     TransitionLogResult,
@@ -58,6 +67,14 @@ from ._types import (
 )
 
 __all__ = [
+    # sweeps (H-scale)
+    "SweepCallConfig",
+    "SweepCellConfig",
+    "SweepGrid",
+    "SweepResult",
+    "load_sweep",
+    "run_sweep",
+    "sweep_from_dict",
     # RL interface (H7)
     "TRANSITION_COLUMNS",
     "OutcomeConfig",

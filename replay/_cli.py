@@ -201,3 +201,6 @@ def register(subparsers: Any) -> None:
             raise
     else:
         register_log(subparsers)
+    from ._cli_sweep import register_sweep
+
+    register_sweep(subparsers)
