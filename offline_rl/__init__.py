@@ -1,5 +1,35 @@
-"""offline_rl (not built yet)."""
+"""Offline RL for routing: transition logs -> d3rlpy datasets, training, policy routers.
+
+Only this package imports torch and d3rlpy, and it imports them lazily (inside the
+functions that need them), so ``import routeplay.offline_rl`` stays cheap.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._dataset import DatasetCard, RoutingDataset, build_dataset
+from ._evaluate import BoundedWaitRouter, EvaluationResult, evaluate_routers
+from ._ope import OPEConfig, OPEResult, evaluate_off_policy
+from ._policy import ROUTER_FILES, PolicyRouter, load_router, save_router
+from ._train import ALGORITHMS, TrainConfig, TrainResult, train_router
+
+__all__ = [
+    # OPE, replay evaluation, online fine-tuning (H12)
+    "BoundedWaitRouter",
+    "EvaluationResult",
+    "OPEConfig",
+    "OPEResult",
+    "evaluate_off_policy",
+    "evaluate_routers",
+    # datasets, training, policy routers (H-offline-rl)
+    "ALGORITHMS",
+    "ROUTER_FILES",
+    "DatasetCard",
+    "PolicyRouter",
+    "RoutingDataset",
+    "TrainConfig",
+    "TrainResult",
+    "build_dataset",
+    "load_router",
+    "save_router",
+    "train_router",
+]

@@ -328,7 +328,9 @@ def check_router(
       ``oracle`` is True, refuses a plain RequestView with an exception;
     * makes the same decisions after ``reset`` with an equally seeded generator, and
       whatever the global ``random``/``numpy.random`` state is (no hidden randomness);
-    * works on a single-instance cluster (always 0 or WAIT).
+    * works on a single-instance cluster (always 0 or WAIT) — skipped for routers that
+      declare ``fixed_n_instances`` (e.g. a trained policy, whose observation layout
+      fixes the instance count and which must refuse any other cluster).
 
     Args:
         router: the router to check (it is reset several times).
@@ -368,6 +370,12 @@ def check_router(
     for method in ("reset", "route"):
         if not callable(getattr(router, method, None)):
             raise RouterError(f"router {name!r} has no callable {method}() method.")
+    fixed = getattr(router, "fixed_n_instances", None)
+    if fixed is not None and fixed != n_instances:
+        raise ValueError(
+            f"router {name!r} declares fixed_n_instances={fixed} but check_router was asked "
+            f"for n_instances={n_instances}; expected the router's own instance count."
+        )
 
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     cluster = _random_cluster(rng, n_instances)
@@ -415,13 +423,17 @@ def check_router(
                 "output length) without complaint; oracle routers must refuse it."
             )
 
-    single = _random_cluster(np.random.default_rng(np.random.SeedSequence(seed + 1)), 1)
-    srng = np.random.default_rng(np.random.SeedSequence(seed + 2))
-    single_inputs = [
-        (_random_request(srng, k, 0.1 * k, oracle), _random_state(srng, single, 0.1 * k, oracle))
-        for k in range(min(n_decisions, 20))
-    ]
-    _run(router, single, single_inputs, seed)
+    if fixed is None:
+        single = _random_cluster(np.random.default_rng(np.random.SeedSequence(seed + 1)), 1)
+        srng = np.random.default_rng(np.random.SeedSequence(seed + 2))
+        single_inputs = [
+            (
+                _random_request(srng, k, 0.1 * k, oracle),
+                _random_state(srng, single, 0.1 * k, oracle),
+            )
+            for k in range(min(n_decisions, 20))
+        ]
+        _run(router, single, single_inputs, seed)
 
     return RouterCheckResult(
         router_name=name,

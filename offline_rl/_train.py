@@ -1,0 +1,588 @@
+"""Offline training of routers with d3rlpy: one frozen config, checkpoints, exact resume.
+
+:func:`train_router` trains DiscreteCQL, DiscreteBCQ (the paper's two), DiscreteBC or
+DoubleDQN on a :class:`~routeplay.offline_rl.RoutingDataset`.
+
+How it differs from ``algo.fit`` (and why):
+
+* Every d3rlpy config field is set explicitly from :class:`TrainConfig` (d3rlpy's
+  defaults are Atari's: batch 32, lr 6.25e-5, target update every 8000 steps).
+* Mini-batches are drawn by indexing the dataset's flat numpy arrays with a
+  generator seeded from ``(seed, step)`` — no global ``np.random`` (d3rlpy's own sampler
+  draws from it one transition at a time, ~40x slower). Because each step's batch
+  depends only on the seed and the step, a run resumed from a checkpoint draws exactly
+  the batches the uninterrupted run would have, and (same torch thread count, CPU)
+  ends with bit-identical weights.
+* Checkpoints (network weights + optimizer state via d3rlpy ``save_model``, the step
+  counter, the loss history) are written atomically into ``run_dir/checkpoint/`` every
+  ``checkpoint_every_steps`` steps and at the end.
+* Timeout episodes keep their last transition (bootstrapped from the logged
+  ``next_obs``), which d3rlpy's ``MDPDataset`` would drop.
+* ``d3rlpy.seed(config.seed)`` is called inside the call (it seeds ``random``,
+  ``numpy.random`` and torch globally — d3rlpy offers no other way); torch runs with one
+  thread during training and the previous thread count is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import polars as pl
+
+from ._dataset import RoutingDataset, quiet_d3rlpy
+
+if TYPE_CHECKING:
+    from d3rlpy.base import LearnableBase, LearnableConfig
+    from d3rlpy.logging import LoggerAdapterFactory
+
+__all__ = ["ALGORITHMS", "TrainConfig", "TrainResult", "train_router"]
+
+Algorithm = Literal["cql", "bcq", "bc", "double-dqn"]
+
+#: Algorithm key -> d3rlpy class name (``d3rlpy.algos.<name>Config``).
+ALGORITHMS: dict[str, str] = {
+    "cql": "DiscreteCQL",
+    "bcq": "DiscreteBCQ",
+    "bc": "DiscreteBC",
+    "double-dqn": "DoubleDQN",
+}
+
+_CHECKPOINT = "checkpoint"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainConfig:
+    """Everything that determines a training run (``show_progress`` etc. are arguments).
+
+    Attributes:
+        algorithm: "cql" (DiscreteCQL), "bcq" (DiscreteBCQ), "bc" (DiscreteBC) or
+            "double-dqn" (DoubleDQN).
+        hidden_units: MLP encoder layer widths (ReLU, no batch/layer norm, no dropout).
+        learning_rate: Adam learning rate (betas 0.9/0.999, eps 1e-8, no weight decay).
+        gamma: discount factor.
+        batch_size: transitions per gradient step.
+        n_steps: total gradient steps.
+        n_steps_per_epoch: losses are averaged and logged every this many steps.
+        checkpoint_every_steps: a checkpoint is written every this many steps (and at
+            the end).
+        target_update_interval: steps between target-network copies (Q-learning
+            algorithms; unused by "bc").
+        n_critics: Q-function ensemble size (Q-learning algorithms).
+        cql_alpha: weight of CQL's conservative (logsumexp) penalty.
+        bcq_action_flexibility: BCQ threshold: actions whose imitation probability
+            relative to the most likely one is below it are excluded.
+        bcq_beta: BCQ's imitator logit regularisation.
+        bc_beta: BC's logit regularisation.
+        seed: passed to ``d3rlpy.seed`` and to the mini-batch sampler.
+        device: torch device, e.g. "cpu:0".
+
+    Example:
+        >>> TrainConfig(algorithm="bcq", n_steps=100).batch_size
+        256
+        >>> TrainConfig(algorithm="sac")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: TrainConfig.algorithm = 'sac'; expected one of ['cql', 'bcq', ...].
+    """
+
+    algorithm: Algorithm = "cql"
+    hidden_units: tuple[int, ...] = (128, 128)
+    learning_rate: float = 3e-4
+    gamma: float = 0.99
+    batch_size: int = 256
+    n_steps: int = 10_000
+    n_steps_per_epoch: int = 1_000
+    checkpoint_every_steps: int = 1_000
+    target_update_interval: int = 1_000
+    n_critics: int = 1
+    cql_alpha: float = 1.0
+    bcq_action_flexibility: float = 0.3
+    bcq_beta: float = 0.5
+    bc_beta: float = 0.5
+    seed: int = 0
+    device: str = "cpu:0"
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(
+                f"TrainConfig.algorithm = {self.algorithm!r}; expected one of {list(ALGORITHMS)}."
+            )
+        if not self.hidden_units or any(
+            isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden_units
+        ):
+            raise ValueError(
+                f"TrainConfig.hidden_units = {self.hidden_units!r}; expected a non-empty tuple "
+                "of positive ints, e.g. (128, 128)."
+            )
+        for name in (
+            "batch_size",
+            "n_steps",
+            "n_steps_per_epoch",
+            "checkpoint_every_steps",
+            "target_update_interval",
+            "n_critics",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name} = {value!r}; expected a positive int.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainConfig.learning_rate = {self.learning_rate!r}; expected > 0.")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"TrainConfig.gamma = {self.gamma!r}; expected 0 <= gamma <= 1.")
+        for name in ("cql_alpha", "bcq_beta", "bc_beta"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} = {getattr(self, name)!r}; expected >= 0.")
+        if not 0.0 <= self.bcq_action_flexibility <= 1.0:
+            raise ValueError(
+                f"TrainConfig.bcq_action_flexibility = {self.bcq_action_flexibility!r}; "
+                "expected a threshold in [0, 1]."
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"TrainConfig.seed = {self.seed!r}; expected an int >= 0.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        out["hidden_units"] = list(self.hidden_units)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`."""
+        data = dict(data)
+        data["hidden_units"] = tuple(data["hidden_units"])
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainResult:
+    """A finished (or resumed-and-finished) training run.
+
+    Attributes:
+        algo: the trained d3rlpy learnable (``predict``, ``save``, ``save_policy``).
+        config: the config it was trained with.
+        seed: the seed given to ``d3rlpy.seed`` (``config.seed``).
+        n_steps_done: gradient steps the model has received in total.
+        n_steps_resumed_from: step of the checkpoint the run resumed from (0 = fresh).
+        run_dir: folder holding ``config.json``, ``checkpoint/`` and d3rlpy's logs.
+        losses: one row per epoch: ``epoch``, ``step`` and the mean of each loss d3rlpy
+            reports (e.g. ``loss``, ``td_loss``, ``conservative_loss``).
+        wall_time_s: wall time of this call (not of earlier interrupted calls).
+    """
+
+    algo: LearnableBase[Any, Any]
+    config: TrainConfig
+    seed: int
+    n_steps_done: int
+    n_steps_resumed_from: int
+    run_dir: Path
+    losses: pl.DataFrame
+    wall_time_s: float
+
+    def to_frame(self) -> pl.DataFrame:
+        """The per-epoch loss table (same as ``losses``)."""
+        return self.losses
+
+
+def _encoder(config: TrainConfig) -> Any:
+    from d3rlpy.models.encoders import VectorEncoderFactory
+
+    return VectorEncoderFactory(
+        hidden_units=list(config.hidden_units),
+        activation="relu",
+        use_batch_norm=False,
+        use_layer_norm=False,
+        dropout_rate=None,
+        exclude_last_activation=False,
+        last_activation=None,
+    )
+
+
+def _optim() -> Any:
+    from d3rlpy.optimizers import AdamFactory
+
+    return AdamFactory(
+        clip_grad_norm=None,
+        lr_scheduler_factory=None,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        amsgrad=False,
+    )
+
+
+def _common(config: TrainConfig) -> dict[str, Any]:
+    return {
+        "batch_size": config.batch_size,
+        "gamma": config.gamma,
+        "observation_scaler": None,  # observations are already in [0, 1]
+        "action_scaler": None,
+        "reward_scaler": None,
+        "compile_graph": False,
+        "learning_rate": config.learning_rate,
+        "optim_factory": _optim(),
+        "encoder_factory": _encoder(config),
+    }
+
+
+def _q_common(config: TrainConfig) -> dict[str, Any]:
+    from d3rlpy.models import MeanQFunctionFactory
+
+    return {
+        **_common(config),
+        "q_func_factory": MeanQFunctionFactory(share_encoder=False),
+        "n_critics": config.n_critics,
+        "target_update_interval": config.target_update_interval,
+    }
+
+
+def _cql(config: TrainConfig) -> LearnableConfig:
+    from d3rlpy.algos import DiscreteCQLConfig
+
+    return DiscreteCQLConfig(**_q_common(config), alpha=config.cql_alpha)
+
+
+def _bcq(config: TrainConfig) -> LearnableConfig:
+    from d3rlpy.algos import DiscreteBCQConfig
+
+    return DiscreteBCQConfig(
+        **_q_common(config),
+        action_flexibility=config.bcq_action_flexibility,
+        beta=config.bcq_beta,
+        share_encoder=True,
+    )
+
+
+def _bc(config: TrainConfig) -> LearnableConfig:
+    from d3rlpy.algos import DiscreteBCConfig
+
+    return DiscreteBCConfig(**_common(config), beta=config.bc_beta)
+
+
+def _double_dqn(config: TrainConfig) -> LearnableConfig:
+    from d3rlpy.algos import DoubleDQNConfig
+
+    return DoubleDQNConfig(**_q_common(config))
+
+
+_BUILDERS: dict[str, Callable[[TrainConfig], LearnableConfig]] = {
+    "cql": _cql,
+    "bcq": _bcq,
+    "bc": _bc,
+    "double-dqn": _double_dqn,
+}
+
+
+def make_learnable(config: TrainConfig, *, obs_size: int, n_actions: int) -> Any:
+    """Build the (untrained) d3rlpy learnable for ``config`` with its networks created.
+
+    Args:
+        config: the training config.
+        obs_size: observation width.
+        n_actions: action-space size (instances + WAIT).
+
+    Returns:
+        A d3rlpy ``QLearningAlgoBase`` with ``impl`` built on ``config.device``.
+    """
+    builder = _BUILDERS.get(config.algorithm)
+    if builder is None:  # pragma: no cover - TrainConfig validates the key
+        raise ValueError(
+            f"unknown algorithm {config.algorithm!r}; expected one of {list(_BUILDERS)}."
+        )
+    with quiet_d3rlpy():
+        algo = builder(config).create(device=config.device)
+        algo.create_impl((obs_size,), n_actions)
+    return algo
+
+
+class _Sampler:
+    """Mini-batches by direct indexing; step ``k``'s batch depends only on (seed, k)."""
+
+    def __init__(self, dataset: RoutingDataset, seed: int, batch_size: int) -> None:
+        n = dataset.observations.shape[0]
+        self._n = n
+        self._seed = seed
+        self._batch_size = batch_size
+        self._obs = dataset.observations
+        self._next_obs = dataset.next_observations
+        self._actions = dataset.actions.astype(np.float32).reshape(-1, 1)
+        self._rewards = dataset.rewards.reshape(-1, 1)
+        self._terminals = dataset.terminals.reshape(-1, 1)
+        # next action within the episode (0 at episode ends; unused by these algorithms)
+        next_actions = np.zeros(n, dtype=np.float32)
+        next_actions[:-1] = dataset.actions[1:]
+        ends = np.concatenate([dataset.episode_starts[1:] - 1, [n - 1]])
+        next_actions[ends] = 0.0
+        self._next_actions = next_actions.reshape(-1, 1)
+        self._intervals = np.ones((batch_size, 1), dtype=np.float32)
+
+    def batch(self, step: int) -> Any:
+        from d3rlpy.dataset import TransitionMiniBatch
+
+        rng = np.random.default_rng(np.random.SeedSequence([self._seed, step]))
+        idx = rng.integers(0, self._n, size=self._batch_size)
+        return TransitionMiniBatch(
+            observations=self._obs[idx],
+            actions=self._actions[idx],
+            rewards=self._rewards[idx],
+            next_observations=self._next_obs[idx],
+            next_actions=self._next_actions[idx],
+            terminals=self._terminals[idx],
+            intervals=self._intervals,
+            transitions=[],
+        )
+
+
+def _versions() -> dict[str, str]:
+    import d3rlpy
+    import torch
+
+    import routeplay
+
+    return {
+        "routeplay": routeplay.__version__,
+        "d3rlpy": d3rlpy.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(algo: Any, run_dir: Path, state: dict[str, Any]) -> None:
+    ckpt = run_dir / _CHECKPOINT
+    ckpt.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt / "model.pt.tmp"
+    algo.save_model(str(tmp))
+    os.replace(tmp, ckpt / "model.pt")
+    # state.json last: it names the step the model file belongs to
+    _write_json_atomic(ckpt / "state.json", state)
+
+
+def _dataset_info(dataset: RoutingDataset) -> dict[str, Any]:
+    card = dataset.card
+    return {
+        "layout_version": card.layout_version,
+        "n_actions": card.n_actions,
+        "obs_size": card.obs_size,
+        "n_transitions": card.n_transitions,
+        "n_episodes": card.n_episodes,
+    }
+
+
+def train_router(
+    config: TrainConfig,
+    dataset: RoutingDataset,
+    *,
+    run_dir: str | Path,
+    show_progress: bool = False,
+    resume: bool = True,
+    logger_adapter: LoggerAdapterFactory | None = None,
+    callback: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train a routing policy offline on ``dataset``; checkpoint and resume in ``run_dir``.
+
+    ``run_dir/config.json`` records the config, seed, library versions and dataset
+    shape. With ``resume=True`` and a checkpoint in ``run_dir``, training continues
+    from the checkpointed step (weights, optimizer state, step counter, loss history)
+    and ends at ``config.n_steps`` in total; the result is then bit-identical to an
+    uninterrupted run (same torch thread count and device). ``resume=False`` starts
+    over and overwrites the checkpoint.
+
+    Args:
+        config: the frozen training config.
+        dataset: transitions from :func:`build_dataset`.
+        run_dir: folder for ``config.json``, ``checkpoint/`` and d3rlpy's logs
+            (``run_dir/d3rlpy/``); created if missing.
+        show_progress: show a tqdm progress bar.
+        resume: continue from the checkpoint in ``run_dir`` if there is one.
+        logger_adapter: d3rlpy logger factory; default
+            ``FileAdapterFactory(root_dir=run_dir)`` (tests pass ``NoopAdapterFactory()``).
+        callback: called with the number of steps done after every gradient step
+            (e.g. for early stopping by raising).
+
+    Returns:
+        The :class:`TrainResult`.
+
+    Raises:
+        ValueError: ``run_dir`` holds a checkpoint of a different config or dataset
+            shape (with ``resume=True``).
+
+    Example:
+        >>> import tempfile
+        >>> from d3rlpy.logging import NoopAdapterFactory
+        >>> from routeplay.offline_rl._dataset import build_dataset
+        >>> import numpy as np, polars as pl
+        >>> rng = np.random.default_rng(0)
+        >>> obs = rng.random((20, 3), dtype=np.float32)
+        >>> frame = pl.DataFrame({"episode": [0] * 20, "step": list(range(20)),
+        ...     "obs": obs, "action": rng.integers(0, 3, 20), "reward": rng.random(20),
+        ...     "next_obs": np.vstack([obs[1:], np.zeros((1, 3))]),
+        ...     "terminal": [False] * 19 + [True], "timeout": [False] * 20,
+        ...     "behaviour": ["random"] * 20},
+        ...     schema_overrides={"obs": pl.Array(pl.Float32, 3),
+        ...                       "next_obs": pl.Array(pl.Float32, 3)})
+        >>> ds = build_dataset(frame, n_actions=3)
+        >>> cfg = TrainConfig(algorithm="bc", n_steps=4, n_steps_per_epoch=2,
+        ...                   checkpoint_every_steps=2, batch_size=8)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     res = train_router(cfg, ds, run_dir=d, logger_adapter=NoopAdapterFactory())
+        >>> res.n_steps_done, res.losses["epoch"].to_list()
+        (4, [1, 2])
+    """
+    import d3rlpy
+    import torch
+    from d3rlpy.logging import D3RLPyLogger, FileAdapterFactory
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    run_path = Path(run_dir)
+    run_path.mkdir(parents=True, exist_ok=True)
+    info = _dataset_info(dataset)
+    state_path = run_path / _CHECKPOINT / "state.json"
+    state: dict[str, Any] | None = None
+    if resume and state_path.is_file():
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        saved_cfg = state["config"]
+        if saved_cfg != config.to_dict() or state["dataset"] != info:
+            diff = {
+                k: (saved_cfg.get(k), v)
+                for k, v in config.to_dict().items()
+                if saved_cfg.get(k) != v
+            }
+            if state["dataset"] != info:
+                diff["dataset"] = (state["dataset"], info)
+            raise ValueError(
+                f"run_dir {str(run_path)!r} holds a checkpoint of a different run; differing "
+                f"fields (checkpoint, now): {diff}. Fix: use a new run_dir, or pass "
+                "resume=False to start over and overwrite it."
+            )
+
+    versions = _versions()
+    _write_json_atomic(
+        run_path / "config.json",
+        {
+            "config": config.to_dict(),
+            "seed": config.seed,
+            "versions": versions,
+            "dataset": info,
+        },
+    )
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        d3rlpy.seed(config.seed)
+        algo = make_learnable(config, obs_size=dataset.obs_size, n_actions=dataset.n_actions)
+        start = 0
+        epochs: list[dict[str, float]] = []
+        buffer: dict[str, list[float]] = {}
+        if state is not None:
+            with quiet_d3rlpy():
+                algo.load_model(str(run_path / _CHECKPOINT / "model.pt"))
+            start = int(state["step"])
+            algo.set_grad_step(start)
+            epochs = list(state["epochs"])
+            buffer = {k: list(v) for k, v in state["buffer"].items()}
+
+        factory = (
+            logger_adapter
+            if logger_adapter is not None
+            else FileAdapterFactory(root_dir=str(run_path))
+        )
+        with quiet_d3rlpy():
+            logger = D3RLPyLogger(
+                algo=algo,
+                adapter_factory=factory,
+                experiment_name="d3rlpy",
+                n_steps_per_epoch=config.n_steps_per_epoch,
+                with_timestamp=False,
+            )
+            logger.add_params({"config": config.to_dict(), "versions": versions})
+        sampler = _Sampler(dataset, config.seed, config.batch_size)
+        per_epoch = config.n_steps_per_epoch
+        bar = tqdm(
+            total=config.n_steps,
+            initial=start,
+            disable=not show_progress,
+            desc=f"train {config.algorithm}",
+        )
+        try:
+            for step in range(start, config.n_steps):
+                loss = algo.update(sampler.batch(step))
+                for name, value in loss.items():
+                    buffer.setdefault(name, []).append(float(value))
+                done = step + 1
+                bar.update(1)
+                if done % per_epoch == 0 or done == config.n_steps:
+                    epoch = (done + per_epoch - 1) // per_epoch
+                    row: dict[str, float] = {"epoch": float(epoch), "step": float(done)}
+                    with quiet_d3rlpy():
+                        for name, values in buffer.items():
+                            mean = float(np.mean(values))
+                            row[name] = mean
+                            logger.add_metric(name, mean)
+                        logger.commit(epoch, done)
+                    epochs.append(row)
+                    buffer = {}
+                    if show_progress:
+                        bar.set_postfix(
+                            {k: v for k, v in row.items() if k not in ("epoch", "step")}
+                        )
+                if done % config.checkpoint_every_steps == 0 or done == config.n_steps:
+                    _save_checkpoint(
+                        algo,
+                        run_path,
+                        {
+                            "step": done,
+                            "config": config.to_dict(),
+                            "dataset": info,
+                            "seed": config.seed,
+                            "epochs": epochs,
+                            "buffer": buffer,
+                        },
+                    )
+                if callback is not None:
+                    callback(done)
+        finally:
+            bar.close()
+            with quiet_d3rlpy():
+                logger.close()
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    losses = _loss_frame(epochs)
+    return TrainResult(
+        algo=algo,
+        config=config,
+        seed=config.seed,
+        n_steps_done=int(algo.grad_step),
+        n_steps_resumed_from=start,
+        run_dir=run_path,
+        losses=losses,
+        wall_time_s=time.perf_counter() - t0,
+    )
+
+
+def _loss_frame(epochs: list[dict[str, float]]) -> pl.DataFrame:
+    names = sorted({k for row in epochs for k in row} - {"epoch", "step"})
+    schema: dict[str, Any] = {"epoch": pl.Int64, "step": pl.Int64}
+    schema.update({n: pl.Float64 for n in names})
+    data: dict[str, list[Any]] = {
+        "epoch": [int(r["epoch"]) for r in epochs],
+        "step": [int(r["step"]) for r in epochs],
+    }
+    for n in names:
+        data[n] = [r.get(n) for r in epochs]
+    return pl.DataFrame(data, schema=schema)
