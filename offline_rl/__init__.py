@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ._dataset import DatasetCard, RoutingDataset, build_dataset
 from ._evaluate import BoundedWaitRouter, EvaluationResult, evaluate_routers
+from ._online import CURVE_SCHEMA, OnlineConfig, OnlineResult, fine_tune_online
 from ._ope import OPEConfig, OPEResult, evaluate_off_policy
 from ._policy import ROUTER_FILES, PolicyRouter, load_router, save_router
 from ._train import ALGORITHMS, TrainConfig, TrainResult, train_router
@@ -15,6 +16,10 @@ from ._train import ALGORITHMS, TrainConfig, TrainResult, train_router
 __all__ = [
     # OPE, replay evaluation, online fine-tuning (H12)
     "BoundedWaitRouter",
+    "CURVE_SCHEMA",
+    "OnlineConfig",
+    "OnlineResult",
+    "fine_tune_online",
     "EvaluationResult",
     "OPEConfig",
     "OPEResult",

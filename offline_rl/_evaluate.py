@@ -112,8 +112,9 @@ class BoundedWaitRouter:
             return action
         if state.now_s - request.arrival_s >= self.max_router_wait_s:
             self.n_fallback_routes += 1
-            return int(self.fallback.route(request, state))
-        return WAIT
+            fallback_action: int = self.fallback.route(request, state)
+            return int(fallback_action)
+        return int(WAIT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -205,7 +206,9 @@ class EvaluationResult:
                     "p_ttest_holm": None if c is None else c.p_ttest_holm,
                     "p_wilcoxon_holm": None if c is None else c.p_wilcoxon_holm,
                     "improvement_vs_best": (
-                        0.0 if label == self.best_heuristic else (None if b is None else b.relative_improvement)
+                        0.0
+                        if label == self.best_heuristic
+                        else (None if b is None else b.relative_improvement)
                     ),
                     "p_vs_best_ttest_holm": None if b is None else b.p_ttest_holm,
                     "n_fallback_routes": fb.get(label, 0),
@@ -227,7 +230,7 @@ class EvaluationResult:
             },
         )
         out = per.join(table, on="router", how="inner").sort("e2e_s_mean")
-        return out.select(
+        selected: pl.DataFrame = out.select(
             "router",
             "kind",
             "n_episodes",
@@ -243,11 +246,12 @@ class EvaluationResult:
             "p_vs_best_ttest_holm",
             "n_fallback_routes",
         )
+        return selected
 
     def summary(self) -> str:
         """A printable table (see :meth:`to_frame`) with the fallback caveat."""
         frame = self.to_frame()
-        n_ep = int(frame["n_episodes"].max() or 0)
+        n_ep = int(frame["n_episodes"].max() or 0)  # type: ignore[arg-type]
         lines = [
             f"paired replay evaluation: {n_ep} episodes, baseline {self.baseline!r}, "
             f"best heuristic {self.best_heuristic!r}",

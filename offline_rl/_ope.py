@@ -200,7 +200,8 @@ def _as_frame(held_out: Any) -> pl.DataFrame:
     if isinstance(held_out, pl.DataFrame):
         return held_out
     frame, _ = read_transitions(held_out)
-    return frame
+    out: pl.DataFrame = frame
+    return out
 
 
 def evaluate_off_policy(
@@ -241,7 +242,7 @@ def evaluate_off_policy(
     impl = algo.impl
     obs_size = int(impl.observation_shape[0])
     n_actions = int(impl.action_size)
-    width = int(frame.schema["obs"].shape[0])  # type: ignore[union-attr]
+    width = int(frame.schema["obs"].shape[0])  # type: ignore[attr-defined]
     if width != obs_size:
         raise ValueError(
             f"held-out observations have width {width} but the policy expects {obs_size}; "
@@ -270,7 +271,9 @@ def evaluate_off_policy(
                 dataset.mdp,
                 n_steps=cfg.n_steps,
                 n_steps_per_epoch=min(cfg.n_steps_per_epoch, cfg.n_steps),
-                logger_adapter=logger_adapter if logger_adapter is not None else NoopAdapterFactory(),
+                logger_adapter=logger_adapter
+                if logger_adapter is not None
+                else NoopAdapterFactory(),
                 show_progress=show_progress,
                 with_timestamp=False,
                 experiment_name="fqe",
@@ -286,8 +289,9 @@ def evaluate_off_policy(
     # behaviour empirical discounted returns from each episode's first decision
     returns = (
         frame.with_columns(
-            (pl.col("reward") * pl.lit(cfg.gamma).pow(pl.int_range(pl.len()).over("episode")))
-            .alias("disc")
+            (
+                pl.col("reward") * pl.lit(cfg.gamma).pow(pl.int_range(pl.len()).over("episode"))
+            ).alias("disc")
         )
         .group_by("episode", maintain_order=True)
         .agg(pl.col("disc").sum(), pl.col("behaviour").first())
@@ -306,9 +310,7 @@ def evaluate_off_policy(
     return OPEResult(
         fqe_value=float(values.mean()),
         fqe_values=tuple(float(v) for v in values),
-        behaviour_returns=tuple(
-            (str(b), float(v), int(n)) for b, v, n in returns.iter_rows()
-        ),
+        behaviour_returns=tuple((str(b), float(v), int(n)) for b, v, n in returns.iter_rows()),
         support=float(supported.mean()),
         agreement=float(agree.mean()),
         logged_action_counts=tuple(int(c) for c in logged_counts),
@@ -319,4 +321,3 @@ def evaluate_off_policy(
         config=cfg,
         wall_time_s=time.perf_counter() - t0,
     )
-

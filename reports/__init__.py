@@ -37,8 +37,12 @@ from ._pipeline import (
     router_summary_table,
 )
 from ._report import IMAGE_FORMATS, Report, ReportResult, ReportSection, render_html, write_report
+from ._training import DEFAULT_BEHAVIOURS, JobTrainingConfig, JobTrainingResult
 
 __all__ = [
+    "DEFAULT_BEHAVIOURS",
+    "JobTrainingConfig",
+    "JobTrainingResult",
     "IMAGE_FORMATS",
     "SIGNIFICANCE_METHOD",
     "ChartLike",

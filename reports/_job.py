@@ -28,6 +28,8 @@ from typing import Any
 
 import polars as pl
 
+from ._training import JobTrainingConfig
+
 __all__ = [
     "BUILTIN_JOBS_DIR",
     "JobFileError",
@@ -86,7 +88,9 @@ class ReportJobConfig:
         predictor: ``None`` or ``"histogram"``.
         predictor_features: predictor features (default: task and prompt tokens).
         images: image formats exported per chart.
-        training: the ``[training]`` table, reserved for training a router.
+        training: the ``[training]`` section (:class:`JobTrainingConfig`): routers
+            trained offline on logs of the training episodes and replayed beside the
+            heuristics on the test episodes; ``None`` = no training.
         base_dir: folder that relative paths in the job file are resolved against.
     """
 
@@ -114,13 +118,14 @@ class ReportJobConfig:
     predictor: str | None = None
     predictor_features: tuple[str, ...] | None = None
     images: tuple[str, ...] = ("svg", "png")
-    training: Mapping[str, Any] | None = None
+    training: JobTrainingConfig | None = None
     base_dir: Path = Path(".")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict of every field."""
         out = dataclasses.asdict(self)
         out["base_dir"] = str(self.base_dir)
+        out["training"] = None if self.training is None else self.training.to_dict()
         return out
 
 
@@ -172,6 +177,24 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "cluster": ("name",),
     "routers": ("names", "baseline"),
 }
+# [training] key -> (JobTrainingConfig field, accepted python types, description)
+_TRAINING_SCHEMA: dict[str, _Spec] = {
+    "behaviours": ("behaviours", (list,), "a list of heuristic router names"),
+    "epsilon": ("epsilon", (int, float), "a probability in [0, 1]"),
+    "reward": ("reward", (str,), "a reward name, e.g. 'paper-workload-guided'"),
+    "algorithms": ("algorithms", (list,), "a list from ['cql', 'bcq', 'bc', 'double-dqn']"),
+    "n_steps": ("n_steps", (int,), "an integer >= 1"),
+    "n_steps_per_epoch": ("n_steps_per_epoch", (int,), "an integer >= 1"),
+    "batch_size": ("batch_size", (int,), "an integer >= 1"),
+    "learning_rate": ("learning_rate", (int, float), "a number in (0, 1)"),
+    "gamma": ("gamma", (int, float), "a number in [0, 1]"),
+    "hidden_units": ("hidden_units", (list,), "a list of integers >= 1"),
+    "target_update_interval": ("target_update_interval", (int,), "an integer >= 1"),
+    "seed": ("seed", (int,), "an integer >= 0"),
+    "max_router_wait_s": ("max_router_wait_s", (int, float), "a number of seconds >= 0"),
+    "fallback": ("fallback", (str,), "a heuristic router name"),
+    "sim_slack_s": ("sim_slack_s", (int, float), "a number of seconds > 0"),
+}
 _RESERVED_TABLES = ("training",)
 
 
@@ -219,8 +242,8 @@ def parse_job(
     sections = [s for s in _SCHEMA if s]
     for key, value in data.items():
         if isinstance(value, dict) and key not in top_keys:
-            if key in _RESERVED_TABLES:
-                values["training"] = dict(value)
+            if key == "training":
+                values["training"] = _parse_training(value, where)
                 continue
             if key not in _SCHEMA:
                 raise _err(
@@ -265,6 +288,32 @@ def _parse_section(
         _parse_value(section, key, value, values, where)
 
 
+def _parse_training(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in _TRAINING_SCHEMA:
+            valid = sorted(_TRAINING_SCHEMA)
+            raise _err(
+                where,
+                f"unknown key {key!r} in [training].{_hint(key, valid)} Valid keys: {valid}.",
+            )
+        name, types, description = _TRAINING_SCHEMA[key]
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if ok and isinstance(value, list):
+            inner = int if key == "hidden_units" else str
+            ok = bool(value) and all(
+                isinstance(v, inner) and not isinstance(v, bool) for v in value
+            )
+            value = tuple(value)
+        if not ok:
+            shown = list(value) if isinstance(value, tuple) else value
+            raise _err(where, f"[training] {key} = {shown!r}; expected {description}.")
+        if isinstance(value, int) and float in types:
+            value = float(value)
+        out[name] = value
+    return out
+
+
 def _parse_value(section: str, key: str, value: Any, values: dict[str, Any], where: str) -> None:
     name, types, description = _SCHEMA[section][key]
     label = f"[{section}] {key}" if section else key
@@ -272,7 +321,8 @@ def _parse_value(section: str, key: str, value: Any, values: dict[str, Any], whe
     if not ok:
         raise _err(where, f"{label} = {value!r}; expected {description}.")
     if isinstance(value, list):
-        if not value or not all(isinstance(v, str) for v in value):
+        empty_ok = (section, key) == ("report", "images")  # [] = no image exports
+        if (not value and not empty_ok) or not all(isinstance(v, str) for v in value):
             raise _err(where, f"{label} = {value!r}; expected {description} (non-empty strings).")
         value = tuple(value)
     if isinstance(value, int) and float in types and not isinstance(value, bool):
@@ -408,11 +458,25 @@ def _check_values(v: dict[str, Any], where: str) -> None:
         if fmt not in ("svg", "png"):
             raise bad("[report] images", f"contains {fmt!r}; expected any of ['svg', 'png'].")
     if v.get("training") is not None:
-        raise _err(
-            where,
-            "[training] is not supported by this version of `routeplay report` yet; remove the "
-            "section (train with routeplay.offline_rl.train_router and add the router by name).",
-        )
+        if tf is None:
+            raise _err(
+                where,
+                "[training] needs [episodes] test_fraction: routers are trained on logs of the "
+                "earlier (training) episodes and replayed on the later (test) ones only. "
+                "Fix: add e.g. test_fraction = 0.5 to [episodes].",
+            )
+        try:
+            training = JobTrainingConfig(**v["training"])
+        except ValueError as exc:
+            raise _err(where, str(exc)) from exc
+        clash = sorted(set(training.algorithms) & set(v["routers"]))
+        if clash:
+            raise _err(
+                where,
+                f"[training] algorithms {clash} are also in [routers] names; a learned router "
+                "is labelled with its algorithm key, expected distinct labels.",
+            )
+        v["training"] = training
 
 
 def load_job(path: str | Path) -> ReportJobConfig:

@@ -21,6 +21,7 @@ from ._charts import (
     improvement_forest_chart,
     instance_timeline_chart,
     latency_cdf_chart,
+    learning_curve_chart,
     load_imbalance_chart,
     routing_heatmap_chart,
 )
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from routeplay.replay import ClusterConfig, ReplayConfig, Router
 
     from ._job import ReportJobConfig
+    from ._training import JobTrainingResult
 
 __all__ = [
     "SIGNIFICANCE_METHOD",
@@ -82,7 +84,10 @@ def replay_routers(
 
     Seeds follow :func:`routeplay.replay.replay_episodes`: episode ``k`` is replayed
     with ``config.seed + episode_ids[k]`` for every router. Each replay is logged
-    (``routeplay.reports`` logger) as it starts.
+    (``routeplay.reports`` logger) as it starts. A router with an
+    ``n_fallback_routes`` counter (a learned router wrapped in
+    ``BoundedWaitRouter``) gets its count after each replay in the summaries'
+    ``n_fallback_routes`` column (null for the other routers).
 
     Args:
         episodes: canonical traces.
@@ -127,13 +132,19 @@ def replay_routers(
         tags = (pl.lit(label).alias("router"), pl.lit(ids[k], dtype=pl.Int64).alias("episode"))
         requests.append(result.requests.with_columns(*tags))
         timelines.append(result.timelines.with_columns(*tags))
-        rows.append({"router": label, "episode": ids[k], **result.summary})
+        row = {"router": label, "episode": ids[k], **result.summary}
+        fallbacks = getattr(routers[label], "n_fallback_routes", None)
+        if fallbacks is not None:  # BoundedWaitRouter / PolicyRouter: their own count
+            row["n_fallback_routes"] = int(fallbacks)
+        rows.append(row)
     first = ["router", "episode"]
     req = pl.concat(requests, how="diagonal_relaxed")
     tl = pl.concat(timelines, how="diagonal_relaxed")
     return PairedReplays(
         requests=req.select(first + [c for c in req.columns if c not in first]),
-        summaries=pl.DataFrame(rows).with_columns(pl.col("episode").cast(pl.Int64)),
+        summaries=pl.DataFrame(rows, infer_schema_length=None).with_columns(
+            pl.col("episode").cast(pl.Int64)
+        ),
         timelines=tl.select(first + [c for c in tl.columns if c not in first]),
     )
 
@@ -158,12 +169,19 @@ def router_summary_table(summaries: pl.DataFrame) -> pl.DataFrame:
         summaries: one row per (router, episode) (``PairedReplays.summaries``).
 
     Returns:
-        One row per router (input order) with ``n_episodes`` and the mean of each
-        summary column that exists.
+        One row per router (input order) with ``n_episodes``, the mean of each
+        summary column that exists and, when the summaries have it, the total
+        ``n_fallback_routes`` (null for routers without a fallback).
     """
     columns = [c for c in _SUMMARY_COLUMNS if c in summaries.columns]
+    extra = []
+    if "n_fallback_routes" in summaries.columns:  # total over episodes; null = no fallback
+        fb = pl.col("n_fallback_routes")
+        extra.append(
+            pl.when(fb.is_null().all()).then(None).otherwise(fb.sum()).alias("n_fallback_routes")
+        )
     return summaries.group_by("router", maintain_order=True).agg(
-        pl.len().cast(pl.Int64).alias("n_episodes"), *[pl.col(c).mean() for c in columns]
+        pl.len().cast(pl.Int64).alias("n_episodes"), *[pl.col(c).mean() for c in columns], *extra
     )
 
 
@@ -175,6 +193,8 @@ def build_replay_report(
     metadata: Mapping[str, Any],
     predictor_evaluation: PredictorEvaluation | None = None,
     extra_sections: Sequence[ReportSection] = (),
+    extra_tables: Mapping[str, pl.DataFrame] | None = None,
+    extra_numbers: Mapping[str, Any] | None = None,
     notes: Sequence[str] = (),
 ) -> Report:
     """Lay out the standard router-comparison report.
@@ -194,6 +214,8 @@ def build_replay_report(
             in from ``comparison`` unless given).
         predictor_evaluation: held-out quality of the predictor, if one was used.
         extra_sections: appended sections (e.g. learning curves).
+        extra_tables: further tables shown on the page (name -> frame).
+        extra_numbers: further numbers for ``summary.json`` (JSON-serialisable).
         notes: paragraphs shown under the metadata.
 
     Returns:
@@ -256,7 +278,7 @@ def build_replay_report(
             caption="Share of each class (LL/LH/HL/HH, prompt letter first) sent to each instance.",
         )
     )
-    numbers: dict[str, Any] = {}
+    numbers: dict[str, Any] = dict(extra_numbers or {})
     if predictor_evaluation is not None:
         sections.append(
             ReportSection(
@@ -274,6 +296,7 @@ def build_replay_report(
         tables={
             "router_summary": router_summary_table(replays.summaries),
             "comparison": comparison.to_frame(),
+            **(extra_tables or {}),
         },
         data_tables={
             "requests": requests,
@@ -301,6 +324,7 @@ def build_job_report(
         The report's HTML path.
     """
     import json
+    import time
     import warnings
 
     from routeplay.datasets import split_episodes, split_train_test
@@ -315,6 +339,8 @@ def build_job_report(
 
     from ._job import _load_trace, _resolve
 
+    t_start = time.perf_counter()
+    wall: dict[str, float] = {}
     (out_dir / "job.json").write_text(json.dumps(job.to_dict(), indent=2, default=str) + "\n")
     trace = _load_trace(job)
     logger.info("trace %s: %d requests", job.trace_source, trace.height)
@@ -351,12 +377,33 @@ def build_job_report(
         predictor = fit_length_predictor(train_trace, scheme, features=features)
         evaluation = evaluate_predictor(predictor, test_trace)
         logger.info("predictor top-1 accuracy on the test episodes: %.3f", evaluation.top1_accuracy)
-    routers = {name: make_router(name) for name in job.routers}
+    wall["load_split_predictor"] = time.perf_counter() - t_start
+    routers: dict[str, Router] = {name: make_router(name) for name in job.routers}
     config = ReplayConfig(
         seed=job.seed,
-        mode=job.replay_mode,  # type: ignore[arg-type]
+        mode=job.replay_mode,
         timeline_sample_interval_s=job.timeline_sample_interval_s,
     )
+    training: JobTrainingResult | None = None
+    if job.training is not None:
+        from ._training import train_job_routers
+
+        t0 = time.perf_counter()
+        training = train_job_routers(
+            job.training,
+            train,
+            cluster,
+            replay_config=config,
+            predictor=predictor,
+            run_dir=out_dir / "training",
+            seed=job.training.seed if job.training.seed is not None else job.seed,
+            show_progress=show_progress,
+        )
+        wall["training"] = time.perf_counter() - t0
+        routers.update(training.routers)
+        last_arrival = max(float(e.trace["arrival_s"].max()) for e in test)
+        config = replace(config, max_sim_time_s=last_arrival + job.training.sim_slack_s)
+    t0 = time.perf_counter()
     replays = replay_routers(
         [e.trace for e in test],
         cluster,
@@ -366,6 +413,8 @@ def build_job_report(
         episode_ids=[e.index for e in test],
         show_progress=show_progress,
     )
+    wall["replays"] = time.perf_counter() - t0
+    t_cmp = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         comparison = compare_routers(
@@ -398,20 +447,89 @@ def build_job_report(
         "cluster": f"{job.cluster} ({cluster.n_instances} instances: "
         + ", ".join(i.latency.name for i in cluster.instances)
         + ")",
-        "routers": list(job.routers),
+        "routers": list(routers),
         "seed": job.seed,
         "replay_mode": job.replay_mode,
         "predictor": job.predictor or "none",
     }
+    extra_sections: list[ReportSection] = []
+    extra_tables: dict[str, pl.DataFrame] = {}
+    numbers: dict[str, Any] = {}
+    if training is not None:
+        metadata["training"] = _training_description(training, test_ids=[e.index for e in test])
+        notes = [*training.notes, *notes, *_fallback_notes(training, replays.summaries)]
+        extra_sections.append(
+            ReportSection(
+                key="learning-curve",
+                title="Training losses of the learned routers",
+                chart=learning_curve_chart(training.losses),
+                caption=(
+                    f"Mean of each loss over {training.config.n_steps_per_epoch} gradient steps; "
+                    f"{training.card.n_transitions} logged transitions of the training episodes."
+                ),
+            )
+        )
+        extra_tables["training_behaviours"] = training.behaviour_logs
+        extra_tables["training_dataset"] = training.card.to_frame()
+        numbers["training"] = {
+            **training.summary_numbers(out_dir),
+            "test_episode_ids": [int(e.index) for e in test],
+            "fallbacks": _fallback_totals(training, replays.summaries),
+        }
+    numbers["wall_time_s"] = {**wall, "comparison": time.perf_counter() - t_cmp}
     report = build_replay_report(
         replays,
         comparison,
         title=job.title or f"routeplay report: {job.name}",
         metadata=metadata,
         predictor_evaluation=evaluation,
+        extra_sections=extra_sections,
+        extra_tables=extra_tables,
+        extra_numbers=numbers,
         notes=notes,
     )
     logger.info("writing the report (%d charts)", len(report.sections))
     result = write_report(report, out_dir, image_formats=job.images)
     logger.info("wrote %d files", len(result.files))
     return result.html_path
+
+
+def _fallback_totals(training: JobTrainingResult, summaries: pl.DataFrame) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for label in training.routers:
+        rows = summaries.filter(pl.col("router") == label)
+        out[label] = {
+            "n_fallback_routes": int(rows["n_fallback_routes"].sum()),
+            "n_requests": int(rows["n_requests"].sum()) if "n_requests" in rows.columns else None,
+            "per_episode": {
+                str(e): int(n) for e, n in rows.select("episode", "n_fallback_routes").iter_rows()
+            },
+            "max_router_wait_s": training.config.max_router_wait_s,
+            "fallback": training.config.fallback,
+        }
+    return out
+
+
+def _fallback_notes(training: JobTrainingResult, summaries: pl.DataFrame) -> list[str]:
+    notes = []
+    for label, total in _fallback_totals(training, summaries).items():
+        requests = f" of {total['n_requests']} requests" if total["n_requests"] is not None else ""
+        notes.append(
+            f"Learned router {label}: {total['n_fallback_routes']} routing decision(s){requests} "
+            f"were taken by the fallback heuristic {training.config.fallback} because the "
+            f"policy kept a request waiting >= {training.config.max_router_wait_s:g} s at the "
+            "router (column n_fallback_routes)."
+        )
+    return notes
+
+
+def _training_description(training: JobTrainingResult, *, test_ids: Sequence[int]) -> str:
+    cfg = training.config
+    return (
+        f"{', '.join(training.routers)} trained offline with d3rlpy ({cfg.n_steps} steps, batch "
+        f"{cfg.batch_size}, lr {cfg.learning_rate:g}, seed {training.seed}) on "
+        f"{training.card.n_transitions} transitions logged by "
+        f"{', '.join(cfg.behaviours)} (epsilon {cfg.epsilon:g}, reward {cfg.reward}) on "
+        f"training episodes {list(training.train_episode_ids)}; evaluated on test episodes "
+        f"{list(test_ids)} only"
+    )
