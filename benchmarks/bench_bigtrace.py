@@ -3,7 +3,7 @@
 The Azure 2024 week-long traces hold 16.8M (code) and 27.3M (conv) requests. This
 script writes a synthetic file in that format (``TIMESTAMP,ContextTokens,GeneratedTokens``
 with ``2024-05-12 00:00:00.001163+00:00`` timestamps, one week, sorted) and measures, in
-a fresh child process per measurement, wall time, peak RSS (``ru_maxrss``) and peak
+a fresh child process per measurement, wall time, peak RSS (``VmHWM``) and peak
 anonymous / file-backed RSS (sampled every 20 ms from ``/proc/self/status``; Polars
 memory-maps the CSV, so its resident file pages count in RSS but are page cache) of:
 
@@ -62,7 +62,7 @@ def write_azure2024(path: Path, n_rows: int, seed: int = 0) -> None:
 
 
 _CHILD = r"""
-import json, resource, sys, threading, time
+import json, sys, threading, time
 import polars as pl
 peak = {"RssAnon": 0, "RssFile": 0}
 def sample():
@@ -87,7 +87,10 @@ elif what == "window":
 else:
     raise SystemExit(f"unknown measurement {what!r}")
 out["wall_s"] = time.perf_counter() - t0
-out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: the latter keeps the parent's RSS at fork (e.g. under pytest)
+out["peak_rss_mib"] = next(
+    int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")
+) / 1024
 out["peak_anon_mib"] = peak["RssAnon"] / 1024  # heap: excludes the mmap-ed file pages
 out["peak_file_mib"] = peak["RssFile"] / 1024
 print(json.dumps(out))

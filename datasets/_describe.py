@@ -12,7 +12,8 @@ Definitions (the same as in ``../shared/data/README.md``):
   ``empty_seconds_share`` is the share with no arrival.
 - ``busiest_minute_rate_per_s``: largest count in 60 s bins (from the first arrival) / 60.
 - ``interarrival_cv``: standard deviation / mean of the gaps between consecutive
-  arrivals (sample standard deviation, ddof = 1).
+  arrivals (rows in order; sample standard deviation, ddof = 1), computed from
+  streamed sums (no ``diff()`` over the whole column).
 - Percentiles interpolate linearly between order statistics (numpy's default).
 """
 
@@ -173,6 +174,34 @@ def _token_quantiles(lf: pl.LazyFrame, column: str, n: int) -> dict[str, float]:
     return out
 
 
+def _interarrival_cv(lf: pl.LazyFrame, n: int, head_s: float, tail_s: float) -> float:
+    """CV of the gaps between consecutive rows' arrivals, in one streaming batch pass.
+
+    The gaps telescope: their mean is ``(tail - head) / (n - 1)`` (first and last row).
+    The sum of squared deviations from that mean is accumulated batch by batch (the
+    last arrival of a batch carries over), so memory stays bounded where ``diff()``
+    would hold the whole column. Sample standard deviation (ddof = 1); nan below 3 rows.
+    """
+    n_gaps = n - 1
+    if n_gaps < 2:
+        return math.nan
+    mean = (tail_s - head_s) / n_gaps
+    if mean == 0:
+        return math.nan
+    sq = 0.0
+    prev: float | None = None
+    for batch in lf.select(pl.col("arrival_s").cast(pl.Float64)).collect_batches(
+        engine="streaming"
+    ):
+        a = batch.to_series().to_numpy()
+        if a.size == 0:
+            continue
+        gaps = np.diff(a) if prev is None else np.diff(a, prepend=prev)
+        sq += float(np.square(gaps - mean).sum())
+        prev = float(a[-1])
+    return math.sqrt(sq / (n_gaps - 1)) / mean
+
+
 def _token_stats(row: dict[str, Any], column: str) -> TokenStats:
     return TokenStats(
         mean=float(row[f"{column}_mean"]),
@@ -211,13 +240,13 @@ def describe_trace(trace: pl.DataFrame | pl.LazyFrame) -> TraceDescription:
             "routeplay.datasets.scan_trace or load_trace first."
         )
     arrival = pl.col("arrival_s")
-    gaps = arrival.diff()
     summary = (
         lf.select(
             pl.len().alias("n"),
             arrival.min().alias("first_s"),
             arrival.max().alias("last_s"),
-            (gaps.std() / gaps.mean()).alias("ia_cv"),
+            arrival.first().alias("head_s"),
+            arrival.last().alias("tail_s"),
             *_token_aggs("prompt_tokens"),
             *_token_aggs("output_tokens"),
         )
@@ -248,7 +277,7 @@ def describe_trace(trace: pl.DataFrame | pl.LazyFrame) -> TraceDescription:
             .collect(engine="streaming")
         )
         tasks = tuple((str(t), int(c)) for t, c in counts.iter_rows())
-    cv = summary["ia_cv"]
+    cv = _interarrival_cv(lf, n, float(summary["head_s"]), float(summary["tail_s"]))
     return TraceDescription(
         n_requests=n,
         span_s=span_s,
@@ -257,7 +286,7 @@ def describe_trace(trace: pl.DataFrame | pl.LazyFrame) -> TraceDescription:
         busiest_minute_rate_per_s=float(minutes["n"].cast(pl.Int64).max() or 0)  # type: ignore[arg-type]
         / 60.0,
         empty_seconds_share=1.0 - seconds.height / n_bins,
-        interarrival_cv=float(cv) if cv is not None else math.nan,
+        interarrival_cv=cv,
         prompt_tokens=_token_stats(summary, "prompt_tokens"),
         output_tokens=_token_stats(summary, "output_tokens"),
         tasks=tasks,

@@ -76,6 +76,13 @@ Predictions
     predicted tokens left. Only routers with ``oracle = True`` get
     :class:`OracleRequestView` and ``oracle_decode_tokens_left``.
 
+Memory
+    Proportional to the result columns plus the requests in flight: the trace's input
+    columns are read as numpy views; Python records of requests (their
+    :class:`RequestView`, token counts, predictions, prefix) are built ``_BLOCK`` at a
+    time when the first of them arrives, kept while a request is in flight and dropped
+    when it finishes; outputs go to preallocated numpy columns.
+
 State fields
     Bucket counts (P_t, D_t), ``tokens_in_system`` and the predicted tokens left cover
     the instance's queued and running requests. ``earliest_completion_s`` is an estimate
@@ -118,6 +125,11 @@ from ._types import (
 
 __all__ = ["Engine", "run_replay"]
 
+#: requests whose Python records are built at once (at the first arrival among them)
+_BLOCK = 4096
+#: (view, prompt, output, predicted tokens, predicted bucket, prompt bucket, prefix)
+_Record = tuple[RequestView, int, int, float, int, int, tuple[int, ...]]
+
 # event kinds, in priority order at equal times
 _ITER_END = 0
 _ARRIVAL = 1
@@ -128,6 +140,16 @@ _SNAPSHOT = 5
 
 _I64 = npt.NDArray[np.int64]
 _F64 = npt.NDArray[np.float64]
+
+
+def _column(trace: pl.DataFrame, name: str, dtype: Any) -> np.ndarray:
+    """A trace column as a read-only numpy array (a view of the trace when possible)."""
+    a = trace[name].to_numpy()
+    if dtype is not None and a.dtype != dtype:
+        a = a.astype(dtype)
+    if a.flags.writeable:
+        a.setflags(write=False)
+    return a
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -288,24 +310,12 @@ class Engine:
         self._trace = trace
         n = trace.height
         self.n_requests = n
-        self.arrival = trace["arrival_s"].to_numpy().astype(np.float64)
-        self.prompt = trace["prompt_tokens"].to_numpy().astype(np.int64)
-        self.output = trace["output_tokens"].to_numpy().astype(np.int64)
-        self._arrival_list: list[float] = self.arrival.tolist()
-        self._ids: list[int] = trace["request_id"].to_list()
-        self._prompt_list: list[int] = self.prompt.tolist()
-        self._output_list: list[int] = self.output.tolist()
-        self._task: list[Any] | None = (
-            trace["task"].cast(pl.String).to_list() if "task" in trace.columns else None
-        )
-        self._session: list[Any] | None = (
-            trace["session_id"].to_list() if "session_id" in trace.columns else None
-        )
-        self._prefix: list[tuple[int, ...]] | None = (
-            [tuple(x) if x is not None else () for x in trace["prefix_blocks"].to_list()]
-            if "prefix_blocks" in trace.columns
-            else None
-        )
+        # input columns: read-only numpy views of the trace where Polars allows it (no
+        # per-request Python objects; scalars are read block by block at arrival)
+        self.arrival: _F64 = _column(trace, "arrival_s", np.float64)
+        self.prompt: npt.NDArray[Any] = _column(trace, "prompt_tokens", None)
+        self.output: npt.NDArray[Any] = _column(trace, "output_tokens", None)
+        self._has_prefix = "prefix_blocks" in trace.columns
         # predictions (features only; never the truth)
         self.has_predictor = predictor is not None
         if predictor is not None:
@@ -323,18 +333,21 @@ class Engine:
                     f"predictor.predict returned buckets in [{bucket.min()}, {bucket.max()}]; "
                     f"expected range(0, {n_db}) (predictor.n_buckets = {n_db})."
                 )
-            self.pred_bucket = bucket
-            self.pred_tokens = expected
+            self.pred_bucket: npt.NDArray[np.int64] = bucket
+            self.pred_tokens: _F64 = expected
         else:
             n_db = 1
-            self.pred_bucket = np.zeros(n, np.int64)
-            self.pred_tokens = np.zeros(n, np.float64)
-        self._pred_bucket_list: list[int] = self.pred_bucket.tolist()
-        self._pred_tokens_list: list[float] = self.pred_tokens.tolist()
-        edges = np.asarray(self.config.prompt_bucket_edges_tokens, dtype=np.float64)
+            # zero-stride views: no memory per request
+            self.pred_bucket = np.broadcast_to(np.zeros(1, np.int64), (n,))
+            self.pred_tokens = np.broadcast_to(np.zeros(1, np.float64), (n,))
+        self._edges = np.asarray(self.config.prompt_bucket_edges_tokens, dtype=np.float64)
         n_pb = self.config.n_prompt_buckets
-        pb = np.searchsorted(edges, self.prompt.astype(np.float64), side="right") - 1
-        self._prompt_bucket_list: list[int] = np.clip(pb, 0, n_pb - 1).tolist()
+        # per-request Python records, only for requests in flight (arrived, not finished):
+        # (view, prompt, output, predicted tokens, predicted bucket, prompt bucket, prefix)
+        self._live: dict[int, _Record] = {}
+        self._block: list[_Record] = []
+        self._block_lo = 0
+        self._last_token: dict[int, float] = {}  # preempted requests: time of their last token
         self.n_prompt_buckets = n_pb
         self.n_decode_buckets = n_db
         # engine checks on the cluster
@@ -356,19 +369,20 @@ class Engine:
         self._kv_cap = _ro(np.array([i.cap_kv for i in self.inst], np.int64))
         self._max_seqs = _ro(np.array([i.max_seqs for i in self.inst], np.int64))
         # per-request results
-        self.instance_id = np.full(n, -1, np.int64)
+        # per-request results: preallocated columns (the only O(n) state of a replay)
+        self.instance_id = np.full(n, -1, np.int32)
         self.routed_s = np.full(n, np.nan)
         self.admitted_s = np.full(n, np.nan)
         self.first_token_s = np.full(n, np.nan)
         self.finish_s = np.full(n, np.nan)
-        self.last_token_s = np.full(n, np.nan)
         self.max_gap_s = np.zeros(n, np.float64)
-        self.n_preempt = np.zeros(n, np.int64)
-        self.saved_gen = np.zeros(n, np.int64)  # tokens generated before a preemption
+        self.n_preempt = np.zeros(n, np.int32)
+        self.saved_gen = np.zeros(n, np.int32)  # tokens generated before a preemption
         # event machinery
         self._heap: list[tuple[float, int, int, int, int]] = []
         self._seq = itertools.count()
         self._next_arrival = 0
+        self._na = self.arrival.item(0) if n else math.inf  # next arrival time
         self.now_s = 0.0
         self._rq: deque[int] = deque()
         self._offering = False
@@ -407,11 +421,10 @@ class Engine:
         """Next event as (time, kind, a, b), merging the arrival stream."""
         heap = self._heap
         i = self._next_arrival
-        arr = self._arrival_list
-        na = arr[i] if i < self.n_requests else math.inf
+        na = self._na
         # arrival-time snapshots (stale state) interleave as their own stream
         if self._delay > 0 and self._snap_arrival < self.n_requests:
-            ts = arr[self._snap_arrival] - self._delay
+            ts = self.arrival.item(self._snap_arrival) - self._delay
             if ts >= 0 and (not heap or (ts, _SNAPSHOT) < heap[0][:2]) and ts < na:
                 self._snap_arrival += 1
                 return ts, _SNAPSHOT, 1, 0
@@ -422,8 +435,67 @@ class Engine:
             return t, kind, a, b
         if i < self.n_requests:
             self._next_arrival = i + 1
+            self._na = self.arrival.item(i + 1) if i + 1 < self.n_requests else math.inf
             return na, _ARRIVAL, i, 0
         return None
+
+    def _arrive(self, i: int) -> None:
+        """Make the in-flight record of request ``i`` (read from the current block)."""
+        k = i - self._block_lo
+        if not 0 <= k < len(self._block):
+            self._load_block(i)
+            k = 0
+        self._live[i] = self._block[k]
+
+    def _load_block(self, lo: int) -> None:
+        """Python records of requests ``[lo, lo + _BLOCK)``: bounded, reused at arrival."""
+        hi = min(lo + _BLOCK, self.n_requests)
+        tr = self._trace[lo:hi]
+        ids = tr["request_id"].to_list()
+        arrival = self.arrival[lo:hi].tolist()
+        prompt_np = self.prompt[lo:hi]
+        prompt = prompt_np.tolist()
+        output = self.output[lo:hi].tolist()
+        n_pb = self.n_prompt_buckets
+        pb = np.searchsorted(self._edges, prompt_np.astype(np.float64), side="right") - 1
+        prompt_bucket = np.clip(pb, 0, n_pb - 1).tolist()
+        size = hi - lo
+        pt_list: list[float] = self.pred_tokens[lo:hi].tolist()
+        pbk_list: list[int] = self.pred_bucket[lo:hi].tolist()
+        task = tr["task"].cast(pl.String).to_list() if "task" in tr.columns else [None] * size
+        session = tr["session_id"].to_list() if "session_id" in tr.columns else [None] * size
+        prefix: list[tuple[int, ...]] = (
+            [tuple(x) if x is not None else () for x in tr["prefix_blocks"].to_list()]
+            if self._has_prefix
+            else [()] * size
+        )
+        has_pred = self.has_predictor
+        block: list[_Record] = []
+        for k in range(size):
+            pb_k = pbk_list[k] if has_pred else None
+            pt_k = pt_list[k] if has_pred else None
+            view: RequestView
+            if self.oracle:
+                view = OracleRequestView(
+                    ids[k],
+                    arrival[k],
+                    prompt[k],
+                    task[k],
+                    session[k],
+                    prefix[k],
+                    pb_k,
+                    pt_k,
+                    output[k],
+                )
+            else:
+                view = RequestView(
+                    ids[k], arrival[k], prompt[k], task[k], session[k], prefix[k], pb_k, pt_k
+                )
+            block.append(
+                (view, prompt[k], output[k], pt_list[k], pbk_list[k], prompt_bucket[k], prefix[k])
+            )
+        self._block = block
+        self._block_lo = lo
 
     # -- public driving API ----------------------------------------------------------
     @property
@@ -468,6 +540,7 @@ class Engine:
                 if b == inst.version and inst.busy:
                     self._iteration_end(inst, t)
             elif kind == _ARRIVAL:
+                self._arrive(a)
                 self._rq.append(a)
                 self._offering = True
             elif kind == _TICK:
@@ -498,8 +571,9 @@ class Engine:
         if not ok or not (action == WAIT or 0 <= int(action) < self.m):
             raise RouterError(
                 f"router {self.router_name!r} returned {action!r} for request "
-                f"{self._ids[i]}; expected an instance index in range(0, {self.m}) or "
-                f"WAIT ({WAIT}). Fix: return an int index of ClusterState's instances."
+                f"{self._live[i][0].request_id}; expected an instance index in "
+                f"range(0, {self.m}) or WAIT ({WAIT}). Fix: return an int index of "
+                "ClusterState's instances."
             )
         action = int(action)
         self._decision = None
@@ -519,12 +593,13 @@ class Engine:
 
     # -- routing ---------------------------------------------------------------------
     def _route(self, i: int, inst: _Instance, t: float) -> None:
-        p = self._prompt_list[i]
-        o = self._output_list[i]
+        rec = self._live[i]
+        p = rec[1]
+        o = rec[2]
         cfg = inst.cfg
         if not inst.chunked and p > inst.max_bt:
             raise ValueError(
-                f"request {self._ids[i]} has prompt_tokens = {p} > max_batched_tokens = "
+                f"request {rec[0].request_id} has prompt_tokens = {p} > max_batched_tokens = "
                 f"{inst.max_bt} of instance {inst.idx} ({cfg.name!r}) without chunked "
                 "prefill; expected prompts that fit one iteration. Fix: set "
                 "chunked_prefill=True or raise max_batched_tokens."
@@ -532,17 +607,17 @@ class Engine:
         need = -(-(p + o) // inst.block) * inst.block
         if need > inst.cap_kv:
             raise ValueError(
-                f"request {self._ids[i]} needs {need} KV tokens (prompt {p} + output {o}, "
+                f"request {rec[0].request_id} needs {need} KV tokens (prompt {p} + output {o}, "
                 f"block-rounded) > kv_capacity_tokens = {inst.cap_kv} of instance "
                 f"{inst.idx} ({cfg.name!r}); it could never finish there. Fix: raise "
                 "kv_capacity_tokens or route it elsewhere."
             )
         self.instance_id[i] = inst.idx
         self.routed_s[i] = t
-        self._enqueue(inst, i)
+        self._enqueue(inst, i, rec)
         inst.prompt_sum += p
-        inst.pb_counts[self._prompt_bucket_list[i]] += 1
-        inst.db_counts[self._pred_bucket_list[i]] += 1
+        inst.pb_counts[rec[5]] += 1
+        inst.db_counts[rec[4]] += 1
         if inst.busy:
             if inst.run_k > 1:
                 # cut the decode run at the first iteration boundary at or after t
@@ -560,18 +635,18 @@ class Engine:
             inst.form_pending = True
             self._push(t, _FORM, inst.idx, 0)
 
-    def _enqueue(self, inst: _Instance, i: int) -> None:
+    def _enqueue(self, inst: _Instance, i: int, rec: _Record) -> None:
         pol = inst.policy
         if pol == "fcfs":
             inst.fifo.append(i)
         elif pol == "least-work-left":
-            heapq.heappush(inst.heap, (self._pred_tokens_list[i], next(self._seq), i))
+            heapq.heappush(inst.heap, (rec[3], next(self._seq), i))
         else:
             inst.binlist.append(i)
         inst.n_waiting += 1
-        inst.q_target_sum += self._prompt_list[i]
-        inst.q_pred_left += self._pred_tokens_list[i]
-        inst.q_oracle_left += self._output_list[i]
+        inst.q_target_sum += rec[1]
+        inst.q_pred_left += rec[3]
+        inst.q_oracle_left += rec[2]
 
     # -- batch formation -----------------------------------------------------------------
     def _blocks(self, inst: _Instance, x: _I64) -> int:
@@ -609,7 +684,7 @@ class Engine:
         if inst.pleft[s] > 0:
             inst.n_prefilling -= 1
         else:
-            self.last_token_s[i] = t  # its last token came at the end of the last iteration
+            self._last_token[i] = t  # its last token came at the end of the last iteration
         inst.n = s
         inst.gen_sum -= g
         inst.ctx_sum -= ctx
@@ -620,10 +695,11 @@ class Engine:
         self.saved_gen[i] = g
         self.n_preempt[i] += 1
         inst.preempted.appendleft(i)
-        inst.q_target_sum += self._prompt_list[i] + g
+        rec = self._live[i]
+        inst.q_target_sum += rec[1] + g
         inst.q_gen_sum += g
-        inst.q_pred_left += max(self._pred_tokens_list[i] - g, 0.0)
-        inst.q_oracle_left += self._output_list[i] - g
+        inst.q_pred_left += max(rec[3] - g, 0.0)
+        inst.q_oracle_left += rec[2] - g
 
     def _peek(self, inst: _Instance, budget: int, kv_free: int) -> tuple[int, int] | None:
         """Next candidate (request, source) in admission order, or None."""
@@ -640,8 +716,9 @@ class Engine:
         bound = min(budget, (kv_free // inst.block) * inst.block - 1)
         best = -1
         best_p = -1
+        live = self._live
         for pos, i in enumerate(inst.binlist):
-            p = self._prompt_list[i]
+            p = live[i][1]
             if best_p < p <= bound:
                 best, best_p = pos, p
         if best >= 0:
@@ -665,10 +742,10 @@ class Engine:
         return i
 
     def _cached_tokens(self, inst: _Instance, i: int, target: int) -> int:
-        if not inst.cfg.prefix_cache or self._prefix is None:
+        if not inst.cfg.prefix_cache or not self._has_prefix:
             return 0
         hits = 0
-        for h in self._prefix[i]:
+        for h in self._live[i][6]:
             if h in inst.lru:
                 hits += 1
             else:
@@ -676,10 +753,10 @@ class Engine:
         return min(hits * inst.cfg.prefix_block_tokens, target - 1)
 
     def _touch_prefix(self, inst: _Instance, i: int) -> None:
-        if not inst.cfg.prefix_cache or self._prefix is None:
+        if not inst.cfg.prefix_cache or not self._has_prefix:
             return
         lru = inst.lru
-        for h in self._prefix[i]:
+        for h in self._live[i][6]:
             if h in lru:
                 lru.move_to_end(h)
             else:
@@ -757,8 +834,9 @@ class Engine:
             if cand is None:
                 break
             i, source = cand
+            rec = self._live[i]
             g = int(self.saved_gen[i]) if source == 0 else 0
-            target = self._prompt_list[i] + g
+            target = rec[1] + g
             cached = self._cached_tokens(inst, i, target)
             work = target - cached
             if inst.chunked:
@@ -777,23 +855,23 @@ class Engine:
             inst.rid[s] = i
             inst.ctx[s] = target
             inst.gen[s] = g
-            inst.out[s] = self._output_list[i]
+            inst.out[s] = rec[2]
             inst.pleft[s] = work
             inst.pdone[s] = cached
-            inst.pred[s] = self._pred_tokens_list[i]
+            inst.pred[s] = rec[3]
             inst.chunk[s] = c
             inst.mgap[s] = self.max_gap_s[i]
             inst.n = s + 1
             inst.gen_sum += g
             inst.ctx_sum += target
-            inst.out_sum += self._output_list[i]
+            inst.out_sum += rec[2]
             if inst._kv >= 0:
                 inst._kv += -(-target // b) * b
             inst.n_prefilling += 1
             inst.q_target_sum -= target
             inst.q_gen_sum -= g
-            inst.q_pred_left -= max(self._pred_tokens_list[i] - g, 0.0)
-            inst.q_oracle_left -= self._output_list[i] - g
+            inst.q_pred_left -= max(rec[3] - g, 0.0)
+            inst.q_oracle_left -= rec[2] - g
             if math.isnan(self.admitted_s[i]):
                 self.admitted_s[i] = t
             budget -= c
@@ -850,7 +928,7 @@ class Engine:
                     if inst.gen[s] == 1:
                         self.first_token_s[i] = t
                     else:  # a recomputation: the gap since the token before preemption
-                        gap_s = t - float(self.last_token_s[i])
+                        gap_s = t - self._last_token[i]
                         if gap_s > inst.mgap[s]:
                             inst.mgap[s] = gap_s
             inst.gen_sum += e
@@ -882,10 +960,15 @@ class Engine:
             ):
                 arr[:nk] = arr[:n][keep]
             inst.n = nk
+            live = self._live
+            last_token = self._last_token
             for j in fr.tolist():
-                inst.prompt_sum -= self._prompt_list[j]
-                inst.pb_counts[self._prompt_bucket_list[j]] -= 1
-                inst.db_counts[self._pred_bucket_list[j]] -= 1
+                rec = live.pop(j)  # finished: its per-request state is freed
+                inst.prompt_sum -= rec[1]
+                inst.pb_counts[rec[5]] -= 1
+                inst.db_counts[rec[4]] -= 1
+                if last_token:
+                    last_token.pop(j, None)
         inst.busy = False
         inst.run_k = 0
         if inst.n or inst.n_queued():
@@ -894,33 +977,7 @@ class Engine:
 
     # -- observation ---------------------------------------------------------------------
     def _view(self, i: int) -> RequestView:
-        task = self._task[i] if self._task is not None else None
-        session = self._session[i] if self._session is not None else None
-        prefix = self._prefix[i] if self._prefix is not None else ()
-        pb = self._pred_bucket_list[i] if self.has_predictor else None
-        pt = self._pred_tokens_list[i] if self.has_predictor else None
-        if self.oracle:
-            return OracleRequestView(
-                self._ids[i],
-                self._arrival_list[i],
-                self._prompt_list[i],
-                task,
-                session,
-                prefix,
-                pb,
-                pt,
-                self._output_list[i],
-            )
-        return RequestView(
-            self._ids[i],
-            self._arrival_list[i],
-            self._prompt_list[i],
-            task,
-            session,
-            prefix,
-            pb,
-            pt,
-        )
+        return self._live[i][0]
 
     def _inst_numbers(self, inst: _Instance, t: float) -> tuple[Any, ...]:
         """Per-instance state numbers at time t (see :meth:`_state_now` for the order)."""
@@ -959,7 +1016,7 @@ class Engine:
                     head = inst.heap[0][2]
                 else:
                     head = inst.binlist[0]
-                p = float(self._prompt_list[head])
+                p = float(self._live[head][1])
                 earliest = t + inst.c0 + inst.c_pb + inst.c_p * p + inst.c_p2 * p * p
             else:
                 earliest = t
@@ -1134,7 +1191,7 @@ class Engine:
         requests = pl.DataFrame(
             {k: pl.Series(k, v).cast(REQUEST_SCHEMA[k]) for k, v in cols.items()}
         ).with_columns(pl.col("tbt_mean_s", "tbt_max_s").fill_nan(None))
-        if self._task is not None:
+        if "task" in self._trace.columns:
             requests = requests.insert_column(4, self._trace["task"])
         if self._timeline:
             tl = pl.DataFrame(self._timeline, schema=list(TIMELINE_SCHEMA), orient="row")

@@ -365,3 +365,65 @@ def test_replay_config_validation() -> None:
         ValueError, match=re.escape("ReplayConfig.timeline_sample_interval_s = 0.0")
     ):
         ReplayConfig(timeline_sample_interval_s=0.0)
+
+
+def _busy_trace(n: int, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    return pl.DataFrame(
+        {
+            "request_id": np.arange(n, dtype=np.uint64) + 1000,
+            "arrival_s": np.cumsum(rng.exponential(0.02, n)),
+            "prompt_tokens": rng.integers(1, 40, n).astype(np.uint32),
+            "output_tokens": rng.integers(1, 30, n).astype(np.uint32),
+            "task": pl.Series(rng.choice(["a", "b"], n).tolist(), dtype=pl.Categorical),
+            "session_id": [f"s{k % 7}" for k in range(n)],
+            "prefix_blocks": [list(range(k % 3)) for k in range(n)],
+        }
+    )
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_records_exist_only_in_flight_and_blocks_do_not_change_results(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace = _busy_trace(300, seed=4)
+    cluster = ClusterConfig(
+        instances=tuple(
+            InstanceConfig(
+                name=f"i{k}",
+                latency=MS_PER_TOKEN,
+                max_batched_tokens=64,
+                kv_capacity_tokens=120,
+                kv_block_tokens=4,
+                max_running_seqs=8,
+                prefix_cache=True,
+                prefix_block_tokens=4,
+                prefix_cache_blocks=2,
+            )
+            for k in range(2)
+        )
+    )
+    config = dataclasses.replace(CONFIG, mode=mode)
+    reference = run_replay(trace, cluster, RoundRobinFake(), config=config)
+    assert reference.requests["n_preemptions"].sum() > 0  # the case with preemption state
+    monkeypatch.setattr("routeplay.replay._engine._BLOCK", 7)  # many block boundaries
+    router = RecordingFake(oracle=True)
+    eng = Engine(trace, cluster, config=config, oracle=True)
+    router.reset(cluster, eng.router_rng())
+    peak = 0
+    k = 0
+    while (d := eng.next_decision()) is not None:
+        unfinished = np.isnan(eng.finish_s) & (eng.arrival <= eng.now_s)
+        assert set(eng._live) == set(np.flatnonzero(unfinished).tolist())
+        peak = max(peak, len(eng._live))
+        router.route(*d)
+        eng.apply(k % 2)
+        k += 1
+    res = eng.result()
+    assert eng._live == {} and eng._last_token == {}  # everything freed at finish
+    assert peak < trace.height // 4
+    assert [v.request_id for v in router.views] == list(range(1000, 1300))
+    assert [v.session_id for v in router.views[:8]] == [f"s{k % 7}" for k in range(8)]
+    assert router.views[5].prefix_blocks == (0, 1)
+    assert router.views[0].task == trace["task"].cast(pl.String)[0]
+    polars.testing.assert_frame_equal(res.requests, reference.requests)
