@@ -19,6 +19,17 @@ workload seed.
 
 Run: ``ROUTEPLAY_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/rl_headline.py
 --out /tmp/rl_headline [--quick]``. Writes tables (Parquet + text) into ``--out``.
+
+Options (defaults reproduce the first run): ``--reward-normalization none|scale|standardize``
+and ``--reward-scale`` (``TrainConfig``; statistics from the training logs only),
+``--cql-alpha``, ``--gamma``, ``--bcq-flexibility``, ``--target-update``,
+``--reward paper-workload-guided|latency-area`` (the logged reward; latency-area:
+:class:`LatencyAreaReward`),
+``--n-steps``, ``--n-train`` / ``--n-test`` (episodes),
+``--algorithms``, ``--cluster v100x4|hetero`` (``hetero``: 2 x llama2-7b/a100 +
+2 x llama2-7b/v100-scaled, a setting where routing matters), ``--rate`` (req/s),
+``--reuse-logs`` (keep transition logs already in ``--out``) and ``--tag`` (subfolder
+name of the training runs and evaluation, so variants can share one set of logs).
 """
 
 from __future__ import annotations
@@ -40,11 +51,61 @@ from routeplay.offline_rl import (
     evaluate_routers,
     train_router,
 )
-from routeplay.replay import make_cluster, make_router
+from routeplay.replay import cluster_from_dict, make_cluster, make_router
 from routeplay.replay._transitions import default_layout, log_transitions
+from routeplay.replay._types import ClusterConfig
 
 HEURISTICS = ("round-robin", "least-connections", "jsq-tokens", "min-min", "impact-greedy")
 REWARD = "paper-workload-guided"
+
+
+#: 2 x A100 + 2 x V100 (same KV/batch limits as the builtin ``a100x4`` / ``v100x4``).
+HETERO = {
+    "instances": [
+        {
+            "name": "a100",
+            "count": 2,
+            "preset": "llama2-7b/a100",
+            "kv_capacity_tokens": 117_000,
+            "max_batched_tokens": 16_384,
+        },
+        {
+            "name": "v100",
+            "count": 2,
+            "preset": "llama2-7b/v100-scaled",
+            "kv_capacity_tokens": 30_000,
+            "max_batched_tokens": 16_384,
+        },
+    ]
+}
+
+
+class LatencyAreaReward:
+    """Minus the request-seconds spent in the system between two decisions (trapezoid).
+
+    ``r_t = -(N(t) + N(t')) / 2 * (t' - t)`` with ``N`` = requests at the router, queued
+    and running. Summed over an episode it is minus the total time requests spend in
+    the system (= minus the summed E2E latency, Little's law), so maximising the return
+    minimises mean latency, without the paper reward's completion bursts (``r_w = 60``
+    per completion credited to whichever decision precedes it). An experiment option of
+    this script, not one of the library's rewards.
+    """
+
+    name = "latency-area"
+
+    @staticmethod
+    def _n(state: object) -> float:
+        s = state
+        return float(s.router_queue_len + s.n_queued.sum() + s.n_running.sum())  # type: ignore[attr-defined]
+
+    def __call__(self, outcome: object) -> float:
+        o = outcome
+        dt = float(o.next_state.now_s - o.state.now_s)  # type: ignore[attr-defined]
+        return -0.5 * (self._n(o.state) + self._n(o.next_state)) * dt  # type: ignore[attr-defined]
+
+
+def get_cluster(name: str) -> ClusterConfig:
+    return cluster_from_dict(HETERO) if name == "hetero" else make_cluster(name)
 
 
 def log(msg: str) -> None:
@@ -62,40 +123,53 @@ def run_setup(
     *,
     n_steps: int,
     algorithms: tuple[str, ...],
+    train_options: dict[str, object] | None = None,
+    reuse_logs: bool = False,
+    tag: str = "",
+    reward: object = REWARD,
 ) -> dict[str, object]:
-    cluster = make_cluster(cluster_name)
-    layout = default_layout(cluster, None, predictor)  # type: ignore[arg-type]
+    cluster = get_cluster(cluster_name)
+    layout = default_layout(cluster, None, predictor)
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
+    runs = folder / tag if tag else folder
+    runs.mkdir(parents=True, exist_ok=True)
+    options = dict(train_options or {})
     # 1. logs: episodes are split among the behaviour policies (each episode once)
     files = []
     per = max(1, len(train_eps) // len(HEURISTICS))
     for j, h in enumerate(HEURISTICS):
         eps = train_eps[j * per : (j + 1) * per]
+        if reuse_logs and (folder / f"train-{h}.parquet").is_file():
+            files.append(folder / f"train-{h}.parquet")
+            continue
         res = log_transitions(
             eps,
             cluster,
             make_router(h),
-            reward=REWARD,
+            reward=reward,
             path=folder / f"train-{h}.parquet",
             epsilon=0.1,
             seed=1,
-            predictor=predictor,  # type: ignore[arg-type]
+            predictor=predictor,
             episode_offset=j * per,
         )
         files.append(res.path)
         log(f"{name}: logged {h}: {res.n_episodes} episodes, {res.n_transitions} rows")
     ope_files = []
     for h in HEURISTICS[:2]:
+        if reuse_logs and (folder / f"heldout-{h}.parquet").is_file():
+            ope_files.append(folder / f"heldout-{h}.parquet")
+            continue
         res = log_transitions(
             ope_eps,
             cluster,
             make_router(h),
-            reward=REWARD,
+            reward=reward,
             path=folder / f"heldout-{h}.parquet",
             epsilon=0.1,
             seed=2,
-            predictor=predictor,  # type: ignore[arg-type]
+            predictor=predictor,
         )
         ope_files.append(res.path)
     dataset = build_dataset(files)
@@ -104,23 +178,25 @@ def run_setup(
     ope_rows = []
     for algo in algorithms:
         cfg = TrainConfig(
-            algorithm=algo,  # type: ignore[arg-type]
+            algorithm=algo,
             n_steps=n_steps,
             n_steps_per_epoch=min(1000, n_steps),
             checkpoint_every_steps=n_steps,
-            target_update_interval=500,
-            gamma=0.99,
             seed=0,
+            **{"gamma": 0.99, "target_update_interval": 500, **options},
         )
         t0 = time.perf_counter()
-        result = train_router(cfg, dataset, run_dir=folder / f"run-{algo}")
-        log(f"{name}: trained {algo} in {time.perf_counter() - t0:.0f} s")
+        result = train_router(cfg, dataset, run_dir=runs / f"run-{algo}")
+        log(
+            f"{name}: trained {algo} in {time.perf_counter() - t0:.0f} s "
+            f"(reward transform {result.reward_transform})\n{result.losses.tail(2)}"
+        )
         learned[algo] = PolicyRouter(result.algo, layout=layout, name=algo)
         if algo != "bc":
             ope = evaluate_off_policy(
                 result,
                 ope_files,
-                config=OPEConfig(n_steps=max(200, n_steps // 2), gamma=0.99, seed=0),
+                config=OPEConfig(n_steps=max(200, n_steps // 2), gamma=cfg.gamma, seed=0),
             )
             log(f"{name}: OPE {algo}\n{ope.summary()}")
             ope_rows.append(ope.to_frame().with_columns(pl.lit(algo).alias("policy")))
@@ -131,16 +207,25 @@ def run_setup(
         test_eps,
         cluster,
         baseline="round-robin",
-        predictor=predictor,  # type: ignore[arg-type]
+        predictor=predictor,
         max_router_wait_s=0.1,
     )
     log(f"{name}: evaluated in {time.perf_counter() - t0:.0f} s\n{ev.summary()}")
     table = ev.to_frame()
-    table.write_parquet(folder / "evaluation.parquet")
-    (folder / "evaluation.txt").write_text(ev.summary() + "\n\n" + ev.comparison.summary())
+    table.write_parquet(runs / "evaluation.parquet")
+    (runs / "evaluation.txt").write_text(ev.summary() + "\n\n" + ev.comparison.summary())
     if ope_rows:
-        pl.concat(ope_rows, how="diagonal_relaxed").write_parquet(folder / "ope.parquet")
-    return {"name": name, "n_train": len(train_eps), "n_test": len(test_eps)}
+        pl.concat(ope_rows, how="diagonal_relaxed").write_parquet(runs / "ope.parquet")
+    return {
+        "name": name,
+        "tag": tag,
+        "cluster": cluster_name,
+        "n_train": len(train_eps),
+        "n_test": len(test_eps),
+        "n_steps": n_steps,
+        "train_options": options,
+        "reward": getattr(reward, "name", reward),
+    }
 
 
 def main() -> None:
@@ -149,14 +234,54 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--skip-azure", action="store_true")
     parser.add_argument("--skip-taskmix", action="store_true")
+    parser.add_argument("--cluster", default="v100x4", help="builtin cluster name or 'hetero'")
+    parser.add_argument("--rate", type=float, default=20.0, help="task-mix arrival rate, req/s")
+    parser.add_argument("--n-train", type=int, default=None, help="training episodes (40)")
+    parser.add_argument("--n-test", type=int, default=None, help="held-out episodes (20)")
+    parser.add_argument("--n-steps", type=int, default=None, help="gradient steps (5000)")
+    parser.add_argument("--algorithms", default="cql,bcq,bc")
+    parser.add_argument(
+        "--reward-normalization", choices=("none", "scale", "standardize"), default="none"
+    )
+    parser.add_argument("--reward-scale", type=float, default=1.0)
+    parser.add_argument("--cql-alpha", type=float, default=1.0)
+    parser.add_argument("--gamma", type=float, default=0.99)
+    parser.add_argument("--bcq-flexibility", type=float, default=0.3)
+    parser.add_argument("--target-update", type=int, default=500, help="steps between syncs")
+    parser.add_argument(
+        "--reward",
+        choices=(REWARD, "latency-area"),
+        default=REWARD,
+        help="reward logged with the transitions (latency-area: see LatencyAreaReward)",
+    )
+    parser.add_argument("--reuse-logs", action="store_true")
+    parser.add_argument("--tag", default="", help="subfolder for runs + evaluation")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     quick = args.quick
     n_req = 200 if quick else 2000
-    n_train = 5 if quick else 40
-    n_test = 3 if quick else 20
-    n_steps = 100 if quick else 5000
-    algorithms = ("cql", "bcq", "bc")
+    n_train = args.n_train or (5 if quick else 40)
+    n_test = args.n_test or (3 if quick else 20)
+    n_steps = args.n_steps or (100 if quick else 5000)
+    algorithms = tuple(args.algorithms.split(","))
+    train_options: dict[str, object] = {
+        "reward_normalization": args.reward_normalization,
+        "reward_scale": args.reward_scale,
+        "cql_alpha": args.cql_alpha,
+        "gamma": args.gamma,
+        "bcq_action_flexibility": args.bcq_flexibility,
+        "target_update_interval": args.target_update,
+    }
+    info: list[dict[str, object]] = []
+    setup = dict(
+        n_steps=n_steps,
+        algorithms=algorithms,
+        train_options=train_options,
+        reuse_logs=args.reuse_logs,
+        tag=args.tag,
+        reward=LatencyAreaReward() if args.reward == "latency-area" else REWARD,
+    )
+    suffix = "" if args.reward == REWARD else f"-{args.reward}"
     t_all = time.perf_counter()
 
     # -- task mix (the paper's setup) --
@@ -165,24 +290,24 @@ def main() -> None:
     predictor = fit_length_predictor(pred_trace, scheme, features=("task", "prompt_tokens"))
 
     def mix(seed: int) -> pl.DataFrame:
-        return generate_task_mix(TaskMixConfig(n_requests=n_req, rate_per_s=20.0, seed=seed))
+        return generate_task_mix(TaskMixConfig(n_requests=n_req, rate_per_s=args.rate, seed=seed))
 
     train = [mix(10_000 + k) for k in range(n_train)]
     ope_eps = [mix(30_000 + k) for k in range(2 if quick else 4)]
     test = [mix(20_000 + k) for k in range(n_test)]
-    info = []
     if not args.skip_taskmix:
         info.append(
             run_setup(
-                "taskmix-v100x4",
+                f"taskmix-{args.cluster}"
+                + ("" if args.rate == 20.0 else f"-{args.rate:g}rps")
+                + suffix,
                 train,
                 ope_eps,
                 test,
-                "v100x4",
+                args.cluster,
                 predictor,
                 args.out,
-                n_steps=n_steps,
-                algorithms=algorithms,
+                **setup,
             )
         )
 
@@ -203,15 +328,14 @@ def main() -> None:
         test_w = windows[n - n_test_w :]
         info.append(
             run_setup(
-                "azure-conv-v100x4",
+                f"azure-conv-{args.cluster}{suffix}",
                 train_w,
                 ope_w,
                 test_w,
-                "v100x4",
+                args.cluster,
                 pred,
                 args.out,
-                n_steps=n_steps,
-                algorithms=algorithms,
+                **setup,
             )
         )
     (args.out / "info.json").write_text(json.dumps(info, indent=2))

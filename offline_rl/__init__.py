@@ -11,7 +11,7 @@ from ._evaluate import BoundedWaitRouter, EvaluationResult, evaluate_routers
 from ._online import CURVE_SCHEMA, OnlineConfig, OnlineResult, fine_tune_online
 from ._ope import OPEConfig, OPEResult, evaluate_off_policy
 from ._policy import ROUTER_FILES, PolicyRouter, load_router, save_router
-from ._train import ALGORITHMS, TrainConfig, TrainResult, train_router
+from ._train import ALGORITHMS, RewardTransform, TrainConfig, TrainResult, train_router
 
 __all__ = [
     # OPE, replay evaluation, online fine-tuning (H12)
@@ -30,6 +30,7 @@ __all__ = [
     "ROUTER_FILES",
     "DatasetCard",
     "PolicyRouter",
+    "RewardTransform",
     "RoutingDataset",
     "TrainConfig",
     "TrainResult",

@@ -116,6 +116,11 @@ class OPEResult:
         n_transitions: held-out transitions.
         config: the FQE settings.
         wall_time_s: wall time of the call.
+        reward_shift: the policy's training reward transform ``(r - shift) * factor``
+            (:class:`~routeplay.offline_rl.RewardTransform`) was applied to the held-out
+            rewards before FQE and the behaviour returns: every value above is in those
+            units. ``(0.0, 1.0)`` = raw rewards.
+        reward_factor: see ``reward_shift``.
     """
 
     fqe_value: float
@@ -130,6 +135,8 @@ class OPEResult:
     n_transitions: int
     config: OPEConfig
     wall_time_s: float
+    reward_shift: float = 0.0
+    reward_factor: float = 1.0
 
     def caveats(self) -> list[str]:
         """Human-readable warnings about the estimate's support."""
@@ -144,6 +151,11 @@ class OPEResult:
             out.append(
                 f"the policy takes actions {list(self.unsupported_actions)} that never occur "
                 "in the held-out logs: their values are pure extrapolation."
+            )
+        if (self.reward_shift, self.reward_factor) != (0.0, 1.0):
+            out.append(
+                f"values are in transformed reward units (r - {self.reward_shift:.6g}) * "
+                f"{self.reward_factor:.6g} (the policy's training transform)."
             )
         if self.n_episodes < 10:
             out.append(
@@ -239,6 +251,15 @@ def evaluate_off_policy(
     t0 = time.perf_counter()
     algo = trained.algo if isinstance(trained, TrainResult) else trained
     frame = _as_frame(held_out).sort("episode", "step", maintain_order=True)
+    transform = trained.reward_transform if isinstance(trained, TrainResult) else None
+    shift, factor = 0.0, 1.0
+    if transform is not None and transform.normalization != "none":
+        # FQE must see the rewards the policy was trained on (training statistics, not
+        # the held-out logs': the held-out data stays a pure evaluation set)
+        shift, factor = transform.shift, transform.factor
+        frame = frame.with_columns(
+            pl.Series("reward", transform.apply(frame["reward"].to_numpy()), dtype=pl.Float64)
+        )
     impl = algo.impl
     obs_size = int(impl.observation_shape[0])
     n_actions = int(impl.action_size)
@@ -320,4 +341,6 @@ def evaluate_off_policy(
         n_transitions=int(frame.height),
         config=cfg,
         wall_time_s=time.perf_counter() - t0,
+        reward_shift=shift,
+        reward_factor=factor,
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -43,9 +44,11 @@ if TYPE_CHECKING:
     from d3rlpy.base import LearnableBase, LearnableConfig
     from d3rlpy.logging import LoggerAdapterFactory
 
-__all__ = ["ALGORITHMS", "TrainConfig", "TrainResult", "train_router"]
+__all__ = ["ALGORITHMS", "RewardTransform", "TrainConfig", "TrainResult", "train_router"]
 
 Algorithm = Literal["cql", "bcq", "bc", "double-dqn"]
+RewardNormalization = Literal["none", "scale", "standardize"]
+_NORMALIZATIONS = ("none", "scale", "standardize")
 
 #: Algorithm key -> d3rlpy class name (``d3rlpy.algos.<name>Config``).
 ALGORITHMS: dict[str, str] = {
@@ -81,6 +84,12 @@ class TrainConfig:
             relative to the most likely one is below it are excluded.
         bcq_beta: BCQ's imitator logit regularisation.
         bc_beta: BC's logit regularisation.
+        reward_normalization: how logged rewards are transformed before training
+            (``r' = (r - shift) * factor``, see :class:`RewardTransform`): "none"
+            (raw), "scale" (``r * reward_scale``) or "standardize"
+            (``(r - mean) / std * reward_scale`` with mean and std of the TRAINING
+            dataset's rewards). The transform is recorded in ``config.json``.
+        reward_scale: multiplier of "scale" and "standardize" (must be 1.0 with "none").
         seed: passed to ``d3rlpy.seed`` and to the mini-batch sampler.
         device: torch device, e.g. "cpu:0".
 
@@ -107,6 +116,8 @@ class TrainConfig:
     bcq_action_flexibility: float = 0.3
     bcq_beta: float = 0.5
     bc_beta: float = 0.5
+    reward_normalization: RewardNormalization = "none"
+    reward_scale: float = 1.0
     seed: int = 0
     device: str = "cpu:0"
 
@@ -145,6 +156,20 @@ class TrainConfig:
                 f"TrainConfig.bcq_action_flexibility = {self.bcq_action_flexibility!r}; "
                 "expected a threshold in [0, 1]."
             )
+        if self.reward_normalization not in _NORMALIZATIONS:
+            raise ValueError(
+                f"TrainConfig.reward_normalization = {self.reward_normalization!r}; expected "
+                f"one of {list(_NORMALIZATIONS)}."
+            )
+        if not (math.isfinite(self.reward_scale) and self.reward_scale > 0):
+            raise ValueError(
+                f"TrainConfig.reward_scale = {self.reward_scale!r}; expected a finite float > 0."
+            )
+        if self.reward_normalization == "none" and self.reward_scale != 1.0:
+            raise ValueError(
+                f"TrainConfig.reward_scale = {self.reward_scale!r} with reward_normalization="
+                "'none'; expected 1.0. Fix: set reward_normalization='scale' to scale rewards."
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"TrainConfig.seed = {self.seed!r}; expected an int >= 0.")
 
@@ -163,6 +188,72 @@ class TrainConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RewardTransform:
+    """The affine reward transform a run trained with: ``r' = (r - shift) * factor``.
+
+    Attributes:
+        normalization: the config's ``reward_normalization``.
+        shift: subtracted from every raw reward (the training mean for "standardize").
+        factor: multiplier after the shift.
+        raw_mean: mean of the training dataset's raw rewards.
+        raw_std: standard deviation (ddof 0) of the training dataset's raw rewards.
+
+    Example:
+        >>> import numpy as np
+        >>> cfg = TrainConfig(reward_normalization="standardize", reward_scale=2.0)
+        >>> t = RewardTransform.fit(cfg, np.array([1.0, 3.0]))
+        >>> (t.shift, t.factor), t.apply(np.array([1.0, 3.0])).tolist()
+        ((2.0, 2.0), [-2.0, 2.0])
+    """
+
+    normalization: RewardNormalization
+    shift: float
+    factor: float
+    raw_mean: float
+    raw_std: float
+
+    @classmethod
+    def fit(cls, config: TrainConfig, rewards: np.ndarray) -> RewardTransform:
+        """The transform of ``config`` with statistics of the training ``rewards``.
+
+        Raises:
+            ValueError: "standardize" on rewards with zero standard deviation.
+        """
+        raw = np.asarray(rewards, dtype=np.float64)
+        mean = float(raw.mean()) if raw.size else 0.0
+        std = float(raw.std()) if raw.size else 0.0
+        shift, factor = 0.0, 1.0
+        if config.reward_normalization == "scale":
+            factor = config.reward_scale
+        elif config.reward_normalization == "standardize":
+            if not std > 0.0:
+                raise ValueError(
+                    f"reward_normalization='standardize' but the training rewards have std "
+                    f"{std!r} (all equal to {mean!r}); expected std > 0. Fix: use "
+                    "reward_normalization='scale' or 'none'."
+                )
+            shift, factor = mean, config.reward_scale / std
+        return cls(
+            normalization=config.reward_normalization,
+            shift=shift,
+            factor=factor,
+            raw_mean=mean,
+            raw_std=std,
+        )
+
+    def apply(self, rewards: np.ndarray) -> np.ndarray:
+        """``(rewards - shift) * factor`` as float32 (unchanged values for "none")."""
+        raw = np.asarray(rewards)
+        if self.normalization == "none":
+            return raw.astype(np.float32, copy=False)
+        return ((raw.astype(np.float64) - self.shift) * self.factor).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TrainResult:
     """A finished (or resumed-and-finished) training run.
 
@@ -176,6 +267,8 @@ class TrainResult:
         losses: one row per epoch: ``epoch``, ``step`` and the mean of each loss d3rlpy
             reports (e.g. ``loss``, ``td_loss``, ``conservative_loss``).
         wall_time_s: wall time of this call (not of earlier interrupted calls).
+        reward_transform: the reward transform applied to every training batch
+            (identity for ``reward_normalization="none"``).
     """
 
     algo: LearnableBase[Any, Any]
@@ -186,6 +279,7 @@ class TrainResult:
     run_dir: Path
     losses: pl.DataFrame
     wall_time_s: float
+    reward_transform: RewardTransform | None = None
 
     def to_frame(self) -> pl.DataFrame:
         """The per-epoch loss table (same as ``losses``)."""
@@ -306,7 +400,13 @@ def make_learnable(config: TrainConfig, *, obs_size: int, n_actions: int) -> Any
 class _Sampler:
     """Mini-batches by direct indexing; step ``k``'s batch depends only on (seed, k)."""
 
-    def __init__(self, dataset: RoutingDataset, seed: int, batch_size: int) -> None:
+    def __init__(
+        self,
+        dataset: RoutingDataset,
+        seed: int,
+        batch_size: int,
+        transform: RewardTransform | None = None,
+    ) -> None:
         n = dataset.observations.shape[0]
         self._n = n
         self._seed = seed
@@ -314,7 +414,8 @@ class _Sampler:
         self._obs = dataset.observations
         self._next_obs = dataset.next_observations
         self._actions = dataset.actions.astype(np.float32).reshape(-1, 1)
-        self._rewards = dataset.rewards.reshape(-1, 1)
+        rewards = dataset.rewards if transform is None else transform.apply(dataset.rewards)
+        self._rewards = rewards.reshape(-1, 1)
         self._terminals = dataset.terminals.reshape(-1, 1)
         # next action within the episode (0 at episode ends; unused by these algorithms)
         next_actions = np.zeros(n, dtype=np.float32)
@@ -454,7 +555,8 @@ def train_router(
     state: dict[str, Any] | None = None
     if resume and state_path.is_file():
         state = json.loads(state_path.read_text(encoding="utf-8"))
-        saved_cfg = state["config"]
+        # through from_dict: checkpoints written before a field existed get its default
+        saved_cfg = TrainConfig.from_dict(state["config"]).to_dict()
         if saved_cfg != config.to_dict() or state["dataset"] != info:
             diff = {
                 k: (saved_cfg.get(k), v)
@@ -469,6 +571,7 @@ def train_router(
                 "resume=False to start over and overwrite it."
             )
 
+    transform = RewardTransform.fit(config, dataset.rewards)
     versions = _versions()
     _write_json_atomic(
         run_path / "config.json",
@@ -477,6 +580,7 @@ def train_router(
             "seed": config.seed,
             "versions": versions,
             "dataset": info,
+            "reward_transform": transform.to_dict(),
         },
     )
 
@@ -510,7 +614,7 @@ def train_router(
                 with_timestamp=False,
             )
             logger.add_params({"config": config.to_dict(), "versions": versions})
-        sampler = _Sampler(dataset, config.seed, config.batch_size)
+        sampler = _Sampler(dataset, config.seed, config.batch_size, transform)
         per_epoch = config.n_steps_per_epoch
         bar = tqdm(
             total=config.n_steps,
@@ -549,6 +653,7 @@ def train_router(
                             "config": config.to_dict(),
                             "dataset": info,
                             "seed": config.seed,
+                            "reward_transform": transform.to_dict(),
                             "epochs": epochs,
                             "buffer": buffer,
                         },
@@ -572,6 +677,7 @@ def train_router(
         run_dir=run_path,
         losses=losses,
         wall_time_s=time.perf_counter() - t0,
+        reward_transform=transform,
     )
 
 

@@ -89,3 +89,10 @@ def test_docstring_examples(module_name: str) -> None:
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} docstring example(s) failed in {module_name}"
+
+
+def test_test_module_basenames_are_unique() -> None:
+    # tests/ folders are not packages (pytest's default import mode): two test files with
+    # the same basename in different folders break collection of the whole suite.
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

@@ -13,6 +13,7 @@ from routeplay.datasets import TaskMixConfig, generate_task_mix
 from routeplay.offline_rl import (
     OPEConfig,
     TrainConfig,
+    TrainResult,
     build_dataset,
     evaluate_off_policy,
     train_router,
@@ -98,3 +99,24 @@ def test_width_mismatch_is_an_error(trained: tuple[object, Path, Path]) -> None:
 def test_config_validates() -> None:
     with pytest.raises(ValueError, match=re.escape("OPEConfig.n_steps = 0; expected an int >= 1.")):
         OPEConfig(n_steps=0)
+
+
+def test_training_reward_transform_is_applied_to_fqe_and_behaviour_returns(
+    trained: tuple[object, Path, Path], tmp_path: Path
+) -> None:
+    result, held, _ = trained
+    assert isinstance(result, TrainResult)
+    cfg = TrainConfig.from_dict(
+        {**result.config.to_dict(), "reward_normalization": "scale", "reward_scale": 1 / 60}
+    )
+    train = build_dataset(_log(tmp_path, "train", range(3), 0.1))
+    scaled = train_router(cfg, train, run_dir=tmp_path / "run", logger_adapter=NoopAdapterFactory())
+    raw_ope = evaluate_off_policy(result, held, config=OPEConfig(n_steps=10, batch_size=16))
+    ope = evaluate_off_policy(scaled, held, config=OPEConfig(n_steps=10, batch_size=16))
+    assert (ope.reward_shift, ope.reward_factor) == (0.0, 1 / 60)
+    assert (raw_ope.reward_shift, raw_ope.reward_factor) == (0.0, 1.0)
+    ((_, raw_value, _),) = raw_ope.behaviour_returns
+    ((_, value, _),) = ope.behaviour_returns
+    assert value == pytest.approx(raw_value / 60, rel=1e-6)
+    assert any("transformed reward units" in c for c in ope.caveats())
+    assert not any("transformed reward units" in c for c in raw_ope.caveats())

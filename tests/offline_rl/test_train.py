@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from d3rlpy.logging import NoopAdapterFactory
@@ -199,3 +200,125 @@ def test_show_progress_draws_a_tqdm_bar_on_stderr(
     assert "train bc" not in capsys.readouterr().err
     _train(cfg, dataset, tmp_path / "bar", show_progress=True)
     assert "train bc" in capsys.readouterr().err
+
+
+# -- reward normalisation ------------------------------------------------------------
+
+
+def test_reward_scale_is_applied_to_every_sampled_batch(
+    dataset: RoutingDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from routeplay.offline_rl import _train as train_mod
+
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    original = train_mod._Sampler.batch
+
+    def spy(self: Any, step: int) -> Any:
+        batch = original(self, step)
+        raw = original(train_mod._Sampler(dataset, self._seed, self._batch_size), step)
+        seen.append((np.asarray(batch.rewards), np.asarray(raw.rewards)))
+        return batch
+
+    monkeypatch.setattr(train_mod._Sampler, "batch", spy)
+    cfg = TrainConfig(
+        algorithm="cql", seed=3, reward_normalization="scale", reward_scale=0.25, **TINY
+    )
+    result = _train(cfg, dataset, tmp_path)
+    assert len(seen) == 20
+    for scaled, raw in seen:
+        assert np.any(raw != 0.0)
+        np.testing.assert_array_equal(scaled, (raw.astype(np.float64) * 0.25).astype(np.float32))
+    t = result.reward_transform
+    assert t is not None and (t.normalization, t.shift, t.factor) == ("scale", 0.0, 0.25)
+
+
+def test_standardize_uses_training_statistics_and_is_recorded(
+    dataset: RoutingDataset, tmp_path: Path
+) -> None:
+    cfg = TrainConfig(algorithm="bc", seed=0, reward_normalization="standardize", **TINY)
+    result = _train(cfg, dataset, tmp_path)
+    raw = dataset.rewards.astype(np.float64)
+    t = result.reward_transform
+    assert t is not None
+    assert t.shift == pytest.approx(raw.mean()) and t.factor == pytest.approx(1.0 / raw.std())
+    z = t.apply(dataset.rewards).astype(np.float64)
+    assert z.mean() == pytest.approx(0.0, abs=1e-5) and z.std() == pytest.approx(1.0, rel=1e-5)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["config"]["reward_normalization"] == "standardize"
+    assert saved["config"]["reward_scale"] == 1.0
+    assert saved["reward_transform"] == t.to_dict()
+    assert TrainConfig.from_dict(saved["config"]) == cfg
+
+
+def test_raw_rewards_are_the_default_and_scaling_changes_training(
+    dataset: RoutingDataset, tmp_path: Path
+) -> None:
+    raw = _train(TrainConfig(algorithm="cql", seed=4, **TINY), dataset, tmp_path / "raw")
+    assert raw.reward_transform is not None and raw.reward_transform.factor == 1.0
+    np.testing.assert_array_equal(raw.reward_transform.apply(dataset.rewards), dataset.rewards)
+    scaled_cfg = TrainConfig(
+        algorithm="cql", seed=4, reward_normalization="scale", reward_scale=1 / 60, **TINY
+    )
+    scaled = _train(scaled_cfg, dataset, tmp_path / "scaled")
+    assert not all(
+        np.array_equal(x, y) for x, y in zip(_weights(raw), _weights(scaled), strict=True)
+    )
+
+
+def test_resume_with_standardized_rewards_is_bit_identical(
+    dataset: RoutingDataset, tmp_path: Path
+) -> None:
+    cfg = TrainConfig(
+        algorithm="cql", seed=5, reward_normalization="standardize", reward_scale=0.5, **TINY
+    )
+    straight = _train(cfg, dataset, tmp_path / "straight")
+
+    def crash_at_7(done: int) -> None:
+        if done == 7:
+            raise _Crash("simulated interruption")
+
+    with pytest.raises(_Crash):
+        _train(cfg, dataset, tmp_path / "resumed", callback=crash_at_7)
+    resumed = _train(cfg, dataset, tmp_path / "resumed")
+    assert resumed.n_steps_resumed_from == 5 and resumed.n_steps_done == 20
+    assert all(
+        np.array_equal(x, y) for x, y in zip(_weights(straight), _weights(resumed), strict=True)
+    )
+    assert straight.losses.equals(resumed.losses)
+    assert straight.reward_transform == resumed.reward_transform
+    state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
+    assert state["reward_transform"] == straight.reward_transform.to_dict()
+
+
+def test_reward_normalization_validation_messages() -> None:
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "TrainConfig.reward_normalization = 'minmax'; expected one of "
+            "['none', 'scale', 'standardize']."
+        ),
+    ):
+        TrainConfig(reward_normalization="minmax")
+    with pytest.raises(
+        ValueError, match=re.escape("TrainConfig.reward_scale = 0.0; expected a finite float > 0.")
+    ):
+        TrainConfig(reward_normalization="scale", reward_scale=0.0)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "TrainConfig.reward_scale = 2.0 with reward_normalization='none'; expected 1.0."
+        ),
+    ):
+        TrainConfig(reward_scale=2.0)
+
+
+def test_standardize_on_constant_rewards_is_an_error(tmp_path: Path) -> None:
+    frame = make_frame(n_episodes=2, n_steps=5, obs_size=3, n_actions=2, seed=0)
+    frame = frame.with_columns(pl.lit(1.0).alias("reward"))
+    ds = build_dataset(frame, n_actions=2)
+    cfg = TrainConfig(algorithm="bc", reward_normalization="standardize", **TINY)
+    with pytest.raises(
+        ValueError,
+        match=re.escape("reward_normalization='standardize' but the training rewards have std"),
+    ):
+        _train(cfg, ds, tmp_path)
