@@ -138,8 +138,7 @@ class LinearLatencyModel:
             + self.prefill_s_per_token * prefill
             + self.prefill_s_per_token2 * np.asarray(prefill_sq_tokens, dtype=np.float64)
             + self.decode_s_per_seq * n_dec
-            + self.decode_s_per_context_token
-            * np.asarray(decode_context_tokens, dtype=np.float64)
+            + self.decode_s_per_context_token * np.asarray(decode_context_tokens, dtype=np.float64)
         )
         t = np.where((prefill <= 0) & (n_dec <= 0), 0.0, t)
         return float(t) if t.ndim == 0 else t
@@ -214,6 +213,8 @@ class LinearLatencyModel:
         k = np.maximum(n_out - 1.0, 0.0)
         # the request's own context grows by one per iteration: p + 1, p + 2, ...
         first_decode = self.decode_iteration_time_s(others + 1.0, other_ctx + p + 1.0)
-        decode = k * np.asarray(first_decode) + self.decode_s_per_context_token * k * (k - 1.0) / 2.0
+        decode = (
+            k * np.asarray(first_decode) + self.decode_s_per_context_token * k * (k - 1.0) / 2.0
+        )
         t = np.asarray(prefill) + decode
         return float(t) if t.ndim == 0 else t

@@ -100,9 +100,7 @@ def cluster_from_dict(spec: Mapping[str, Any]) -> ClusterConfig:
         raise _unknown("cluster", extra, _CLUSTER_KEYS)
     groups = spec.get("instances")
     if not groups:
-        raise ValueError(
-            "cluster spec has no [[instances]]; expected at least one instance group."
-        )
+        raise ValueError("cluster spec has no [[instances]]; expected at least one instance group.")
     instances: list[InstanceConfig] = []
     for k, group in enumerate(groups):
         where = f"instances[{k}]"
@@ -120,7 +118,9 @@ def cluster_from_dict(spec: Mapping[str, Any]) -> ClusterConfig:
         for j in range(count):
             label = name if count == 1 else f"{name}-{j}"
             instances.append(InstanceConfig(name=label, latency=latency, **group))
-    options = {k: spec[k] for k in ("action_interval_s", "router_queue_cap", "state_delay_s") if k in spec}
+    options = {
+        k: spec[k] for k in ("action_interval_s", "router_queue_cap", "state_delay_s") if k in spec
+    }
     return ClusterConfig(instances=tuple(instances), **options)
 
 

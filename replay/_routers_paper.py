@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-
 from routeplay.datasets._taskmix import PAPER_HEAVY_DECODE_TOKENS, PAPER_HEAVY_PROMPT_TOKENS
 
 from ._routers_common import (

@@ -12,7 +12,6 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
-
 from routeplay.estimator._latency import LinearLatencyModel
 
 __all__ = [
@@ -72,7 +71,12 @@ class InstanceConfig:
     prefix_block_tokens: int = 512
 
     def __post_init__(self) -> None:
-        for name in ("max_running_seqs", "max_batched_tokens", "kv_capacity_tokens", "kv_block_tokens"):
+        for name in (
+            "max_running_seqs",
+            "max_batched_tokens",
+            "kv_capacity_tokens",
+            "kv_block_tokens",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(
@@ -203,9 +207,7 @@ class ClusterState:
     decode_bucket_counts: npt.NDArray[np.int64]
     earliest_completion_s: npt.NDArray[np.float64]
     n_completed: npt.NDArray[np.int64] = field(default_factory=lambda: _readonly([], np.int64))
-    tokens_in_system: npt.NDArray[np.int64] = field(
-        default_factory=lambda: _readonly([], np.int64)
-    )
+    tokens_in_system: npt.NDArray[np.int64] = field(default_factory=lambda: _readonly([], np.int64))
     oracle_decode_tokens_left: npt.NDArray[np.int64] | None = None
 
     @property

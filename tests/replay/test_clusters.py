@@ -4,17 +4,16 @@ import re
 from pathlib import Path
 
 import pytest
-
 from routeplay.replay._clusters import cluster_from_dict, list_clusters, load_cluster, make_cluster
 
 
 def test_toml_file_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text(
-        'action_interval_s = 0.05\n'
+        "action_interval_s = 0.05\n"
         '[[instances]]\nname = "big"\ncount = 2\nmax_running_seqs = 8\n'
-        '[instances.latency]\nintercept_s = 0.01\nprefill_s_per_token = 1e-4\n'
-        'prefill_s_per_token2 = 0.0\ndecode_s_per_seq = 1e-3\ndecode_s_per_context_token = 0.0\n'
+        "[instances.latency]\nintercept_s = 0.01\nprefill_s_per_token = 1e-4\n"
+        "prefill_s_per_token2 = 0.0\ndecode_s_per_seq = 1e-3\ndecode_s_per_context_token = 0.0\n"
         '[[instances]]\nname = "tps"\ntokens_per_s = 3000.0\nbatching = "bin-packing"\n'
     )
     cluster = load_cluster(path)
@@ -38,7 +37,9 @@ def test_builtin_clusters_build(name: str) -> None:
 
 
 def test_errors_name_the_problem(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=re.escape("unknown instances[0] key(s) ['max_runing_seqs']")):
+    with pytest.raises(
+        ValueError, match=re.escape("unknown instances[0] key(s) ['max_runing_seqs']")
+    ):
         cluster_from_dict({"instances": [{"tokens_per_s": 1.0, "max_runing_seqs": 3}]})
     with pytest.raises(ValueError, match="Did you mean 'max_running_seqs'"):
         cluster_from_dict({"instances": [{"tokens_per_s": 1.0, "max_runing_seqs": 3}]})

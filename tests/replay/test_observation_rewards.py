@@ -5,7 +5,6 @@ import re
 
 import numpy as np
 import pytest
-
 from routeplay.replay._observation import ObservationLayout, encode_observation
 from routeplay.replay._rewards import PaperReward, Seed000Reward, StepOutcome, make_reward
 from routeplay.replay._types import WAIT, ClusterState, OracleRequestView, RequestView
@@ -85,7 +84,9 @@ def test_seed000_reward_terms() -> None:
     s = _state(m=2, n_queued=z, n_running=z)
     idle = Seed000Reward()(_outcome(state=s, next_state=s, action=1))
     assert idle == pytest.approx(0.1 * (1 - 1.0))  # outstanding [0, 1]: CV = 1
-    late = Seed000Reward()(_outcome(state=s, next_state=s, action=WAIT, response_times_s=(2.1, 1.0)))
+    late = Seed000Reward()(
+        _outcome(state=s, next_state=s, action=WAIT, response_times_s=(2.1, 1.0))
+    )
     assert late == -5.0
     with pytest.raises(ValueError, match="unknown reward 'paper'"):
         make_reward("paper")

@@ -9,9 +9,8 @@
 
 from __future__ import annotations
 
-import math
-
 import dataclasses
+import math
 
 import numpy as np
 import polars as pl
