@@ -73,7 +73,7 @@ def _prepare_trace(args: argparse.Namespace) -> tuple[Any, Any]:
             "in (0, 1): the predictor is fitted on the earliest part of the trace and the rest "
             "is replayed, so evaluation never sees training requests."
         )
-    cut = float(trace["arrival_s"].quantile(args.predictor_train_fraction, "lower"))  # type: ignore[arg-type]
+    cut = float(trace["arrival_s"].quantile(args.predictor_train_fraction, "lower"))
     train = trace.filter(pl.col("arrival_s") <= cut)
     rest = trace.filter(pl.col("arrival_s") > cut)
     if rest.height == 0:

@@ -159,7 +159,7 @@ class OracleRequestView(RequestView):
 
 
 def _readonly(a: npt.ArrayLike, dtype: type) -> npt.NDArray:  # type: ignore[type-arg]
-    arr = np.array(a, dtype=dtype)
+    arr: npt.NDArray = np.array(a, dtype=dtype)  # type: ignore[type-arg]
     arr.setflags(write=False)
     return arr
 

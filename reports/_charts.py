@@ -173,7 +173,7 @@ def latency_cdf_chart(
     n_null = int(requests.get_column(metric).null_count())
     label = METRIC_LABELS.get(metric, metric)
     subtitle = f"{n_null} requests without a value not drawn" if n_null else ""
-    return (
+    return (  # type: ignore[no-any-return]  # altair's typing
         alt.Chart(_inline(data, f"cdf_{metric}"))
         .mark_line(interpolate="step-after")
         .encode(
@@ -259,7 +259,7 @@ def improvement_forest_chart(comparison: pl.DataFrame) -> alt.LayerChart:
         .mark_rule(strokeDash=[4, 4], color="gray")
         .encode(x="zero:Q")
     )
-    return alt.layer(bars, points, zero).properties(
+    return alt.layer(bars, points, zero).properties(  # type: ignore[return-value]  # altair's typing
         title=alt.Title(
             "Paired improvement over the baseline",
             subtitle="1 - router/baseline over episodes; bars: bootstrap CI; > 0 = faster",
@@ -307,7 +307,7 @@ def instance_timeline_chart(
     }
     if has_router:
         encoding["row"] = alt.Row("router:N", title=None)
-    return (
+    return (  # type: ignore[no-any-return]  # altair's typing
         alt.Chart(_inline(data, f"timeline_{value}"))
         .mark_line(interpolate="step-after")
         .encode(**encoding)
@@ -368,7 +368,7 @@ def load_imbalance_chart(
         .rename({router_col: "router"} if router_col != "router" else {})
         .sort("router", "time_s")
     )
-    return (
+    return (  # type: ignore[no-any-return]  # altair's typing
         alt.Chart(_inline(data, f"imbalance_{value}"))
         .mark_line()
         .encode(
@@ -438,7 +438,7 @@ def routing_heatmap_chart(
         .sort("router", "request_class", "instance_id")
         .with_columns(pl.col("request_class").cast(pl.String))
     )
-    return (
+    return (  # type: ignore[no-any-return]  # altair's typing
         alt.Chart(_inline(data, "routing_heatmap"))
         .mark_rect()
         .encode(
@@ -522,7 +522,7 @@ def latency_fit_chart(iterations: pl.DataFrame, fit: LatencyFit) -> alt.LayerCha
         .mark_line(strokeDash=[4, 4], color="gray")
         .encode(x="x_s:Q", y="y_s:Q")
     )
-    return alt.layer(points, identity).properties(
+    return alt.layer(points, identity).properties(  # type: ignore[return-value]  # altair's typing
         title=alt.Title("Latency model: measured vs predicted", subtitle=r2),
         width=_WIDTH,
         height=_HEIGHT,
@@ -553,7 +553,7 @@ def latency_residual_chart(iterations: pl.DataFrame, fit: LatencyFit) -> alt.Cha
         })
     """
     data = _fit_frame(iterations, fit)
-    return (
+    return (  # type: ignore[no-any-return]  # altair's typing
         alt.Chart(_inline(data, "latency_residuals"))
         .mark_circle(size=18, opacity=0.6)
         .encode(
@@ -605,7 +605,7 @@ def confusion_matrix_chart(evaluation: PredictorEvaluation) -> alt.Chart:
         f"{evaluation.within_one_accuracy:.1%}, kappa {evaluation.cohen_kappa:.3f}, "
         f"n = {evaluation.n_requests}"
     )
-    return (
+    return (  # type: ignore[no-any-return]  # altair's typing
         alt.Chart(_inline(data, "confusion_matrix"))
         .mark_rect()
         .encode(
@@ -657,7 +657,7 @@ def learning_curve_chart(curves: pl.DataFrame) -> alt.Chart:
         pl.col("step").cast(pl.Int64),
         pl.col("value").cast(pl.Float64),
     ).sort("run", "metric", "step")
-    return (
+    return (  # type: ignore[no-any-return]  # altair's typing
         alt.Chart(_inline(data, "learning_curves"))
         .mark_line(point=True)
         .encode(

@@ -561,7 +561,7 @@ def _load_trace(job: ReportJobConfig) -> pl.DataFrame:
         trace = trace.head(job.trace_first_requests)
     if job.trace_rate_scale != 1.0:
         trace = scale_arrival_rate(trace, job.trace_rate_scale)
-    return trace
+    return trace  # type: ignore[no-any-return]
 
 
 ProgressFactory = Callable[[int, str], Any]
