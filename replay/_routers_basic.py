@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from ._routers_common import (
     DEFAULT_OUTPUT_TOKENS,
+    PredictedLengthRouter,
     RouterBase,
     check_positive,
     decode_tokens_left,
@@ -217,7 +218,7 @@ def outstanding_tokens(
     )
 
 
-class JSQTokensRouter(RouterBase):
+class JSQTokensRouter(PredictedLengthRouter):
     """The paper's JSQ: join the instance with the fewest outstanding tokens.
 
     Outstanding tokens = ``prefill_tokens_pending`` (prompt tokens queued or not yet
@@ -244,10 +245,6 @@ class JSQTokensRouter(RouterBase):
 
     name = "jsq-tokens"
     oracle = False
-
-    def __init__(self, *, default_output_tokens: float = DEFAULT_OUTPUT_TOKENS) -> None:
-        super().__init__()
-        self.default_output_tokens = float(default_output_tokens)
 
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return argmin of outstanding tokens (ties: lowest index)."""
@@ -290,7 +287,7 @@ class LeastLoadedRouter(RouterBase):
         return int(np.argmin(load))
 
 
-class LeastWorkLeftRouter(RouterBase):
+class LeastWorkLeftRouter(PredictedLengthRouter):
     """Route to the instance with the fewest predicted decode tokens left.
 
     Reads ``predicted_decode_tokens_left`` (the predictor's estimate for queued and
@@ -317,10 +314,6 @@ class LeastWorkLeftRouter(RouterBase):
 
     name = "least-work-left"
     oracle = False
-
-    def __init__(self, *, default_output_tokens: float = DEFAULT_OUTPUT_TOKENS) -> None:
-        super().__init__()
-        self.default_output_tokens = float(default_output_tokens)
 
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return argmin of predicted remaining decode tokens (see decode_tokens_left)."""

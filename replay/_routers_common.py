@@ -131,6 +131,18 @@ def decode_tokens_left(
     return (state.n_queued + state.n_running).astype(np.float64) * default_output_tokens
 
 
+class PredictedLengthRouter(RouterBase):
+    """A router that reads predicted output lengths.
+
+    Without a predictor each outstanding request counts ``default_output_tokens`` (see
+    :func:`decode_tokens_left`).
+    """
+
+    def __init__(self, *, default_output_tokens: float = DEFAULT_OUTPUT_TOKENS) -> None:
+        super().__init__()
+        self.default_output_tokens = float(default_output_tokens)
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterLatency:
     """Per-instance latency-model coefficients as arrays, so routers price all instances at once.
