@@ -1,0 +1,229 @@
+"""Online fine-tuning of the second-pass offline CQL router with the paper's three rewards.
+
+Starts from the second-pass CQL policy of ``benchmarks/rl_headline.py`` (setting B:
+standardised rewards, CQL alpha 5, target sync 150, 15,000 steps; run folder
+``/tmp/h5rl/final/taskmix-<cluster>/std-a5-t150-15k/run-cql``). Its checkpoint is copied
+into ``--out`` and loaded through ``train_router(..., resume=True)`` (0 further steps);
+if the run folder is gone, ``train_router`` retrains it there with the same config on the
+same logs (the script says which happened). Then, once per reward variant
+(``paper-baseline``, ``paper-workload-aware``, ``paper-workload-guided``), the same
+offline policy is fine-tuned with :func:`fine_tune_online` (same budget, same seed)
+against ``RoutingEnv`` on task-mix TRAINING seeds (``10_000 + k``; the evaluation seeds
+``20_000 + k`` are never used for training). Finally the three fine-tuned routers, the
+offline CQL and the five heuristics are replayed on the 20 held-out episodes with
+:func:`evaluate_routers` (paired, Holm, bootstrap CI) and the table is printed.
+
+Reward units: the offline Q-function was fitted on standardised rewards
+``(r - mean) * factor`` (mean/std of the training logs' workload-guided rewards). The online
+rewards get the same transform (:class:`TransformedReward`), so the fine-tuned Q-values
+stay in the units the offline policy learned; the learning curves' ``return`` column is in
+those transformed units. The replay buffer is NOT seeded with the offline logs: they carry
+raw workload-guided rewards, which are neither in transformed units nor the baseline /
+workload-aware rewards.
+
+Run: ``ROUTEPLAY_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/rl_finetune.py
+--out /tmp/rl_finetune [--quick] [--steps N] [--cluster v100x4|hetero]``.
+Writes ``learning-curves.parquet`` (all variants), ``ft-<variant>/`` (fine-tuning runs),
+``evaluation.parquet`` and ``evaluation.txt`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+from routeplay.datasets import TaskMixConfig, generate_task_mix
+from routeplay.estimator import fit_length_predictor, get_preset, time_buckets
+from routeplay.offline_rl import (
+    OnlineConfig,
+    PolicyRouter,
+    TrainConfig,
+    build_dataset,
+    evaluate_routers,
+    fine_tune_online,
+    train_router,
+)
+from routeplay.replay._rewards import make_reward
+from routeplay.replay._transitions import default_layout
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rl_headline import HEURISTICS, get_cluster  # noqa: E402
+
+VARIANTS = ("paper-baseline", "paper-workload-aware", "paper-workload-guided")
+SHORT = {
+    "paper-baseline": "ft-baseline",
+    "paper-workload-aware": "ft-aware",
+    "paper-workload-guided": "ft-guided",
+}
+FINAL = Path("/tmp/h5rl/final")
+TAG = "std-a5-t150-15k"
+#: setting B of the second pass (docs/notes/offline-rl-results.md, "Final runs")
+CQL_CONFIG = TrainConfig(
+    algorithm="cql",
+    n_steps=15_000,
+    n_steps_per_epoch=1000,
+    checkpoint_every_steps=15_000,
+    seed=0,
+    gamma=0.99,
+    target_update_interval=150,
+    reward_normalization="standardize",
+    reward_scale=1.0,
+    cql_alpha=5.0,
+    bcq_action_flexibility=0.9,
+)
+
+
+class TransformedReward:
+    """``(base(outcome) - shift) * factor``: a paper reward in the offline policy's units."""
+
+    def __init__(self, base: str, shift: float, factor: float) -> None:
+        self._base = make_reward(base)
+        self.shift = shift
+        self.factor = factor
+
+    @property
+    def name(self) -> str:
+        return str(self._base.name)
+
+    def __call__(self, outcome: object) -> float:
+        return float((self._base(outcome) - self.shift) * self.factor)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/rl_finetune"))
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser.add_argument("--steps", type=int, default=None, help="env steps per variant (10,000)")
+    parser.add_argument("--cluster", default="v100x4", help="builtin cluster name or 'hetero'")
+    parser.add_argument(
+        "--episode-requests",
+        type=int,
+        default=None,
+        help="requests per training episode (500; evaluation episodes keep 2,000)",
+    )
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    quick = args.quick
+    n_steps = args.steps or (300 if quick else 10_000)
+    n_req_train = args.episode_requests or (100 if quick else 500)
+    n_req_test = 200 if quick else 2000
+    n_test = 3 if quick else 20
+    t_all = time.perf_counter()
+
+    cluster = get_cluster(args.cluster)
+    scheme = time_buckets(get_preset("llama2-7b/v100-scaled"))
+    pred_trace = generate_task_mix(TaskMixConfig(n_requests=4000, seed=999))
+    predictor = fit_length_predictor(pred_trace, scheme, features=("task", "prompt_tokens"))
+    layout = default_layout(cluster, None, predictor)
+
+    # -- the offline CQL policy (second pass, setting B) --
+    logs = FINAL / f"taskmix-{args.cluster}"
+    files = [logs / f"train-{h}.parquet" for h in HEURISTICS]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise SystemExit(
+            f"training logs missing: {missing}; expected the second-pass logs. Fix: run "
+            "benchmarks/rl_headline.py --skip-azure --out /tmp/h5rl/final "
+            f"--cluster {args.cluster} first."
+        )
+    dataset = build_dataset(files)
+    src = logs / TAG / "run-cql"
+    run = args.out / "offline-cql"
+    if (src / "checkpoint" / "state.json").is_file() and not (run / "checkpoint").is_dir():
+        shutil.copytree(src / "checkpoint", run / "checkpoint")
+    source = "loaded" if (run / "checkpoint" / "state.json").is_file() else "retrained"
+    offline = train_router(CQL_CONFIG, dataset, run_dir=run, resume=True)
+    tf = offline.reward_transform
+    log(
+        f"offline CQL {source} from {src if source == 'loaded' else 'the logs'}: "
+        f"{offline.n_steps_done} steps (resumed from {offline.n_steps_resumed_from}), "
+        f"reward transform shift {tf.shift:.4f} factor {tf.factor:.6f}"
+    )
+
+    # -- online fine-tuning, once per reward variant, training seeds only --
+    train_eps = [
+        generate_task_mix(TaskMixConfig(n_requests=n_req_train, rate_per_s=20.0, seed=10_000 + k))
+        for k in range(40)
+    ]
+    cfg = OnlineConfig(
+        n_steps=n_steps,
+        n_steps_per_epoch=min(1000, n_steps),
+        epsilon_start=0.1,
+        epsilon_end=0.02,
+        seed=0,
+    )
+    learned: dict[str, PolicyRouter] = {
+        "cql": PolicyRouter(offline.algo, layout=layout, name="cql"),
+    }
+    curves = []
+    info: dict[str, object] = {
+        "cluster": args.cluster,
+        "offline": source,
+        "online_config": dataclasses.asdict(cfg),
+        "train_episode_requests": n_req_train,
+        "variants": {},
+    }
+    for variant in VARIANTS:
+        # fresh copy of the offline policy for every variant
+        start = train_router(CQL_CONFIG, dataset, run_dir=run, resume=True)
+        res = fine_tune_online(
+            start,
+            train_eps,
+            cluster,
+            reward=TransformedReward(variant, tf.shift, tf.factor),
+            run_dir=args.out / f"ft-{variant}",
+            config=cfg,
+            predictor=predictor,
+        )
+        done = res.curve.filter(~pl.col("truncated"))
+        log(
+            f"fine-tuned {variant}: {res.n_steps_done} steps, {res.n_episodes} episodes "
+            f"started, {res.curve.height} finished, {res.wall_time_s:.0f} s; curve\n"
+            f"{res.curve.select('step', 'episode', 'return', 'mean_e2e_s', 'epsilon')}"
+        )
+        info["variants"][variant] = {  # type: ignore[index]
+            "n_steps_done": res.n_steps_done,
+            "n_episodes": res.n_episodes,
+            "n_finished": done.height,
+            "wall_time_s": round(res.wall_time_s, 1),
+        }
+        curves.append(res.curve)
+        learned[SHORT[variant]] = PolicyRouter(res.algo, layout=layout, name=SHORT[variant])
+    pl.concat(curves).write_parquet(args.out / "learning-curves.parquet")
+
+    # -- paired evaluation on the held-out seeds --
+    test = [
+        generate_task_mix(TaskMixConfig(n_requests=n_req_test, rate_per_s=20.0, seed=20_000 + k))
+        for k in range(n_test)
+    ]
+    t0 = time.perf_counter()
+    ev = evaluate_routers(
+        learned,
+        HEURISTICS,
+        test,
+        cluster,
+        baseline="round-robin",
+        predictor=predictor,
+        max_router_wait_s=0.1,
+    )
+    log(f"evaluated in {time.perf_counter() - t0:.0f} s")
+    ev.to_frame().write_parquet(args.out / "evaluation.parquet")
+    (args.out / "evaluation.txt").write_text(ev.summary() + "\n\n" + ev.comparison.summary())
+    info["wall_time_s"] = round(time.perf_counter() - t_all, 1)
+    (args.out / "info.json").write_text(json.dumps(info, indent=2, default=str))
+    print(ev.summary(), flush=True)
+    log(f"done in {time.perf_counter() - t_all:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
