@@ -29,7 +29,7 @@ from ._types import (
     RouterError,
 )
 
-__all__ = ["RouterCheckResult", "check_router", "make_cluster_state"]
+__all__ = ["RouterCheckResult", "check_router", "make_cluster_state", "make_uniform_cluster"]
 
 _N_PROMPT_BUCKETS = 4
 _N_DECODE_BUCKETS = 5
@@ -51,6 +51,19 @@ def _ro(a: Any, dtype: Any) -> npt.NDArray[Any]:
     arr = np.array(a, dtype=dtype)
     arr.setflags(write=False)
     return arr
+
+
+def make_uniform_cluster(n_instances: int, *, tokens_per_s: float = 1000.0) -> ClusterConfig:
+    """``n_instances`` identical seed-000 style servers (for examples and tests).
+
+    Example:
+        >>> [i.name for i in make_uniform_cluster(2).instances]
+        ['i0', 'i1']
+    """
+    lat = LinearLatencyModel.from_throughput(tokens_per_s)
+    return ClusterConfig(
+        instances=tuple(InstanceConfig(name=f"i{k}", latency=lat) for k in range(n_instances))
+    )
 
 
 def make_cluster_state(

@@ -42,11 +42,9 @@ class RoundRobinRouter(RouterBase):
 
     Example:
         >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig, RequestView
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(3)))
+        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(3)
         >>> r = RoundRobinRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> s = make_cluster_state(3)
@@ -93,11 +91,9 @@ class WeightedRoundRobinRouter(RouterBase):
 
     Example:
         >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig, RequestView
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(3)))
+        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(3)
         >>> r = WeightedRoundRobinRouter(weights=(5, 1, 1))
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> s = make_cluster_state(3)
@@ -155,11 +151,9 @@ class RandomRouter(RouterBase):
 
     Example:
         >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig, RequestView
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(4)))
+        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(4)
         >>> r = RandomRouter()
         >>> r.reset(cluster, np.random.default_rng(7))
         >>> a = [r.route(RequestView(k, 0.0, 10), make_cluster_state(4)) for k in range(5)]
@@ -186,11 +180,8 @@ class LeastConnectionsRouter(RouterBase):
         >>> from routeplay.replay._check import make_cluster_state
         >>> from routeplay.replay._types import RequestView
         >>> r = LeastConnectionsRouter()
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(3)))
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(3)
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> r.route(RequestView(0, 0.0, 10), make_cluster_state(n_queued=[1, 0, 0],
         ...                                                      n_running=[2, 3, 1]))
@@ -232,11 +223,8 @@ class JSQTokensRouter(PredictedLengthRouter):
         >>> from routeplay.replay._check import make_cluster_state
         >>> from routeplay.replay._types import RequestView
         >>> r = JSQTokensRouter()
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(2)))
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(2)
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> r.route(RequestView(0, 0.0, 10, predicted_output_tokens=20.0), make_cluster_state(
         ...     prefill_tokens_pending=[100, 0], predicted_decode_tokens_left=[0.0, 150.0]))
@@ -266,11 +254,8 @@ class LeastLoadedRouter(RouterBase):
         >>> from routeplay.replay._check import make_cluster_state
         >>> from routeplay.replay._types import RequestView
         >>> r = LeastLoadedRouter()
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(2)))
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(2)
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> r.route(RequestView(0, 0.0, 10), make_cluster_state(
         ...     n_running=[2, 3], max_running_seqs=[3, 7]))
@@ -301,11 +286,8 @@ class LeastWorkLeftRouter(PredictedLengthRouter):
         >>> from routeplay.replay._check import make_cluster_state
         >>> from routeplay.replay._types import RequestView
         >>> r = LeastWorkLeftRouter()
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(3)))
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(3)
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> r.route(RequestView(0, 0.0, 10, predicted_output_tokens=5.0), make_cluster_state(
         ...     predicted_decode_tokens_left=[30.0, 10.0, 10.0]))
@@ -334,11 +316,9 @@ class PowerOfTwoRouter(RouterBase):
 
     Example:
         >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig, RequestView
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(2)))
+        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(2)
         >>> r = PowerOfTwoRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> r.route(RequestView(0, 0.0, 10), make_cluster_state(n_running=[5, 1]))
@@ -387,11 +367,8 @@ class MaxCapacityRouter(RouterBase):
         >>> from routeplay.replay._check import make_cluster_state
         >>> from routeplay.replay._types import RequestView
         >>> r = MaxCapacityRouter()
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(2)))
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(2)
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> s = make_cluster_state(kv_used_tokens=[10_000, 60_000], n_running=[200, 10])
         >>> r.route(RequestView(0, 0.0, 10), s)   # slots are scarcer on 0 than KV on 1

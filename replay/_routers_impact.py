@@ -39,11 +39,9 @@ class ImpactGreedyRouter(RouterBase):
 
     Example:
         >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig, RequestView
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(3)))
+        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(3)
         >>> r = ImpactGreedyRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> s = make_cluster_state(tokens_in_system=[5000, 0, 1200])

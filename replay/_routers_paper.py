@@ -52,12 +52,9 @@ class DecodeBalancerOracleRouter(RouterBase):
 
     Example:
         >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import (ClusterConfig, InstanceConfig,
-        ...     OracleRequestView, RequestView)
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(2)))
+        >>> from routeplay.replay._types import OracleRequestView, RequestView
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(2)
         >>> r = DecodeBalancerOracleRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> s = make_cluster_state(oracle_decode_tokens_left=[500, 200])
@@ -101,11 +98,9 @@ class DecodeBalancerRouter(RouterBase):
 
     Example:
         >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig, RequestView
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(2)))
+        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(2)
         >>> r = DecodeBalancerRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> s = make_cluster_state(predicted_decode_tokens_left=[90.0, 300.0],
@@ -157,11 +152,9 @@ class DedicatedSmallLargeRouter(RouterBase):
 
     Example:
         >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig, RequestView
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(4)))
+        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(4)
         >>> r = DedicatedSmallLargeRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> s = make_cluster_state(n_running=[3, 1, 5, 2])

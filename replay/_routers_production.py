@@ -117,11 +117,9 @@ class LLMDWeightedScorerRouter(_PrefixRouter):
 
     Example:
         >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig, RequestView
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(2)))
+        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(2)
         >>> r = LLMDWeightedScorerRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> s = make_cluster_state(n_queued=[0, 1])
@@ -202,11 +200,9 @@ class SGLangCacheAwareRouter(_PrefixRouter):
 
     Example:
         >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig, RequestView
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(2)))
+        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(2)
         >>> r = SGLangCacheAwareRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> calm = make_cluster_state(n_running=[0, 5])
@@ -389,11 +385,9 @@ class AIBrixLeastLatencyRouter(RouterBase):
 
     Example:
         >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig, RequestView
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(2)))
+        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(2)
         >>> r = AIBrixLeastLatencyRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> s = make_cluster_state(prefill_tokens_pending=[500, 0], n_queued=[1, 0])
@@ -477,11 +471,9 @@ class SessionAffinityRouter(RouterBase):
 
     Example:
         >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig, RequestView
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> lat = LinearLatencyModel.from_throughput(1000.0)
-        >>> cluster = ClusterConfig(instances=tuple(
-        ...     InstanceConfig(name=f"i{k}", latency=lat) for k in range(3)))
+        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> cluster = make_uniform_cluster(3)
         >>> r = SessionAffinityRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> first = RequestView(0, 0.0, 10, session_id="a")
