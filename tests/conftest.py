@@ -1,4 +1,14 @@
-"""Shared fixtures: the data mirror, a tiny trace."""
+"""Shared fixtures: the data mirror, the shipped test data, a tiny trace.
+
+Two groups of tests:
+
+* the default run (``pytest``) needs nothing beside the checkout: it uses the Azure 2023
+  traces embedded in the package and the small excerpts in ``tests/data/``;
+* the ``mirror`` group (``ROUTEPLAY_DATA_DIR=../shared/data pytest -m mirror``) checks
+  reference figures of the full public files. Every test that asks for the
+  :func:`data_dir` fixture is put in this group automatically, so a test cannot need the
+  mirror and still run by default.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +19,42 @@ import polars as pl
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: Small excerpts of public traces that ship with the tests (see tests/data/README.md).
+TEST_DATA = REPO / "tests" / "data"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the data mirror as ``mirror`` (deselected by default)."""
+    for item in items:
+        if "data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.mirror)
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The local mirror of public traces (ROUTEPLAY_DATA_DIR, default ../shared/data)."""
-    path = Path(os.environ.get("ROUTEPLAY_DATA_DIR", REPO.parent / "shared" / "data"))
-    if not path.is_dir():
+    """The local mirror of public traces, named by ``ROUTEPLAY_DATA_DIR``.
+
+    Only tests of the ``mirror`` group use it (``pytest -m mirror``); it fails, never
+    skips, when the mirror is not there.
+    """
+    value = os.environ.get("ROUTEPLAY_DATA_DIR")
+    if not value:
         pytest.fail(
-            f"data mirror {path} not found; set ROUTEPLAY_DATA_DIR to the folder holding "
-            "azure-public-dataset/, mooncake-fast25/, vidur_traces/, vidur_profiling/"
+            "this test belongs to the mirror group and needs the full public traces: set "
+            "ROUTEPLAY_DATA_DIR to the folder holding azure-public-dataset/, mooncake-fast25/, "
+            "vidur_traces/, vidur_profiling/ (e.g. ROUTEPLAY_DATA_DIR=../shared/data "
+            "pytest -m mirror)"
         )
+    path = Path(value)
+    if not path.is_dir():
+        pytest.fail(f"ROUTEPLAY_DATA_DIR={value!r} is not a folder; expected the data mirror")
     return path
+
+
+@pytest.fixture(scope="session")
+def excerpts_dir() -> Path:
+    """The small trace excerpts shipped in ``tests/data/`` (no mirror needed)."""
+    return TEST_DATA
 
 
 @pytest.fixture()

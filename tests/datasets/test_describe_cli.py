@@ -24,13 +24,13 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(params=["mirror", "embedded"])
+@pytest.fixture(params=[pytest.param("mirror", marks=pytest.mark.mirror), "embedded"])
 def source_mode(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, data_dir: Path, tmp_path: Path
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> str:
     monkeypatch.setenv("ROUTEPLAY_CACHE_DIR", str(tmp_path / "cache"))
     if request.param == "mirror":
-        monkeypatch.setenv("ROUTEPLAY_DATA_DIR", str(data_dir))
+        monkeypatch.setenv("ROUTEPLAY_DATA_DIR", str(request.getfixturevalue("data_dir")))
     else:
         monkeypatch.delenv("ROUTEPLAY_DATA_DIR", raising=False)
     return str(request.param)
@@ -88,15 +88,15 @@ def test_cli_describe_name_and_json(source_mode: str, capsys: pytest.CaptureFixt
 
 
 def test_cli_list_and_validate(
-    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    excerpts_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["datasets", "list"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"azure-2024-conv\s+azure\s+27,303,999 rows", out)
     assert (
-        main(["datasets", "validate", str(data_dir / "mooncake-fast25/synthetic_trace.jsonl")]) == 0
+        main(["datasets", "validate", str(excerpts_dir / "mooncake_synthetic_head100.jsonl")]) == 0
     )
-    assert capsys.readouterr().out == "ok: 3993 requests\n"
+    assert capsys.readouterr().out == "ok: 100 requests\n"
     bad = tmp_path / "bad.csv"
     bad.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,5,1\n1.0,-3,2\n")
     assert main(["datasets", "validate", str(bad)]) == 2

@@ -1,4 +1,5 @@
-"""Loaders: real files from the data mirror and generated files in each upstream format."""
+"""Loaders: real files (shipped excerpts; full files in the mirror group) and generated
+files in each upstream format."""
 
 from __future__ import annotations
 
@@ -207,8 +208,19 @@ def test_mooncake_real_prefix_blocks(data_dir: Path) -> None:
     assert round(trace["prompt_tokens"].mean()) == 15325
 
 
-def test_mooncake_spread_is_deterministic_and_stays_in_tick(data_dir: Path) -> None:
-    path = data_dir / "mooncake-fast25/synthetic_trace.jsonl"
+def test_mooncake_excerpt_prefix_blocks(excerpts_dir: Path) -> None:
+    # The first 100 lines of the same file; figures computed with json + math on them.
+    trace = load_trace(excerpts_dir / "mooncake_synthetic_head100.jsonl")
+    assert trace.height == 100
+    assert trace.schema["prefix_blocks"] == pl.List(pl.UInt64)
+    n_blocks = trace["prefix_blocks"].list.len().to_numpy()
+    assert (n_blocks == np.ceil(trace["prompt_tokens"].to_numpy() / 512)).all()
+    assert math.isclose(trace["arrival_s"].max(), 28.011)
+    assert trace["prompt_tokens"].mean() == 13138.5
+
+
+def test_mooncake_spread_is_deterministic_and_stays_in_tick(excerpts_dir: Path) -> None:
+    path = excerpts_dir / "mooncake_synthetic_head100.jsonl"
     plain = load_trace(path)
     a = load_trace(path, spread_ticks_s=3.0, seed=7)
     b = load_trace(path, spread_ticks_s=3.0, seed=7)
@@ -243,6 +255,13 @@ def test_mooncake_bad_line_is_named(tmp_path: Path) -> None:
 # --- Vidur ---------------------------------------------------------------------------
 
 
+def test_vidur_excerpt_equals_embedded_azure(excerpts_dir: Path) -> None:
+    vidur = load_trace(excerpts_dir / "splitwise_conv_head100.csv").drop("source")
+    azure = load_trace("azure-2023-conv").head(100).drop("source")
+    assert_frame_equal(vidur.drop("arrival_s"), azure.drop("arrival_s"))
+    assert_series_equal(vidur["arrival_s"], azure["arrival_s"], abs_tol=1e-6)
+
+
 def test_vidur_trace_equals_azure(data_dir: Path) -> None:
     vidur = load_trace(data_dir / "vidur_traces/splitwise_conv.csv").drop("source")
     azure = load_trace(data_dir / AZURE.format("conv")).drop("source")
@@ -258,6 +277,16 @@ def test_lengths_only_file(data_dir: Path) -> None:
     assert lengths.height == 28257
     assert round(lengths["prompt_tokens"].mean()) == 2588
     assert lengths["output_tokens"].max() == 4056
+
+
+def test_lengths_only_excerpt(excerpts_dir: Path) -> None:
+    # The file's first 100 rows; figures computed with polars.read_csv on them.
+    path = excerpts_dir / "arxiv_lengths_head100.csv"
+    lengths = load_lengths(path)
+    assert lengths.columns == ["request_id", "prompt_tokens", "output_tokens"]
+    assert lengths.height == 100
+    assert lengths["prompt_tokens"].mean() == 2501.42
+    assert lengths["output_tokens"].max() == 2958
     msg = "holds token lengths only (no arrival times), so it is not a trace."
     with pytest.raises(ValueError, match=re.escape(msg)):
         load_trace(path)
