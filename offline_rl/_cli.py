@@ -39,6 +39,27 @@ def _add_workload(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cluster", default="v100x4", help="built-in cluster name or TOML file")
 
 
+def _add_display(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--progress",
+        action="store_true",
+        help="show progress even when stderr is not a terminal (default: only on a terminal)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress and no stage lines")
+
+
+def _show(args: argparse.Namespace) -> bool:
+    from routeplay._console import progress_enabled
+
+    return progress_enabled(quiet=args.quiet, force=args.progress)
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    """A stage line on stderr (dropped with --quiet)."""
+    if not args.quiet:
+        print(message, file=sys.stderr)
+
+
 def register(subparsers: Any) -> None:
     """Add ``train`` and ``evaluate`` to the ``routeplay`` parser."""
     p = subparsers.add_parser(
@@ -60,7 +81,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="router folder to write")
     p.add_argument("--run-dir", type=Path, help="training run folder (default OUT/run)")
-    p.add_argument("--progress", action="store_true")
+    _add_display(p)
     p.set_defaults(func=_cmd_train)
 
     e = subparsers.add_parser(
@@ -76,7 +97,7 @@ def register(subparsers: Any) -> None:
     e.add_argument("--max-router-wait-s", type=float, default=2.0)
     e.add_argument("--n-boot", type=int, default=2000)
     e.add_argument("--output", type=Path, help="write the table as Parquet")
-    e.add_argument("--progress", action="store_true")
+    _add_display(e)
     e.set_defaults(func=_cmd_evaluate)
 
 
@@ -161,15 +182,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 epsilon=args.epsilon,
                 seed=args.seed,
                 episode_offset=j * len(episodes),
+                show_progress=_show(args),
             )
             files.append(res.path)
-            print(
-                f"logged {res.behaviour}: {res.n_episodes} episodes, "
+            _say(
+                args,
+                f"[{j + 1}/{len(names)}] logged {res.behaviour}: {res.n_episodes} episodes, "
                 f"{res.n_transitions} transitions -> {res.path}",
-                file=sys.stderr,
             )
     dataset = build_dataset(files)
-    print(dataset.card.summary(), file=sys.stderr)
+    _say(args, dataset.card.summary())
     config = TrainConfig(
         algorithm=args.algorithm,
         n_steps=args.n_steps,
@@ -178,7 +200,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
     )
-    result = train_router(config, dataset, run_dir=run_dir, show_progress=args.progress)
+    _say(args, f"training {args.algorithm} for {args.n_steps} steps (seed {args.seed})")
+    result = train_router(config, dataset, run_dir=run_dir, show_progress=_show(args))
     save_router(result, out, layout=layout)
     print(
         f"trained {args.algorithm} for {result.n_steps_done} steps in "
@@ -202,6 +225,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         learned[label] = router
     episodes = _episodes(args, held_out=True)
     heuristics = [h.strip() for h in args.heuristics.split(",") if h.strip()]
+    _say(
+        args,
+        f"replaying {len(learned) + len(heuristics)} routers on {len(episodes)} held-out "
+        "episodes (paired)",
+    )
     result = evaluate_routers(
         learned,
         heuristics,
@@ -210,7 +238,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         max_router_wait_s=args.max_router_wait_s,
         n_boot=args.n_boot,
-        show_progress=args.progress,
+        show_progress=_show(args),
     )
     print(result.summary())
     if args.output is not None:

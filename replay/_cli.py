@@ -31,7 +31,8 @@ _TABLE: tuple[tuple[str, str, float, str], ...] = (
 
 
 def _format_table(rows: list[tuple[str, dict[str, float]]]) -> str:
-    header = ["router", *(h for _, h, _, _ in _TABLE)]
+    from routeplay._console import format_table
+
     body = []
     for name, summary in rows:
         cells = [name]
@@ -39,16 +40,7 @@ def _format_table(rows: list[tuple[str, dict[str, float]]]) -> str:
             value = summary.get(key, math.nan)
             cells.append("nan" if value is None or math.isnan(value) else fmt.format(value * scale))
         body.append(cells)
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in [header, *body]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_table(["router", *(h for _, h, _, _ in _TABLE)], body)
 
 
 def _prepare_trace(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -117,7 +109,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         "mode": args.mode,
         "routers": {},
     }
-    show = sys.stderr.isatty() and not args.quiet
+    from routeplay._console import progress_enabled
+
+    show = progress_enabled(quiet=args.quiet)
     for name, router in tqdm(
         list(zip(names, routers, strict=True)), desc="routers", disable=not show
     ):
@@ -188,7 +182,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--predictor-train-fraction", type=float, default=0.2)
     p.add_argument("--out", default=None, help="directory for Parquet results and summary.json")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway)"
+    )
     p.set_defaults(func=_cmd_replay)
     r = subparsers.add_parser("routers", help="list the built-in routers")
     r.set_defaults(func=_cmd_routers)

@@ -38,6 +38,8 @@ __all__ = ["register_sweep"]
 def _cmd_sweep(args: argparse.Namespace) -> int:
     import polars as pl
 
+    from routeplay._console import progress_enabled
+
     from ._sweep import load_sweep, run_sweep
 
     grid = load_sweep(args.sweep)
@@ -52,7 +54,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         n_workers=args.workers,
         results_dir=out,
         resume=not args.no_resume,
-        show_progress=sys.stderr.isatty() and not args.quiet,
+        show_progress=progress_enabled(quiet=args.quiet),
     )
     if out is not None:
         result.cells.write_parquet(out / "cells.parquet")
@@ -96,5 +98,7 @@ def register_sweep(subparsers: Any) -> None:
     p.add_argument(
         "--ray-address", default=None, help="connect to this Ray cluster (implies --backend ray)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway)"
+    )
     p.set_defaults(func=_cmd_sweep)

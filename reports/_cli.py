@@ -23,17 +23,21 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from routeplay._console import progress_enabled, stage_lines
+
     from ._job import load_job, run_job
 
+    show = progress_enabled(quiet=args.quiet)
     try:
         job = load_job(args.job)
-        result = run_job(
-            job,
-            args.out,
-            run_id=args.run_id,
-            overwrite=args.overwrite,
-            show_progress=sys.stderr.isatty() and not args.quiet,
-        )
+        with stage_lines("report", enabled=show):
+            result = run_job(
+                job,
+                args.out,
+                run_id=args.run_id,
+                overwrite=args.overwrite,
+                show_progress=show,
+            )
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
         print(f"routeplay report: error: {_one_line(exc)}", file=sys.stderr)
         return 2

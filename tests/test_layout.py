@@ -26,6 +26,8 @@ def _modules() -> list[str]:
         mod = importlib.import_module(f"routeplay.{pkg}")
         names.append(mod.__name__)
         names += [m.name for m in pkgutil.walk_packages(mod.__path__, prefix=f"{mod.__name__}.")]
+    # the command line's own modules (routeplay/*.py; the packages live in other folders)
+    names += [m.name for m in pkgutil.iter_modules(routeplay.__path__, "routeplay.") if not m.ispkg]
     return names
 
 
