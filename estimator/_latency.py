@@ -90,6 +90,23 @@ class LinearLatencyModel:
                 "expected values >= 0 so that iterations take positive time. Fix: refit on "
                 "data covering the batch sizes you replay."
             )
+        for field_name in ("prefill_s_per_token2", "decode_s_per_context_token"):
+            value = getattr(self, field_name)
+            if value < 0:
+                raise ValueError(
+                    f"LinearLatencyModel.{field_name} = {value!r}; expected a value >= 0 (more "
+                    "work can never make an iteration faster, and a negative slope gives "
+                    "negative iteration times on large batches). Fix: use a coefficient >= 0 "
+                    "or refit on data covering the batch sizes you replay."
+                )
+        if self.intercept_s + self.prefill_batch_s < 0:
+            raise ValueError(
+                "LinearLatencyModel: intercept_s + prefill_batch_s = "
+                f"{self.intercept_s + self.prefill_batch_s!r} (intercept_s={self.intercept_s!r}, "
+                f"prefill_batch_s={self.prefill_batch_s!r}); expected >= 0 so that an iteration "
+                "with prefill work has a non-negative fixed cost (prefill_batch_s may be "
+                "negative only down to -intercept_s). Fix: raise prefill_batch_s or refit."
+            )
 
     @classmethod
     def from_throughput(cls, tokens_per_s: float, *, name: str | None = None) -> LinearLatencyModel:

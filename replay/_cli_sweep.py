@@ -35,6 +35,22 @@ from typing import Any
 __all__ = ["register_sweep"]
 
 
+def _join_ray(address: str) -> None:
+    """Connect to a running Ray cluster, or say in one line why it failed and what to do."""
+    import ray
+    import ray.exceptions
+
+    try:
+        ray.init(address=address)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+        raise ValueError(
+            f"cannot join the Ray cluster at {address}: {' '.join(str(exc).split())[:300]}. "
+            "Fix: check the address (ray status on the head prints it); if the cluster uses "
+            "token authentication, set RAY_AUTH_MODE=token and the cluster's token "
+            "(RAY_AUTH_TOKEN or ~/.ray/auth_token) in this shell; see docs/ray.md."
+        ) from exc
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     import polars as pl
 
@@ -45,9 +61,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     grid = load_sweep(args.sweep)
     out = Path(args.out) if args.out else None
     if args.ray_address is not None:
-        import ray
-
-        ray.init(address=args.ray_address)
+        _join_ray(args.ray_address)
     result = run_sweep(
         grid,
         backend="ray" if args.ray_address is not None else args.backend,

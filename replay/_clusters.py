@@ -35,6 +35,8 @@ from typing import Any
 
 from routeplay.estimator._latency import LinearLatencyModel
 
+from routeplay._checks import check_int, check_number
+
 from ._types import ClusterConfig, InstanceConfig
 
 __all__ = ["cluster_from_dict", "list_clusters", "load_cluster", "make_cluster"]
@@ -77,7 +79,8 @@ def _latency_from(spec: Mapping[str, Any], where: str) -> LinearLatencyModel:
     if "preset" in spec:
         return _preset(str(spec["preset"]))
     if "tokens_per_s" in spec:
-        return LinearLatencyModel.from_throughput(float(spec["tokens_per_s"]))
+        rate = check_number(where, "tokens_per_s", spec["tokens_per_s"], minimum=0.0, strict=True)
+        return LinearLatencyModel.from_throughput(rate)
     table = dict(spec["latency"])
     extra = set(table) - _LATENCY_FIELDS
     if extra:
@@ -106,9 +109,7 @@ def cluster_from_dict(spec: Mapping[str, Any]) -> ClusterConfig:
         where = f"instances[{k}]"
         group = dict(group)
         name = str(group.pop("name", f"instance{k}"))
-        count = int(group.pop("count", 1))
-        if count < 1:
-            raise ValueError(f"{where}.count = {count}; expected a positive integer.")
+        count = check_int(where, "count", group.pop("count", 1), minimum=1)
         latency = _latency_from(group, where)
         for key in ("preset", "tokens_per_s", "latency"):
             group.pop(key, None)

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import polars as pl
 
+from routeplay._checks import check_int, check_number
+
 from ._metrics import slo_attainment
 from ._types import ClusterConfig
 
@@ -88,16 +90,19 @@ class ReplayConfig:
     max_sim_time_s: float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"ReplayConfig.seed = {self.seed!r}; expected an integer >= 0.")
+        check_int("ReplayConfig", "seed", self.seed, minimum=0)
         if self.mode not in REPLAY_MODES:
             raise ValueError(
                 f"ReplayConfig.mode = {self.mode!r}; expected one of {list(REPLAY_MODES)}."
             )
-        if self.timeline_sample_interval_s is not None and not self.timeline_sample_interval_s > 0:
-            raise ValueError(
-                "ReplayConfig.timeline_sample_interval_s = "
-                f"{self.timeline_sample_interval_s!r}; expected > 0 s or None (no timelines)."
+        if self.timeline_sample_interval_s is not None:
+            check_number(
+                "ReplayConfig",
+                "timeline_sample_interval_s",
+                self.timeline_sample_interval_s,
+                minimum=0.0,
+                strict=True,
+                unit="s (or None: no timelines)",
             )
         edges = tuple(float(e) for e in self.prompt_bucket_edges_tokens)
         if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
@@ -111,9 +116,14 @@ class ReplayConfig:
                 "first edge <= 1 so that every prompt (>= 1 token) has a bucket."
             )
         object.__setattr__(self, "prompt_bucket_edges_tokens", edges)
-        if self.max_sim_time_s is not None and not self.max_sim_time_s > 0:
-            raise ValueError(
-                f"ReplayConfig.max_sim_time_s = {self.max_sim_time_s!r}; expected > 0 s or None."
+        if self.max_sim_time_s is not None:
+            check_number(
+                "ReplayConfig",
+                "max_sim_time_s",
+                self.max_sim_time_s,
+                minimum=0.0,
+                strict=True,
+                unit="s (or None: last arrival + 24 h)",
             )
 
     @property

@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 from routeplay.estimator._latency import LinearLatencyModel
 
+from routeplay._checks import check_bool, check_int, check_number
+
 __all__ = [
     "BATCHING_POLICIES",
     "WAIT",
@@ -71,18 +73,18 @@ class InstanceConfig:
     prefix_block_tokens: int = 512
 
     def __post_init__(self) -> None:
+        owner = f"InstanceConfig({self.name!r})"
         for name in (
             "max_running_seqs",
             "max_batched_tokens",
             "kv_capacity_tokens",
             "kv_block_tokens",
+            "prefix_block_tokens",
         ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"InstanceConfig({self.name!r}).{name} = {value!r}; expected a positive "
-                    "integer."
-                )
+            check_int(owner, name, getattr(self, name), minimum=1)
+        check_int(owner, "prefix_cache_blocks", self.prefix_cache_blocks, minimum=0)
+        check_bool(owner, "chunked_prefill", self.chunked_prefill)
+        check_bool(owner, "prefix_cache", self.prefix_cache)
         if self.batching not in BATCHING_POLICIES:
             raise ValueError(
                 f"InstanceConfig({self.name!r}).batching = {self.batching!r}; expected one of "
@@ -118,14 +120,16 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         if not self.instances:
             raise ValueError("ClusterConfig.instances is empty; expected at least one instance.")
-        if not self.action_interval_s > 0:
-            raise ValueError(
-                f"ClusterConfig.action_interval_s = {self.action_interval_s!r}; expected > 0 s."
-            )
-        if self.state_delay_s < 0:
-            raise ValueError(
-                f"ClusterConfig.state_delay_s = {self.state_delay_s!r}; expected >= 0 s."
-            )
+        check_number(
+            "ClusterConfig",
+            "action_interval_s",
+            self.action_interval_s,
+            minimum=0.0,
+            strict=True,
+            unit="s",
+        )
+        check_int("ClusterConfig", "router_queue_cap", self.router_queue_cap, minimum=1)
+        check_number("ClusterConfig", "state_delay_s", self.state_delay_s, minimum=0.0, unit="s")
 
     @property
     def n_instances(self) -> int:

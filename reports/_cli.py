@@ -17,13 +17,8 @@ from typing import Any
 __all__ = ["register"]
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    return " ".join(text.split()) or type(exc).__name__
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
-    from routeplay._console import progress_enabled, stage_lines
+    from routeplay._console import one_line, progress_enabled, stage_lines
 
     from ._job import load_job, run_job
 
@@ -39,11 +34,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
                 show_progress=show,
             )
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
-        print(f"routeplay report: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"routeplay report: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into one line
         print(
-            f"routeplay report: error: {type(exc).__name__}: {_one_line(exc)} "
+            f"routeplay report: error: {type(exc).__name__}: {one_line(exc)} "
             f"(details in {args.out}/.tmp-*/job.log)",
             file=sys.stderr,
         )

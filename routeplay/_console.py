@@ -24,7 +24,22 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TextIO
 
-__all__ = ["format_table", "progress_enabled", "stage_lines"]
+__all__ = ["format_table", "one_line", "progress_enabled", "stage_lines"]
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a ``KeyError``'s without the quotes).
+
+    Example:
+        >>> one_line(ValueError("bad value" + chr(10) + "  expected a number"))
+        'bad value expected a number'
+        >>> one_line(KeyError("unknown router 'rr'"))
+        "unknown router 'rr'"
+        >>> one_line(PermissionError(13, "Permission denied", "t.csv"))
+        "[Errno 13] Permission denied: 't.csv'"
+    """
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def progress_enabled(*, quiet: bool, force: bool = False, stream: TextIO | None = None) -> bool:

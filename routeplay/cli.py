@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from routeplay import __version__
+from routeplay._console import one_line
 
 #: Modules that contribute sub-commands, in the order they appear in ``--help``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -31,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Offline trace replay and offline RL for routing LLM requests.",
     )
     parser.add_argument("--version", action="version", version=f"routeplay {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error (default: one line on stderr)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         try:
@@ -46,8 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code.
 
-    Errors the user can fix (bad input, missing files) print one line to stderr and
-    exit with status 2, without a traceback.
+    Every error prints one line ``routeplay <command>: error: ...`` to stderr, never a
+    traceback (``routeplay --debug <command>`` re-raises instead):
+
+    * exit 2 for what the user can fix: bad values (``ValueError``, which includes the
+      library's schema and config errors), missing or unreadable files (``OSError``),
+      unknown names (``KeyError``);
+    * exit 1 for anything else, with the exception's type in the line;
+    * exit 130 on Ctrl-C.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -56,10 +68,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"routeplay {args.command}: error: {message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"routeplay {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, KeyError) as exc:
+        if args.debug:
+            raise
+        print(f"routeplay {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into one line
+        if args.debug:
+            raise
+        print(
+            f"routeplay {args.command}: error: {type(exc).__name__}: {one_line(exc)} "
+            "(rerun with routeplay --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -137,3 +137,50 @@ def test_validation_errors() -> None:
             decode_s_per_seq=0.0,
             decode_s_per_context_token=0.0,
         )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (
+            "decode_s_per_context_token",
+            -1.0,
+            "LinearLatencyModel.decode_s_per_context_token = -1.0; expected a value >= 0",
+        ),
+        (
+            "prefill_s_per_token2",
+            -1e-9,
+            "LinearLatencyModel.prefill_s_per_token2 = -1e-09; expected a value >= 0",
+        ),
+        (
+            "prefill_batch_s",
+            -0.5,
+            "LinearLatencyModel: intercept_s + prefill_batch_s = -0.49 (intercept_s=0.01, "
+            "prefill_batch_s=-0.5); expected >= 0",
+        ),
+    ],
+)
+def test_negative_slopes_and_fixed_costs_are_refused(field: str, value: float, message: str) -> None:
+    # Each of these replayed before and reported negative latencies (-107,159 s mean E2E).
+    coefficients = dict(
+        intercept_s=0.01,
+        prefill_s_per_token=1e-4,
+        prefill_s_per_token2=0.0,
+        decode_s_per_seq=1e-4,
+        decode_s_per_context_token=0.0,
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        LinearLatencyModel(**{**coefficients, field: value})
+
+
+def test_a_negative_prefill_batch_cost_within_the_intercept_is_allowed() -> None:
+    # the fitted A100 preset has prefill_batch_s = -0.0029 s beside a 0.0100 s intercept
+    m = LinearLatencyModel(
+        intercept_s=0.01,
+        prefill_s_per_token=1e-4,
+        prefill_s_per_token2=0.0,
+        decode_s_per_seq=1e-4,
+        decode_s_per_context_token=0.0,
+        prefill_batch_s=-0.003,
+    )
+    assert m.prefill_batch_s == -0.003

@@ -53,3 +53,84 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
     bad.write_text("[[instances]\n")
     with pytest.raises(ValueError, match="not valid TOML"):
         load_cluster(bad)
+
+
+_GOOD_GROUP = 'name = "a"\ntokens_per_s = 3000.0\nmax_running_seqs = 4\n'
+
+
+@pytest.mark.parametrize(
+    ("top", "group", "message"),
+    [
+        ("", "count = 2.7\n", "instances[0].count = 2.7 (float); expected an integer >= 1."),
+        ("", 'count = "3"\n', "instances[0].count = '3' (str); expected an integer >= 1."),
+        ("", "count = true\n", "instances[0].count = True (bool); expected an integer >= 1."),
+        (
+            "state_delay_s = nan\n",
+            "",
+            "ClusterConfig.state_delay_s = nan; expected a finite number >= 0.0 s.",
+        ),
+        (
+            "router_queue_cap = -5\n",
+            "",
+            "ClusterConfig.router_queue_cap = -5; expected an integer >= 1.",
+        ),
+        (
+            "action_interval_s = inf\n",
+            "",
+            "ClusterConfig.action_interval_s = inf; expected a finite number > 0.0 s.",
+        ),
+        (
+            "",
+            "max_batched_tokens = 8192.0\n",
+            "InstanceConfig('a').max_batched_tokens = 8192.0 (float); expected an integer >= 1.",
+        ),
+        (
+            "",
+            "chunked_prefill = 1\n",
+            "InstanceConfig('a').chunked_prefill = 1 (int); expected true or false.",
+        ),
+    ],
+)
+def test_cluster_files_are_checked_strictly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], top: str, group: str, message: str
+) -> None:
+    # Each of these was accepted before (2.7 -> 2, "3" -> 3, true -> 1, nan, -5, inf).
+    from routeplay.cli import main
+
+    path = tmp_path / "c.toml"
+    path.write_text(f"{top}[[instances]]\n{_GOOD_GROUP}{group}")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_cluster(path)
+    code = main(
+        [
+            "replay",
+            "--trace",
+            "azure-2023-conv",
+            "--first-requests",
+            "5",
+            "--cluster",
+            str(path),
+            "--router",
+            "round-robin",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"routeplay replay: error: {message}\n"
+
+
+def test_negative_latency_coefficients_in_a_cluster_file_are_refused(tmp_path: Path) -> None:
+    # replayed before, with a mean E2E of -107,159 s
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[instances]]\nname = "a"\n[instances.latency]\nintercept_s = 0.01\n'
+        "prefill_s_per_token = 1e-4\nprefill_s_per_token2 = 0.0\ndecode_s_per_seq = 1e-4\n"
+        "decode_s_per_context_token = -1.0\n"
+    )
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "LinearLatencyModel.decode_s_per_context_token = -1.0; expected a value >= 0"
+        ),
+    ):
+        load_cluster(path)
