@@ -3,12 +3,16 @@
 ``routeplay replay --trace azure-2023-conv --cluster a100x4 --router round-robin,llm-d``
 replays a trace through each router on the same cluster, prints one summary row per
 router and, with ``--out DIR``, writes ``DIR/<router>.parquet`` (per-request results),
-``DIR/timelines-<router>.parquet`` and ``DIR/summary.json``.
+``DIR/timelines-<router>.parquet`` and ``DIR/summary.json``. The folder is written
+whole or not at all: it is built beside ``DIR`` and renamed into place at the end; an
+earlier output in ``DIR`` (it holds ``summary.json``) is replaced, any other non-empty
+folder is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -98,8 +102,6 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     trace, predictor = _prepare_trace(args)
     config = ReplayConfig(seed=args.seed, mode=args.mode)
     out = Path(args.out) if args.out else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, dict[str, float]]] = []
     report: dict[str, Any] = {
         "trace": str(args.trace),
@@ -110,21 +112,24 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         "routers": {},
     }
     from routeplay._console import progress_enabled
+    from routeplay._files import atomic_folder
 
     show = progress_enabled(quiet=args.quiet)
-    for name, router in tqdm(
-        list(zip(names, routers, strict=True)), desc="routers", disable=not show
-    ):
-        result = run_replay(trace, cluster, router, config=config, predictor=predictor)
-        rows.append((name, result.summary))
-        report["routers"][name] = result.to_dict()
-        if out is not None:
-            result.requests.write_parquet(out / f"{name}.parquet")
-            result.timelines.write_parquet(out / f"timelines-{name}.parquet")
-    if out is not None:
-        tmp = out / "summary.json.tmp"
-        tmp.write_text(json.dumps(report, indent=2, default=float))
-        tmp.replace(out / "summary.json")
+    with contextlib.ExitStack() as stack:
+        # the whole folder appears at the end, or not at all (a killed rerun used to leave
+        # an old summary.json beside new Parquet files)
+        tmp = stack.enter_context(atomic_folder(out, marker="summary.json")) if out else None
+        for name, router in tqdm(
+            list(zip(names, routers, strict=True)), desc="routers", disable=not show
+        ):
+            result = run_replay(trace, cluster, router, config=config, predictor=predictor)
+            rows.append((name, result.summary))
+            report["routers"][name] = result.to_dict()
+            if tmp is not None:
+                result.requests.write_parquet(tmp / f"{name}.parquet")
+                result.timelines.write_parquet(tmp / f"timelines-{name}.parquet")
+        if tmp is not None:
+            (tmp / "summary.json").write_text(json.dumps(report, indent=2, default=float))
     if args.json:
         print(json.dumps(report, indent=2, default=float))
     else:

@@ -86,3 +86,65 @@ def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert "decode-balancer-oracle" in text and "[oracle]" in text
     assert main(["clusters"]) == 0
     assert "seed000-hetero    3 instances" in capsys.readouterr().out
+
+
+def _replay(out: Path, routers: str, *extra: str) -> int:
+    args = ["replay", "--trace", "azure-2023-conv", "--cluster", "a100x4", "--router", routers]
+    return main([*args, "--first-requests", "50", "--out", str(out), "--quiet", *extra])
+
+
+def test_replay_out_is_replaced_whole_never_mixed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    assert _replay(out, "round-robin,least-connections") == 0
+    first = json.loads((out / "summary.json").read_text())
+    # a rerun with other routers killed half-way (here: the second router raises) leaves
+    # the first output exactly as it was, with no new file beside it
+    import routeplay.replay._engine as engine
+
+    real = engine.run_replay
+    calls = []
+
+    def dies_on_second(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "run_replay", dies_on_second)
+    assert _replay(out, "jsq-tokens,min-min") == 130
+    assert sorted(p.name for p in out.iterdir()) == [
+        "least-connections.parquet",
+        "round-robin.parquet",
+        "summary.json",
+        "timelines-least-connections.parquet",
+        "timelines-round-robin.parquet",
+    ]
+    assert json.loads((out / "summary.json").read_text()) == first
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    monkeypatch.setattr(engine, "run_replay", real)
+    # a complete rerun replaces the folder whole: no file of the first run is left
+    assert _replay(out, "min-min") == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "min-min.parquet",
+        "summary.json",
+        "timelines-min-min.parquet",
+    ]
+    capsys.readouterr()
+
+
+def test_replay_out_refuses_a_folder_it_did_not_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert _replay(out, "round-robin") == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"routeplay replay: error: output folder {out} is not empty and holds no summary.json, "
+        "so it is not an earlier output of this command; refusing to replace it. Fix: pass a "
+        "new or empty folder to --out.\n"
+    )
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
