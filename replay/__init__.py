@@ -40,6 +40,7 @@ from ._sweep import (
     SweepGrid,
     SweepResult,
     load_sweep,
+    register_sweep_function,
     run_sweep,
     sweep_from_dict,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "SweepGrid",
     "SweepResult",
     "load_sweep",
+    "register_sweep_function",
     "run_sweep",
     "sweep_from_dict",
     # RL interface (H7)

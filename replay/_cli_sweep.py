@@ -14,8 +14,8 @@ The file holds the fields of :class:`~routeplay.replay.SweepGrid`:
     rr = "round-robin"
     mc = { name = "max-capacity", mode = "best-fit" }
 
-    [[calls]]                          # optional: any function by dotted path
-    label = "train"
+    [[calls]]                          # optional: a registered function (or any, with
+    label = "train"                    # --allow-code: then the file is code)
     function = "my_package.jobs:train"
     params = { n_steps = 1000 }
     seeds = [0]
@@ -58,7 +58,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     from ._sweep import load_sweep, run_sweep
 
-    grid = load_sweep(args.sweep)
+    grid = load_sweep(args.sweep, allow_code=args.allow_code)
     out = Path(args.out) if args.out else None
     if args.ray_address is not None:
         _join_ray(args.ray_address)
@@ -109,6 +109,11 @@ def register_sweep(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
     p.add_argument("--out", default=None, help="results directory (enables resume)")
     p.add_argument("--no-resume", action="store_true", help="rerun cells already in --out")
+    p.add_argument(
+        "--allow-code",
+        action="store_true",
+        help="let [[calls]] run any importable function (trust the file like code)",
+    )
     p.add_argument(
         "--ray-address", default=None, help="connect to this Ray cluster (implies --backend ray)"
     )

@@ -488,6 +488,44 @@ def _load_episodes(
     )
 
 
+#: Dotted paths a sweep *file* may name in ``[[calls]]`` without ``allow_code=True``
+#: (``--allow-code``). Empty until a program registers its functions.
+_SWEEP_FUNCTIONS: set[str] = set()
+
+
+def register_sweep_function(path: str) -> str:
+    """Allow sweep files to call the function at dotted path ``path``.
+
+    A sweep file's ``[[calls]]`` entries run functions by dotted path in the worker
+    processes, so a sweep file that may name *any* function is code: ``function =
+    "logging:basicConfig"`` with a ``filename`` parameter truncates an arbitrary file.
+    :func:`load_sweep` and :func:`sweep_from_dict` therefore accept only registered
+    paths unless the caller passes ``allow_code=True`` (``routeplay sweep --allow-code``)
+    for a file it trusts like its own code. :class:`SweepCallConfig` objects built in
+    Python are not checked: that caller is already writing code.
+
+    Args:
+        path: ``"package.module:function"`` (or ``"package.module.function"``); it is
+            imported to check that it names a callable.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: if ``path`` cannot be imported or is not callable.
+
+    Example:
+        >>> register_sweep_function("math:gcd")
+        'math:gcd'
+        >>> sweep_from_dict({"trace": "azure-2023-code", "calls": [
+        ...     {"label": "g", "function": "math:gcd", "params": {"a": 4}}]}).calls[0].label
+        'g'
+    """
+    _import_function(path)
+    _SWEEP_FUNCTIONS.add(path)
+    return path
+
+
 def _import_function(path: str) -> Callable[..., Any]:
     module, _, name = path.rpartition(":") if ":" in path else path.rpartition(".")
     try:
@@ -983,12 +1021,19 @@ def run_sweep(
 # ----------------------------------------------------------------------------- TOML
 
 
-def sweep_from_dict(spec: Mapping[str, Any], *, base_dir: str | Path | None = None) -> SweepGrid:
+def sweep_from_dict(
+    spec: Mapping[str, Any],
+    *,
+    base_dir: str | Path | None = None,
+    allow_code: bool = False,
+) -> SweepGrid:
     """Build a :class:`SweepGrid` from a parsed sweep file.
 
     Cluster and trace paths that are relative and exist relative to ``base_dir`` (the
     sweep file's folder) are resolved against it; names of built-in clusters and
-    registered traces are kept as they are.
+    registered traces are kept as they are. ``[[calls]]`` may name only functions
+    registered with :func:`register_sweep_function`, unless ``allow_code`` is True
+    (the file is then trusted like code: it can run any importable function).
 
     Example:
         >>> grid = sweep_from_dict({"trace": "azure-2023-code", "clusters": ["a100x4"],
@@ -1033,14 +1078,28 @@ def sweep_from_dict(spec: Mapping[str, Any], *, base_dir: str | Path | None = No
                 f"calls[{k}] has unknown key(s) {unknown}; expected some of {sorted(call_fields)}."
             )
         call = dict(call)
+        function = str(call.get("function", ""))
+        if not allow_code and function not in _SWEEP_FUNCTIONS:
+            raise ValueError(
+                f"calls[{k}].function = {function!r} is not a registered sweep function; a "
+                "sweep file that names any importable function is code (it runs in every "
+                f"worker). Registered: {sorted(_SWEEP_FUNCTIONS)}. Fix: register it with "
+                "routeplay.replay.register_sweep_function, or pass --allow-code "
+                "(allow_code=True) if you trust this file like your own code."
+            )
         if "seeds" in call:
             call["seeds"] = tuple(call["seeds"])
         calls.append(SweepCallConfig(**call))
     return SweepGrid(**kwargs, calls=tuple(calls))
 
 
-def load_sweep(path: str | Path) -> SweepGrid:
+def load_sweep(path: str | Path, *, allow_code: bool = False) -> SweepGrid:
     """Read a sweep TOML file (keys: the fields of :class:`SweepGrid`).
+
+    Args:
+        path: the file.
+        allow_code: let ``[[calls]]`` name any importable function (see
+            :func:`register_sweep_function`: such a file is code).
 
     Raises:
         FileNotFoundError: no such file.
@@ -1055,4 +1114,4 @@ def load_sweep(path: str | Path) -> SweepGrid:
         spec = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"sweep file {str(p)!r} is not valid TOML: {exc}") from exc
-    return sweep_from_dict(spec, base_dir=p.parent)
+    return sweep_from_dict(spec, base_dir=p.parent, allow_code=allow_code)

@@ -225,3 +225,47 @@ def test_cli_sweep_runs_a_toml_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     cells = pl.read_parquet(out / "cells.parquet")
     assert cells.select("label", "episode").rows() == [("rr", 0), ("rr", 1), ("mc", 0), ("mc", 1)]
     assert pl.read_parquet(out / "requests.parquet").height == 4 * 30
+
+
+def _call_sweep(tmp_path: Path, function: str, params: str) -> Path:
+    sweep = tmp_path / "calls.toml"
+    sweep.write_text(
+        'trace = "azure-2023-code"\n'
+        f'[[calls]]\nlabel = "c"\nfunction = "{function}"\nparams = {{ {params} }}\nseeds = [0]\n'
+    )
+    return sweep
+
+
+def test_sweep_files_name_only_registered_functions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before, this truncated victim.txt: a sweep file could call any importable function.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    sweep = _call_sweep(tmp_path, "logging:basicConfig", f'filename = "{victim}", filemode = "w"')
+    message = (
+        "calls[0].function = 'logging:basicConfig' is not a registered sweep function; a sweep "
+        "file that names any importable function is code (it runs in every worker)."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_sweep(sweep)
+    from routeplay.cli import main
+
+    assert main(["sweep", str(sweep), "--backend", "serial", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"routeplay sweep: error: {message}") and err.count("\n") == 1
+    assert victim.read_text() == "precious"
+
+
+def test_allow_code_and_registered_functions_run(tmp_path: Path) -> None:
+    from routeplay.replay import register_sweep_function
+
+    function = f"{MODULE}:_square"
+    sweep = _call_sweep(tmp_path, function, "x = 3.0")
+    grid = load_sweep(sweep, allow_code=True)
+    cells = run_sweep(grid, backend="serial").cells
+    assert cells.select("label", "status", "value").rows() == [("c", "ok", 9.0)]
+    assert register_sweep_function(function) == function
+    assert load_sweep(sweep) == grid
+    with pytest.raises(ValueError, match=re.escape("cannot import sweep function 'nope:f'")):
+        register_sweep_function("nope:f")
