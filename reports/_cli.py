@@ -11,21 +11,30 @@ or arguments, 1 otherwise); the details are in the run's ``job.log``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    import logging
+
     from routeplay._console import one_line, progress_enabled, stage_lines
 
     from ._job import load_job, run_job
 
     show = progress_enabled(quiet=args.quiet)
+    job = None
     try:
         job = load_job(args.job)
-        with stage_lines("report", enabled=show):
+        # stage lines on a terminal; warnings (e.g. left-over folders of killed runs) also
+        # under cron, where stderr is mailed; nothing with --quiet
+        with stage_lines(
+            "report", enabled=not args.quiet, level=logging.INFO if show else logging.WARNING
+        ):
             result = run_job(
                 job,
                 args.out,
@@ -33,13 +42,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite,
                 show_progress=show,
             )
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
+    except (ValueError, OSError, KeyError) as exc:
         print(f"routeplay report: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into one line
+        logs = (
+            sorted(Path(args.out).glob(f".tmp-{job.name}-*-{os.getpid()}/job.log")) if job else []
+        )
+        where = f" (details in {logs[0]})" if logs else ""
         print(
-            f"routeplay report: error: {type(exc).__name__}: {one_line(exc)} "
-            f"(details in {args.out}/.tmp-*/job.log)",
+            f"routeplay report: error: {type(exc).__name__}: {one_line(exc)}{where}",
             file=sys.stderr,
         )
         return 1

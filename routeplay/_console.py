@@ -97,13 +97,17 @@ class _TqdmSafeHandler(logging.Handler):
 
 
 @contextlib.contextmanager
-def stage_lines(command: str, *, enabled: bool, stream: TextIO | None = None) -> Iterator[None]:
-    """Show the library's INFO log records as stage lines on stderr while the block runs.
+def stage_lines(
+    command: str, *, enabled: bool, stream: TextIO | None = None, level: int = logging.INFO
+) -> Iterator[None]:
+    """Show the library's log records as stage lines on stderr while the block runs.
 
     Args:
         command: the sub-command, shown as ``routeplay <command>`` before each line.
         enabled: when False nothing is attached (the block runs unchanged).
         stream: where lines go (default ``sys.stderr``).
+        level: the lowest level shown: INFO for stage lines on a terminal, WARNING to
+            show only warnings (e.g. under cron, where stderr is mailed).
 
     Yields:
         Nothing; the handler is removed and the logger's level restored on exit.
@@ -124,10 +128,11 @@ def stage_lines(command: str, *, enabled: bool, stream: TextIO | None = None) ->
     handler = _TqdmSafeHandler(
         f"routeplay {command}", sys.stderr if stream is None else stream, time.perf_counter()
     )
+    handler.setLevel(level)
     previous = root.level
     root.addHandler(handler)
-    if root.getEffectiveLevel() > logging.INFO:
-        root.setLevel(logging.INFO)
+    if root.getEffectiveLevel() > level:
+        root.setLevel(level)
     try:
         yield
     finally:

@@ -199,3 +199,21 @@ def test_killed_job_leaves_no_complete_report_and_rerun_completes(
     assert (final / "report.html").is_file() and (final / "summary.json").is_file()
     log = (final / "job.log").read_text()
     assert "left-over temporary folders of killed or failed runs" in log
+    # not only in the log: stderr says it too (not a terminal here: warnings only)
+    assert re.fullmatch(
+        r"routeplay report \[ *\d+\.\d s\] warning: left-over temporary folders of killed or "
+        r"failed runs: \['\.tmp-tiny-r1-\d+'\]\n",
+        rerun.stderr,
+    ), rerun.stderr
+
+
+def test_cli_unusable_out_is_one_line_without_a_log_that_does_not_exist(
+    tiny_job_file: Path, tmp_path: Path
+) -> None:
+    # before: "(details in OUT/.tmp-*/job.log)", a log that was never written
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = _cli(str(tiny_job_file), "--out", str(blocker / "runs"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "job.log" not in result.stderr
+    assert result.stderr.startswith("routeplay report: error: [Errno 20] Not a directory:")
