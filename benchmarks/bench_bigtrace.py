@@ -13,7 +13,7 @@ memory-maps the CSV, so its resident file pages count in RSS but are page cache)
 
 Run (not part of CI; sizes in millions of rows)::
 
-    ROUTEPLAY_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/bench_bigtrace.py \
+    ROUTEPLAY_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_bigtrace.py \
         --rows-m 1 5 16.8 --dir /tmp/bigtrace
 
 The pytest entry point (``-m benchmark``) runs the 1M-row size only.

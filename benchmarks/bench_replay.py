@@ -2,12 +2,12 @@
 
 Full run (pytest-benchmark, one round each):
 
-    ROUTEPLAY_DATA_DIR=/work/shared/data .venv/bin/python -m pytest benchmarks/bench_replay.py \
+    ROUTEPLAY_DATA_DIR=../shared/data .venv/bin/python -m pytest benchmarks/bench_replay.py \
         -m benchmark --benchmark-enable
 
 Quick mode (prints requests per wall second, `--full` adds the 1M-request trace):
 
-    ROUTEPLAY_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/bench_replay.py [--full]
+    ROUTEPLAY_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_replay.py [--full]
 
 Setup: the Azure LLM inference 2023 conversation trace (19,366 requests, one hour) on 4
 instances of the ``llama2-7b/a100`` preset with ``kv_capacity_tokens = 117,000`` and

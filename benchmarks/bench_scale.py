@@ -8,7 +8,7 @@ latency and d3rlpy training steps/s are measured in ``benchmarks/bench_policy.py
 
 Run every benchmark (one command)::
 
-    ROUTEPLAY_DATA_DIR=/work/shared/data .venv/bin/python -m pytest benchmarks -m benchmark \
+    ROUTEPLAY_DATA_DIR=../shared/data .venv/bin/python -m pytest benchmarks -m benchmark \
         --benchmark-enable
 
 This file alone, plus the scaling curve with peak memory per size (each size replayed

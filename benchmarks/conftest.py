@@ -5,7 +5,7 @@ names (they are also runnable scripts), so this hook collects them when the fold
 given on the command line. The other scripts here (``table2.py``, ``rl_headline.py``,
 ...) are not collected. Run every benchmark with::
 
-    ROUTEPLAY_DATA_DIR=/work/shared/data .venv/bin/python -m pytest benchmarks -m benchmark \
+    ROUTEPLAY_DATA_DIR=../shared/data .venv/bin/python -m pytest benchmarks -m benchmark \
         --benchmark-enable
 """
 

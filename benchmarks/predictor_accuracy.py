@@ -1,7 +1,7 @@
 """Held-out accuracy of the output-length predictor (figures of docs/notes/estimator-predictor.md).
 
 Run:
-    ROUTEPLAY_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/predictor_accuracy.py
+    ROUTEPLAY_DATA_DIR=../shared/data .venv/bin/python benchmarks/predictor_accuracy.py
 
 Two studies, each on held-out data:
 (a) Azure LLM inference 2023, code + conv combined, task = trace name; split by time

@@ -21,7 +21,7 @@ those transformed units. The replay buffer is NOT seeded with the offline logs: 
 raw workload-guided rewards, which are neither in transformed units nor the baseline /
 workload-aware rewards.
 
-Run: ``ROUTEPLAY_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/rl_finetune.py
+Run: ``ROUTEPLAY_DATA_DIR=../shared/data .venv/bin/python benchmarks/rl_finetune.py
 --out /tmp/rl_finetune [--quick] [--steps N] [--cluster v100x4|hetero]``.
 Writes ``learning-curves.parquet`` (all variants), ``ft-<variant>/`` (fine-tuning runs),
 ``evaluation.parquet`` and ``evaluation.txt`` into ``--out``.

@@ -17,7 +17,7 @@ workload seed.
 5. The same on Azure 2023 conv: windows of the trace, train on the earlier windows,
    evaluate on the later ones.
 
-Run: ``ROUTEPLAY_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/rl_headline.py
+Run: ``ROUTEPLAY_DATA_DIR=../shared/data .venv/bin/python benchmarks/rl_headline.py
 --out /tmp/rl_headline [--quick]``. Writes tables (Parquet + text) into ``--out``.
 
 Options (defaults reproduce the first run): ``--reward-normalization none|scale|standardize``

@@ -8,7 +8,7 @@ no output-length oracle is used (no predictor: one decode bucket). DoubleDQN (ML
 evaluated, paired, on the later 30 % against round robin, least connections, least
 loaded and random, with the mean response time and the share of responses > 2 s.
 
-Run: ``ROUTEPLAY_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/rl_seed000.py
+Run: ``ROUTEPLAY_DATA_DIR=../shared/data .venv/bin/python benchmarks/rl_seed000.py
 --out /tmp/rl_seed000 [--quick]``.
 """
 
