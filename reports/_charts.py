@@ -23,6 +23,8 @@ import polars as pl
 from routeplay.datasets import request_class
 from routeplay.estimator import LatencyFit, PredictorEvaluation
 
+from ._verdict import VERDICT_ALPHA, metric_name
+
 __all__ = [
     "ChartLike",
     "chart_data",
@@ -50,11 +52,25 @@ METRIC_LABELS: dict[str, str] = {
     "queue_wait_s": "instance queue wait (s)",
 }
 
+#: Human labels of timeline quantities (y axes, titles).
+VALUE_LABELS: dict[str, str] = {
+    "n_queued": "queued requests",
+    "n_running": "running requests",
+    "n_outstanding": "outstanding requests (queued + running)",
+    "kv_used_tokens": "KV cache in use (tokens)",
+}
+
+
+def _capitalised(label: str) -> str:
+    return label[:1].upper() + label[1:]
+
+
 #: Probabilities at which :func:`latency_cdf_chart` evaluates each empirical CDF.
 CDF_PROBABILITIES: tuple[float, ...] = tuple(float(p) for p in np.linspace(0.0, 1.0, 201))
 
-_WIDTH = 420
+_WIDTH = 360
 _HEIGHT = 220
+_FOREST_WIDTH = 280
 
 
 def _json_value(value: Any) -> Any:
@@ -178,39 +194,55 @@ def latency_cdf_chart(
         .mark_line(interpolate="step-after")
         .encode(
             x=alt.X(f"{metric}:Q", title=label, scale=alt.Scale(type="log")),
-            y=alt.Y("probability:Q", title="fraction of requests"),
+            y=alt.Y("probability:Q", title="share of requests", axis=alt.Axis(format="%")),
             color=alt.Color("router:N", title="router"),
-            tooltip=["router:N", "probability:Q", alt.Tooltip(f"{metric}:Q", format=".4g")],
+            tooltip=[
+                "router:N",
+                alt.Tooltip("probability:Q", title="share of requests", format=".1%"),
+                alt.Tooltip(f"{metric}:Q", title=label, format=".4g"),
+            ],
         )
         .properties(
-            title=alt.Title(f"CDF of {label}", subtitle=subtitle),
+            title=alt.Title(f"{_capitalised(label)}, CDF per router", subtitle=subtitle),
             width=_WIDTH,
             height=_HEIGHT,
         )
     )
 
 
-def improvement_forest_chart(comparison: pl.DataFrame) -> alt.LayerChart:
-    """Forest plot: relative improvement over the baseline with its bootstrap CI.
+def improvement_forest_chart(
+    comparison: pl.DataFrame, *, metrics: Sequence[str] | None = None
+) -> alt.LayerChart:
+    """Forest plot: change in latency against the baseline with its bootstrap CI.
+
+    The chart shows the change ``router / baseline - 1 = -relative_improvement``
+    (negative = faster, as the report's verdict and tables state it), its interval
+    ``[-ci_high, -ci_low]``, and marks a label with ``*`` when the Holm-adjusted
+    t-test p-value is below :data:`~routeplay.reports.VERDICT_ALPHA`. Metrics differ
+    in scale (a TTFT change can be ten times an E2E change): one chart per metric
+    (``metrics=["e2e_s"]``) keeps each readable.
 
     Args:
         comparison: ``ComparisonResult.to_frame()`` (columns ``router``, ``metric``,
             ``statistic``, ``relative_improvement``, ``ci_low``, ``ci_high``,
             ``p_ttest_holm``, ``n_episodes``).
+        metrics: the metrics to show (default: every metric of ``comparison``).
 
     Returns:
-        A layered chart: a point and CI bar per router x metric x statistic, and a
-        vertical rule at 0 (right of it = faster than the baseline).
+        A layered chart: a point and CI bar per router x metric x statistic (input
+        order), and a vertical rule at 0 (left of it = faster than the baseline).
+        Colour: the metric, or the statistic when one metric is shown.
 
     Raises:
-        ValueError: on a missing column.
+        ValueError: on a missing column or when no row has one of ``metrics``.
 
     Example:
         >>> frame = pl.DataFrame({"router": ["jsq"], "metric": ["e2e_s"],
         ...     "statistic": ["mean"], "relative_improvement": [0.1], "ci_low": [0.05],
         ...     "ci_high": [0.15], "p_ttest_holm": [0.01], "n_episodes": [5]})
-        >>> chart_data(improvement_forest_chart(frame))["label"].to_list()
-        ['jsq · e2e_s mean']
+        >>> data = chart_data(improvement_forest_chart(frame))
+        >>> data["label"].to_list(), data["latency_change"].to_list()
+        (['jsq · mean *'], [-0.1])
     """
     needed = [
         "router",
@@ -223,36 +255,67 @@ def improvement_forest_chart(comparison: pl.DataFrame) -> alt.LayerChart:
         "n_episodes",
     ]
     _check_columns(comparison, needed, where="improvement_forest_chart")
+    if metrics is not None:
+        chosen = comparison.filter(pl.col("metric").is_in(list(metrics)))
+        if chosen.height == 0:
+            raise ValueError(
+                f"improvement_forest_chart: no row has a metric in {list(metrics)}; the "
+                f"comparison has {comparison.get_column('metric').unique().to_list()}. "
+                "Fix: pass metrics= among those."
+            )
+        comparison = chosen
+    shown = comparison.get_column("metric").unique(maintain_order=True).to_list()
+    single = len(shown) == 1
+    short = [metric_name(m, short=True) for m in comparison.get_column("metric").to_list()]
+    significant = (pl.col("p_ttest_holm") < VERDICT_ALPHA).fill_null(False)
+    label = (
+        pl.format("{} · {}", "router", "statistic")
+        if single
+        else pl.format("{} · {} {}", "router", "metric_label", "statistic")
+    )
     data = (
         comparison.select(needed)
         .with_columns(
-            pl.format("{} · {} {}", "router", "metric", "statistic").alias("label"),
+            pl.Series("metric_label", short, dtype=pl.String),
+            (-pl.col("relative_improvement")).alias("latency_change"),
+            (-pl.col("ci_high")).alias("change_ci_low"),
+            (-pl.col("ci_low")).alias("change_ci_high"),
+            significant.alias("significant"),
         )
-        .sort("metric", "statistic", "router")
+        .with_columns(
+            label.add(
+                pl.when(pl.col("significant")).then(pl.lit(" *")).otherwise(pl.lit(""))
+            ).alias("label"),
+        )
+    )
+    colour_field, colour_title = (
+        ("statistic", "statistic") if single else ("metric_label", "metric")
     )
     base = alt.Chart(_inline(data, "improvement")).encode(
         y=alt.Y("label:N", title=None, sort=None),
     )
     tooltip = [
         "router:N",
-        "metric:N",
+        alt.Tooltip("metric_label:N", title="metric"),
         "statistic:N",
-        alt.Tooltip("relative_improvement:Q", format="+.2%"),
-        alt.Tooltip("ci_low:Q", format="+.2%"),
-        alt.Tooltip("ci_high:Q", format="+.2%"),
-        alt.Tooltip("p_ttest_holm:Q", format=".3g"),
-        "n_episodes:Q",
+        alt.Tooltip("latency_change:Q", title="change vs baseline", format="+.2%"),
+        alt.Tooltip("change_ci_low:Q", title="CI low", format="+.2%"),
+        alt.Tooltip("change_ci_high:Q", title="CI high", format="+.2%"),
+        alt.Tooltip("p_ttest_holm:Q", title="Holm p (t-test)", format=".3g"),
+        alt.Tooltip("n_episodes:Q", title="episodes"),
     ]
     bars = base.mark_rule(strokeWidth=2).encode(
         x=alt.X(
-            "ci_low:Q", title="relative improvement vs baseline (CI)", axis=alt.Axis(format="%")
+            "change_ci_low:Q",
+            title="change in latency vs the baseline (negative = faster)",
+            axis=alt.Axis(format="+.1~%"),
         ),
-        x2="ci_high:Q",
-        color=alt.Color("metric:N", title="metric"),
+        x2="change_ci_high:Q",
+        color=alt.Color(f"{colour_field}:N", title=colour_title, sort=None),
         tooltip=tooltip,
     )
     points = base.mark_point(filled=True, size=70).encode(
-        x="relative_improvement:Q", color="metric:N", tooltip=tooltip
+        x="latency_change:Q", color=alt.Color(f"{colour_field}:N", sort=None), tooltip=tooltip
     )
     zero = (
         alt.Chart(_inline(pl.DataFrame({"zero": [0.0]}), "improvement_zero"))
@@ -261,10 +324,15 @@ def improvement_forest_chart(comparison: pl.DataFrame) -> alt.LayerChart:
     )
     return alt.layer(bars, points, zero).properties(  # type: ignore[return-value]  # altair's typing
         title=alt.Title(
-            "Paired improvement over the baseline",
-            subtitle="1 - router/baseline over episodes; bars: bootstrap CI; > 0 = faster",
+            f"Change in {metric_name(shown[0])} vs the baseline, per router"
+            if single
+            else "Change in latency vs the baseline, per router",
+            subtitle=[
+                "router / baseline − 1, paired over episodes; bars: bootstrap CI",
+                f"* Holm-adjusted paired t-test p < {VERDICT_ALPHA:g}",
+            ],
         ),
-        width=_WIDTH,
+        width=_FOREST_WIDTH,
     )
 
 
@@ -299,9 +367,10 @@ def instance_timeline_chart(
     data = timelines.select(keep).sort(sort_by)
     if has_router:
         data = data.rename({router_col: "router"}) if router_col != "router" else data
+    label = VALUE_LABELS.get(value, value)
     encoding: dict[str, Any] = {
         "x": alt.X("time_s:Q", title="time (s)"),
-        "y": alt.Y(f"{value}:Q", title=value),
+        "y": alt.Y(f"{value}:Q", title=label),
         "color": alt.Color("instance_id:N", title="instance"),
         "tooltip": ["instance_id:N", "time_s:Q", f"{value}:Q"],
     }
@@ -311,7 +380,7 @@ def instance_timeline_chart(
         alt.Chart(_inline(data, f"timeline_{value}"))
         .mark_line(interpolate="step-after")
         .encode(**encoding)
-        .properties(title=f"{value} per instance over time", width=_WIDTH, height=120)
+        .properties(title=f"{_capitalised(label)} per instance over time", width=_WIDTH, height=120)
     )
 
 
@@ -373,11 +442,23 @@ def load_imbalance_chart(
         .mark_line()
         .encode(
             x=alt.X("time_s:Q", title="time (s)"),
-            y=alt.Y("load_cv:Q", title=f"CV of {value} across instances"),
+            y=alt.Y("load_cv:Q", title="load imbalance (CV across instances)"),
             color=alt.Color("router:N", title="router"),
-            tooltip=["router:N", "time_s:Q", alt.Tooltip("load_cv:Q", format=".3f"), "mean_load:Q"],
+            tooltip=[
+                "router:N",
+                "time_s:Q",
+                alt.Tooltip("load_cv:Q", title="CV", format=".3f"),
+                alt.Tooltip("mean_load:Q", title="mean load", format=".3g"),
+            ],
         )
-        .properties(title="Load imbalance over time", width=_WIDTH, height=_HEIGHT)
+        .properties(
+            title=alt.Title(
+                "Load imbalance across instances over time",
+                subtitle=f"coefficient of variation of {VALUE_LABELS.get(value, value)}",
+            ),
+            width=_WIDTH,
+            height=_HEIGHT,
+        )
     )
 
 
@@ -445,7 +526,10 @@ def routing_heatmap_chart(
             x=alt.X("instance_id:O", title="instance"),
             y=alt.Y("request_class:O", title="request class", sort=["LL", "LH", "HL", "HH"]),
             color=alt.Color(
-                "share_of_class:Q", title="share of class", scale=alt.Scale(domain=[0, 1])
+                "share_of_class:Q",
+                title="share of class",
+                scale=alt.Scale(domain=[0, 1]),
+                legend=alt.Legend(format="%"),
             ),
             column=alt.Column("router:N", title=None),
             tooltip=[
@@ -456,7 +540,14 @@ def routing_heatmap_chart(
                 alt.Tooltip("share_of_class:Q", format=".1%"),
             ],
         )
-        .properties(title="Routing by request class", width=140, height=120)
+        .properties(
+            title=alt.Title(
+                "Routing by request class, per router",
+                subtitle="share of each class's requests sent to each instance",
+            ),
+            width=140,
+            height=120,
+        )
     )
 
 
@@ -612,7 +703,10 @@ def confusion_matrix_chart(evaluation: PredictorEvaluation) -> alt.Chart:
             x=alt.X("predicted_tokens:O", title="predicted bucket (tokens)", sort=labels),
             y=alt.Y("true_tokens:O", title="true bucket (tokens)", sort=labels),
             color=alt.Color(
-                "share_of_true:Q", title="share of true bucket", scale=alt.Scale(domain=[0, 1])
+                "share_of_true:Q",
+                title="share of true bucket",
+                scale=alt.Scale(domain=[0, 1]),
+                legend=alt.Legend(format="%"),
             ),
             tooltip=[
                 "true_tokens:O",
@@ -667,6 +761,6 @@ def learning_curve_chart(curves: pl.DataFrame) -> alt.Chart:
             row=alt.Row("metric:N", title=None),
             tooltip=["run:N", "metric:N", "step:Q", alt.Tooltip("value:Q", format=".4g")],
         )
-        .properties(title="Learning curves", width=_WIDTH, height=140)
+        .properties(title="Training losses (learning curves)", width=_WIDTH, height=140)
         .resolve_scale(y="independent")
     )

@@ -25,7 +25,16 @@ from ._charts import (
     load_imbalance_chart,
     routing_heatmap_chart,
 )
-from ._report import Report, ReportSection, write_report
+from ._report import PageTable, Report, ReportSection, write_report
+from ._verdict import (
+    VERDICT_ALPHA,
+    Verdict,
+    compute_verdict,
+    format_change,
+    format_percent,
+    metric_name,
+    statistic_label,
+)
 
 if TYPE_CHECKING:
     from routeplay.estimator import ComparisonResult, OutputLengthPredictor, PredictorEvaluation
@@ -149,6 +158,15 @@ def replay_routers(
     )
 
 
+#: Metrics whose per-request CDF the standard report draws.
+_CDF_METRICS = ("e2e_s", "ttft_s", "tbt_mean_s")
+
+_METRIC_TITLES = {
+    "e2e_s": "End-to-end latency (s)",
+    "ttft_s": "Time to first token (s)",
+    "tbt_mean_s": "Mean time between tokens (s)",
+}
+
 _SUMMARY_COLUMNS = (
     "e2e_s_mean",
     "e2e_s_p50",
@@ -185,6 +203,107 @@ def router_summary_table(summaries: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+#: Columns of the "routers at a glance" page table: summary column, header, scale.
+_GLANCE_COLUMNS: tuple[tuple[str, str, float], ...] = (
+    ("e2e_s_mean", "Mean E2E (s)", 1.0),
+    ("e2e_s_p99", "p99 E2E (s)", 1.0),
+    ("ttft_s_mean", "Mean TTFT (s)", 1.0),
+    ("ttft_s_p99", "p99 TTFT (s)", 1.0),
+    ("tbt_mean_s_mean", "Mean TBT (ms)", 1000.0),
+    ("throughput_req_per_s", "Throughput (req/s)", 1.0),
+    ("n_preemptions", "Preemptions per episode", 1.0),
+)
+
+
+def _number(value: Any, scale: float = 1.0) -> str:
+    if value is None or not isinstance(value, int | float) or value != value:  # null / NaN
+        return "–"
+    return f"{value * scale:.4g}"
+
+
+def _router_label(router: str, baseline: str, learned: Sequence[str]) -> str:
+    if router == baseline:
+        return f"{router} (baseline)"
+    return f"{router} (learned)" if router in learned else router
+
+
+def _change_cell(comparison: ComparisonResult, router: str, metric: str, statistic: str) -> str:
+    row = comparison.get(router, metric, statistic)
+    mark = "*" if row.p_ttest_holm < VERDICT_ALPHA else ""
+    return f"{format_percent(-row.relative_improvement)}{mark}"
+
+
+def _glance_table(
+    summary: pl.DataFrame, comparison: ComparisonResult, verdict: Verdict, learned: Sequence[str]
+) -> PageTable:
+    """Per-router means, with the change in mean and p99 E2E next to them."""
+    metric = verdict.metric
+    baseline = comparison.baseline
+    columns: dict[str, list[str]] = {"Router": []}
+    for router in summary.get_column("router").to_list():
+        columns["Router"].append(_router_label(router, baseline, learned))
+    rows = summary.to_dicts()
+    for column, header, scale in _GLANCE_COLUMNS:
+        if column not in summary.columns:
+            continue
+        columns[header] = [_number(row[column], scale) for row in rows]
+        statistic = column.removeprefix(f"{metric}_")
+        if column.startswith(f"{metric}_") and statistic in comparison.statistics:
+            columns[f"{statistic_label(statistic, metric, capital=True)} vs baseline"] = [
+                _change_cell(comparison, row["router"], metric, statistic)
+                if row["router"] in comparison.routers
+                else "–"
+                for row in rows
+            ]
+    if "n_fallback_routes" in summary.columns and summary["n_fallback_routes"].is_not_null().any():
+        columns["Fallback routes (total)"] = [_number(row["n_fallback_routes"]) for row in rows]
+    leaders = verdict.mean.routers if verdict.mean is not None else ()
+    emphasis = tuple(i for i, row in enumerate(rows) if row["router"] in leaders)
+    n = comparison.n_episodes
+    return PageTable(
+        key="routers-at-a-glance",
+        title=f"Routers at a glance (mean over {n} episodes)",
+        frame=pl.DataFrame(columns),
+        caption=(
+            f"Each value is the mean over the {n} replayed episodes of the per-episode "
+            f"statistic; changes are router / {baseline} − 1 (negative = faster), "
+            f"* = Holm-adjusted paired t-test p < {VERDICT_ALPHA:g}. Bold: lowest "
+            f"{statistic_label('mean', metric)}."
+        ),
+        emphasis=emphasis,
+    )
+
+
+def _change_table(comparison: ComparisonResult, learned: Sequence[str]) -> PageTable:
+    """Every compared router x metric x statistic: change, CI and significance mark."""
+    columns: dict[str, list[str]] = {
+        "Router": [_router_label(r, comparison.baseline, learned) for r in comparison.routers]
+    }
+    for metric in comparison.metrics:
+        for statistic in comparison.statistics:
+            header = statistic_label(statistic, metric, capital=True)
+            cells = []
+            for router in comparison.routers:
+                row = comparison.get(router, metric, statistic)
+                change = format_change(-row.relative_improvement, -row.ci_high, -row.ci_low)
+                point, _, interval = change.partition(" [")
+                mark = "*" if row.p_ttest_holm < VERDICT_ALPHA else ""
+                cells.append(f"{point}{mark}" + (f"\n[{interval}" if interval else ""))
+            columns[header] = cells
+    level = f"{100 * comparison.confidence:g} %"
+    return PageTable(
+        key="change-vs-baseline",
+        title=f"Change vs the baseline {comparison.baseline}, every metric",
+        frame=pl.DataFrame(columns),
+        caption=(
+            f"router / {comparison.baseline} − 1 of the per-episode statistic, mean over "
+            f"{comparison.n_episodes} paired episodes (negative = faster); [{level} paired "
+            f"bootstrap CI, percent]; * = Holm-adjusted paired t-test p < {VERDICT_ALPHA:g}. "
+            "Every p-value is in the full comparison table below."
+        ),
+    )
+
+
 def build_replay_report(
     replays: PairedReplays,
     comparison: ComparisonResult,
@@ -196,15 +315,19 @@ def build_replay_report(
     extra_tables: Mapping[str, pl.DataFrame] | None = None,
     extra_numbers: Mapping[str, Any] | None = None,
     notes: Sequence[str] = (),
+    learned_routers: Sequence[str] = (),
 ) -> Report:
     """Lay out the standard router-comparison report.
 
-    Sections: E2E/TTFT/TBT CDFs per router, the paired-improvement forest plot,
-    per-instance queue and KV timelines and the load imbalance of the first episode,
-    the routing heatmap by request class, and (when given) the predictor's confusion
-    matrix. Tables: per-router means, the comparison (``comparison.to_frame()``) and,
-    stored as Parquet only, per-request rows, timelines, per-episode summaries and
-    per-episode differences.
+    First the verdict (:func:`~routeplay.reports.compute_verdict` on E2E latency, or
+    the comparison's first metric without ``e2e_s``). Sections, in a two-column grid:
+    per compared metric its change-vs-baseline forest plot next to its CDF per router
+    (E2E, TTFT, TBT), per-instance queue and KV timelines and the load imbalance of the
+    first episode, the predictor's confusion matrix (when given), ``extra_sections``,
+    and the routing heatmap by request class. Page tables: routers at a glance and
+    every change vs the baseline. Stored tables: per-router means, the
+    comparison (``comparison.to_frame()``) and, as Parquet only, per-request rows,
+    timelines, per-episode summaries and per-episode differences.
 
     Args:
         replays: the paired replays.
@@ -216,7 +339,9 @@ def build_replay_report(
         extra_sections: appended sections (e.g. learning curves).
         extra_tables: further tables shown on the page (name -> frame).
         extra_numbers: further numbers for ``summary.json`` (JSON-serialisable).
-        notes: paragraphs shown under the metadata.
+        notes: paragraphs shown under the verdict.
+        learned_routers: labels of learned routers among the compared routers: the
+            verdict compares each with the best heuristic.
 
     Returns:
         A :class:`Report` for :func:`write_report`.
@@ -236,46 +361,48 @@ def build_replay_report(
     requests = replays.requests
     first_episode = int(replays.timelines["episode"].min())  # type: ignore[arg-type]
     timelines = replays.timelines.filter(pl.col("episode") == first_episode)
-    sections = [
-        ReportSection(
-            key=f"cdf-{metric.replace('_', '-')}",
-            title=f"CDF of {metric}",
-            chart=latency_cdf_chart(requests, metric=metric),
-            caption="All requests of all episodes per router; log x axis.",
-        )
-        for metric in ("e2e_s", "ttft_s", "tbt_mean_s")
-        if metric in requests.columns
-    ]
-    sections.append(
-        ReportSection(
-            key="improvement",
-            title="Paired improvement over the baseline",
-            chart=improvement_forest_chart(comparison.to_frame()),
-            caption=f"Baseline {comparison.baseline}; {comparison.n_episodes} paired episodes.",
-        )
-    )
-    for value, label in (("n_queued", "Queued requests"), ("kv_used_tokens", "KV cache in use")):
+    n = comparison.n_episodes
+    changes = comparison.to_frame()
+    sections: list[ReportSection] = []
+    shown = [*comparison.metrics, *(m for m in _CDF_METRICS if m not in comparison.metrics)]
+    for metric in shown:  # per metric: its change vs the baseline, then its CDF
+        slug = metric.replace("_", "-")
+        if metric in comparison.metrics:
+            sections.append(
+                ReportSection(
+                    key=f"improvement-{slug}",
+                    title=f"Change in {metric_name(metric)} vs the baseline, per router",
+                    chart=improvement_forest_chart(changes, metrics=[metric]),
+                    caption=f"Baseline {comparison.baseline}; {n} paired episodes.",
+                )
+            )
+        if metric in requests.columns and metric in _CDF_METRICS:
+            sections.append(
+                ReportSection(
+                    key=f"cdf-{slug}",
+                    title=f"{_METRIC_TITLES.get(metric, metric)}, CDF per router",
+                    chart=latency_cdf_chart(requests, metric=metric),
+                    caption=f"All requests of all {n} episodes; log x axis.",
+                )
+            )
+    for value, label in (
+        ("n_queued", "Queued requests"),
+        ("kv_used_tokens", "KV cache in use (tokens)"),
+    ):
         sections.append(
             ReportSection(
                 key=f"timeline-{value.replace('_', '-')}",
-                title=f"{label} per instance (episode {first_episode})",
+                title=f"{label} per instance over time",
                 chart=instance_timeline_chart(timelines, value=value),
+                caption=f"Episode {first_episode}; one panel per router.",
             )
         )
     sections.append(
         ReportSection(
             key="imbalance",
-            title=f"Load imbalance (episode {first_episode})",
+            title="Load imbalance across instances over time",
             chart=load_imbalance_chart(timelines),
-            caption="Coefficient of variation of queued + running requests across instances.",
-        )
-    )
-    sections.append(
-        ReportSection(
-            key="routing",
-            title="Routing by request class",
-            chart=routing_heatmap_chart(requests),
-            caption="Share of each class (LL/LH/HL/HH, prompt letter first) sent to each instance.",
+            caption=f"Episode {first_episode}; 0 = every instance equally loaded.",
         )
     )
     numbers: dict[str, Any] = dict(extra_numbers or {})
@@ -285,16 +412,34 @@ def build_replay_report(
                 key="predictor",
                 title="Output-length predictor (held-out)",
                 chart=confusion_matrix_chart(predictor_evaluation),
+                caption="Held-out requests; rows: true output-length bucket.",
             )
         )
         numbers["predictor"] = predictor_evaluation.summary()
     sections.extend(extra_sections)
+    sections.append(  # wide (one panel per router side by side): last
+        ReportSection(
+            key="routing",
+            title="Routing by request class, per router",
+            chart=routing_heatmap_chart(requests),
+            caption="Classes LL/LH/HL/HH: light or heavy prompt, then light or heavy output.",
+            layout="wide",
+        )
+    )
+    summary = router_summary_table(replays.summaries)
+    learned = tuple(learned_routers)
+    verdict = compute_verdict(
+        comparison,
+        summary,
+        learned=learned,
+        metric="e2e_s" if "e2e_s" in comparison.metrics else comparison.metrics[0],
+    )
     return Report(
         title=title,
         metadata=meta,
         sections=tuple(sections),
         tables={
-            "router_summary": router_summary_table(replays.summaries),
+            "router_summary": summary,
             "comparison": comparison.to_frame(),
             **(extra_tables or {}),
         },
@@ -306,6 +451,11 @@ def build_replay_report(
         },
         numbers=numbers,
         notes=tuple(notes),
+        verdict=verdict,
+        page_tables=(
+            _glance_table(summary, comparison, verdict, learned),
+            _change_table(comparison, learned),
+        ),
     )
 
 
@@ -461,7 +611,7 @@ def build_job_report(
         extra_sections.append(
             ReportSection(
                 key="learning-curve",
-                title="Training losses of the learned routers",
+                title="Training losses (learning curves)",
                 chart=learning_curve_chart(training.losses),
                 caption=(
                     f"Mean of each loss over {training.config.n_steps_per_epoch} gradient steps; "
@@ -487,6 +637,7 @@ def build_job_report(
         extra_tables=extra_tables,
         extra_numbers=numbers,
         notes=notes,
+        learned_routers=tuple(training.routers) if training is not None else (),
     )
     logger.info("writing the report (%d charts)", len(report.sections))
     result = write_report(report, out_dir, image_formats=job.images)

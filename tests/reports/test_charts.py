@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 import polars as pl
 import pytest
@@ -41,30 +44,34 @@ TIMELINES = pl.DataFrame(
 )
 COMPARISON = pl.DataFrame(
     {
-        "router": ["jsq", "jsq"],
-        "metric": ["e2e_s", "e2e_s"],
-        "statistic": ["p99", "mean"],
-        "relative_improvement": [0.2, 0.1],
-        "ci_low": [-0.05, 0.02],
-        "ci_high": [0.4, 0.2],
-        "p_ttest_holm": [0.3, 0.04],
-        "n_episodes": [2, 2],
-        "extra_column": [1.0, 2.0],
+        "router": ["jsq", "jsq", "jsq"],
+        "metric": ["e2e_s", "e2e_s", "ttft_s"],
+        "statistic": ["p99", "mean", "mean"],
+        "relative_improvement": [0.2, 0.1, -0.3],
+        "ci_low": [-0.05, 0.02, -0.5],
+        "ci_high": [0.4, 0.2, -0.1],
+        "p_ttest_holm": [0.3, 0.04, 0.01],
+        "n_episodes": [2, 2, 2],
+        "extra_column": [1.0, 2.0, 3.0],
     }
 )
 
 
 def _iterations() -> pl.DataFrame:
+    # a clearly positive per-context-token cost: without it the least-squares slope of
+    # decode_context_tokens comes out negative, which fit_latency_model rejects
     n = np.arange(1, 21)
+    context = n * 100 + (n % 4) * 37
     return pl.DataFrame(
         {
             "prefill_tokens": np.where(n % 2 == 0, n * 50, 0),
             "prefill_sq_tokens": np.zeros(20, dtype=np.int64),
             "n_decode_seqs": n,
-            "decode_context_tokens": n * 100 + (n % 4) * 37,
+            "decode_context_tokens": context,
             "iteration_s": 0.01
             + 1e-4 * n
             + 2e-5 * np.where(n % 2 == 0, n * 50, 0)
+            + 5e-6 * context
             + 1e-3 * (n % 3),
         }
     )
@@ -102,6 +109,7 @@ def _charts() -> dict[str, object]:
         "cdf_e2e": latency_cdf_chart(REQUESTS),
         "cdf_tbt": latency_cdf_chart(REQUESTS, metric="tbt_mean_s"),
         "forest": improvement_forest_chart(COMPARISON),
+        "forest_e2e": improvement_forest_chart(COMPARISON, metrics=["e2e_s"]),
         "timeline": instance_timeline_chart(TIMELINES, value="kv_used_tokens"),
         "imbalance": load_imbalance_chart(TIMELINES),
         "heatmap": routing_heatmap_chart(REQUESTS),
@@ -112,10 +120,48 @@ def _charts() -> dict[str, object]:
     }
 
 
+def _rounded(value: Any, digits: int = 10) -> Any:
+    """Floats rounded to ``digits`` significant digits, recursively.
+
+    Fitted numbers (the latency fit's predictions, residuals, ...) differ across
+    machines (BLAS, CPU) in the last bits; the snapshot compares what a chart shows.
+    """
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_rounded(v, digits) for v in value)
+    return value
+
+
+def test_rounding_helper() -> None:
+    assert _rounded({"a": [0.011364701731644725, 3], "b": "x"}) == {
+        "a": [0.01136470173, 3],
+        "b": "x",
+    }
+    assert _rounded(0.011364701731644725) == _rounded(0.011364701731644727)
+    assert _rounded(0.0113647017) != _rounded(0.0113647018)  # 10 digits still compared
+
+
 @pytest.mark.parametrize("name", sorted(_charts()))
 def test_chart_spec_snapshot(name: str, snapshot: SnapshotAssertion) -> None:
     spec = _charts()[name].to_dict()  # type: ignore[attr-defined]
-    assert spec == snapshot
+    assert _rounded(spec) == snapshot
+
+
+def test_forest_shows_the_change_in_latency_with_significance_marks() -> None:
+    data = chart_data(improvement_forest_chart(COMPARISON))
+    assert data["label"].to_list() == ["jsq · E2E p99", "jsq · E2E mean *", "jsq · TTFT mean *"]
+    assert data["latency_change"].to_list() == pytest.approx([-0.2, -0.1, 0.3])
+    assert data["change_ci_low"].to_list() == pytest.approx([-0.4, -0.2, 0.1])
+    assert data["change_ci_high"].to_list() == pytest.approx([0.05, -0.02, 0.5])
+    one = improvement_forest_chart(COMPARISON, metrics=["ttft_s"])
+    assert chart_data(one)["label"].to_list() == ["jsq · mean *"]
+    title = one.to_dict()["title"]["text"]
+    assert title == "Change in time to first token vs the baseline, per router"
+    with pytest.raises(ValueError, match=r"no row has a metric in \['tbt_max_s'\]"):
+        improvement_forest_chart(COMPARISON, metrics=["tbt_max_s"])
 
 
 def test_specs_are_deterministic_and_have_fixed_dataset_names() -> None:

@@ -1,19 +1,25 @@
 from __future__ import annotations
 
+import html
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from routeplay.reports import Report, ReportSection, latency_cdf_chart, write_report
+from routeplay.reports import (
+    PageTable,
+    Report,
+    ReportSection,
+    compute_verdict,
+    latency_cdf_chart,
+    write_report,
+)
 
 import routeplay
 
-REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -56,15 +62,100 @@ def test_report_renders_every_chart_in_chromium(
     warnings = re.search(r'<pre id="routeplay-warnings">(.*?)</pre>', dom, re.S)
     assert errors is not None and errors.group(1) == ""
     assert warnings is not None and warnings.group(1) == ""
-    png = tmp_path / "report-first-page.png"
+
+
+# Added to a copy of the page: once every chart has rendered (or after ~10 s), it writes
+# where the verdict ends and how wide the document is into #layout-probe.
+LAYOUT_PROBE = """<script>
+(function () {
+  var tries = 0;
+  function measure() {
+    var charts = document.querySelectorAll(".chart").length;
+    var rendered = document.querySelectorAll('.chart[data-rendered="true"]').length;
+    if (rendered < charts && ++tries < 100) { setTimeout(measure, 100); return; }
+    var box = document.getElementById("verdict").getBoundingClientRect();
+    var out = document.createElement("pre");
+    out.id = "layout-probe";
+    out.textContent = JSON.stringify({
+      verdict_top: box.top, verdict_bottom: box.bottom,
+      scroll_width: document.documentElement.scrollWidth,
+      inner_width: window.innerWidth, inner_height: window.innerHeight,
+      outer_height: window.outerHeight,
+      charts: charts, rendered: rendered
+    });
+    document.body.appendChild(out);
+  }
+  window.addEventListener("load", function () { setTimeout(measure, 0); });
+})();
+</script>"""
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", "not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_verdict_is_the_first_screen_at_1280x800(
+    tiny_run: Path, chromium: str, tmp_path: Path
+) -> None:
+    html_path = tiny_run / "report.html"
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    verdict = summary["verdict"]
+    assert verdict is not None and verdict["headline"] and verdict["lines"]
+    probe_page = tmp_path / "probe.html"
+    page = html_path.read_text()
+    end = page.rindex("</body>")  # the last one: the inlined JavaScript holds "</body>" too
+    probe_page.write_text(page[:end] + LAYOUT_PROBE + page[end:])
+    dom = _chromium(
+        chromium, tmp_path, "--window-size=1280,800", "--dump-dom", probe_page.as_uri()
+    ).stdout
+    found = re.search(r'<pre id="layout-probe">(.*?)</pre>', dom, re.S)
+    assert found is not None, "the layout probe did not run"
+    layout = json.loads(html.unescape(found.group(1)))
+    # With --dump-dom, --window-size sizes the window: the viewport is the window less
+    # the browser's bars (1280x657 for 1280x800 on Chromium 156), a stricter test than a
+    # 1280x800 viewport (the screenshot below).
+    assert (layout["inner_width"], layout["outer_height"]) == (1280, 800), layout
+    assert layout["rendered"] == layout["charts"] == len(summary["charts"]), layout
+    visible = min(800, layout["inner_height"])
+    assert 0 <= layout["verdict_top"] < layout["verdict_bottom"] <= visible, layout
+    assert layout["scroll_width"] <= 1280, layout  # no horizontal scroll
+    # the verdict box holds the headline and every line, in this order, before any chart
+    box = re.search(r'<section id="verdict"[^>]*>(.*?)</section>', dom, re.S)
+    assert box is not None
+    texts = [html.unescape(t) for t in re.findall(r">([^<>]+)<", box.group(1))]
+    assert texts[: 1 + len(verdict["lines"])] == [verdict["headline"], *verdict["lines"]]
+    assert dom.index('id="verdict"') < dom.index('id="chart-')
+    png = tmp_path / "first-screen.png"
     _chromium(
-        chromium, tmp_path, f"--screenshot={png}", "--window-size=1200,1600", html_path.as_uri()
+        chromium,
+        tmp_path,
+        "--hide-scrollbars",
+        f"--screenshot={png}",
+        "--window-size=1280,800",
+        html_path.as_uri(),
     )
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    shot = REPO / "docs" / "notes" / "report-screenshot.png"
-    if not shot.exists():  # written once, for a person to look at
-        shot.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(png, shot)
+    data = png.read_bytes()
+    assert len(data) > 10_000 and _png_size(data) == (1280, 800)
+
+
+def test_page_tables_are_human_and_raw_tables_folded(tiny_run: Path) -> None:
+    text = (tiny_run / "report.html").read_text()
+    glance = re.search(
+        r'<table class="pretty" data-table="routers-at-a-glance">(.*?)</table>', text, re.S
+    )
+    assert glance is not None
+    headers = re.findall(r"<th>(.*?)</th>", glance.group(1))
+    assert headers[:4] == ["Router", "Mean E2E (s)", "Mean E2E vs baseline", "p99 E2E (s)"]
+    assert "e2e_s_mean" not in glance.group(1)
+    assert "round-robin (baseline)" in glance.group(1)
+    change = re.search(r'data-table="change-vs-baseline">(.*?)</table>', text, re.S)
+    assert change is not None and re.search(r"<td>[−+]?\d+\.\d+ %\*?\n\[", change.group(1))
+    # the raw tables (every column) and the metadata are folded, after the page tables
+    folded = text[text.index("<details>") :]
+    assert 'data-table="comparison"' in folded and 'data-table="router_summary"' in folded
+    assert "<th>relative_improvement</th>" in folded and '<details id="run-details">' in text
+    assert text.index('data-table="routers-at-a-glance"') < text.index("<details>")
 
 
 def test_error_hook_catches_a_broken_chart(chromium: str, tmp_path: Path) -> None:
@@ -105,6 +196,9 @@ def test_summary_numbers_equal_the_frames(tiny_run: Path) -> None:
     )
     stored = pl.read_parquet(tiny_run / "tables" / "comparison.parquet")
     assert_frame_equal(stored, redo.to_frame())
+    # ... and the verdict is compute_verdict on it and the stored router table
+    table = pl.read_parquet(tiny_run / "tables" / "router_summary.parquet")
+    assert summary["verdict"] == json.loads(json.dumps(compute_verdict(redo, table).to_dict()))
     meta = summary["metadata"]
     assert meta["routeplay_version"] == routeplay.__version__
     assert meta["seed"] == 3
@@ -133,7 +227,26 @@ def test_write_report_exports_png_and_requires_metadata(tmp_path: Path) -> None:
         "summary.json",
         "tables/chart-cdf.parquet",
     )
+    summary = json.loads(out.summary_path.read_text())
+    assert summary["verdict"] is None  # a report without a verdict still works
+    page = out.html_path.read_text()
+    assert 'id="verdict"' not in page and "<details>" not in page  # no page tables: no folding
     with pytest.raises(ValueError, match=re.escape("Report.metadata lacks ['cluster', 'seed']")):
         Report(title="t", metadata={"data": "x", "significance_method": "x"})
     with pytest.raises(ValueError, match=re.escape("unknown image format(s) ['pdf']")):
         write_report(report, tmp_path, image_formats=("pdf",))
+
+
+def test_sections_and_page_tables_are_validated() -> None:
+    chart = latency_cdf_chart(pl.DataFrame({"router": ["a"], "e2e_s": [1.0]}))
+    with pytest.raises(ValueError, match=r"layout = 'huge' \(section 'c'\); expected one of"):
+        ReportSection(key="c", title="c", chart=chart, layout="huge")
+    with pytest.raises(ValueError, match=r"PageTable.key = 'a b'"):
+        PageTable(key="a b", title="t", frame=pl.DataFrame({"x": [1]}))
+    table = PageTable(key="t", title="t", frame=pl.DataFrame({"x": [1]}))
+    with pytest.raises(ValueError, match=r"page_tables have duplicate keys \['t', 't'\]"):
+        Report(
+            title="t",
+            metadata={"data": "x", "cluster": "x", "seed": 0, "significance_method": "x"},
+            page_tables=(table, table),
+        )
