@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from ._check import RouterCheckResult, check_router, make_cluster_state
-from ._clusters import cluster_from_dict, list_clusters, load_cluster, make_cluster
-from ._engine import Engine, run_replay
+from ._clusters import (
+    cluster_from_dict,
+    list_clusters,
+    load_cluster,
+    make_cluster,
+    pooled_cluster,
+)
+from ._engine import Engine, RouteFn, run_replay
 from ._env import RoutingEnv
 from ._episodes import EpisodeReplays, replay_episodes
 from ._metrics import slo_attainment, summarize_requests, utilisation_imbalance
@@ -33,6 +39,11 @@ from ._routers import (
     SessionAffinityRouter,
     SGLangCacheAwareRouter,
     WeightedRoundRobinRouter,
+)
+from ._routers_reference import (
+    LookaheadOracleRouter,
+    MinMinOracleRouter,
+    MinTotalLatencyRouter,
 )
 from ._sweep import (
     SweepCallConfig,
@@ -103,12 +114,14 @@ __all__ = [
     "load_cluster",
     "make_cluster",
     "make_reward",
+    "pooled_cluster",
     "replay_episodes",
     # engine (H6)
     "Engine",
     "REQUEST_SCHEMA",
     "ReplayConfig",
     "ReplayResult",
+    "RouteFn",
     "TIMELINE_SCHEMA",
     "run_replay",
     "slo_attainment",
@@ -130,6 +143,10 @@ __all__ = [
     "MaxCapacityRouter",
     "MinMinRouter",
     "PowerOfTwoRouter",
+    # reference policies (issue 11)
+    "LookaheadOracleRouter",
+    "MinMinOracleRouter",
+    "MinTotalLatencyRouter",
     "RandomRouter",
     "RoundRobinRouter",
     "RouterCheckResult",

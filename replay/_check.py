@@ -282,43 +282,134 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return changed
 
 
+def _checked_route(
+    router: Router, m: int, step: int, request: RequestView, state: ClusterState
+) -> int:
+    """One route call with every per-call rule checked."""
+    name = getattr(router, "name", type(router).__name__)
+    before = _snapshot(state)
+    try:
+        choice = router.route(request, state)
+    except Exception as exc:  # re-raised with the context a user needs
+        raise RouterError(
+            f"router {name!r} raised {type(exc).__name__} at step {step} "
+            f"(request {request.request_id}, {m} instances): {exc}"
+        ) from exc
+    if isinstance(choice, (bool, np.bool_)) or not isinstance(choice, (int, np.integer)):
+        raise RouterError(
+            f"router {name!r} returned {choice!r} ({type(choice).__name__}) at step {step}; "
+            f"expected an int in range({m}) or WAIT ({WAIT})."
+        )
+    if not (0 <= int(choice) < m or int(choice) == WAIT):
+        raise RouterError(
+            f"router {name!r} returned {int(choice)} at step {step} for request "
+            f"{request.request_id}; expected an index in range({m}) or WAIT ({WAIT})."
+        )
+    changed = _same(before, _snapshot(state))
+    if changed:
+        raise RouterError(
+            f"router {name!r} changed the cluster state's {changed} at step {step}; "
+            "routers must treat the snapshot as read-only."
+        )
+    return int(choice)
+
+
 def _run(
     router: Router,
     cluster: ClusterConfig,
     inputs: list[tuple[RequestView, ClusterState]],
     seed: int,
 ) -> list[int]:
-    name = getattr(router, "name", type(router).__name__)
     router.reset(cluster, np.random.default_rng(np.random.SeedSequence(seed)))
-    choices = []
     m = cluster.n_instances
-    for step, (request, state) in enumerate(inputs):
-        before = _snapshot(state)
-        try:
-            choice = router.route(request, state)
-        except Exception as exc:  # re-raised with the context a user needs
-            raise RouterError(
-                f"router {name!r} raised {type(exc).__name__} at step {step} "
-                f"(request {request.request_id}, {m} instances): {exc}"
-            ) from exc
-        if isinstance(choice, (bool, np.bool_)) or not isinstance(choice, (int, np.integer)):
-            raise RouterError(
-                f"router {name!r} returned {choice!r} ({type(choice).__name__}) at step {step}; "
-                f"expected an int in range({m}) or WAIT ({WAIT})."
-            )
-        if not (0 <= int(choice) < m or int(choice) == WAIT):
-            raise RouterError(
-                f"router {name!r} returned {int(choice)} at step {step} for request "
-                f"{request.request_id}; expected an index in range({m}) or WAIT ({WAIT})."
-            )
-        changed = _same(before, _snapshot(state))
-        if changed:
-            raise RouterError(
-                f"router {name!r} changed the cluster state's {changed} at step {step}; "
-                "routers must treat the snapshot as read-only."
-            )
-        choices.append(int(choice))
-    return choices
+    return [
+        _checked_route(router, m, step, request, state)
+        for step, (request, state) in enumerate(inputs)
+    ]
+
+
+def _random_trace(rng: np.random.Generator, n: int) -> pl.DataFrame:
+    """A valid, light trace of ``n`` requests for the engine-driven checks.
+
+    It fits every random cluster (prompts < 1,000 tokens, prompt + output < 20,000 KV
+    tokens) and keeps a few requests in flight (~5 req/s), so that routers that fork
+    and drain the simulator at every decision are checked in seconds.
+    """
+    return pl.DataFrame(
+        {
+            "request_id": np.arange(n, dtype=np.int64),
+            "arrival_s": np.cumsum(rng.exponential(0.2, n)),
+            "prompt_tokens": rng.integers(1, 1000, n),
+            "output_tokens": rng.integers(1, 100, n),
+        }
+    )
+
+
+def _run_on_engine(
+    router: Router,
+    cluster: ClusterConfig,
+    trace: pl.DataFrame,
+    seed: int,
+    n_decisions: int,
+    choices: list[int] | None = None,
+) -> tuple[list[int], dict[str, Any], npt.NDArray[Any]]:
+    """Drive a real replay for ``n_decisions`` decisions (the router's, or ``choices``).
+
+    Returns the decisions, a snapshot of the exact state after the last one, and the
+    instance of every request.
+    """
+    from ._engine import Engine
+
+    oracle = bool(getattr(router, "oracle", False))
+    engine = Engine(trace, cluster, oracle=oracle, router_name=str(router.name))
+    if choices is None:
+        router.reset(cluster, np.random.default_rng(np.random.SeedSequence(seed)))
+        engine.bind_router(router)
+    made: list[int] = []
+    m = cluster.n_instances
+    while len(made) < n_decisions and (decision := engine.next_decision()) is not None:
+        step = len(made)
+        if choices is None:
+            choice = _checked_route(router, m, step, decision[0], decision[1])
+        else:
+            choice = choices[step]
+        engine.apply(choice)
+        made.append(choice)
+    return made, _snapshot(engine.state()), engine.instance_id.copy()
+
+
+def _check_on_engine(router: Router, cluster: ClusterConfig, seed: int, n: int) -> list[int]:
+    """Check a ``needs_engine`` router on a real replay of a random trace.
+
+    Such a router cannot route a synthetic snapshot (it forks the simulator), so it is
+    driven by the engine for ``n`` decisions, twice under different global random
+    states (the decisions must agree), and the decisions are replayed without it (the
+    replay must reach the same state: nothing the router does to its forks leaks).
+    """
+    name = str(router.name)
+    trace = _random_trace(np.random.default_rng(np.random.SeedSequence([seed, 7])), n)
+    np.random.seed(1)
+    _stdlib_random.seed(1)
+    first, state, where = _run_on_engine(router, cluster, trace, seed, n)
+    np.random.seed(2)
+    _stdlib_random.seed(2)
+    second, _, _ = _run_on_engine(router, cluster, trace, seed, n)
+    if first != second:
+        step = next(i for i, (a, b) in enumerate(zip(first, second, strict=True)) if a != b)
+        raise RouterError(
+            f"router {name!r} is not deterministic on the engine: after reset with the same "
+            f"seed it chose {second[step]} instead of {first[step]} at step {step}. Fix: draw "
+            "randomness only from the generator given to reset()."
+        )
+    _, replayed, replayed_where = _run_on_engine(router, cluster, trace, seed, n, first)
+    changed = _same(state, replayed)
+    if changed or not np.array_equal(where, replayed_where):
+        raise RouterError(
+            f"router {name!r} changed the replay it routes (state fields {changed} differ from "
+            "a replay of the same decisions without it); routers that need the engine must "
+            "only drive the forks they are given."
+        )
+    return first
 
 
 def check_router(
@@ -344,6 +435,12 @@ def check_router(
     * works on a single-instance cluster (always 0 or WAIT) — skipped for routers that
       declare ``fixed_n_instances`` (e.g. a trained policy, whose observation layout
       fixes the instance count and which must refuse any other cluster).
+
+    Routers that declare ``needs_engine = True`` (they fork the simulator, e.g.
+    ``lookahead-oracle``) cannot route synthetic snapshots: they are checked on a real
+    replay of a random trace on the same random cluster instead (``n_decisions``
+    decisions, with the same per-call rules), which must also reach the same state as a
+    replay of their decisions without them (their forks must not leak into the replay).
 
     Args:
         router: the router to check (it is reset several times).
@@ -400,14 +497,22 @@ def check_router(
             (_random_request(rng, k, now_s, oracle), _random_state(rng, cluster, now_s, oracle))
         )
 
+    needs_engine = bool(getattr(router, "needs_engine", False))
+    if needs_engine and not callable(getattr(router, "bind_engine", None)):
+        raise RouterError(
+            f"router {name!r} declares needs_engine = True but has no callable bind_engine()."
+        )
     state_np, state_py = np.random.get_state(), _stdlib_random.getstate()
     try:
-        np.random.seed(1)
-        _stdlib_random.seed(1)
-        first = _run(router, cluster, inputs, seed)
-        np.random.seed(2)
-        _stdlib_random.seed(2)
-        second = _run(router, cluster, inputs, seed)
+        if needs_engine:
+            first = second = _check_on_engine(router, cluster, seed, n_decisions)
+        else:
+            np.random.seed(1)
+            _stdlib_random.seed(1)
+            first = _run(router, cluster, inputs, seed)
+            np.random.seed(2)
+            _stdlib_random.seed(2)
+            second = _run(router, cluster, inputs, seed)
     finally:
         np.random.set_state(state_np)
         _stdlib_random.setstate(state_py)
@@ -436,7 +541,10 @@ def check_router(
                 "output length) without complaint; oracle routers must refuse it."
             )
 
-    if fixed is None:
+    if fixed is None and needs_engine:
+        single = _random_cluster(np.random.default_rng(np.random.SeedSequence(seed + 1)), 1)
+        _check_on_engine(router, single, seed, min(n_decisions, 20))
+    elif fixed is None:
         single = _random_cluster(np.random.default_rng(np.random.SeedSequence(seed + 1)), 1)
         srng = np.random.default_rng(np.random.SeedSequence(seed + 2))
         single_inputs = [

@@ -39,7 +39,7 @@ from routeplay._checks import check_int, check_number
 
 from ._types import ClusterConfig, InstanceConfig
 
-__all__ = ["cluster_from_dict", "list_clusters", "load_cluster", "make_cluster"]
+__all__ = ["cluster_from_dict", "list_clusters", "load_cluster", "make_cluster", "pooled_cluster"]
 
 _KV_TOKENS_80GB = 117_000
 _KV_TOKENS_V100_32GB = 30_000
@@ -79,13 +79,30 @@ def _latency_from(spec: Mapping[str, Any], where: str) -> LinearLatencyModel:
     if "preset" in spec:
         return _preset(str(spec["preset"]))
     if "tokens_per_s" in spec:
-        rate = check_number(where, "tokens_per_s", spec["tokens_per_s"], minimum=0.0, strict=True)
+        rate = check_number(
+            where, "tokens_per_s", spec["tokens_per_s"], minimum=0.0, strict=True, unit="tokens/s"
+        )
         return LinearLatencyModel.from_throughput(rate)
     table = dict(spec["latency"])
     extra = set(table) - _LATENCY_FIELDS
     if extra:
         raise _unknown(f"{where} latency", extra, _LATENCY_FIELDS)
-    return LinearLatencyModel(**table)
+    required = {
+        f.name
+        for f in dataclasses.fields(LinearLatencyModel)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    missing = sorted(required - set(table))
+    if missing:
+        raise ValueError(
+            f"{where}.latency lacks {missing}; expected every coefficient of "
+            f"LinearLatencyModel: {sorted(required)} (seconds; prefill_batch_s and name are "
+            "optional)."
+        )
+    try:
+        return LinearLatencyModel(**table)
+    except ValueError as exc:
+        raise ValueError(f"{where}.latency: {exc}") from exc
 
 
 def cluster_from_dict(spec: Mapping[str, Any]) -> ClusterConfig:
@@ -128,9 +145,13 @@ def cluster_from_dict(spec: Mapping[str, Any]) -> ClusterConfig:
 def load_cluster(path: str | Path) -> ClusterConfig:
     """Read a cluster TOML file, or build a named cluster (see :func:`list_clusters`).
 
+    ``"pooled:<name or file>"`` gives :func:`pooled_cluster` of that cluster.
+
     Raises:
         FileNotFoundError: when ``path`` is neither a file nor a built-in cluster name.
     """
+    if str(path).startswith(_POOLED):
+        return pooled_cluster(load_cluster(str(path)[len(_POOLED) :]))
     if str(path) in _BUILTIN:
         return make_cluster(str(path))
     p = Path(path)
@@ -144,7 +165,10 @@ def load_cluster(path: str | Path) -> ClusterConfig:
             spec = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"cluster file {str(p)!r} is not valid TOML: {exc}") from exc
-    return cluster_from_dict(spec)
+    try:
+        return cluster_from_dict(spec)
+    except ValueError as exc:
+        raise ValueError(f"cluster file {str(p)!r}: {exc}") from exc
 
 
 def _paper_v100(n: int) -> ClusterConfig:
@@ -245,3 +269,96 @@ def make_cluster(name: str) -> ClusterConfig:
         raise ValueError(
             f"unknown cluster {name!r}; expected one of {list_clusters()}.{hint}"
         ) from None
+
+
+_POOLED = "pooled:"
+#: latency coefficients that scale with the work (the pooled instance shares them out)
+_SLOPES = (
+    "prefill_s_per_token",
+    "prefill_s_per_token2",
+    "decode_s_per_seq",
+    "decode_s_per_context_token",
+)
+#: settings every instance of a pooled cluster must share
+_SAME = ("kv_block_tokens", "batching", "chunked_prefill", "prefix_cache", "prefix_block_tokens")
+
+
+def pooled_cluster(cluster: ClusterConfig) -> ClusterConfig:
+    """A reference cluster: one instance with the summed capacity of ``cluster``.
+
+    With a single instance there is nothing to balance, so replaying a trace on the
+    pooled cluster bounds what any router can gain by balancing (imbalance is
+    impossible; every request can use every slot and all the KV). The instance is:
+
+    * **limits**: the sums of ``max_running_seqs``, ``max_batched_tokens``,
+      ``kv_capacity_tokens`` and ``prefix_cache_blocks``;
+    * **speed**: per-work coefficients (``prefill_s_per_token``,
+      ``prefill_s_per_token2``, ``decode_s_per_seq``, ``decode_s_per_context_token``)
+      add as rates, ``1 / sum_k(1 / c_k)`` (``m`` identical instances: ``c / m``; a
+      1,000 and a 3,000 tokens/s server pool to 4,000 tokens/s); if some instance has a
+      coefficient <= 0 (a fitted correction term), ``mean_k(c_k) / m`` instead. Fixed
+      per-iteration costs (``intercept_s``, ``prefill_batch_s``) take the smallest
+      instance's value: the pooled instance runs one iteration on all GPUs at once,
+      which is an optimistic (ideal data-parallel) model — it is a bound, not a
+      deployable configuration;
+    * the router settings (tick, queue cap, state delay) are kept.
+
+    Args:
+        cluster: the cluster to pool; its instances must share ``kv_block_tokens``,
+            ``batching``, ``chunked_prefill``, ``prefix_cache`` and
+            ``prefix_block_tokens``.
+
+    Returns:
+        A one-instance cluster named ``pooled``. Also reachable as
+        ``load_cluster("pooled:<name or file>")`` (e.g. ``routeplay replay --cluster
+        pooled:a100x4``).
+
+    Raises:
+        ValueError: the instances differ in one of the shared settings.
+
+    Example:
+        >>> c = cluster_from_dict({"instances": [
+        ...     {"name": "a", "tokens_per_s": 1000.0, "max_running_seqs": 3},
+        ...     {"name": "b", "tokens_per_s": 3000.0, "max_running_seqs": 5}]})
+        >>> p = pooled_cluster(c)
+        >>> inst = p.instances[0]
+        >>> inst.name, inst.max_running_seqs, inst.kv_capacity_tokens
+        ('pooled', 8, 400000)
+        >>> round(1.0 / inst.latency.prefill_s_per_token, 6)   # tokens per second
+        4000.0
+    """
+    instances = cluster.instances
+    m = len(instances)
+    first = instances[0]
+    for key in _SAME:
+        values = [getattr(i, key) for i in instances]
+        if len(set(values)) > 1:
+            raise ValueError(
+                f"pooled_cluster: the instances have different {key} values {values}; expected "
+                f"one value shared by every instance. Fix: pool only instances configured "
+                f"alike (e.g. set {key} = {values[0]!r} on every instance)."
+            )
+    lat = [i.latency for i in instances]
+    coeffs: dict[str, float] = {}
+    for key in _SLOPES:
+        values = [float(getattr(x, key)) for x in lat]
+        if all(v > 0 for v in values):
+            coeffs[key] = 1.0 / sum(1.0 / v for v in values)
+        else:
+            coeffs[key] = sum(values) / len(values) / m
+    latency = LinearLatencyModel(
+        intercept_s=min(x.intercept_s for x in lat),
+        prefill_batch_s=min(x.prefill_batch_s for x in lat),
+        name="pooled(" + ", ".join(sorted({x.name for x in lat})) + ")",
+        **coeffs,
+    )
+    pooled = dataclasses.replace(
+        first,
+        name="pooled",
+        latency=latency,
+        max_running_seqs=sum(i.max_running_seqs for i in instances),
+        max_batched_tokens=sum(i.max_batched_tokens for i in instances),
+        kv_capacity_tokens=sum(i.kv_capacity_tokens for i in instances),
+        prefix_cache_blocks=sum(i.prefix_cache_blocks for i in instances),
+    )
+    return dataclasses.replace(cluster, instances=(pooled,))

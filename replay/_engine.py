@@ -94,9 +94,9 @@ State fields
 from __future__ import annotations
 
 import heapq
-import itertools
 import math
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -123,7 +123,7 @@ from ._types import (
     RouterError,
 )
 
-__all__ = ["Engine", "run_replay"]
+__all__ = ["Engine", "RouteFn", "run_replay"]
 
 #: requests whose Python records are built at once (at the first arrival among them)
 _BLOCK = 4096
@@ -155,6 +155,23 @@ def _column(trace: pl.DataFrame, name: str, dtype: Any) -> np.ndarray:
 def _ro(a: np.ndarray) -> np.ndarray:
     a.setflags(write=False)
     return a
+
+
+#: per-slot arrays of an instance (copied by a fork)
+_SLOT_ARRAYS = ("rid", "ctx", "gen", "out", "pleft", "pdone", "pred", "chunk", "mgap")
+#: per-request result columns of the engine (copied by a fork)
+_RESULT_ARRAYS = (
+    "instance_id",
+    "routed_s",
+    "admitted_s",
+    "first_token_s",
+    "finish_s",
+    "max_gap_s",
+    "n_preempt",
+    "saved_gen",
+)
+#: a routing function: (request, state) -> instance index or WAIT (e.g. ``router.route``)
+RouteFn = Callable[[RequestView, ClusterState], int]
 
 
 class _Instance:
@@ -255,6 +272,26 @@ class _Instance:
         while k > 0 and self.run_time(k) > dt:
             k -= 1
         return k
+
+    def fork(self, pb_counts: _I64, db_counts: _I64) -> _Instance:
+        """A copy of this instance's mutable state (config and scalars shared/copied).
+
+        ``pb_counts``/``db_counts`` are the fork's rows of the engine's bucket-count
+        matrices (the instance writes its counts through these views).
+        """
+        new = object.__new__(_Instance)
+        d = self.__dict__.copy()  # scalars and the frozen config
+        for name in _SLOT_ARRAYS:
+            d[name] = d[name].copy()
+        d["preempted"] = self.preempted.copy()
+        d["fifo"] = self.fifo.copy()
+        d["heap"] = self.heap.copy()  # entries are immutable tuples
+        d["binlist"] = self.binlist.copy()
+        d["lru"] = self.lru.copy()
+        d["pb_counts"] = pb_counts
+        d["db_counts"] = db_counts
+        new.__dict__.update(d)
+        return new
 
 
 class Engine:
@@ -380,7 +417,8 @@ class Engine:
         self.saved_gen = np.zeros(n, np.int32)  # tokens generated before a preemption
         # event machinery
         self._heap: list[tuple[float, int, int, int, int]] = []
-        self._seq = itertools.count()
+        self._nseq = 0  # tie-breaking sequence number of the next event / LWL queue entry
+        self._n_limit = n  # arrivals stop at this row (n, or fewer after stop_arrivals)
         self._next_arrival = 0
         self._na = self.arrival.item(0) if n else math.inf  # next arrival time
         self.now_s = 0.0
@@ -410,7 +448,9 @@ class Engine:
 
     # -- event queue -----------------------------------------------------------------
     def _push(self, t: float, kind: int, a: int, b: int) -> None:
-        heapq.heappush(self._heap, (t, kind, next(self._seq), a, b))
+        s = self._nseq
+        self._nseq = s + 1
+        heapq.heappush(self._heap, (t, kind, s, a, b))
 
     def _push_grid_snapshot(self) -> None:
         interval = self.cluster.action_interval_s
@@ -423,7 +463,7 @@ class Engine:
         i = self._next_arrival
         na = self._na
         # arrival-time snapshots (stale state) interleave as their own stream
-        if self._delay > 0 and self._snap_arrival < self.n_requests:
+        if self._delay > 0 and self._snap_arrival < self._n_limit:
             ts = self.arrival.item(self._snap_arrival) - self._delay
             if ts >= 0 and (not heap or (ts, _SNAPSHOT) < heap[0][:2]) and ts < na:
                 self._snap_arrival += 1
@@ -433,9 +473,9 @@ class Engine:
         if heap and (heap[0][0], heap[0][1]) < (na, _ARRIVAL):
             t, kind, _, a, b = heapq.heappop(heap)
             return t, kind, a, b
-        if i < self.n_requests:
+        if i < self._n_limit:
             self._next_arrival = i + 1
-            self._na = self.arrival.item(i + 1) if i + 1 < self.n_requests else math.inf
+            self._na = self.arrival.item(i + 1) if i + 1 < self._n_limit else math.inf
             return na, _ARRIVAL, i, 0
         return None
 
@@ -501,13 +541,32 @@ class Engine:
     @property
     def done(self) -> bool:
         """True once every request has finished."""
-        return self._n_finished == self.n_requests
+        return self._n_finished == self._n_limit
 
     def next_decision(self) -> tuple[RequestView, ClusterState] | None:
         """Advance to the next routing decision; ``None`` when every request finished.
 
         Calling it again without :meth:`apply` returns the same pending decision.
         """
+        return self._advance(math.inf)
+
+    def _peek_time(self) -> float | None:
+        """Time of the event :meth:`_pop` would return next (no side effects), or None."""
+        heap = self._heap
+        na = self._na
+        if self._delay > 0 and self._snap_arrival < self._n_limit:
+            ts = self.arrival.item(self._snap_arrival) - self._delay
+            if ts >= 0 and (not heap or (ts, _SNAPSHOT) < heap[0][:2]) and ts < na:
+                return float(ts)
+        if heap and (heap[0][0], heap[0][1]) < (na, _ARRIVAL):
+            return heap[0][0]
+        if self._next_arrival < self._n_limit:
+            return na
+        return None
+
+    def _advance(self, until_s: float) -> tuple[RequestView, ClusterState] | None:
+        """Process events up to the next decision; ``None`` when done or past ``until_s``."""
+        bounded = until_s != math.inf
         while True:
             if self._offering:
                 if self._rq:
@@ -517,19 +576,23 @@ class Engine:
                         self._cached_state = self._router_state()
                     return self._view(i), self._cached_state
                 self._offering = False
+            if bounded:
+                t_next = self._peek_time()
+                if t_next is None or t_next > until_s:
+                    return None
             ev = self._pop()
             if ev is None:
                 if self.done:
                     return None
                 raise RuntimeError(  # pragma: no cover - engine invariant
-                    f"replay stalled at t={self.now_s} with {self.n_requests - self._n_finished} "
+                    f"replay stalled at t={self.now_s} with {self._n_limit - self._n_finished} "
                     "unfinished requests and no pending events; this is an engine bug."
                 )
             t, kind, a, b = ev
             if t > self._max_time:
                 raise RuntimeError(
                     f"replay passed max_sim_time_s = {self._max_time} s with "
-                    f"{self.n_requests - self._n_finished} of {self.n_requests} requests "
+                    f"{self._n_limit - self._n_finished} of {self._n_limit} requests "
                     f"unfinished ({len(self._rq)} at the router); expected every request to "
                     "finish. Fix: check that the router does not WAIT forever, or raise "
                     "ReplayConfig.max_sim_time_s."
@@ -591,6 +654,209 @@ class Engine:
         self._rq.popleft()
         self._route(i, self.inst[action], self.now_s)
 
+    # -- forks and run-until helpers -------------------------------------------------
+    def fork(self) -> Engine:
+        """An independent copy of the simulation, continuing bit-identically.
+
+        The fork holds copies of every piece of *mutable* state — per-instance slot
+        arrays, local queues and prefix caches, the event heap and its sequence
+        counter, the router queue, the records of the requests in flight, the
+        per-request result columns, the stale-state snapshots and the timeline samples
+        — and shares everything immutable: the trace and its read-only input columns,
+        the predictions, the cluster and replay configs, the frozen request views and
+        state snapshots. Driving the fork (``apply``, ``next_decision``,
+        :meth:`run_until`, :meth:`drain`) never changes this engine, and vice versa.
+
+        Forking at a pending decision keeps it pending: the fork's
+        :meth:`next_decision` returns the same request and the same state. Given the
+        same actions, the fork and the original produce bit-identical results (same
+        event order, same floating-point operations), in both modes.
+
+        Cost: O(requests in flight + instances x max_running_seqs) Python and numpy
+        copies plus an O(trace rows) memcpy of the eight result columns (41 bytes per
+        row); see ``docs/notes/headroom.md`` for measurements (tens of microseconds for
+        4 instances with ~100 requests in flight, vs ~100 ms for ``copy.deepcopy``).
+
+        Returns:
+            A new :class:`Engine` at the same simulated time.
+
+        Example:
+            >>> import polars as pl
+            >>> from routeplay.estimator._latency import LinearLatencyModel
+            >>> from routeplay.replay._check import make_uniform_cluster
+            >>> trace = pl.DataFrame({"request_id": [0, 1], "arrival_s": [0.0, 0.05],
+            ...                       "prompt_tokens": [100, 100], "output_tokens": [50, 1]})
+            >>> eng = Engine(trace, make_uniform_cluster(2))
+            >>> _ = eng.next_decision(); eng.apply(0)
+            >>> request, _ = eng.next_decision()        # request 1 at t = 0.05
+            >>> f = eng.fork()
+            >>> f.next_decision()[0] == request          # the decision is still pending
+            True
+            >>> f.apply(0); _ = f.drain()                # the fork sends it to the busy instance
+            >>> eng.apply(1); _ = eng.drain()            # the original to the idle one
+            >>> round(float(f.finish_s[1]), 6), round(float(eng.finish_s[1]), 6)
+            (0.201, 0.15)
+        """
+        new = object.__new__(Engine)
+        d = self.__dict__.copy()  # scalars and shared immutable inputs
+        pb = self._pb_counts.copy()
+        db = self._db_counts.copy()
+        d["_pb_counts"] = pb
+        d["_db_counts"] = db
+        d["inst"] = [inst.fork(pb[k], db[k]) for k, inst in enumerate(self.inst)]
+        for name in _RESULT_ARRAYS:
+            d[name] = d[name].copy()
+        d["_live"] = self._live.copy()  # records are immutable tuples
+        d["_last_token"] = self._last_token.copy()
+        d["_heap"] = self._heap.copy()  # events are immutable tuples
+        d["_rq"] = self._rq.copy()
+        d["_snapshots"] = self._snapshots.copy()
+        d["_timeline"] = self._timeline.copy()
+        new.__dict__.update(d)
+        return new
+
+    def stop_arrivals(self) -> None:
+        """Admit no more arrivals: the replay ends once the requests arrived so far finish.
+
+        Requests of the trace that have not arrived yet (``arrival_s`` after the last
+        processed event) never enter the simulation; :attr:`done` then means "every
+        arrived request finished" and :meth:`result` covers the arrived requests only.
+        Typically called on a :meth:`fork` (see :meth:`drain`).
+        """
+        self._n_limit = self._next_arrival
+        self._na = math.inf
+
+    def run_until(self, until_s: float, route: RouteFn | None = None) -> int:
+        """Process every event at or before ``until_s`` (simulated seconds), then pause.
+
+        Decisions met on the way (including one pending now) are routed with
+        ``route``; afterwards ``now_s == until_s`` (or later, if ``until_s`` is in the
+        past) and :meth:`state` is the exact state at that time. The next
+        :meth:`next_decision` continues from there exactly as if never paused.
+
+        Args:
+            until_s: absolute simulated time to run to.
+            route: ``(request, state) -> action`` for the decisions on the way, e.g.
+                ``router.route`` of a router already reset for this cluster.
+
+        Returns:
+            The number of decisions routed.
+
+        Raises:
+            RuntimeError: a decision came up and ``route`` is None.
+
+        Example:
+            >>> import polars as pl
+            >>> from routeplay.replay._check import make_uniform_cluster
+            >>> trace = pl.DataFrame({"request_id": [0, 1], "arrival_s": [0.0, 1.0],
+            ...                       "prompt_tokens": [100, 100], "output_tokens": [300, 1]})
+            >>> eng = Engine(trace, make_uniform_cluster(1))
+            >>> eng.run_until(0.2, lambda request, state: 0)
+            1
+            >>> eng.now_s, eng.running_tokens()[1].tolist()  # 0.1 s prefill + 100 decodes
+            (0.2, [101])
+        """
+        n = 0
+        while (decision := self._advance(float(until_s))) is not None:
+            if route is None:
+                raise RuntimeError(
+                    f"Engine.run_until({until_s!r}) met a routing decision at t={self.now_s} "
+                    "but route is None; expected a function (request, state) -> action. "
+                    "Fix: pass route=router.route."
+                )
+            self.apply(route(decision[0], decision[1]))
+            n += 1
+        if until_s > self.now_s:
+            self.now_s = float(until_s)
+        return n
+
+    def drain(self, route: RouteFn | None = None) -> int:
+        """Stop arrivals (:meth:`stop_arrivals`) and run until every arrived request finished.
+
+        Requests still waiting at the router are routed with ``route`` (WAIT is allowed;
+        the action ticks keep coming). Usually called on a :meth:`fork`.
+
+        Args:
+            route: ``(request, state) -> action`` for the remaining decisions.
+
+        Returns:
+            The number of decisions routed.
+
+        Raises:
+            RuntimeError: a decision came up and ``route`` is None, or simulated time
+                passed ``max_sim_time_s``.
+        """
+        self.stop_arrivals()
+        n = 0
+        while (decision := self.next_decision()) is not None:
+            if route is None:
+                raise RuntimeError(
+                    f"Engine.drain met a routing decision at t={self.now_s} (request "
+                    f"{decision[0].request_id} waiting at the router) but route is None; "
+                    "expected a function (request, state) -> action. Fix: pass "
+                    "route=router.route."
+                )
+            self.apply(route(decision[0], decision[1]))
+            n += 1
+        return n
+
+    @property
+    def n_arrived(self) -> int:
+        """Requests (trace rows ``0..n_arrived-1``) that have arrived so far."""
+        return self._next_arrival
+
+    @property
+    def n_in_flight(self) -> int:
+        """Requests arrived and not finished (at the router, queued or running)."""
+        return len(self._live)
+
+    @property
+    def first_in_flight(self) -> int:
+        """Row of the oldest request arrived and not finished (``n_arrived`` if none).
+
+        Rows before it have final results: nothing a router does now can change them.
+        """
+        return min(self._live) if self._live else self._next_arrival
+
+    def e2e_sum_s(self, start: int = 0) -> float:
+        """Sum of end-to-end latencies (finish - arrival) of rows ``start..n_arrived-1``.
+
+        Raises:
+            RuntimeError: when one of those requests has not finished (drain first).
+        """
+        lo, hi = int(start), self._next_arrival
+        e2e = self.finish_s[lo:hi] - self.arrival[lo:hi]
+        if np.isnan(e2e).any():
+            raise RuntimeError(
+                f"Engine.e2e_sum_s({start}): {int(np.isnan(e2e).sum())} of rows {lo}..{hi - 1} "
+                "have not finished; expected all finished. Fix: call drain() first."
+            )
+        return float(e2e.sum())
+
+    def bind_router(self, router: object) -> None:
+        """Give a router that declares ``needs_engine = True`` a fork function.
+
+        The hook for routers that need the simulator (reference policies such as
+        ``lookahead-oracle``): they never get the engine itself, only
+        ``router.bind_engine(fork)`` where ``fork()`` returns :meth:`fork` of this
+        engine *at the decision being routed*. Routers without the flag are left
+        alone. :func:`run_replay` calls this after ``router.reset``; other drivers of
+        the engine do the same (once per replay, after ``reset``).
+
+        Raises:
+            TypeError: the router declares ``needs_engine`` but has no ``bind_engine``.
+        """
+        if not getattr(router, "needs_engine", False):
+            return
+        bind = getattr(router, "bind_engine", None)
+        if not callable(bind):
+            raise TypeError(
+                f"router {getattr(router, 'name', type(router).__name__)!r} declares "
+                "needs_engine = True but has no bind_engine(fork) method; expected one that "
+                "stores the fork function. Fix: add bind_engine or drop needs_engine."
+            )
+        bind(self.fork)
+
     # -- routing ---------------------------------------------------------------------
     def _route(self, i: int, inst: _Instance, t: float) -> None:
         rec = self._live[i]
@@ -640,7 +906,9 @@ class Engine:
         if pol == "fcfs":
             inst.fifo.append(i)
         elif pol == "least-work-left":
-            heapq.heappush(inst.heap, (rec[3], next(self._seq), i))
+            s = self._nseq
+            self._nseq = s + 1
+            heapq.heappush(inst.heap, (rec[3], s, i))
         else:
             inst.binlist.append(i)
         inst.n_waiting += 1
@@ -1163,36 +1431,40 @@ class Engine:
                     "Engine.result called while a routing decision is pending; expected "
                     "next_decision() to return None first (apply an action to every request)."
                 )
-        arrival = self.arrival
-        first = self.first_token_s
-        finish = self.finish_s
-        n_out = self.output
+        # after stop_arrivals only the arrived rows (a prefix of the trace) are reported
+        lim = self._n_limit
+        trace = self._trace if lim == self.n_requests else self._trace[:lim]
+        arrival = self.arrival[:lim]
+        first = self.first_token_s[:lim]
+        finish = self.finish_s[:lim]
+        routed = self.routed_s[:lim]
+        n_out = self.output[:lim]
         with np.errstate(invalid="ignore", divide="ignore"):
             tbt_mean = np.where(n_out > 1, (finish - first) / np.maximum(n_out - 1, 1), np.nan)
-        tbt_max = np.where(n_out > 1, self.max_gap_s, np.nan)
+        tbt_max = np.where(n_out > 1, self.max_gap_s[:lim], np.nan)
         cols: dict[str, Any] = {
-            "request_id": self._trace["request_id"],
+            "request_id": trace["request_id"],
             "arrival_s": arrival,
-            "prompt_tokens": self._trace["prompt_tokens"],
-            "output_tokens": self._trace["output_tokens"],
-            "instance_id": self.instance_id,
-            "routed_s": self.routed_s,
-            "admitted_s": self.admitted_s,
+            "prompt_tokens": trace["prompt_tokens"],
+            "output_tokens": trace["output_tokens"],
+            "instance_id": self.instance_id[:lim],
+            "routed_s": routed,
+            "admitted_s": self.admitted_s[:lim],
             "first_token_s": first,
             "finish_s": finish,
             "ttft_s": first - arrival,
             "tbt_mean_s": tbt_mean,
             "tbt_max_s": tbt_max,
             "e2e_s": finish - arrival,
-            "router_wait_s": self.routed_s - arrival,
-            "queue_wait_s": self.admitted_s - self.routed_s,
-            "n_preemptions": self.n_preempt,
+            "router_wait_s": routed - arrival,
+            "queue_wait_s": self.admitted_s[:lim] - routed,
+            "n_preemptions": self.n_preempt[:lim],
         }
         requests = pl.DataFrame(
             {k: pl.Series(k, v).cast(REQUEST_SCHEMA[k]) for k, v in cols.items()}
         ).with_columns(pl.col("tbt_mean_s", "tbt_max_s").fill_nan(None))
-        if "task" in self._trace.columns:
-            requests = requests.insert_column(4, self._trace["task"])
+        if "task" in trace.columns:
+            requests = requests.insert_column(4, trace["task"])
         if self._timeline:
             tl = pl.DataFrame(self._timeline, schema=list(TIMELINE_SCHEMA), orient="row")
             timelines = tl.cast(dict(TIMELINE_SCHEMA))  # type: ignore[arg-type]
@@ -1276,6 +1548,7 @@ def run_replay(
         router_name=name,
     )
     router.reset(cluster, engine.router_rng())
+    engine.bind_router(router)
     route = router.route
     apply = engine.apply
     step = engine.next_decision

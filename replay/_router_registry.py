@@ -39,6 +39,11 @@ from ._routers_production import (
     SessionAffinityRouter,
     SGLangCacheAwareRouter,
 )
+from ._routers_reference import (
+    LookaheadOracleRouter,
+    MinMinOracleRouter,
+    MinTotalLatencyRouter,
+)
 from ._types import Router
 
 __all__ = ["ROUTERS", "RouterSpec", "list_routers", "make_router"]
@@ -99,6 +104,15 @@ _SPECS: tuple[tuple[type, str], ...] = (
         "AIBrix least-latency: lowest expected queue + prefill + decode time",
     ),
     (SessionAffinityRouter, "sticky sessions (or stable crc32 hash) with a fallback router"),
+    (
+        MinTotalLatencyRouter,
+        "min-min plus the delay the request imposes on the requests already on the instance",
+    ),
+    (MinMinOracleRouter, "ORACLE: min-min with the request's true output length"),
+    (
+        LookaheadOracleRouter,
+        "ORACLE reference: fork the simulator, try every action, roll out min-min, keep the best",
+    ),
 )
 
 #: Every built-in router by name (read-only mapping, registry order).

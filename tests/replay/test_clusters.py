@@ -99,7 +99,7 @@ def test_cluster_files_are_checked_strictly(
 
     path = tmp_path / "c.toml"
     path.write_text(f"{top}[[instances]]\n{_GOOD_GROUP}{group}")
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ValueError, match=re.escape(f"cluster file {str(path)!r}: {message}")):
         load_cluster(path)
     code = main(
         [
@@ -116,7 +116,7 @@ def test_cluster_files_are_checked_strictly(
     )
     err = capsys.readouterr().err
     assert code == 2
-    assert err == f"routeplay replay: error: {message}\n"
+    assert err == f"routeplay replay: error: cluster file {str(path)!r}: {message}\n"
 
 
 def test_negative_latency_coefficients_in_a_cluster_file_are_refused(tmp_path: Path) -> None:

@@ -79,14 +79,18 @@ def test_every_router_on_an_odd_cluster_and_another_seed(name: str) -> None:
 
 def test_registry_names_match_classes_and_flags() -> None:
     assert list_routers() == list(ROUTERS)
-    assert len(ROUTERS) == 19
+    assert len(ROUTERS) == 22
     for key, spec in ROUTERS.items():
         assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", key)
         assert spec.router_class.name == key
         assert spec.oracle is spec.router_class.oracle
         assert spec.description and "\n" not in spec.description
         assert spec.router_class.__doc__ and "Source:" in spec.router_class.__doc__
-    assert [k for k, s in ROUTERS.items() if s.oracle] == ["decode-balancer-oracle"]
+    assert [k for k, s in ROUTERS.items() if s.oracle] == [
+        "decode-balancer-oracle",
+        "min-min-oracle",
+        "lookahead-oracle",
+    ]
     assert "decode-balancer-oracle" not in list_routers(include_oracle=False)
 
 
