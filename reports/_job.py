@@ -157,7 +157,11 @@ _SCHEMA: dict[str, dict[str, _Spec]] = {
     },
     "replay": {
         "mode": ("replay_mode", (str,), "'fast' or 'reference'"),
-        "timeline_sample_interval_s": ("timeline_sample_interval_s", (int, float), "> 0"),
+        "timeline_sample_interval_s": (
+            "timeline_sample_interval_s",
+            (int, float),
+            "a finite number of seconds > 0",
+        ),
     },
     "statistics": {
         "metrics": ("metrics", (list,), f"a list from {list(JOB_METRICS)}"),
@@ -191,9 +195,9 @@ _TRAINING_SCHEMA: dict[str, _Spec] = {
     "hidden_units": ("hidden_units", (list,), "a list of integers >= 1"),
     "target_update_interval": ("target_update_interval", (int,), "an integer >= 1"),
     "seed": ("seed", (int,), "an integer >= 0"),
-    "max_router_wait_s": ("max_router_wait_s", (int, float), "a number of seconds >= 0"),
+    "max_router_wait_s": ("max_router_wait_s", (int, float), "a finite number of seconds >= 0"),
     "fallback": ("fallback", (str,), "a heuristic router name"),
-    "sim_slack_s": ("sim_slack_s", (int, float), "a number of seconds > 0"),
+    "sim_slack_s": ("sim_slack_s", (int, float), "a finite number of seconds > 0"),
 }
 _RESERVED_TABLES = ("training",)
 
@@ -419,10 +423,11 @@ def _check_values(v: dict[str, Any], where: str) -> None:
         )
     if v.get("replay_mode", "fast") not in ("fast", "reference"):
         raise bad("[replay] mode", f"{v['replay_mode']!r}; expected 'fast' or 'reference'.")
-    if v.get("timeline_sample_interval_s", 1.0) <= 0:
+    interval = v.get("timeline_sample_interval_s", 1.0)
+    if not (math.isfinite(interval) and interval > 0):
         raise bad(
             "[replay] timeline_sample_interval_s",
-            f"{v['timeline_sample_interval_s']!r}; expected > 0.",
+            f"{interval!r}; expected a finite number of seconds > 0.",
         )
     for metric in v.get("metrics", ()):
         if metric not in JOB_METRICS:

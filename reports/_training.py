@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -56,6 +57,13 @@ logger = logging.getLogger(__name__)
 
 #: Behaviour heuristics logged by default (each with the section's epsilon).
 DEFAULT_BEHAVIOURS: tuple[str, ...] = ("round-robin", "least-connections", "jsq-tokens", "min-min")
+
+
+def _finite_seconds(value: Any, *, strict: bool) -> bool:
+    """A finite int/float (not bool) > 0 (``strict``) or >= 0: inf would never end a replay."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return value > 0 if strict else value >= 0
 
 
 def _positive_int(value: Any) -> bool:
@@ -166,18 +174,20 @@ class JobTrainingConfig:
             isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0
         ):
             raise bad("seed", f"{self.seed!r}; expected an integer >= 0.")
-        if not (isinstance(self.max_router_wait_s, int | float) and self.max_router_wait_s >= 0):
+        if not _finite_seconds(self.max_router_wait_s, strict=False):
             raise bad(
                 "max_router_wait_s",
-                f"{self.max_router_wait_s!r}; expected a number of seconds >= 0.",
+                f"{self.max_router_wait_s!r}; expected a finite number of seconds >= 0.",
             )
         if self.fallback not in known:
             raise bad(
                 "fallback",
                 f"{self.fallback!r} is not a router name. Run `routeplay routers` for the list.",
             )
-        if not (isinstance(self.sim_slack_s, int | float) and self.sim_slack_s > 0):
-            raise bad("sim_slack_s", f"{self.sim_slack_s!r}; expected a number of seconds > 0.")
+        if not _finite_seconds(self.sim_slack_s, strict=True):
+            raise bad(
+                "sim_slack_s", f"{self.sim_slack_s!r}; expected a finite number of seconds > 0."
+            )
 
     def train_config(self, algorithm: str, *, seed: int) -> Any:
         """The :class:`routeplay.offline_rl.TrainConfig` of one algorithm.
