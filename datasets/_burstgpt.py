@@ -30,6 +30,7 @@ from ._loadutil import (
     int_parser,
     read_header,
     require_columns,
+    scan_csv_chunked,
 )
 
 __all__ = ["prepare_burstgpt", "scan_burstgpt"]
@@ -70,7 +71,7 @@ def prepare_burstgpt(
         specs.append(ParseSpec("Session ID", _string_parser, "a session id"))
     if "Elapsed time" in header and keep_extra_columns:
         specs.append(ParseSpec("Elapsed time", float_parser, "seconds as a number"))
-    raw = pl.scan_csv(file, infer_schema=False).select([s.column for s in specs])
+    raw = scan_csv_chunked(file, [s.column for s in specs])
     parsed = raw.select([s.parse(pl.col(s.column), True).alias(s.column) for s in specs])
     columns: dict[str, pl.Expr] = {
         "arrival_s": pl.col("Timestamp") - pl.col("Timestamp").min(),

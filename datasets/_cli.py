@@ -1,8 +1,18 @@
-"""``routeplay datasets list | describe NAME|PATH | validate PATH``."""
+"""``routeplay datasets list | describe NAME|PATH | validate PATH``.
+
+``describe`` and ``validate`` check the trace (``describe`` as it streams): bad input
+gets one line ``routeplay datasets: error: ...`` on stderr and exit status 2, never a
+traceback, and nothing is written. Warnings (e.g. a hash pinned on first use) are
+printed as one ``note:``/``warning:`` line each.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
+import zlib
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["register"]
@@ -45,6 +55,64 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Errors of reading a bad file that are reported in one line (never a traceback).
+_READ_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # TraceSchemaError, UnicodeDecodeError, bad options
+    OSError,  # FileNotFoundError, PermissionError, gzip.BadGzipFile
+    EOFError,  # a truncated gzip stream
+    KeyError,
+    zlib.error,
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    import polars as pl
+
+    if isinstance(exc, pl.exceptions.PolarsError):
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"cannot read the trace ({type(exc).__name__}: {detail})"
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    return " ".join(str(message).split()) or type(exc).__name__
+
+
+def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a command: bad input gets one line on stderr and exit status 2, notes stay short."""
+
+    def run(args: argparse.Namespace) -> int:
+        import polars as pl
+
+        from ._registry import HashPinnedWarning
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                if getattr(args, "repin", False):
+                    from ._registry import _BY_NAME, fetch
+
+                    if args.trace not in _BY_NAME:
+                        raise ValueError(
+                            f"--repin applies to registered traces; {args.trace!r} is not one "
+                            "(see `routeplay datasets list`). Fix: drop --repin."
+                        )
+                    fetch(args.trace, repin=True)
+                status = command(args)
+            except _READ_ERRORS + (pl.exceptions.PolarsError,) as exc:
+                if getattr(args, "debug", False):  # `routeplay --debug`: show the traceback
+                    raise
+                status = 2
+                error: BaseException | None = exc
+            else:
+                error = None
+        for item in caught:
+            kind = "note" if issubclass(item.category, HashPinnedWarning) else "warning"
+            print(f"routeplay datasets: {kind}: {_one_line(item.message)}", file=sys.stderr)  # type: ignore[arg-type]
+        if error is not None:
+            print(f"routeplay datasets: error: {_one_line(error)}", file=sys.stderr)
+        return status
+
+    return run
+
+
 def _cmd_describe(args: argparse.Namespace) -> int:
     from ._describe import describe_trace
     from ._loaders import scan_trace
@@ -83,6 +151,12 @@ def _add_format_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="drop rows with 0 prompt or output tokens (warns with counts)",
     )
+    parser.add_argument(
+        "--repin",
+        action="store_true",
+        help="for a registered trace without a published sha256: accept its current "
+        "content and pin its hash again",
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -100,11 +174,11 @@ def register(subparsers: Any) -> None:
     describe.add_argument("trace", metavar="NAME|PATH", help="registered name or file path")
     describe.add_argument("--json", action="store_true", help="print JSON instead of text")
     _add_format_options(describe)
-    describe.set_defaults(func=_cmd_describe)
+    describe.set_defaults(func=_guarded(_cmd_describe))
 
     validate = commands.add_parser(
         "validate", help="load a trace and check it against the canonical schema"
     )
     validate.add_argument("trace", metavar="NAME|PATH", help="registered name or file path")
     _add_format_options(validate)
-    validate.set_defaults(func=_cmd_validate)
+    validate.set_defaults(func=_guarded(_cmd_validate))

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ._schema import TraceChecker
+
 __all__ = ["TokenStats", "TraceDescription", "describe_trace"]
 
 _QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
@@ -212,18 +214,44 @@ def _token_stats(row: dict[str, Any], column: str) -> TokenStats:
     )
 
 
+def _check(lf: pl.LazyFrame, names: list[str]) -> None:
+    """Validate the trace before describing it (one streaming pass, validate_trace's messages)."""
+    columns = [
+        c for c in ("request_id", "arrival_s", "prompt_tokens", "output_tokens") if c in names
+    ]
+    schema = lf.collect_schema()
+    checker = TraceChecker({c: schema[c] for c in columns}, required=())
+    # every column is read once (a scan_trace frame then also checks its other columns,
+    # e.g. Mooncake's prefix blocks); the checker looks at the canonical ones
+    for batch in lf.collect_batches(engine="streaming"):
+        checker.feed(batch.select(columns))
+    ids = None
+    if checker.needs_id_pass:
+        ids = lf.select("request_id").collect(engine="streaming").to_series()
+    checker.finish(ids)
+
+
 def describe_trace(trace: pl.DataFrame | pl.LazyFrame) -> TraceDescription:
     """Summarise a trace (canonical columns) without materialising it.
 
+    The trace is validated first, in one streaming pass, with the checks of
+    :func:`~routeplay.datasets.validate_trace` on the columns it reads (``request_id``
+    when present, ``arrival_s``, the token columns; other columns are not checked), so
+    a bad trace raises instead of being described.
+
     Args:
         trace: a DataFrame or LazyFrame with ``arrival_s``, ``prompt_tokens``,
-            ``output_tokens`` (and optionally ``task``). Arrivals need not start at 0.
+            ``output_tokens`` (and optionally ``request_id``, ``task``). Arrivals need
+            not start at 0.
 
     Returns:
         A :class:`TraceDescription`.
 
     Raises:
-        ValueError: the trace has no rows or lacks a needed column.
+        ValueError: the trace lacks a needed column.
+        TraceSchemaError: the trace is empty or a row is invalid (null, non-integer or
+            non-positive token count, negative or non-finite arrival, unsorted arrivals,
+            duplicate ids), with the message of ``validate_trace``.
 
     Example:
         >>> from routeplay.datasets import scan_trace
@@ -239,6 +267,7 @@ def describe_trace(trace: pl.DataFrame | pl.LazyFrame) -> TraceDescription:
             f"describe_trace needs columns {missing} (got {names}). Fix: load the file with "
             "routeplay.datasets.scan_trace or load_trace first."
         )
+    _check(lf, names)
     arrival = pl.col("arrival_s")
     summary = (
         lf.select(

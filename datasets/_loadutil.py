@@ -14,11 +14,16 @@ Every loader follows the same three steps, all lazy:
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from polars.io.plugins import register_io_source
 
@@ -28,6 +33,7 @@ __all__ = [
     "ParseSpec",
     "PreparedScan",
     "scan_csv_chunked",
+    "check_csv_fields",
     "check_file",
     "float_parser",
     "open_text_head",
@@ -35,6 +41,7 @@ __all__ = [
     "diagnose_parse_error",
     "finish_trace",
     "int_parser",
+    "read_error",
     "read_header",
     "require_columns",
 ]
@@ -83,9 +90,9 @@ def require_columns(path: Path, present: list[str], needed: list[str], fmt: str)
             hints.append(f" (found {close[0]!r}: is the header misspelt?)")
     raise TraceSchemaError(
         f"{path}: missing column(s) {missing}{''.join(hints)} for format {fmt!r}; "
-        f"expected {needed}, got {present}. Fix: check the file is a {fmt} trace, pass the "
-        "right format=..., or map columns with routeplay.datasets.scan_table(path, "
-        "columns={...}).",
+        f"expected {needed}, got {present}. Fix: check that the file is in the {fmt!r} "
+        "format, pass the right format=..., or map columns with "
+        "routeplay.datasets.scan_table(path, columns={...}).",
         column=missing[0],
     )
 
@@ -110,8 +117,11 @@ def diagnose_parse_error(raw: pl.LazyFrame, specs: list[ParseSpec], path: Path |
             row = int(found.item(0, "__row"))
             value = found.item(0, spec.column)
             what = "is empty" if value is None else f"has value {value!r}"
+            line = (
+                "" if str(path).endswith((".parquet", ".pq")) else f" (line {row + 2} of the file)"
+            )
             raise TraceSchemaError(
-                f"{path}: column {spec.column!r}: row {row} (line {row + 2} of the file) "
+                f"{path}: column {spec.column!r}: row {row}{line} "
                 f"{what}; expected {spec.expected}. Fix: correct or remove that row, or "
                 "check that the right format=... is used.",
                 column=spec.column,
@@ -195,25 +205,180 @@ class PreparedScan:
     raw: pl.LazyFrame
     specs: list[ParseSpec]
     trace: pl.LazyFrame
+    format: str = "trace"
+
+
+def read_error(path: Path, exc: BaseException, line: int | None = None) -> TraceSchemaError:
+    """Turn an error of reading ``path`` (gzip, UTF-8, I/O) into a one-line TraceSchemaError.
+
+    Example:
+        >>> print(read_error(Path("t.csv.gz"), EOFError("stream ended early"), line=7))
+        ... # doctest: +NORMALIZE_WHITESPACE
+        t.csv.gz: cannot read the file near line 7: the gzip stream is truncated or corrupt
+        (stream ended early); expected a complete gzip file. Fix: download or copy the file
+        again.
+    """
+    where = "" if line is None else f" near line {line}"
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, UnicodeDecodeError):
+        byte = exc.object[exc.start : exc.start + 1]
+        return TraceSchemaError(
+            f"{path}: line {line if line is not None else '?'} is not valid UTF-8 (byte "
+            f"{byte!r}); expected UTF-8 text. Fix: re-encode the file as UTF-8, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path.name}`.",
+            row=None if line is None else line - 2,
+        )
+    if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)):
+        return TraceSchemaError(
+            f"{path}: cannot read the file{where}: the gzip stream is truncated or corrupt "
+            f"({detail}); expected a complete gzip file. Fix: download or copy the file again."
+        )
+    if isinstance(exc, PermissionError):
+        return TraceSchemaError(
+            f"{path}: cannot read the file: permission denied; expected a readable file. "
+            f"Fix: check its permissions (e.g. `chmod u+r {path.name}`)."
+        )
+    return TraceSchemaError(
+        f"{path}: cannot read the file{where} ({type(exc).__name__}: {detail}). Fix: check "
+        "that the file is complete and in the expected format."
+    )
 
 
 def open_text_head(path: Path, n_lines: int = 2) -> list[str]:
-    """Return the first ``n_lines`` lines of a (possibly gzipped) text file, EOL stripped."""
-    import gzip
+    """Return the first ``n_lines`` lines of a (possibly gzipped) text file, EOL stripped.
 
+    Raises:
+        TraceSchemaError: the file cannot be read (permissions, bad gzip, bad UTF-8),
+            naming the file and line.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
     lines: list[str] = []
-    with opener(path, "rb") as handle:
-        for _ in range(n_lines):
-            line = handle.readline(1 << 16)
-            if not line:
-                break
-            lines.append(line.decode("utf-8-sig").rstrip("\r\n"))
+    try:
+        with opener(path, "rb") as handle:
+            for _ in range(n_lines):
+                line = handle.readline(1 << 16)
+                if not line:
+                    break
+                try:
+                    lines.append(line.decode("utf-8-sig").rstrip("\r\n"))
+                except UnicodeDecodeError as exc:
+                    raise read_error(path, exc, len(lines) + 1) from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise read_error(path, exc, len(lines) + 1) from None
     return lines
 
 
 #: bytes of CSV text parsed at once by :func:`scan_csv_chunked`
 CSV_CHUNK_BYTES = 4 << 20
+#: longest CSV line accepted by :func:`scan_csv_chunked` (a longer one is an error)
+MAX_LINE_BYTES = 1 << 20
+
+
+def _show(line: bytes) -> str:
+    text = line.rstrip(b"\r").decode("utf-8", errors="replace")
+    return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
+def _ragged_error(path: Path, header: list[str], line_no: int, line: bytes, found: int) -> None:
+    fields = len(header)
+    if not line.strip(b"\r"):
+        what = "is blank"
+    else:
+        what = f"has {found} field{'s' if found != 1 else ''} {_show(line)}"
+    raise TraceSchemaError(
+        f"{path}: line {line_no} {what}; expected {fields} comma-separated fields like the "
+        f"header ({','.join(header)}). Fix: repair or remove that line (a cut-off last line "
+        "usually means an interrupted download or copy: fetch the file again).",
+        row=line_no - 2,
+        value=line.rstrip(b"\r").decode("utf-8", errors="replace"),
+    )
+
+
+def check_csv_fields(path: Path, header: list[str], text: bytes, first_line: int) -> None:
+    r"""Check that every line of ``text`` is UTF-8 and has as many fields as the header.
+
+    Args:
+        path: the file (for the message).
+        header: its column names.
+        text: complete lines of the file (the last one may lack its line end).
+        first_line: the 1-based line number of the first line of ``text``.
+
+    Raises:
+        TraceSchemaError: naming the file, the first bad line, what it holds and what was
+            expected.
+
+    Example:
+        >>> check_csv_fields(Path("t.csv"), ["a", "b"], b"1,2\n3\n", 2)
+        Traceback (most recent call last):
+        ...
+        routeplay.datasets._schema.TraceSchemaError: t.csv: line 3 has 1 field '3'; expected 2 ...
+    """
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise read_error(path, exc, first_line + text.count(b"\n", 0, exc.start)) from None
+    fields = len(header)
+    if b'"' in text:  # quoted fields may hold commas: count with the csv module
+        reader = csv.reader(io.StringIO(decoded))
+        for record in reader:
+            if len(record) != fields and not (fields == 1 and not record):
+                line = text.split(b"\n")[reader.line_num - 1]
+                _ragged_error(path, header, first_line + reader.line_num - 1, line, len(record))
+        return
+    data = np.frombuffer(text, dtype=np.uint8)
+    ends = np.flatnonzero(data == 10)
+    if not text.endswith(b"\n"):
+        ends = np.append(ends, data.size)
+    commas = np.flatnonzero(data == 44)
+    counts = np.bincount(np.searchsorted(ends, commas), minlength=ends.size)
+    bad = np.flatnonzero(counts != fields - 1)
+    if bad.size:
+        k = int(bad[0])
+        begin = 0 if k == 0 else int(ends[k - 1]) + 1
+        line = text[begin : int(ends[k])]
+        found = int(counts[k]) + 1 if line.strip(b"\r") else 0
+        _ragged_error(path, header, first_line + k, line, found)
+
+
+def _checked_chunks(path: Path, header: list[str], chunk_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """Yield ``(text, first line number)`` of complete, checked lines after the header.
+
+    Blank lines at the very end of the file are ignored; anywhere else they are errors.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    line_no = 2
+    try:
+        with opener(path, "rb") as handle:
+            handle.readline()  # the header
+            buffer = b""
+            while True:
+                data = handle.read(chunk_bytes)
+                final = not data
+                buffer += data
+                if final:
+                    text, buffer = buffer.rstrip(b"\r\n"), b""
+                else:
+                    body_end = len(buffer.rstrip(b"\r\n"))
+                    cut = buffer.find(b"\n", body_end) if body_end else -1
+                    if cut < 0:  # the last non-blank line is not complete yet
+                        cut = buffer.rfind(b"\n", 0, body_end) if body_end else -1
+                    if cut < 0:
+                        if len(buffer) > MAX_LINE_BYTES:
+                            raise TraceSchemaError(
+                                f"{path}: line {line_no} is longer than {MAX_LINE_BYTES:,} "
+                                "bytes; expected a CSV line of a request. Fix: check that the "
+                                "file is a CSV trace."
+                            )
+                        continue
+                    text, buffer = buffer[: cut + 1], buffer[cut + 1 :]
+                if text:
+                    check_csv_fields(path, header, text, line_no)
+                    yield text, line_no
+                    line_no += text.count(b"\n")
+                if final:
+                    break
+    except (OSError, EOFError, zlib.error) as exc:
+        raise read_error(path, exc, line_no) from None
 
 
 def scan_csv_chunked(
@@ -227,6 +392,12 @@ def scan_csv_chunked(
     ``pl.read_csv`` and hands it to the streaming engine, so a pass over the file holds
     one chunk at a time. ``.gz`` files are decompressed on the fly. Empty cells are null,
     as with ``pl.scan_csv(path, infer_schema=False)``; CRLF line ends are accepted.
+
+    Every line is checked before it is parsed (:func:`check_csv_fields`): a line that is
+    not UTF-8, a blank line or a line with more or fewer fields than the header raises a
+    :class:`TraceSchemaError` naming the file and the line, wherever the chunk boundaries
+    fall. Blank lines at the very end of the file are ignored. A truncated or corrupt
+    gzip stream and unreadable files raise a :class:`TraceSchemaError` too.
 
     Args:
         path: the CSV file, whose first line is the header.
@@ -242,9 +413,12 @@ def scan_csv_chunked(
         >>> _ = path.write_bytes(b"a,b\r\n1,x\r\n2,\r\n3,z\r\n")
         >>> scan_csv_chunked(path, ["b", "a"], chunk_bytes=5).collect().rows()
         [('x', '1'), (None, '2'), ('z', '3')]
+        >>> _ = path.write_bytes(b"a,b\n1,x\n2,y,extra\n")
+        >>> scan_csv_chunked(path, ["a"]).collect()
+        Traceback (most recent call last):
+        ...
+        routeplay.datasets._schema.TraceSchemaError: ...t.csv: line 3 has 3 fields '2,y,extra'; ...
     """
-    import gzip
-
     header = read_header(path)
     missing = [c for c in columns if c not in header]
     if missing:
@@ -264,31 +438,17 @@ def scan_csv_chunked(
         batch_size: int | None,
     ) -> Iterator[pl.DataFrame]:
         wanted = list(columns) if with_columns is None else list(with_columns)
-        opener = gzip.open if path.suffix == ".gz" else open
         left = n_rows
-        with opener(path, "rb") as handle:
-            handle.readline()  # the header
-            rest = b""
-            while left is None or left > 0:
-                data = handle.read(chunk_bytes)
-                if not data:
-                    text, rest = rest, b""
-                else:
-                    cut = data.rfind(b"\n")
-                    if cut < 0:
-                        rest += data
-                        continue
-                    text, rest = rest + data[: cut + 1], data[cut + 1 :]
-                if text.strip():
-                    frame = parse(text, wanted)
-                    if predicate is not None:
-                        frame = frame.filter(predicate)
-                    if left is not None:
-                        frame = frame.head(left)
-                        left -= frame.height
-                    yield frame
-                if not data:
-                    break
+        for text, _line in _checked_chunks(path, header, chunk_bytes):
+            if left is not None and left <= 0:
+                break
+            frame = parse(text, wanted)
+            if predicate is not None:
+                frame = frame.filter(predicate)
+            if left is not None:
+                frame = frame.head(left)
+                left -= frame.height
+            yield frame
 
     return register_io_source(source, schema=schema, explain_name="csv_chunked")
 

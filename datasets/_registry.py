@@ -10,13 +10,19 @@
    against the known sha256 and then renamed atomically into place, so that a bad or
    interrupted download never replaces a good file.
 
-A file whose sha256 is known is verified wherever it is found.
+A file whose sha256 is known is verified wherever it is found. A trace without a
+published sha256 is *pinned on first use*: the hash of the file first used (mirror,
+cache or download) is recorded in ``<cache>/<name>/<file name>.sha256.json`` and
+:class:`HashPinnedWarning` says so; every later use checks the file against that pin
+and refuses a mismatch (naming both hashes; ``fetch(name, repin=True)`` or
+``routeplay datasets ... --repin``, or deleting the pin file, accepts the new content).
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 import tempfile
 import urllib.error
@@ -31,6 +37,9 @@ from typing import IO, Any
 __all__ = [
     "DATA_DIR_ENV",
     "CACHE_DIR_ENV",
+    "HashPinnedWarning",
+    "PIN_SUFFIX",
+    "pin_path",
     "TraceInfo",
     "default_cache_dir",
     "fetch",
@@ -44,6 +53,12 @@ DATA_DIR_ENV = "ROUTEPLAY_DATA_DIR"
 CACHE_DIR_ENV = "ROUTEPLAY_CACHE_DIR"
 
 _CHUNK_BYTES = 1 << 20
+#: Suffix of the file, beside the cached trace, that pins the hash of an unhashed trace.
+PIN_SUFFIX = ".sha256.json"
+
+
+class HashPinnedWarning(UserWarning):
+    """A trace without a published sha256 was used for the first time and its hash pinned."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -341,7 +356,88 @@ def _embedded(info: TraceInfo) -> Path | None:
 _urlopen: Callable[..., Any] = urllib.request.urlopen
 
 
-def _download(info: TraceInfo, target: Path, timeout_s: float) -> None:
+def pin_path(info: TraceInfo, cache: Path) -> Path:
+    """Where the pinned hash of an unhashed trace lives: beside its cached file.
+
+    Example:
+        >>> pin_path(get_trace_info("burstgpt-v1"), Path("/cache")).as_posix()
+        '/cache/burstgpt-v1/BurstGPT_1.csv.sha256.json'
+    """
+    return cache / info.name / (info.file_name + PIN_SUFFIX)
+
+
+def _read_pin(pin: Path) -> str | None:
+    if not pin.is_file():
+        return None
+    try:
+        digest = json.loads(pin.read_text(encoding="utf-8"))["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{pin}: the hash pin cannot be read ({type(exc).__name__}); expected JSON with a "
+            "'sha256' hex digest. Fix: delete the pin file; the next use pins the file again."
+        ) from None
+    if not (
+        isinstance(digest, str)
+        and len(digest) == 64
+        and all(c in "0123456789abcdef" for c in digest)
+    ):
+        raise ValueError(
+            f"{pin}: 'sha256' is {digest!r}; expected 64 lowercase hex digits. Fix: delete the "
+            "pin file; the next use pins the file again."
+        )
+    return digest
+
+
+def _write_pin(pin: Path, info: TraceInfo, digest: str, origin: str) -> None:
+    pin.parent.mkdir(parents=True, exist_ok=True)
+    record = {"name": info.name, "file": info.file_name, "sha256": digest, "pinned_from": origin}
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{pin.name}.", suffix=".part", dir=pin.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp_name, pin)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+def _pin_mismatch(info: TraceInfo, what: str, got: str, pinned: str, pin: Path) -> str:
+    return (
+        f"{what} has sha256 {got}, but {info.name!r} was pinned to sha256 {pinned} on first "
+        f"use (pin file {pin}); no published hash is registered, so the content changed "
+        "since then. Fix: restore the original file; or, if the new content is the one you "
+        f"want, delete {pin} or pass --repin (Python: fetch({info.name!r}, repin=True)) to "
+        "pin it again."
+    )
+
+
+def _check_pin(info: TraceInfo, path: Path, cache: Path, repin: bool, *, origin: str) -> None:
+    """Check an unhashed trace's file against its pin, or pin it (warning) on first use."""
+    pin = pin_path(info, cache)
+    got = sha256_of(path)
+    pinned = None if repin else _read_pin(pin)
+    if pinned is not None:
+        if got != pinned:
+            raise ValueError(_pin_mismatch(info, str(path), got, pinned, pin))
+        return
+    _write_pin(pin, info, got, origin)
+    warnings.warn(
+        HashPinnedWarning(
+            f"{info.name!r}: no published sha256 is registered, so {origin} could not be "
+            f"verified (its sha256 is {got}); pinned that hash in {pin}: later uses of "
+            f"{info.name!r} are refused if the content changes."
+        ),
+        stacklevel=4,
+    )
+
+
+def _download(
+    info: TraceInfo,
+    target: Path,
+    timeout_s: float,
+    pinned: str | None = None,
+    pin: Path | None = None,
+) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     handle: IO[bytes]
     fd, tmp_name = tempfile.mkstemp(prefix=f".{info.file_name}.", suffix=".part", dir=target.parent)
@@ -353,17 +449,13 @@ def _download(info: TraceInfo, target: Path, timeout_s: float) -> None:
                 digest.update(chunk)
                 handle.write(chunk)
         got = digest.hexdigest()
+        if pinned is not None and pin is not None and got != pinned:
+            raise ValueError(_pin_mismatch(info, f"the download from {info.url}", got, pinned, pin))
         if info.sha256 is not None and got != info.sha256:
             raise ValueError(
                 f"download of {info.name!r} from {info.url} has sha256 {got}, expected "
                 f"{info.sha256}; the download was discarded and {target} was left as it was. "
                 f"Fix: retry, or place a verified copy under ${DATA_DIR_ENV}/{info.mirror_path}."
-            )
-        if info.sha256 is None:
-            warnings.warn(
-                f"{info.name!r}: no published sha256 is registered, so the download from "
-                f"{info.url} could not be verified (its sha256 is {got}).",
-                stacklevel=3,
             )
         os.replace(tmp, target)
     except (urllib.error.URLError, OSError) as exc:
@@ -376,22 +468,33 @@ def _download(info: TraceInfo, target: Path, timeout_s: float) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def fetch(name: str, *, cache_dir: str | Path | None = None, timeout_s: float = 60.0) -> Path:
+def fetch(
+    name: str,
+    *,
+    cache_dir: str | Path | None = None,
+    timeout_s: float = 60.0,
+    repin: bool = False,
+) -> Path:
     """Return a local path to the registered trace ``name``, downloading it if needed.
 
     Resolution order: ``ROUTEPLAY_DATA_DIR`` mirror, cache, embedded copy, download
-    (see the module docstring). Files with a known sha256 are verified wherever found.
+    (see the module docstring). Files with a known sha256 are verified wherever found;
+    files without one are checked against the hash pinned on their first use (and
+    pinned, with a :class:`HashPinnedWarning`, when there is no pin yet).
 
     Args:
         name: registry name (see :func:`list_traces`).
         cache_dir: the download cache (default :func:`default_cache_dir`).
         timeout_s: network timeout of the download.
+        repin: for a trace without a published sha256, replace its pin with the hash
+            of the file found now (after you checked that its new content is intended).
 
     Returns:
         Path of a verified local copy.
 
     Raises:
-        ValueError: unknown name; a mirror file or download with the wrong sha256.
+        ValueError: unknown name; a mirror file or download with the wrong sha256; a
+            file that no longer matches its pinned sha256.
         FileNotFoundError: the file is nowhere local and cannot be downloaded.
 
     Example:
@@ -399,23 +502,36 @@ def fetch(name: str, *, cache_dir: str | Path | None = None, timeout_s: float = 
         'AzureLLMInferenceTrace_code.csv'
     """
     info = get_trace_info(name)
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     mirror = os.environ.get(DATA_DIR_ENV)
     if mirror:
         candidate = Path(mirror).expanduser() / info.mirror_path
         if candidate.is_file():
-            if not _matches(info, candidate):
+            if info.sha256 is None:
+                _check_pin(
+                    info, candidate, cache, repin, origin=f"{candidate} (from {DATA_DIR_ENV})"
+                )
+            elif not _matches(info, candidate):
                 raise ValueError(
                     f"{candidate} (from {DATA_DIR_ENV}) has sha256 {sha256_of(candidate)}, "
                     f"expected {info.sha256} for {info.name!r}. Fix: replace it with the "
                     f"published file from {info.url}, or unset {DATA_DIR_ENV}."
                 )
             return candidate
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     cached = cache / info.name / info.file_name
-    if cached.is_file() and _matches(info, cached):
-        return cached
+    if cached.is_file():
+        if info.sha256 is None:
+            _check_pin(info, cached, cache, repin, origin=f"the cached copy {cached}")
+            return cached
+        if _matches(info, cached):
+            return cached
     embedded = _embedded(info)
     if embedded is not None and _matches(info, embedded):
         return embedded
-    _download(info, cached, timeout_s)
+    if info.sha256 is None:
+        pin = pin_path(info, cache)
+        _download(info, cached, timeout_s, None if repin else _read_pin(pin), pin)
+        _check_pin(info, cached, cache, True, origin=f"the download from {info.url}")
+    else:
+        _download(info, cached, timeout_s)
     return cached

@@ -14,6 +14,7 @@ import polars as pl
 __all__ = [
     "OPTIONAL_SCHEMA",
     "TRACE_SCHEMA",
+    "TraceChecker",
     "TraceSchemaError",
     "canonical_columns",
     "validate_trace",
@@ -87,9 +88,11 @@ def _first_row(mask: pl.Series) -> int:
     return int(mask.arg_true()[0])
 
 
-def _check_columns(frame: pl.DataFrame, allow_extra_columns: bool) -> None:
-    present = list(frame.columns)
-    missing = [c for c in TRACE_SCHEMA if c not in present]
+def _check_columns(
+    present: list[str], allow_extra_columns: bool, *, required: tuple[str, ...] | None = None
+) -> None:
+    needed = list(TRACE_SCHEMA) if required is None else list(required)
+    missing = [c for c in needed if c not in present]
     known = set(TRACE_SCHEMA) | set(OPTIONAL_SCHEMA)
     extra = [c for c in present if c not in known]
     if missing:
@@ -111,122 +114,264 @@ def _check_columns(frame: pl.DataFrame, allow_extra_columns: bool) -> None:
         )
 
 
-def _check_nulls(frame: pl.DataFrame, column: str) -> None:
-    series = frame.get_column(column)
-    if series.null_count():
-        row = _first_row(series.is_null())
-        raise TraceSchemaError(
-            f"column {column!r}: row {row} is null; expected no missing values. "
-            "Fix: drop or fill the incomplete rows before validating.",
-            column=column,
-            row=row,
-            value=None,
-        )
+def _null_error(column: str, row: int) -> TraceSchemaError:
+    return TraceSchemaError(
+        f"column {column!r}: row {row} is null; expected no missing values. "
+        "Fix: drop or fill the incomplete rows before validating.",
+        column=column,
+        row=row,
+        value=None,
+    )
 
 
-def _check_integer_column(frame: pl.DataFrame, column: str, *, minimum: int) -> pl.Series:
-    series = frame.get_column(column)
-    dtype = series.dtype
-    if dtype.is_float():
-        bad = ~series.is_finite() | (series != series.floor())
+def _dtype_error(column: str, dtype: pl.DataType) -> TraceSchemaError:
+    return TraceSchemaError(
+        f"column {column!r} has dtype {dtype}; expected an integer type. "
+        f"Fix: cast it, e.g. frame.with_columns(pl.col({column!r}).cast(pl.Int64)).",
+        column=column,
+    )
+
+
+def _non_integer_error(column: str, row: int, value: Any, minimum: int) -> TraceSchemaError:
+    return TraceSchemaError(
+        f"column {column!r}: row {row} has non-integer value {value!r}; expected "
+        f"whole numbers >= {minimum}. Fix: round or drop such rows explicitly before "
+        "validating.",
+        column=column,
+        row=row,
+        value=value,
+    )
+
+
+def _too_small_error(column: str, row: int, value: Any, minimum: int) -> TraceSchemaError:
+    fix = (
+        "Fix: remove such rows explicitly (the loaders' drop_zero_tokens=True does this "
+        "and warns with counts)."
+        if column in _TOKEN_COLUMNS
+        else "Fix: renumber the ids."
+    )
+    return TraceSchemaError(
+        f"column {column!r}: row {row} has value {value!r}; expected an integer "
+        f">= {minimum}. {fix}",
+        column=column,
+        row=row,
+        value=value,
+    )
+
+
+def _too_big_error(column: str, row: int, value: Any) -> TraceSchemaError:
+    return TraceSchemaError(
+        f"column {column!r}: row {row} has value {value!r}; expected at most "
+        f"{_UINT32_MAX} tokens. Fix: check the column mapping.",
+        column=column,
+        row=row,
+        value=value,
+    )
+
+
+def _arrival_dtype_error(dtype: pl.DataType) -> TraceSchemaError:
+    return TraceSchemaError(
+        f"column 'arrival_s' has dtype {dtype}; expected float seconds from the "
+        "trace start. Fix: convert timestamps with the matching loader "
+        "(e.g. scan_azure) or cast to Float64.",
+        column="arrival_s",
+    )
+
+
+def _arrival_error(row: int, value: float) -> TraceSchemaError:
+    return TraceSchemaError(
+        f"column 'arrival_s': row {row} has value {value!r}; expected finite "
+        "seconds >= 0 from the trace start. Fix: subtract the first timestamp.",
+        column="arrival_s",
+        row=row,
+        value=value,
+    )
+
+
+def _unsorted_error(row: int, value: float, previous: float) -> TraceSchemaError:
+    return TraceSchemaError(
+        f"column 'arrival_s': row {row} arrives at {value!r} s, before row "
+        f"{row - 1} at {previous!r} s; expected arrivals sorted ascending. "
+        "Fix: frame.sort(['arrival_s', 'request_id']).",
+        column="arrival_s",
+        row=row,
+        value=value,
+    )
+
+
+def _duplicate_error(ids: pl.Series) -> TraceSchemaError | None:
+    duplicated = ids.is_duplicated()
+    if not duplicated.any():
+        return None
+    first = _first_row(duplicated)
+    value = ids[first]
+    rows = duplicated.arg_true()
+    second = int(rows.filter(ids.gather(rows) == value)[1])
+    return TraceSchemaError(
+        f"column 'request_id': row {second} repeats id {value!r} first seen at row "
+        f"{first}; expected unique ids. Fix: renumber, e.g. "
+        "frame.with_row_index('request_id').",
+        column="request_id",
+        row=second,
+        value=value,
+    )
+
+
+class TraceChecker:
+    """Validate a trace batch by batch, with the messages of :func:`validate_trace`.
+
+    Feed the batches in row order with :meth:`feed`, then call :meth:`finish`: it raises
+    the error :func:`validate_trace` would raise on the concatenated batches (the same
+    checks in the same order, the same first offending row), so a trace of any size can
+    be checked in one streaming pass. Only the canonical columns present in the schema
+    are checked (``required`` names those that must be present).
+
+    Args:
+        schema: the schema of the batches.
+        allow_extra_columns: accept columns outside the canonical schema.
+        required: the columns that must be present (default: every required column).
+
+    Example:
+        >>> import polars as pl
+        >>> frame = pl.DataFrame({"arrival_s": [0.0, 2.0, 1.0], "prompt_tokens": [1, 2, 3],
+        ...                       "output_tokens": [1, 1, 1]})
+        >>> checker = TraceChecker(frame.schema, required=("arrival_s",))
+        >>> for batch in frame.iter_slices(2):
+        ...     checker.feed(batch)
+        >>> checker.finish()
+        Traceback (most recent call last):
+        ...
+        routeplay.datasets._schema.TraceSchemaError: column 'arrival_s': row 2 arrives at 1.0 s, before row 1 at 2.0 s; expected arrivals sorted ascending. Fix: frame.sort(['arrival_s', 'request_id']).
+    """
+
+    def __init__(
+        self,
+        schema: pl.Schema | dict[str, pl.DataType],
+        *,
+        allow_extra_columns: bool = True,
+        required: tuple[str, ...] | None = None,
+    ) -> None:
+        self.schema = pl.Schema(schema)
+        _check_columns(list(self.schema.names()), allow_extra_columns, required=required)
+        self.columns = [c for c in TRACE_SCHEMA if c in self.schema]
+        self.n_rows = 0
+        self._errors: dict[tuple[str, str], TraceSchemaError] = {}
+        self._last_arrival: float | None = None
+        self._last_id: Any = None
+        self._ids_increasing = True
+        for column in ("request_id", *_TOKEN_COLUMNS):
+            dtype = self.schema.get(column)
+            if dtype is not None and not (dtype.is_integer() or dtype.is_float()):
+                self._errors[("dtype", column)] = _dtype_error(column, dtype)
+        arrival = self.schema.get("arrival_s")
+        if arrival is not None and not arrival.is_numeric():
+            self._errors[("dtype", "arrival_s")] = _arrival_dtype_error(arrival)
+
+    def _note(self, key: tuple[str, str], make: Any) -> None:
+        if key not in self._errors:
+            self._errors[key] = make()
+
+    def feed(self, batch: pl.DataFrame) -> None:
+        """Check the next rows (in order); errors are kept until :meth:`finish`."""
+        offset = self.n_rows
+        self.n_rows += batch.height
+        if batch.height == 0:
+            return
+        for column in self.columns:
+            series = batch.get_column(column)
+            if series.null_count():
+                row = offset + _first_row(series.is_null())
+                self._note(("null", column), lambda c=column, r=row: _null_error(c, r))
+        for column, minimum in (("request_id", 0), ("prompt_tokens", 1), ("output_tokens", 1)):
+            if column in self.columns and ("dtype", column) not in self._errors:
+                self._feed_integers(batch.get_column(column), column, minimum, offset)
+        if "arrival_s" in self.columns and ("dtype", "arrival_s") not in self._errors:
+            self._feed_arrivals(batch.get_column("arrival_s").cast(pl.Float64), offset)
+        if "request_id" in self.columns and self._ids_increasing:
+            ids = batch.get_column("request_id")
+            if ids.null_count() or ids.dtype.is_float() and not ids.is_finite().all():
+                self._ids_increasing = False
+            else:
+                increasing = bool((ids.slice(1) > ids.slice(0, ids.len() - 1)).all())
+                first = ids[0]
+                if not increasing or (self._last_id is not None and not first > self._last_id):
+                    self._ids_increasing = False
+                self._last_id = ids[-1]
+
+    def _feed_integers(self, series: pl.Series, column: str, minimum: int, offset: int) -> None:
+        if series.dtype.is_float():
+            bad = ~series.is_finite() | (series != series.floor())
+            if bad.any():
+                row = _first_row(bad)
+                self._note(
+                    ("non-integer", column),
+                    lambda: _non_integer_error(column, offset + row, series[row], minimum),
+                )
+        too_small = series < minimum
+        if too_small.any():
+            row = _first_row(too_small)
+            self._note(
+                ("too-small", column),
+                lambda: _too_small_error(column, offset + row, series[row], minimum),
+            )
+        if column in _TOKEN_COLUMNS:
+            too_big = series > _UINT32_MAX
+            if too_big.any():
+                row = _first_row(too_big)
+                self._note(
+                    ("too-big", column), lambda: _too_big_error(column, offset + row, series[row])
+                )
+
+    def _feed_arrivals(self, values: pl.Series, offset: int) -> None:
+        bad = ~values.is_finite() | (values < 0)
         if bad.any():
             row = _first_row(bad)
-            value = series[row]
+            self._note(("bad", "arrival_s"), lambda: _arrival_error(offset + row, values[row]))
+        if self._last_arrival is not None:
+            values = pl.concat([pl.Series([self._last_arrival]), values])
+            offset -= 1
+        if values.len() > 1:
+            decreasing = values.slice(1) < values.slice(0, values.len() - 1)
+            if decreasing.any():
+                k = _first_row(decreasing) + 1
+                self._note(
+                    ("unsorted", "arrival_s"),
+                    lambda: _unsorted_error(offset + k, values[k], values[k - 1]),
+                )
+        last = values[-1]
+        self._last_arrival = None if last is None else float(last)
+
+    @property
+    def needs_id_pass(self) -> bool:
+        """Whether :meth:`finish` needs the whole ``request_id`` column (ids not increasing)."""
+        return "request_id" in self.columns and not self._ids_increasing
+
+    def finish(self, ids: pl.Series | None = None) -> None:
+        """Raise the first problem found, in :func:`validate_trace`'s order.
+
+        Args:
+            ids: the whole ``request_id`` column, needed (for the duplicate check) only
+                when :attr:`needs_id_pass` is true; ``None`` skips that check.
+
+        Raises:
+            TraceSchemaError: an empty trace or the first offending row.
+        """
+        if self.n_rows == 0:
             raise TraceSchemaError(
-                f"column {column!r}: row {row} has non-integer value {value!r}; expected "
-                f"whole numbers >= {minimum}. Fix: round or drop such rows explicitly before "
-                "validating.",
-                column=column,
-                row=row,
-                value=value,
+                "trace is empty (0 rows); expected at least one request. Fix: check the file "
+                "path and any filters applied before validation."
             )
-    elif not dtype.is_integer():
-        raise TraceSchemaError(
-            f"column {column!r} has dtype {dtype}; expected an integer type. "
-            f"Fix: cast it, e.g. frame.with_columns(pl.col({column!r}).cast(pl.Int64)).",
-            column=column,
-        )
-    too_small = series < minimum
-    if too_small.any():
-        row = _first_row(too_small)
-        value = series[row]
-        fix = (
-            "Fix: remove such rows explicitly (the loaders' drop_zero_tokens=True does this "
-            "and warns with counts)."
-            if column in _TOKEN_COLUMNS
-            else "Fix: renumber the ids."
-        )
-        raise TraceSchemaError(
-            f"column {column!r}: row {row} has value {value!r}; expected an integer "
-            f">= {minimum}. {fix}",
-            column=column,
-            row=row,
-            value=value,
-        )
-    if column in _TOKEN_COLUMNS:
-        too_big = series > _UINT32_MAX
-        if too_big.any():
-            row = _first_row(too_big)
-            raise TraceSchemaError(
-                f"column {column!r}: row {row} has value {series[row]!r}; expected at most "
-                f"{_UINT32_MAX} tokens. Fix: check the column mapping.",
-                column=column,
-                row=row,
-                value=series[row],
-            )
-    return series
-
-
-def _check_arrivals(frame: pl.DataFrame) -> None:
-    series = frame.get_column("arrival_s")
-    if not series.dtype.is_numeric():
-        raise TraceSchemaError(
-            f"column 'arrival_s' has dtype {series.dtype}; expected float seconds from the "
-            "trace start. Fix: convert timestamps with the matching loader "
-            "(e.g. scan_azure) or cast to Float64.",
-            column="arrival_s",
-        )
-    values = series.cast(pl.Float64)
-    bad = ~values.is_finite() | (values < 0)
-    if bad.any():
-        row = _first_row(bad)
-        raise TraceSchemaError(
-            f"column 'arrival_s': row {row} has value {values[row]!r}; expected finite "
-            "seconds >= 0 from the trace start. Fix: subtract the first timestamp.",
-            column="arrival_s",
-            row=row,
-            value=values[row],
-        )
-    if len(values) > 1:
-        decreasing = values.diff().fill_null(0.0) < 0
-        if decreasing.any():
-            row = _first_row(decreasing)
-            raise TraceSchemaError(
-                f"column 'arrival_s': row {row} arrives at {values[row]!r} s, before row "
-                f"{row - 1} at {values[row - 1]!r} s; expected arrivals sorted ascending. "
-                "Fix: frame.sort(['arrival_s', 'request_id']).",
-                column="arrival_s",
-                row=row,
-                value=values[row],
-            )
-
-
-def _check_unique_ids(frame: pl.DataFrame) -> None:
-    ids = frame.get_column("request_id")
-    duplicated = ids.is_duplicated()
-    if duplicated.any():
-        first = _first_row(duplicated)
-        value = ids[first]
-        rows = duplicated.arg_true()
-        second = int(rows.filter(ids.gather(rows) == value)[1])
-        raise TraceSchemaError(
-            f"column 'request_id': row {second} repeats id {value!r} first seen at row "
-            f"{first}; expected unique ids. Fix: renumber, e.g. "
-            "frame.with_row_index('request_id').",
-            column="request_id",
-            row=second,
-            value=value,
-        )
+        order = [("null", c) for c in TRACE_SCHEMA]
+        for column in ("request_id", *_TOKEN_COLUMNS):
+            order += [(k, column) for k in ("dtype", "non-integer", "too-small", "too-big")]
+        order += [("dtype", "arrival_s"), ("bad", "arrival_s"), ("unsorted", "arrival_s")]
+        for key in order:
+            if key in self._errors:
+                raise self._errors[key]
+        if self.needs_id_pass and ids is not None:
+            error = _duplicate_error(ids)
+            if error is not None:
+                raise error
 
 
 def validate_trace(
@@ -267,19 +412,9 @@ def validate_trace(
         raise TypeError(
             f"validate_trace expects a polars DataFrame or LazyFrame, got {type(frame).__name__}"
         )
-    _check_columns(frame, allow_extra_columns)
-    if frame.height == 0:
-        raise TraceSchemaError(
-            "trace is empty (0 rows); expected at least one request. Fix: check the file "
-            "path and any filters applied before validation."
-        )
-    for column in TRACE_SCHEMA:
-        _check_nulls(frame, column)
-    _check_integer_column(frame, "request_id", minimum=0)
-    for column in _TOKEN_COLUMNS:
-        _check_integer_column(frame, column, minimum=1)
-    _check_arrivals(frame)
-    _check_unique_ids(frame)
+    checker = TraceChecker(frame.schema, allow_extra_columns=allow_extra_columns)
+    checker.feed(frame)
+    checker.finish(frame.get_column("request_id"))
     casts = [pl.col(c).cast(dtype) for c, dtype in TRACE_SCHEMA.items()]
     for column, dtype in OPTIONAL_SCHEMA.items():
         if column in frame.columns and frame.schema[column] != dtype:

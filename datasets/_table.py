@@ -17,6 +17,7 @@ from ._loadutil import (
     float_parser,
     int_parser,
     read_header,
+    scan_csv_chunked,
 )
 from ._schema import OPTIONAL_SCHEMA, TRACE_SCHEMA, TraceSchemaError
 
@@ -43,13 +44,66 @@ def _datetime_parser(fmt: str | None) -> ParseSpec:
 
 
 def _seconds(expr: pl.Expr, dtype: pl.DataType, time_unit: str, rebase: bool) -> pl.Expr:
-    if time_unit == "datetime":
-        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+    """Seconds from a parsed time column: datetimes, durations (any unit) or numbers."""
+    if isinstance(dtype, pl.Date):
+        expr, dtype = expr.cast(pl.Datetime("ms")), pl.Datetime("ms")
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is not None:
             expr = expr.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
         nanos = (expr - expr.min()).dt.total_nanoseconds() if rebase else expr.dt.epoch("ns")
         return nanos.cast(pl.Float64) / 1e9
+    if isinstance(dtype, pl.Duration):
+        seconds = expr.dt.total_nanoseconds().cast(pl.Float64) / 1e9
+        return seconds - seconds.min() if rebase else seconds
     seconds = expr.cast(pl.Float64) * TIME_UNITS[time_unit]
     return seconds - seconds.min() if rebase else seconds
+
+
+def _arrival_kind(
+    file: Path, column: str, dtype: pl.DataType, time_unit: str | None
+) -> tuple[str, pl.DataType]:
+    """Check a Parquet arrival column's dtype against ``time_unit``; return (unit, dtype).
+
+    Datetimes (any unit, any zone) and dates are timestamps; durations carry their own
+    unit; numbers take ``time_unit`` (default seconds). A ``time_unit`` that contradicts
+    the column's type is refused rather than guessed.
+    """
+    mapped = "" if column == "arrival_s" else " (mapped to arrival_s)"
+    where = f"{file}: column {column!r}{mapped}"
+    if isinstance(dtype, (pl.Datetime, pl.Date)):
+        if time_unit not in (None, "datetime"):
+            raise TraceSchemaError(
+                f"{where} holds timestamps ({dtype}), but time_unit={time_unit!r} was given, "
+                "which is the unit of numeric times; expected time_unit=None or 'datetime' "
+                "for timestamps. Fix: omit time_unit (timestamps become seconds from the "
+                "first arrival).",
+                column=column,
+            )
+        return "datetime", dtype
+    if isinstance(dtype, pl.Duration):
+        if time_unit is not None:
+            raise TraceSchemaError(
+                f"{where} holds durations ({dtype}), which carry their own unit, but "
+                f"time_unit={time_unit!r} was given; expected no time_unit for durations. "
+                "Fix: omit time_unit (durations become seconds).",
+                column=column,
+            )
+        return "duration", dtype
+    if dtype.is_numeric():
+        if time_unit == "datetime":
+            raise TraceSchemaError(
+                f"{where} holds numbers ({dtype}), but time_unit='datetime' was given; "
+                f"expected the numbers' unit. Fix: pass time_unit= one of {list(TIME_UNITS)}.",
+                column=column,
+            )
+        return time_unit or "s", dtype
+    if dtype == pl.String:
+        return time_unit or "s", dtype
+    raise TraceSchemaError(
+        f"{where} has dtype {dtype}; expected numbers with a time_unit, timestamps "
+        "(Datetime) or durations (Duration). Fix: convert the column before loading.",
+        column=column,
+    )
 
 
 def _resolve_mapping(
@@ -86,11 +140,26 @@ def _resolve_mapping(
     return mapping
 
 
+def _column_spec(
+    name: str, col: str, time_unit: str, datetime_format: str | None
+) -> tuple[ParseSpec, pl.DataType]:
+    """How a text column (CSV, or a Parquet string column) is parsed, and its parsed dtype."""
+    if name == "arrival_s":
+        if time_unit == "datetime":
+            spec = _datetime_parser(datetime_format)
+            return ParseSpec(col, spec.parse, spec.expected), pl.Datetime("ns")
+        unit = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+        return ParseSpec(col, float_parser, f"a number of {unit[time_unit]}"), pl.Float64()
+    if name in ("request_id", "prompt_tokens", "output_tokens", "num_images"):
+        return ParseSpec(col, int_parser, "an integer"), pl.Int64()
+    return ParseSpec(col, _string_parser, "text"), pl.String()
+
+
 def prepare_table(
     path: str | Path,
     *,
     columns: Mapping[str, str] | None = None,
-    time_unit: TimeUnit = "s",
+    time_unit: TimeUnit | None = None,
     datetime_format: str | None = None,
     rebase_time: bool | None = None,
     file_format: Literal["csv", "parquet"] | None = None,
@@ -98,7 +167,7 @@ def prepare_table(
     drop_zero_tokens: bool = False,
 ) -> PreparedScan:
     """Build the lazy pieces of :func:`scan_table`."""
-    if time_unit not in (*TIME_UNITS, "datetime"):
+    if time_unit is not None and time_unit not in (*TIME_UNITS, "datetime"):
         raise ValueError(
             f"time_unit must be one of {[*TIME_UNITS, 'datetime']}, got {time_unit!r}."
         )
@@ -106,21 +175,34 @@ def prepare_table(
     kind = file_format or ("parquet" if file.suffix.lower() in (".parquet", ".pq") else "csv")
     if kind not in ("csv", "parquet"):
         raise ValueError(f"file_format must be 'csv' or 'parquet', got {kind!r}.")
-    rebase = (time_unit == "datetime") if rebase_time is None else rebase_time
     specs: list[ParseSpec] = []
+    exprs: dict[str, pl.Expr] = {}
+    unit: str = time_unit or "s"
     if kind == "parquet":
         raw = pl.scan_parquet(file)
-        schema = raw.collect_schema()
+        try:
+            schema = raw.collect_schema()
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TraceSchemaError(
+                f"{file}: cannot read the file as Parquet ({detail}); expected a complete "
+                "Parquet file. Fix: write the file again, or pass file_format='csv' if it "
+                "is a CSV file."
+            ) from None
         mapping = _resolve_mapping(file, list(schema.names()), columns)
-        exprs = {}
         for name, col in mapping.items():
-            expr = pl.col(col)
+            dtype = schema[col]
             if name == "arrival_s":
-                dtype = schema[col]
-                if time_unit == "datetime" and dtype == pl.String:
-                    expr = expr.str.to_datetime(datetime_format, time_unit="ns")
-                    dtype = pl.Datetime("ns")
-                expr = _seconds(expr, dtype, time_unit, rebase)
+                unit, dtype = _arrival_kind(file, col, dtype, time_unit)
+            if dtype == pl.String and name != "session_id" and name != "task":
+                spec, dtype = _column_spec(name, col, unit, datetime_format)
+                specs.append(spec)
+                expr = spec.parse(pl.col(col), True)
+            else:
+                expr = pl.col(col)
+            if name == "arrival_s":
+                rebase = unit in ("datetime",) if rebase_time is None else rebase_time
+                expr = _seconds(expr, dtype, unit, rebase)
             exprs[name] = expr
         parsed = raw.select(**exprs)
     else:
@@ -131,24 +213,13 @@ def prepare_table(
                 f"{file}: prefix_blocks cannot be read from CSV (it is a list column). "
                 "Fix: store the trace as Parquet, or drop prefix_blocks from columns=."
             )
-        raw = pl.scan_csv(file, infer_schema=False).select(list(dict.fromkeys(mapping.values())))
-        exprs = {}
+        raw = scan_csv_chunked(file, list(dict.fromkeys(mapping.values())))
+        rebase = (unit == "datetime") if rebase_time is None else rebase_time
         for name, col in mapping.items():
+            spec, dtype = _column_spec(name, col, unit, datetime_format)
+            expr = spec.parse(pl.col(col), True)
             if name == "arrival_s":
-                if time_unit == "datetime":
-                    spec = _datetime_parser(datetime_format)
-                    spec = ParseSpec(col, spec.parse, spec.expected)
-                    raw_dtype: pl.DataType = pl.Datetime("ns")
-                else:
-                    spec = ParseSpec(col, float_parser, f"a number of {time_unit}")
-                    raw_dtype = pl.Float64()
-                expr = _seconds(spec.parse(pl.col(col), True), raw_dtype, time_unit, rebase)
-            elif name in ("request_id", "prompt_tokens", "output_tokens", "num_images"):
-                spec = ParseSpec(col, int_parser, "an integer")
-                expr = spec.parse(pl.col(col), True)
-            else:
-                spec = ParseSpec(col, _string_parser, "text")
-                expr = pl.col(col)
+                expr = _seconds(expr, dtype, unit, rebase)
             specs.append(spec)
             exprs[name] = expr
         parsed = raw.select(**exprs)
@@ -168,7 +239,7 @@ def scan_table(
     path: str | Path,
     *,
     columns: Mapping[str, str] | None = None,
-    time_unit: TimeUnit = "s",
+    time_unit: TimeUnit | None = None,
     datetime_format: str | None = None,
     rebase_time: bool | None = None,
     file_format: Literal["csv", "parquet"] | None = None,
@@ -183,11 +254,15 @@ def scan_table(
             and ``output_tokens``, may add ``request_id`` (else rows are numbered in
             arrival order) and optional columns (``task``, ``session_id``, ...).
             ``None``: the file already uses canonical names.
-        time_unit: unit of the arrival column: ``"s"``, ``"ms"``, ``"us"``, ``"ns"`` or
-            ``"datetime"`` (timestamps; strings are parsed with ``datetime_format``).
+        time_unit: unit of a numeric or text arrival column: ``"s"`` (the default),
+            ``"ms"``, ``"us"``, ``"ns"``, or ``"datetime"`` (timestamps; strings are parsed
+            with ``datetime_format``). Parquet columns that carry their type need none:
+            ``Datetime`` (any unit, with or without a time zone) and ``Date`` columns are
+            timestamps, ``Duration`` columns (any unit) are converted to seconds. A
+            ``time_unit`` that contradicts the column's type is refused.
         datetime_format: strftime format of string timestamps (``None``: inferred).
-        rebase_time: subtract the first arrival. ``None``: only for ``"datetime"``
-            (numeric times are taken as seconds from the trace start, as given).
+        rebase_time: subtract the first arrival. ``None``: only for timestamps
+            (numbers and durations are taken as times from the trace start, as given).
         file_format: force ``"csv"`` or ``"parquet"``.
         source: value of a constant ``source`` column (unless ``source`` is mapped).
         drop_zero_tokens: drop rows with 0 prompt or output tokens, warning with counts.
@@ -197,7 +272,8 @@ def scan_table(
 
     Raises:
         ValueError: unknown canonical names, unknown ``time_unit``.
-        TraceSchemaError: a mapped column is missing from the file.
+        TraceSchemaError: a mapped column is missing from the file; the arrival column's
+            type contradicts ``time_unit``; an unreadable Parquet file.
 
     Example:
         >>> import tempfile, pathlib
@@ -206,6 +282,13 @@ def scan_table(
         >>> scan_table(path, columns={"arrival_s": "t_ms", "prompt_tokens": "in",
         ...            "output_tokens": "out"}, time_unit="ms").collect().rows()
         [(0, 0.5, 10, 2), (1, 1.5, 30, 4)]
+        >>> import datetime as dt
+        >>> pq = path.with_suffix(".parquet")
+        >>> start = dt.datetime(2024, 5, 1, 12, tzinfo=dt.timezone.utc)
+        >>> pl.DataFrame({"arrival_s": [start, start + dt.timedelta(seconds=1.5)],
+        ...     "prompt_tokens": [5, 6], "output_tokens": [1, 2]}).write_parquet(pq)
+        >>> scan_table(pq).collect()["arrival_s"].to_list()
+        [0.0, 1.5]
     """
     return prepare_table(
         path,

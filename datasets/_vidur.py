@@ -23,6 +23,7 @@ from ._loadutil import (
     int_parser,
     read_header,
     require_columns,
+    scan_csv_chunked,
 )
 from ._schema import validate_trace
 
@@ -50,7 +51,7 @@ def prepare_vidur(
         )
     require_columns(file, header, ["arrived_at", *_RENAMES], "vidur")
     specs = [ParseSpec("arrived_at", float_parser, "seconds as a number"), *_TOKEN_SPECS]
-    raw = pl.scan_csv(file, infer_schema=False).select([s.column for s in specs])
+    raw = scan_csv_chunked(file, [s.column for s in specs])
     parsed = raw.select([s.parse(pl.col(s.column), True).alias(s.column) for s in specs]).select(
         arrival_s=pl.col("arrived_at") - pl.col("arrived_at").min(),
         prompt_tokens=pl.col("num_prefill_tokens"),
@@ -96,7 +97,7 @@ def prepare_lengths(path: str | Path, *, drop_zero_tokens: bool = False) -> Prep
     file = check_file(path)
     header = read_header(file)
     require_columns(file, header, list(_RENAMES), "lengths")
-    raw = pl.scan_csv(file, infer_schema=False).select(list(_RENAMES))
+    raw = scan_csv_chunked(file, list(_RENAMES))
     parsed = raw.select(
         [s.parse(pl.col(s.column), True).alias(_RENAMES[s.column]) for s in _TOKEN_SPECS]
     ).with_row_index("request_id")

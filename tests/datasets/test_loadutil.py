@@ -69,7 +69,7 @@ def test_azure_scan_through_chunks_matches_in_memory_parse(
 ) -> None:
     path = tmp_path / "t.csv"
     _write(path, 400)
-    path.write_text(path.read_text().replace(",,", ",3,", 1))  # no empty cell here
+    path.write_text(path.read_text().replace(",\n", ",3\n", 1))  # no empty cell here
     whole = scan_trace(path).collect()
     # every loader call now parses 97-byte chunks: rows cross chunk boundaries
     monkeypatch.setattr(scan_csv_chunked, "__kwdefaults__", {"chunk_bytes": 97})
