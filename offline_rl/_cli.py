@@ -13,12 +13,29 @@ requests; ``train`` uses the earliest ``1 - test_fraction`` of them, ``evaluate`
 latest ``test_fraction`` (same flags, so the two never overlap). With ``--task-mix``,
 training episodes use seeds ``10000 + k`` and evaluation episodes ``20000 + k``.
 The CLI uses no output-length predictor (observations carry one decode bucket).
+
+Output folder of ``train`` (``--out``): the work happens in ``.<name>.partial`` beside
+it, which is renamed to ``--out`` when the router is saved, so a killed run never
+leaves a folder that looks complete. ``train.json`` in the folder records the run's
+settings (training flags, the input files' sha256 or the behaviour-logging flags) and
+their sha256. When ``--out`` (or an unfinished ``.<name>.partial``) already exists,
+``train`` refuses before touching anything unless told what to do: ``--resume``
+continues an unfinished run with the same settings (a finished one is left as it is),
+``--overwrite`` starts over and replaces the folder when the new router is complete.
+Errors are one line on stderr with exit status 2 (130 when interrupted).
+
+Nothing is unpickled: ``evaluate`` loads the TorchScript ``policy.pt`` of each router
+folder, and a resumed run reads its checkpoint with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +98,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="router folder to write")
     p.add_argument("--run-dir", type=Path, help="training run folder (default OUT/run)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an unfinished run in OUT with the same settings (a finished one is "
+        "kept as it is); a run with other settings is refused",
+    )
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over; OUT is replaced once the new router is complete",
+    )
     _add_display(p)
     p.set_defaults(func=_cmd_train)
 
@@ -153,45 +182,135 @@ def _layout_from_names(names: tuple[str, ...], n_instances: int) -> Any:
     )
 
 
+class CommandError(ValueError):
+    """A one-line error of a command (``routeplay`` prints it and exits with 2)."""
+
+
+def _describe(exc: BaseException) -> str | None:
+    """One line saying what went wrong, or None for errors that are not the user's input."""
+    from ._files import one_line
+
+    if isinstance(exc, KeyError) and exc.args:
+        return one_line(exc.args[0], 2000)
+    if isinstance(exc, (ValueError, FileNotFoundError)):
+        return one_line(exc, 2000)
+    if isinstance(exc, pl.exceptions.PolarsError):
+        return f"cannot read the input ({type(exc).__name__}: {one_line(exc, 600)})."
+    if isinstance(exc, OSError):
+        where = f" {str(exc.filename)!r}" if exc.filename else ""
+        what = exc.strerror or one_line(exc, 300)
+        return (
+            f"cannot use{where}: {what} ({type(exc).__name__}). Fix: check that the path "
+            "exists, is the right kind (file or folder) and that you may read/write it."
+        )
+    return None
+
+
+def _guarded(
+    args: argparse.Namespace,
+    body: Callable[[argparse.Namespace, list[Path]], int],
+    *,
+    interrupted: Callable[[list[Path]], str],
+) -> int:
+    """Run ``body``; bad input becomes one line (exit 2), Ctrl-C exit 130.
+
+    ``body`` appends the staging folder it works in to the list it gets, so the
+    message of an interruption can say where the unfinished run is. Other errors (bugs)
+    go to ``routeplay.cli.main``, which prints them on one line with their type (exit
+    1); ``routeplay --debug`` shows every traceback.
+    """
+    staged: list[Path] = []
+    try:
+        return body(args, staged)
+    except KeyboardInterrupt:
+        print(f"routeplay {args.command}: interrupted; {interrupted(staged)}", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        message = None if getattr(args, "debug", False) else _describe(exc)
+        if message is None:
+            raise
+        raise CommandError(message) from exc
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    return _guarded(args, _train, interrupted=_train_interrupted)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    return _guarded(args, _evaluate, interrupted=lambda _: "nothing was written.")
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / "checkpoint" / "state.json").is_file()
+
+
+def _train_interrupted(staged: list[Path]) -> str:
+    if staged and staged[0].exists():
+        return (
+            f"the unfinished run is in {str(staged[0])!r}; rerun the same command with "
+            "--resume to continue it, or with --overwrite to start over."
+        )
+    return "nothing was written."
+
+
+def _check_parquet(path: Path) -> None:
+    """A one-line error unless ``path`` is a readable Parquet file."""
+    from ._files import one_line
+
+    if path.is_dir():
+        raise ValueError(
+            f"--transitions {str(path)!r} is a folder; expected a Parquet file written by "
+            "routeplay log (or a list of them, e.g. FOLDER/*.parquet)."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--transitions {str(path)!r} does not exist; expected a Parquet file written by "
+            "routeplay log."
+        )
+    try:
+        pl.read_parquet_schema(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ValueError(
+            f"--transitions {str(path)!r} is not a readable Parquet file "
+            f"({one_line(exc, 160)}); expected a file written by routeplay log."
+        ) from None
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _workload_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags that decide which episodes are logged (and the trace file's hash)."""
+    from ._files import sha256_file
+
+    if args.task_mix:
+        return {
+            "task_mix": True,
+            "n_episodes": args.n_episodes,
+            "window_requests": args.window_requests,
+            "rate": args.rate,
+        }
+    trace = Path(args.trace)
+    return {
+        "trace": args.trace,
+        "trace_sha256": sha256_file(trace) if trace.is_file() else None,
+        "window_requests": args.window_requests,
+        "test_fraction": args.test_fraction,
+    }
+
+
+def _train(args: argparse.Namespace, staged: list[Path]) -> int:
     from routeplay.offline_rl import TrainConfig, build_dataset, save_router, train_router
     from routeplay.replay import make_router, read_transitions
+    from routeplay.replay._rewards import make_reward
     from routeplay.replay._transitions import default_layout, log_transitions
 
+    from ._files import sha256_file
+    from ._output import Mode, commit_output, plan_output, start_output
+
     out: Path = args.out
-    run_dir = args.run_dir or out / "run"
-    if args.transitions:
-        files = list(args.transitions)
-        _, meta = read_transitions(files)
-        layout = _layout_from_names(meta.obs_names, meta.n_instances)
-    else:
-        cluster = _cluster(args.cluster)
-        layout = default_layout(cluster)
-        episodes = _episodes(args, held_out=False)
-        names = [b.strip() for b in args.behaviours.split(",") if b.strip()]
-        logs = out / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        files = []
-        for j, name in enumerate(names):
-            res = log_transitions(
-                episodes,
-                cluster,
-                make_router(name),
-                reward=args.reward,
-                path=logs / f"{name}.parquet",
-                epsilon=args.epsilon,
-                seed=args.seed,
-                episode_offset=j * len(episodes),
-                show_progress=_show(args),
-            )
-            files.append(res.path)
-            _say(
-                args,
-                f"[{j + 1}/{len(names)}] logged {res.behaviour}: {res.n_episodes} episodes, "
-                f"{res.n_transitions} transitions -> {res.path}",
-            )
-    dataset = build_dataset(files)
-    _say(args, dataset.card.summary())
+    mode: Mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
     config = TrainConfig(
         algorithm=args.algorithm,
         n_steps=args.n_steps,
@@ -200,19 +319,124 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
     )
-    _say(args, f"training {args.algorithm} for {args.n_steps} steps (seed {args.seed})")
-    result = train_router(config, dataset, run_dir=run_dir, show_progress=_show(args))
-    save_router(result, out, layout=layout)
+    # everything that decides the result, read and checked before any file is written
+    names: list[str] = []
+    episodes: list[pl.DataFrame] = []
+    files: list[Path] = []
+    if args.transitions:
+        files = list(args.transitions)
+        for f in files:
+            _check_parquet(f)
+        _, meta = read_transitions(files)
+        layout = _layout_from_names(meta.obs_names, meta.n_instances)
+        inputs: dict[str, Any] = {"transitions_sha256": [sha256_file(f) for f in files]}
+    else:
+        cluster = _cluster(args.cluster)
+        layout = default_layout(cluster)
+        names = [b.strip() for b in args.behaviours.split(",") if b.strip()]
+        if not names:
+            raise ValueError(
+                f"--behaviours {args.behaviours!r} names no heuristic; expected a comma-"
+                f"separated list, e.g. {_DEFAULT_BEHAVIOURS!r}."
+            )
+        for name in names:
+            make_router(name)
+        make_reward(args.reward)
+        if not 0.0 <= args.epsilon <= 1.0:
+            raise ValueError(
+                f"--epsilon {args.epsilon!r}; expected a probability in [0, 1]. Fix: pass "
+                "e.g. --epsilon 0.1."
+            )
+        episodes = _episodes(args, held_out=False)
+        inputs = {
+            "behaviours": names,
+            "epsilon": args.epsilon,
+            "reward": args.reward,
+            "cluster": args.cluster,
+            "cluster_sha256": (
+                sha256_file(args.cluster)
+                if args.cluster.endswith(".toml")
+                else _sha256_text(repr(cluster))  # built-in: its full (deterministic) repr
+            ),
+            "workload": _workload_settings(args),
+        }
+    plan = plan_output(out, settings={"config": config.to_dict(), "inputs": inputs}, mode=mode)
+    run_dir: Path | None = args.run_dir
+    if run_dir is not None and mode == "new" and _has_checkpoint(run_dir):
+        raise ValueError(
+            f"--run-dir {str(run_dir)!r} already holds a training checkpoint; nothing was "
+            "changed. Fix: pass --resume to continue it (refused if its config or data "
+            "differ) or --overwrite to start over."
+        )
+    if plan.action == "done":
+        print(f"{out} already holds the router these settings train; nothing to do.")
+        return 0
+
+    staging = start_output(plan)
+    staged.append(staging)
+    try:
+        if not args.transitions:
+            logs = staging / "logs"
+            logs.mkdir(exist_ok=True)
+            for j, name in enumerate(names):
+                path = logs / f"{name}.parquet"
+                if plan.action == "continue" and path.is_file():
+                    files.append(path)  # written atomically by an earlier call
+                    _say(args, f"[{j + 1}/{len(names)}] reusing {path}")
+                    continue
+                res = log_transitions(
+                    episodes,
+                    cluster,
+                    make_router(name),
+                    reward=args.reward,
+                    path=path,
+                    epsilon=args.epsilon,
+                    seed=args.seed,
+                    episode_offset=j * len(episodes),
+                    show_progress=_show(args),
+                )
+                files.append(res.path)
+                _say(
+                    args,
+                    f"[{j + 1}/{len(names)}] logged {res.behaviour}: {res.n_episodes} "
+                    f"episodes, {res.n_transitions} transitions -> {res.path}",
+                )
+        dataset = build_dataset(files)
+        _say(args, dataset.card.summary())
+        _say(args, f"training {args.algorithm} for {args.n_steps} steps (seed {args.seed})")
+        result = train_router(
+            config,
+            dataset,
+            run_dir=run_dir or staging / "run",
+            resume=mode != "overwrite",
+            show_progress=_show(args),
+        )
+        save_router(result, staging, layout=layout)
+    except Exception:
+        if not _has_checkpoint(run_dir or staging / "run"):
+            shutil.rmtree(staging, ignore_errors=True)  # nothing worth resuming
+            staged.clear()
+        raise
+    commit_output(plan)
+    resumed = (
+        f" (resumed from step {result.n_steps_resumed_from})" if result.n_steps_resumed_from else ""
+    )
     print(
-        f"trained {args.algorithm} for {result.n_steps_done} steps in "
+        f"trained {args.algorithm} for {result.n_steps_done} steps{resumed} in "
         f"{result.wall_time_s:.1f} s; router saved to {out}"
     )
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
+def _evaluate(args: argparse.Namespace, staged: list[Path]) -> int:
     from routeplay.offline_rl import evaluate_routers, load_router
 
+    output: Path | None = args.output
+    if output is not None and not output.parent.is_dir():
+        raise ValueError(
+            f"--output {str(output)!r}: folder {str(output.parent)!r} does not exist; "
+            "expected an existing folder. Fix: create it or choose another --output."
+        )
     cluster = _cluster(args.cluster)
     learned = {}
     for folder in args.router:
@@ -241,7 +465,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         show_progress=_show(args),
     )
     print(result.summary())
-    if args.output is not None:
-        result.to_frame().write_parquet(args.output)
-        print(f"table written to {args.output}", file=sys.stderr)
+    if output is not None:
+        tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+        try:
+            result.to_frame().write_parquet(tmp)
+            os.replace(tmp, output)
+        finally:
+            tmp.unlink(missing_ok=True)
+        print(f"table written to {output}", file=sys.stderr)
     return 0

@@ -8,14 +8,22 @@ d3rlpy learnable (``predict``) or with a TorchScript policy (greedy action).
 A saved router is a folder:
 
 ``model.d3``
-    the d3rlpy learnable (``algo.save``). **It is a pickle**: load it only from
-    trusted sources. :func:`load_router` prefers the TorchScript file, which is not.
+    the d3rlpy learnable (``algo.save``). **It is a Python pickle**: unpickling runs
+    whatever code its author put in it, so :func:`load_router` reads it only with
+    ``prefer="d3", trust=True``. By default it loads the TorchScript file, which is
+    not a pickle.
 ``policy.pt``
     TorchScript greedy policy (``algo.save_policy``): float32 ``(batch, obs_size)`` ->
-    int64 ``(batch,)`` action indices.
+    int64 ``(batch,)`` action indices. ``torch.jit.load`` reads it with TorchScript's
+    own restricted unpickler (no Python objects of arbitrary classes are created).
 ``router.json``
     observation layout version and fields, ``n_actions``, ``obs_size``, algorithm,
-    seed, training config (when known) and library versions.
+    seed, training config (when known), library versions and the sha256 of the two
+    model files (checked on load: a file replaced after saving is refused).
+
+:func:`save_router` deletes ``router.json`` first and writes it last (every file via a
+temporary file and ``os.replace``), so an interrupted save never leaves a folder that
+loads: a folder without ``router.json`` is not a router.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +49,7 @@ from routeplay.replay._transitions import index_to_action
 from routeplay.replay._types import WAIT, ClusterConfig, ClusterState, RequestView, Router
 
 from ._dataset import quiet_d3rlpy
+from ._files import LOAD_ERRORS, one_line, sha256_file, write_json_atomic
 from ._train import TrainResult
 
 __all__ = ["ROUTER_FILES", "PolicyRouter", "load_router", "save_router"]
@@ -231,6 +241,11 @@ def save_router(
 ) -> Path:
     """Write a trained policy as a router folder (``model.d3``, ``policy.pt``, ``router.json``).
 
+    Kill-safe: ``router.json`` is deleted first and written last (each file through a
+    temporary file and ``os.replace``), so an interrupted save leaves a folder that
+    :func:`load_router` refuses, never one that mixes two models. ``router.json``
+    records the sha256 of both model files.
+
     Args:
         result_or_algo: a :class:`TrainResult` (config and seed are recorded) or a
             trained d3rlpy learnable.
@@ -269,9 +284,19 @@ def save_router(
         )
     out = Path(path_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with quiet_d3rlpy(), _quiet_torchscript():
-        algo.save(str(out / ROUTER_FILES["d3"]))
-        algo.save_policy(str(out / ROUTER_FILES["torchscript"]))
+    # router.json marks a complete folder: gone first, written last
+    (out / ROUTER_FILES["meta"]).unlink(missing_ok=True)
+    hashes: dict[str, str] = {}
+    for key in ("d3", "torchscript"):
+        final = out / ROUTER_FILES[key]
+        tmp = final.with_name(".tmp-" + final.name)  # save_policy needs the .pt suffix
+        with quiet_d3rlpy(), _quiet_torchscript():
+            if key == "d3":
+                algo.save(str(tmp))
+            else:
+                algo.save_policy(str(tmp))
+        hashes[final.name] = sha256_file(tmp)
+        os.replace(tmp, final)
     meta = {
         "format_version": _FORMAT_VERSION,
         "layout_version": layout_version,
@@ -287,27 +312,94 @@ def save_router(
             "d3rlpy": d3rlpy.__version__,
             "torch": torch.__version__,
         },
+        "sha256": hashes,
     }
-    (out / ROUTER_FILES["meta"]).write_text(
-        json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8"
-    )
+    write_json_atomic(out / ROUTER_FILES["meta"], meta)
     return out
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    meta_path = folder / ROUTER_FILES["meta"]
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{str(meta_path)!r} does not exist; expected a folder written by save_router "
+            "(a folder without router.json is not a router, e.g. an interrupted save)."
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(
+            f"{str(meta_path)!r} is unreadable ({one_line(exc, 120)}); expected the JSON "
+            "written by save_router. Fix: save the router again."
+        ) from None
+    missing = [k for k in ("layout_version", "layout", "obs_size", "n_actions") if k not in meta]
+    if not isinstance(meta, dict) or missing or not isinstance(meta["layout"], dict):
+        raise ValueError(
+            f"{str(meta_path)!r} lacks {missing or ['a layout object']}; expected the JSON "
+            "written by save_router. Fix: save the router again."
+        )
+    return meta
+
+
+def _check_sha256(file: Path, meta: dict[str, Any]) -> None:
+    """Refuse a model file whose sha256 differs from the one router.json records."""
+    recorded = (meta.get("sha256") or {}).get(file.name)
+    if recorded is None:  # folders saved before hashes were recorded
+        return
+    actual = sha256_file(file)
+    if actual != recorded:
+        raise ValueError(
+            f"{str(file)!r} has sha256 {actual[:16]}... but router.json records "
+            f"{str(recorded)[:16]}...; the file was replaced after save_router wrote the "
+            "folder, so it was not loaded. Fix: save the router again from its training run."
+        )
+
+
+def _check_torchscript(policy: Any, file: Path, obs_size: int, n_actions: int) -> None:
+    """One call on a zero observation: a policy.pt that is not a routing policy fails here."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            out = policy(torch.zeros((1, obs_size), dtype=torch.float32))
+        ok = isinstance(out, torch.Tensor) and out.numel() == 1
+        action = int(out.reshape(-1)[0]) if ok else -1
+    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+        raise ValueError(
+            f"{str(file)!r} fails on a (1, {obs_size}) float32 observation "
+            f"({one_line(exc, 120)}); expected a TorchScript policy written by save_router. "
+            "Fix: save the router again."
+        ) from None
+    if not 0 <= action < n_actions:
+        raise ValueError(
+            f"{str(file)!r} maps a (1, {obs_size}) observation to {one_line(out, 60)}; "
+            f"expected one action index in 0..{n_actions - 1}. Fix: save the router again."
+        )
 
 
 def load_router(
     path_dir: str | Path,
     *,
     prefer: Literal["torchscript", "d3"] = "torchscript",
+    trust: bool = False,
     name: str | None = None,
     wait_limit: int | None = None,
     fallback: Router | None = None,
 ) -> PolicyRouter:
-    """Load a router folder written by :func:`save_router`.
+    """Load a router folder written by :func:`save_router`, without unpickling by default.
+
+    The default reads ``policy.pt`` (TorchScript: ``torch.jit.load`` creates no Python
+    objects of arbitrary classes) and ``router.json`` (JSON). ``model.d3`` is d3rlpy's
+    format, a Python **pickle**: unpickling a file runs whatever code its author put in
+    it, so ``prefer="d3"`` needs ``trust=True``, which you should pass only for a folder
+    you wrote yourself or got from someone you trust. Either model file is refused if
+    its sha256 differs from the one ``router.json`` records (checked before loading).
 
     Args:
         path_dir: the folder.
         prefer: "torchscript" (``policy.pt``; no pickle) or "d3" (``model.d3``: a
-            pickle, trusted files only; gives the full d3rlpy learnable).
+            pickle; needs ``trust=True``; gives the full d3rlpy learnable).
+        trust: allow unpickling ``model.d3`` (only with ``prefer="d3"``).
         name: router name (default ``"policy-<algorithm>"``).
         wait_limit: see :class:`PolicyRouter`.
         fallback: see :class:`PolicyRouter`.
@@ -316,20 +408,33 @@ def load_router(
         A :class:`PolicyRouter` with the stored layout.
 
     Raises:
-        ValueError: the folder's observation layout version differs from this
-            routeplay's, its layout does not match its stored observation size or
-            action count, or ``prefer`` is unknown.
+        ValueError: (one line) ``prefer="d3"`` without ``trust=True``; the folder's
+            observation layout version differs from this routeplay's; its layout does
+            not match its stored observation size or action count; a model file is
+            not what ``router.json`` records or not a routing policy; ``prefer`` is
+            unknown.
         FileNotFoundError: a needed file is missing.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     load_router(d, prefer="d3")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: load_router(prefer='d3') would unpickle '.../model.d3': ... trust=True ...
     """
     if prefer not in ("torchscript", "d3"):
         raise ValueError(f"prefer = {prefer!r}; expected one of ['torchscript', 'd3'].")
     folder = Path(path_dir)
-    meta_path = folder / ROUTER_FILES["meta"]
-    if not meta_path.is_file():
-        raise FileNotFoundError(
-            f"{str(meta_path)!r} does not exist; expected a folder written by save_router."
+    file = folder / ROUTER_FILES[prefer]
+    if prefer == "d3" and trust is not True:
+        raise ValueError(
+            f"load_router(prefer='d3') would unpickle {str(file)!r}: d3rlpy's .d3 format is "
+            "a Python pickle, and unpickling runs any code the file's author put in it. "
+            "Fix: pass trust=True only for a folder you wrote or trust, or load policy.pt "
+            "with the default prefer='torchscript' (TorchScript, not a pickle)."
         )
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = _read_meta(folder)
     stored = str(meta.get("layout_version"))
     if stored != OBSERVATION_LAYOUT_VERSION:
         raise ValueError(
@@ -337,42 +442,64 @@ def load_router(
             f"but this routeplay encodes observations with layout version "
             f"{OBSERVATION_LAYOUT_VERSION!r}; its inputs would be misread. Fix: retrain it "
             "on transitions logged with this routeplay, or load it with the routeplay "
-            f"version that wrote it ({meta.get('versions', {}).get('routeplay')})."
+            f"version that wrote it ({(meta.get('versions') or {}).get('routeplay')})."
         )
     try:
         layout = ObservationLayout(**meta["layout"])
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ValueError(
             f"router {str(folder)!r} has layout fields {sorted(meta['layout'])} that this "
-            f"routeplay's ObservationLayout does not accept ({exc}). Fix: retrain, or use the "
-            "routeplay version that wrote it."
-        ) from exc
+            f"routeplay's ObservationLayout does not accept ({one_line(exc, 160)}). Fix: "
+            "retrain, or use the routeplay version that wrote it."
+        ) from None
     got = (layout.size, layout.n_instances + 1)
-    want = (int(meta["obs_size"]), int(meta["n_actions"]))
+    try:
+        want = (int(meta["obs_size"]), int(meta["n_actions"]))
+    except (TypeError, ValueError):
+        want = (-1, -1)
     if got != want:
         raise ValueError(
             f"router {str(folder)!r}: its layout gives (observation size, actions) = {got} "
             f"but the stored policy expects {want}; the folder is inconsistent. Fix: save it "
             "again with save_router(..., layout=<the training layout>)."
         )
-    file = folder / ROUTER_FILES[prefer]
     if not file.is_file():
         raise FileNotFoundError(f"{str(file)!r} does not exist; expected it beside router.json.")
+    _check_sha256(file, meta)
+    policy: Any
     if prefer == "d3":
         import d3rlpy
 
-        with quiet_d3rlpy():
-            policy = d3rlpy.load_learnable(str(file), device="cpu:0")
+        try:
+            with quiet_d3rlpy():
+                policy = d3rlpy.load_learnable(str(file), device="cpu:0")
+        except LOAD_ERRORS as exc:
+            raise ValueError(
+                f"{str(file)!r} is not a d3rlpy learnable ({one_line(exc, 160)}). Fix: save "
+                "the router again."
+            ) from None
+        if not _is_learnable(policy):
+            raise ValueError(
+                f"{str(file)!r} unpickled to a {type(policy).__name__}, not a d3rlpy "
+                "learnable. Fix: save the router again."
+            )
     else:
         import torch
 
-        with _quiet_torchscript():
-            policy = torch.jit.load(str(file), map_location="cpu")  # type: ignore[no-untyped-call]
+        try:
+            with _quiet_torchscript():
+                policy = torch.jit.load(str(file), map_location="cpu")  # type: ignore[no-untyped-call]
+        except LOAD_ERRORS as exc:
+            raise ValueError(
+                f"{str(file)!r} is not a TorchScript archive ({one_line(exc, 160)}); nothing "
+                "in it was run. Fix: save the router again with save_router."
+            ) from None
         policy.eval()
+        _check_torchscript(policy, file, layout.size, layout.n_instances + 1)
     return PolicyRouter(
         policy,
         layout=layout,
-        name=name or f"policy-{meta['algorithm']}",
+        name=name or f"policy-{meta.get('algorithm', 'unknown')}",
         wait_limit=wait_limit,
         fallback=fallback,
     )

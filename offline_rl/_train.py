@@ -13,9 +13,15 @@ How it differs from ``algo.fit`` (and why):
   depends only on the seed and the step, a run resumed from a checkpoint draws exactly
   the batches the uninterrupted run would have, and (same torch thread count, CPU)
   ends with bit-identical weights.
-* Checkpoints (network weights + optimizer state via d3rlpy ``save_model``, the step
-  counter, the loss history) are written atomically into ``run_dir/checkpoint/`` every
-  ``checkpoint_every_steps`` steps and at the end.
+* Checkpoints (``model.pt``: the networks' and optimizers' state dicts, saved with
+  ``torch.save``; ``state.json``: the step counter, the loss history, the run's
+  fingerprint) are written atomically into ``run_dir/checkpoint/`` every
+  ``checkpoint_every_steps`` steps and at the end. Resuming reads ``model.pt`` with
+  ``torch.load(weights_only=True)``: a checkpoint is never unpickled, so a planted
+  file cannot run code.
+* A run resumes only the run it was: the checkpoint's fingerprint (sha256 of the
+  config and of the training data's arrays) must equal the new call's, otherwise
+  :func:`train_router` refuses before writing anything.
 * Timeout episodes keep their last transition (bootstrapped from the logged
   ``next_obs``), which d3rlpy's ``MDPDataset`` would drop.
 * ``d3rlpy.seed(config.seed)`` is called inside the call (it seeds ``random``,
@@ -28,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,12 +44,28 @@ import numpy as np
 import polars as pl
 
 from ._dataset import RoutingDataset, quiet_d3rlpy
+from ._files import (
+    load_state_dicts,
+    one_line,
+    save_state_dicts,
+    sha256_arrays,
+    sha256_json,
+    write_json_atomic,
+)
 
 if TYPE_CHECKING:
     from d3rlpy.base import LearnableBase, LearnableConfig
     from d3rlpy.logging import LoggerAdapterFactory
 
-__all__ = ["ALGORITHMS", "RewardTransform", "TrainConfig", "TrainResult", "train_router"]
+__all__ = [
+    "ALGORITHMS",
+    "RewardTransform",
+    "TrainConfig",
+    "TrainResult",
+    "dataset_sha256",
+    "run_fingerprint",
+    "train_router",
+]
 
 Algorithm = Literal["cql", "bcq", "bc", "double-dqn"]
 RewardNormalization = Literal["none", "scale", "standardize"]
@@ -59,6 +80,10 @@ ALGORITHMS: dict[str, str] = {
 }
 
 _CHECKPOINT = "checkpoint"
+_MODEL = "model.pt"
+_STATE = "state.json"
+#: Bumped when the checkpoint's meaning changes (part of the fingerprint).
+_CHECKPOINT_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -455,20 +480,137 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+def _checkpoint_modules(algo: Any) -> dict[str, Any]:
+    """The learnable's networks and optimizers by name (what d3rlpy's save_model saves)."""
+    return dict(algo.impl.modules.create_checkpointer(algo.impl.device).modules)
 
 
 def _save_checkpoint(algo: Any, run_dir: Path, state: dict[str, Any]) -> None:
     ckpt = run_dir / _CHECKPOINT
     ckpt.mkdir(parents=True, exist_ok=True)
-    tmp = ckpt / "model.pt.tmp"
-    algo.save_model(str(tmp))
-    os.replace(tmp, ckpt / "model.pt")
+    states = {name: module.state_dict() for name, module in _checkpoint_modules(algo).items()}
+    save_state_dicts(ckpt / _MODEL, states)
     # state.json last: it names the step the model file belongs to
-    _write_json_atomic(ckpt / "state.json", state)
+    write_json_atomic(ckpt / _STATE, state)
+
+
+def _load_checkpoint(algo: Any, run_dir: Path) -> None:
+    """Load ``run_dir/checkpoint/model.pt`` into ``algo`` without unpickling objects."""
+    path = run_dir / _CHECKPOINT / _MODEL
+    fix = (
+        f"Fix: delete {str(run_dir / _CHECKPOINT)!r} or start over with resume=False "
+        "(routeplay train --overwrite)."
+    )
+    states = load_state_dicts(path, fix=fix)
+    modules = _checkpoint_modules(algo)
+    if sorted(states) != sorted(modules):
+        raise ValueError(
+            f"checkpoint {str(path)!r} holds modules {sorted(states)}; expected "
+            f"{sorted(modules)} for this algorithm. {fix}"
+        )
+    try:
+        for name, module in modules.items():
+            module.load_state_dict(states[name])
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise ValueError(
+            f"checkpoint {str(path)!r} does not fit this run's networks: {one_line(exc, 160)} {fix}"
+        ) from None
+
+
+def dataset_sha256(dataset: RoutingDataset) -> str:
+    """Hex sha256 of the transitions a run trains on (every array the sampler reads).
+
+    Two datasets with the same shape but other rewards (e.g. logs rewritten with
+    another reward) have different hashes.
+
+    Example:
+        >>> from routeplay.offline_rl._dataset import build_dataset
+        >>> import polars as pl
+        >>> def ds(r):
+        ...     return build_dataset(pl.DataFrame({"episode": [0, 0], "step": [0, 1],
+        ...         "obs": [[0.0], [1.0]], "action": [0, 1], "reward": r,
+        ...         "next_obs": [[1.0], [0.0]], "terminal": [False, True],
+        ...         "timeout": [False, False], "behaviour": ["x", "x"]},
+        ...         schema_overrides={"obs": pl.Array(pl.Float32, 1),
+        ...                           "next_obs": pl.Array(pl.Float32, 1)}), n_actions=2)
+        >>> dataset_sha256(ds([1.0, 2.0])) == dataset_sha256(ds([1.0, 3.0]))
+        False
+    """
+    return sha256_arrays(
+        dataset.observations,
+        dataset.actions,
+        dataset.rewards,
+        dataset.next_observations,
+        dataset.terminals,
+        dataset.episode_starts,
+    )
+
+
+def run_fingerprint(config: TrainConfig, data_sha256: str) -> str:
+    """The fingerprint a checkpoint must carry to be resumed: sha256 of config and data.
+
+    Example:
+        >>> a = run_fingerprint(TrainConfig(seed=1), "00" * 32)
+        >>> a == run_fingerprint(TrainConfig(seed=1), "00" * 32), a == run_fingerprint(
+        ...     TrainConfig(seed=2), "00" * 32)
+        (True, False)
+    """
+    return sha256_json(
+        {"format": _CHECKPOINT_FORMAT, "config": config.to_dict(), "data_sha256": data_sha256}
+    )
+
+
+def _read_state(path: Path, run_path: Path) -> dict[str, Any]:
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(
+            f"checkpoint state {str(path)!r} is unreadable ({one_line(exc, 120)}); expected "
+            f"JSON written by train_router. Fix: delete {str(run_path / _CHECKPOINT)!r} or "
+            "start over with resume=False (routeplay train --overwrite)."
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        raise ValueError(
+            f"checkpoint state {str(path)!r} has no 'config' object; expected JSON written by "
+            f"train_router. Fix: start over with resume=False (routeplay train --overwrite)."
+        )
+    return state
+
+
+def _check_resumable(
+    state: dict[str, Any],
+    run_path: Path,
+    config: TrainConfig,
+    info: dict[str, Any],
+    data_sha: str,
+) -> None:
+    """Raise unless the checkpoint ``state`` belongs to this config and this data."""
+    if state.get("fingerprint") == run_fingerprint(config, data_sha):
+        return
+    # through from_dict: checkpoints written before a field existed get its default
+    try:
+        saved_cfg = TrainConfig.from_dict(state["config"]).to_dict()
+    except (TypeError, ValueError, KeyError):
+        saved_cfg = dict(state["config"])
+    diff: dict[str, Any] = {
+        k: (saved_cfg.get(k), v) for k, v in config.to_dict().items() if saved_cfg.get(k) != v
+    }
+    if state.get("dataset") != info:
+        diff["dataset"] = (state.get("dataset"), info)
+    saved_sha = state.get("data_sha256")
+    if saved_sha != data_sha:
+        diff["training data sha256"] = (
+            None if saved_sha is None else str(saved_sha)[:12],
+            data_sha[:12],
+        )
+    if not diff:
+        diff["fingerprint"] = (state.get("fingerprint"), run_fingerprint(config, data_sha))
+    raise ValueError(
+        f"run_dir {str(run_path)!r} holds a checkpoint of a different run; differing "
+        f"fields (checkpoint, now): {diff}; refusing to resume it (nothing was changed). "
+        "Fix: use a new run_dir, or start over with resume=False (routeplay train "
+        "--overwrite)."
+    )
 
 
 def _dataset_info(dataset: RoutingDataset) -> dict[str, Any]:
@@ -494,12 +636,20 @@ def train_router(
 ) -> TrainResult:
     """Train a routing policy offline on ``dataset``; checkpoint and resume in ``run_dir``.
 
-    ``run_dir/config.json`` records the config, seed, library versions and dataset
-    shape. With ``resume=True`` and a checkpoint in ``run_dir``, training continues
-    from the checkpointed step (weights, optimizer state, step counter, loss history)
-    and ends at ``config.n_steps`` in total; the result is then bit-identical to an
-    uninterrupted run (same torch thread count and device). ``resume=False`` starts
-    over and overwrites the checkpoint.
+    ``run_dir/config.json`` records the config, seed, library versions, dataset
+    shape and the run's fingerprint (sha256 of the config and of the training data,
+    see :func:`run_fingerprint`). With ``resume=True`` and a checkpoint in ``run_dir``,
+    training continues from the checkpointed step (weights, optimizer state, step
+    counter, loss history) and ends at ``config.n_steps`` in total; the result is then
+    bit-identical to an uninterrupted run (same torch thread count and device). The
+    checkpoint is resumed only if its fingerprint equals this call's: a checkpoint of
+    another config or of other data (same shape, other rewards included) is refused
+    before anything in ``run_dir`` is written. ``resume=False`` starts over: the old
+    checkpoint is deleted first and the new one replaces it.
+
+    The checkpoint's ``model.pt`` is read with ``torch.load(weights_only=True)``: no
+    Python object is unpickled from it, whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
+    says.
 
     Args:
         config: the frozen training config.
@@ -517,8 +667,9 @@ def train_router(
         The :class:`TrainResult`.
 
     Raises:
-        ValueError: ``run_dir`` holds a checkpoint of a different config or dataset
-            shape (with ``resume=True``).
+        ValueError: (one line) with ``resume=True``: ``run_dir`` holds a checkpoint of
+            a different config or different training data, or a checkpoint that is not
+            weights-only (e.g. a planted pickle) or does not fit the networks.
 
     Example:
         >>> import tempfile
@@ -551,35 +702,29 @@ def train_router(
     run_path = Path(run_dir)
     run_path.mkdir(parents=True, exist_ok=True)
     info = _dataset_info(dataset)
-    state_path = run_path / _CHECKPOINT / "state.json"
+    data_sha = dataset_sha256(dataset)
+    fingerprint = run_fingerprint(config, data_sha)
+    state_path = run_path / _CHECKPOINT / _STATE
     state: dict[str, Any] | None = None
     if resume and state_path.is_file():
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-        # through from_dict: checkpoints written before a field existed get its default
-        saved_cfg = TrainConfig.from_dict(state["config"]).to_dict()
-        if saved_cfg != config.to_dict() or state["dataset"] != info:
-            diff = {
-                k: (saved_cfg.get(k), v)
-                for k, v in config.to_dict().items()
-                if saved_cfg.get(k) != v
-            }
-            if state["dataset"] != info:
-                diff["dataset"] = (state["dataset"], info)
-            raise ValueError(
-                f"run_dir {str(run_path)!r} holds a checkpoint of a different run; differing "
-                f"fields (checkpoint, now): {diff}. Fix: use a new run_dir, or pass "
-                "resume=False to start over and overwrite it."
-            )
+        state = _read_state(state_path, run_path)
+        _check_resumable(state, run_path, config, info, data_sha)
 
     transform = RewardTransform.fit(config, dataset.rewards)
     versions = _versions()
-    _write_json_atomic(
+    if state is None:
+        # starting over: an old checkpoint must not survive next to the new config
+        for name in (_STATE, _MODEL):
+            (run_path / _CHECKPOINT / name).unlink(missing_ok=True)
+    write_json_atomic(
         run_path / "config.json",
         {
             "config": config.to_dict(),
             "seed": config.seed,
             "versions": versions,
             "dataset": info,
+            "data_sha256": data_sha,
+            "fingerprint": fingerprint,
             "reward_transform": transform.to_dict(),
         },
     )
@@ -593,8 +738,7 @@ def train_router(
         epochs: list[dict[str, float]] = []
         buffer: dict[str, list[float]] = {}
         if state is not None:
-            with quiet_d3rlpy():
-                algo.load_model(str(run_path / _CHECKPOINT / "model.pt"))
+            _load_checkpoint(algo, run_path)
             start = int(state["step"])
             algo.set_grad_step(start)
             epochs = list(state["epochs"])
@@ -652,6 +796,8 @@ def train_router(
                             "step": done,
                             "config": config.to_dict(),
                             "dataset": info,
+                            "data_sha256": data_sha,
+                            "fingerprint": fingerprint,
                             "seed": config.seed,
                             "reward_transform": transform.to_dict(),
                             "epochs": epochs,

@@ -117,7 +117,7 @@ def test_export_load_round_trip_gives_identical_actions(
     assert len(set(expected)) > 1  # the comparison is not trivially constant
     original = PolicyRouter(trained4.algo, layout=_layout(4))
     by_ts = load_router(folder)
-    by_d3 = load_router(folder, prefer="d3")
+    by_d3 = load_router(folder, prefer="d3", trust=True)
     assert by_ts.name == "policy-cql"
     for router in (original, by_ts, by_d3):
         assert [router.action_index(o) for o in obs] == expected
@@ -215,7 +215,7 @@ def test_logged_heuristic_to_trained_router_to_replay(tmp_path: Path) -> None:
     assert out.requests.height == n
     assert out.requests["finish_s"].is_not_null().all()
     assert router.n_fallback_routes == 0  # every decision was the policy's own
-    again_router = load_router(tmp_path / "router", prefer="d3", wait_limit=10)
+    again_router = load_router(tmp_path / "router", prefer="d3", trust=True, wait_limit=10)
     again = run_replay(trace, cluster, again_router)
     assert out.requests["instance_id"].to_list() == again.requests["instance_id"].to_list()
     assert again_router.n_fallback_routes == router.n_fallback_routes
@@ -256,5 +256,5 @@ def test_every_algorithm_exports_to_identical_torchscript_actions(
     obs = np.random.default_rng(1).random((100, _layout(2).size), dtype=np.float32)
     expected = res.algo.predict(obs).tolist()
     for prefer in ("torchscript", "d3"):
-        router = load_router(folder, prefer=prefer)  # type: ignore[arg-type]
+        router = load_router(folder, prefer=prefer, trust=True)  # type: ignore[arg-type]
         assert [router.action_index(o) for o in obs] == expected
