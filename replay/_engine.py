@@ -433,10 +433,25 @@ class Engine:
             if self.config.max_sim_time_s is not None
             else last_arrival + 86_400.0
         )
+        self._idle_wait_since_s: float | None = None
         self._timeline: list[tuple[float, int, int, int, int, bool]] = []
         if self.config.timeline_sample_interval_s is not None and n:
+            # samples on a grid anchored at the first arrival (a trace whose arrivals are
+            # epoch seconds would otherwise be sampled from t = 0, ~1.7e9 samples)
+            self._sample_t0_s = float(self.arrival[0])
             self._sample_k = 0
-            self._push(0.0, _SAMPLE, 0, 0)
+            span_s = last_arrival - self._sample_t0_s
+            cap = self.config.max_timeline_samples
+            if span_s / self.config.timeline_sample_interval_s >= cap:
+                raise ValueError(
+                    f"timeline_sample_interval_s = {self.config.timeline_sample_interval_s!r} "
+                    f"over a trace spanning {span_s:.6g} s needs more than {cap:,} samples per "
+                    f"instance (ReplayConfig.max_timeline_samples); expected at most {cap:,}. "
+                    "Fix: sample less often (timeline_sample_interval_s >= "
+                    f"{span_s / cap:.3g}), set it to None (no timelines), or raise "
+                    "max_timeline_samples."
+                )
+            self._push(self._sample_t0_s, _SAMPLE, 0, 0)
         self._delay = cluster.state_delay_s
         self._snapshots: deque[tuple[float, ClusterState]] = deque()
         self._snap_arrival = 0
@@ -642,6 +657,7 @@ class Engine:
         self._decision = None
         self._cached_state = None
         if action == WAIT:
+            self._check_idle_wait()
             self._offering = False
             if not self._tick_pending:
                 interval = self.cluster.action_interval_s
@@ -653,6 +669,32 @@ class Engine:
             return
         self._rq.popleft()
         self._route(i, self.inst[action], self.now_s)
+
+    def _check_idle_wait(self) -> None:
+        """Abort a router that keeps requests waiting while the whole cluster is idle.
+
+        Called on every WAIT. While some instance has work, waiting may pay off (a slot
+        frees up); while every instance is idle and no request will arrive before the
+        router's next tick, only the router can change anything. After
+        ``ReplayConfig.max_idle_wait_s`` of simulated time in that state the replay
+        stops with a clear error instead of ticking on until ``max_sim_time_s``
+        (an always-WAIT router took 4-5 minutes of wall time to get there).
+        """
+        idle = all(not inst.busy and inst.n == 0 and inst.n_waiting == 0 for inst in self.inst)
+        if not idle:
+            self._idle_wait_since_s = None
+            return
+        if self._idle_wait_since_s is None:
+            self._idle_wait_since_s = self.now_s
+        elif self.now_s - self._idle_wait_since_s > self.config.max_idle_wait_s:
+            raise RuntimeError(
+                f"router {self.router_name!r} kept {len(self._rq)} request(s) waiting at the "
+                f"router for {self.now_s - self._idle_wait_since_s:.6g} s of simulated time "
+                f"(since t = {self._idle_wait_since_s:.6g} s) while every instance was idle; "
+                "expected a router to dispatch when the cluster has nothing to do. Fix: route "
+                "waiting requests to an idle instance, or raise ReplayConfig.max_idle_wait_s "
+                f"(now {self.config.max_idle_wait_s:g} s)."
+            )
 
     # -- forks and run-until helpers -------------------------------------------------
     def fork(self) -> Engine:
@@ -1415,8 +1457,16 @@ class Engine:
             self._timeline.append((t, inst.idx, nums[0], nums[1], nums[4], bool(nums[10])))
         if not self.done:
             self._sample_k += 1
+            if self._sample_k >= self.config.max_timeline_samples:
+                raise RuntimeError(
+                    f"the timeline reached ReplayConfig.max_timeline_samples = "
+                    f"{self.config.max_timeline_samples:,} samples per instance at t = {t:.6g} s "
+                    "with requests still unfinished; expected a replay that ends within that "
+                    "many samples. Fix: raise timeline_sample_interval_s, set it to None, or "
+                    "raise max_timeline_samples."
+                )
             interval = float(self.config.timeline_sample_interval_s or 1.0)
-            self._push(self._sample_k * interval, _SAMPLE, 0, 0)
+            self._push(self._sample_t0_s + self._sample_k * interval, _SAMPLE, 0, 0)
 
     # -- result ------------------------------------------------------------------------------
     def result(self) -> ReplayResult:

@@ -66,13 +66,20 @@ class ReplayConfig:
             simulates every iteration as its own event. Both implement the same rules
             and agree to floating-point rounding (a test checks 1e-9 relative).
         timeline_sample_interval_s: sample per-instance queue/running/KV every this
-            many seconds (from t = 0 until the last request finishes); ``None`` = no
-            timelines.
+            many seconds (from the first arrival until the last request finishes);
+            ``None`` = no timelines.
         prompt_bucket_edges_tokens: ascending edges of the prompt-length buckets of
             :attr:`ClusterState.prompt_bucket_counts` (the paper's P_t); a prompt of
             ``p`` tokens is in bucket ``i`` when ``edges[i] <= p < edges[i+1]``.
         max_sim_time_s: abort (RuntimeError) when simulated time passes this; ``None``
             means last arrival + 24 h. Guards against routers that WAIT forever.
+        max_idle_wait_s: abort (RuntimeError) when the router keeps requests waiting
+            this long (simulated seconds) while every instance is idle: such a router
+            never dispatches, and nothing else can change the state.
+        max_timeline_samples: most timeline sample times per instance; a replay that
+            would need more is refused before it starts (when the trace's span alone
+            needs more) or stopped (RuntimeError) when it reaches the cap, so a tiny
+            interval or a stretched trace cannot fill memory.
 
     Example:
         >>> ReplayConfig(seed=3, mode="reference").mode
@@ -88,6 +95,8 @@ class ReplayConfig:
     timeline_sample_interval_s: float | None = 1.0
     prompt_bucket_edges_tokens: tuple[float, ...] = _DEFAULT_PROMPT_EDGES
     max_sim_time_s: float | None = None
+    max_idle_wait_s: float = 600.0
+    max_timeline_samples: int = 2_000_000
 
     def __post_init__(self) -> None:
         check_int("ReplayConfig", "seed", self.seed, minimum=0)
@@ -116,6 +125,15 @@ class ReplayConfig:
                 "first edge <= 1 so that every prompt (>= 1 token) has a bucket."
             )
         object.__setattr__(self, "prompt_bucket_edges_tokens", edges)
+        check_number(
+            "ReplayConfig",
+            "max_idle_wait_s",
+            self.max_idle_wait_s,
+            minimum=0.0,
+            strict=True,
+            unit="s",
+        )
+        check_int("ReplayConfig", "max_timeline_samples", self.max_timeline_samples, minimum=1)
         if self.max_sim_time_s is not None:
             check_number(
                 "ReplayConfig",

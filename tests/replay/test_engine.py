@@ -427,3 +427,85 @@ def test_records_exist_only_in_flight_and_blocks_do_not_change_results(
     assert router.views[5].prefix_blocks == (0, 1)
     assert router.views[0].task == trace["task"].cast(pl.String)[0]
     polars.testing.assert_frame_equal(res.requests, reference.requests)
+
+
+# --- bounded work (nothing unbounded from a bad router or a bad setting) ---------------
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_a_router_that_waits_while_the_cluster_is_idle_is_stopped(mode: str) -> None:
+    # An always-WAIT router used to tick on until max_sim_time_s (4-5 minutes of wall time
+    # with the default bound; forever with max_sim_time_s = inf, now refused).
+    # WAIT 40,000 times: the first request arrives at t = 1 and is the only one; after
+    # 2 s of idle waiting (ticks every 0.02 s) the replay stops.
+    config = dataclasses.replace(CONFIG, mode=mode, max_idle_wait_s=2.0)
+    router = WaitThenRouteFake(n_waits=40_000)
+    with pytest.raises(
+        RuntimeError,
+        match=re.escape(
+            "router 'fake-wait-then-route' kept 1 request(s) waiting at the router for 2.02 s "
+            "of simulated time (since t = 1 s) while every instance was idle"
+        ),
+    ):
+        run_replay(_trace([(1.0, 10, 2)]), _one(), router, config=config)
+    assert 100 < len(router.calls) < 110  # stopped after ~2 s of 0.02 s ticks
+
+
+def test_waiting_while_an_instance_is_busy_is_not_idle_waiting() -> None:
+    # request 0 keeps the instance busy for 10 s (4,000 prefill tokens at 1 ms/token, then
+    # 6,000 decode iterations of 1 ms); request 1 waits 300 ticks (6 s) at the router
+    # meanwhile: allowed, since work is running, even with a 1 s idle-wait bound
+    config = dataclasses.replace(CONFIG, max_idle_wait_s=1.0)
+
+    class WaitForSecond(WaitThenRouteFake):
+        def route(self, request: RequestView, state: object) -> int:
+            if request.request_id == 0:
+                return 0
+            return super().route(request, state)  # type: ignore[arg-type]
+
+    res = run_replay(
+        _trace([(0.0, 4_000, 6_001), (0.5, 10, 1)]),
+        _one(),
+        WaitForSecond(n_waits=300),
+        config=config,
+    )
+    assert res.requests["routed_s"].to_list()[1] == pytest.approx(0.5 + 300 * 0.02, abs=0.021)
+
+
+def test_timelines_start_at_the_first_arrival() -> None:
+    # epoch-second arrivals: sampled from t = 0 this was ~1.7e9 samples (~55 MB/s growth)
+    t0 = 1.7e9
+    res = run_replay(
+        _trace([(t0, 10, 2), (t0 + 2.0, 10, 2)]),
+        _one(),
+        AlwaysZeroFake(),
+        config=ReplayConfig(timeline_sample_interval_s=1.0),
+    )
+    # the second request finishes at t0 + 2.012 s, so the sample at t0 + 3 is the last
+    assert res.timelines["time_s"].to_list() == [t0, t0 + 1.0, t0 + 2.0, t0 + 3.0]
+
+
+def test_a_timeline_that_would_not_fit_is_refused_before_the_replay() -> None:
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "timeline_sample_interval_s = 1e-09 over a trace spanning 10 s needs more than "
+            "2,000,000 samples per instance (ReplayConfig.max_timeline_samples)"
+        ),
+    ):
+        run_replay(
+            _trace([(0.0, 10, 2), (10.0, 10, 2)]),
+            _one(),
+            AlwaysZeroFake(),
+            config=ReplayConfig(timeline_sample_interval_s=1e-9),
+        )
+
+
+def test_a_timeline_that_reaches_its_cap_during_the_drain_stops_the_replay() -> None:
+    # one request of 100 ms; sampled every 1 ms with a cap of 50 samples
+    config = ReplayConfig(timeline_sample_interval_s=0.001, max_timeline_samples=50)
+    with pytest.raises(
+        RuntimeError,
+        match=re.escape("the timeline reached ReplayConfig.max_timeline_samples = 50 samples"),
+    ):
+        run_replay(_trace([(0.0, 100, 1)]), _one(), AlwaysZeroFake(), config=config)
