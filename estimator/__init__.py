@@ -40,6 +40,20 @@ from ._predictor import (
 from ._presets import PresetInfo, get_preset, list_presets, preset_info
 from ._protocols import LengthPrediction, OutputLengthPredictor
 from ._stats import ComparisonResult, RouterComparison, compare_routers, holm_adjust
+from ._verdict import (
+    VERDICT_ALPHA,
+    VERDICT_POWER,
+    EpisodeCheck,
+    Leader,
+    PairedChange,
+    Verdict,
+    compute_verdict,
+    format_change,
+    format_p,
+    format_percent,
+    metric_name,
+    statistic_label,
+)
 from ._vidur import read_vidur_profiling
 
 __all__ = [
@@ -82,4 +96,16 @@ __all__ = [
     "moving_block_bootstrap",
     "optimal_block_length",
     "power_of",
+    "VERDICT_ALPHA",
+    "VERDICT_POWER",
+    "EpisodeCheck",
+    "Leader",
+    "PairedChange",
+    "Verdict",
+    "compute_verdict",
+    "format_change",
+    "format_p",
+    "format_percent",
+    "metric_name",
+    "statistic_label",
 ]

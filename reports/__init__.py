@@ -1,6 +1,6 @@
 """Altair charts, self-contained HTML reports and the batch report job.
 
-Only this package imports altair. :func:`compute_verdict` states in words which
+Only this package imports altair. :func:`~routeplay.estimator.compute_verdict` states in words which
 router won, by how much and whether it is significant; the report page opens with it.
 ``routeplay report JOB.toml --out DIR`` runs a job file (see ``docs/reports.md``); the
 Python API builds the same charts and reports from replay and estimator results.
@@ -48,20 +48,6 @@ from ._report import (
     write_report,
 )
 from ._training import DEFAULT_BEHAVIOURS, JobTrainingConfig, JobTrainingResult
-from ._verdict import (
-    VERDICT_ALPHA,
-    VERDICT_POWER,
-    EpisodeCheck,
-    Leader,
-    PairedChange,
-    Verdict,
-    compute_verdict,
-    format_change,
-    format_p,
-    format_percent,
-    metric_name,
-    statistic_label,
-)
 
 __all__ = [
     "DEFAULT_BEHAVIOURS",
@@ -70,28 +56,18 @@ __all__ = [
     "IMAGE_FORMATS",
     "SECTION_LAYOUTS",
     "SIGNIFICANCE_METHOD",
-    "VERDICT_ALPHA",
-    "VERDICT_POWER",
     "ChartLike",
-    "EpisodeCheck",
     "JobFileError",
-    "Leader",
     "PageTable",
-    "PairedChange",
     "PairedReplays",
     "Report",
     "ReportJobConfig",
     "ReportJobResult",
     "ReportResult",
     "ReportSection",
-    "Verdict",
     "build_replay_report",
     "chart_data",
-    "compute_verdict",
     "confusion_matrix_chart",
-    "format_change",
-    "format_p",
-    "format_percent",
     "improvement_forest_chart",
     "instance_timeline_chart",
     "latency_cdf_chart",
@@ -101,13 +77,11 @@ __all__ = [
     "list_builtin_jobs",
     "load_imbalance_chart",
     "load_job",
-    "metric_name",
     "parse_job",
     "render_html",
     "replay_routers",
     "router_summary_table",
     "routing_heatmap_chart",
     "run_job",
-    "statistic_label",
     "write_report",
 ]

@@ -22,8 +22,7 @@ import numpy as np
 import polars as pl
 from routeplay.datasets import request_class
 from routeplay.estimator import LatencyFit, PredictorEvaluation
-
-from ._verdict import VERDICT_ALPHA, metric_name
+from routeplay.estimator._verdict import VERDICT_ALPHA, metric_name
 
 __all__ = [
     "ChartLike",

@@ -14,6 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
+from routeplay.estimator._verdict import (
+    VERDICT_ALPHA,
+    Verdict,
+    compute_verdict,
+    format_change,
+    format_percent,
+    metric_name,
+    statistic_label,
+)
 from tqdm.auto import tqdm
 
 from ._charts import (
@@ -26,15 +35,6 @@ from ._charts import (
     routing_heatmap_chart,
 )
 from ._report import PageTable, Report, ReportSection, write_report
-from ._verdict import (
-    VERDICT_ALPHA,
-    Verdict,
-    compute_verdict,
-    format_change,
-    format_percent,
-    metric_name,
-    statistic_label,
-)
 
 if TYPE_CHECKING:
     from routeplay.estimator import ComparisonResult, OutputLengthPredictor, PredictorEvaluation
@@ -319,7 +319,7 @@ def build_replay_report(
 ) -> Report:
     """Lay out the standard router-comparison report.
 
-    First the verdict (:func:`~routeplay.reports.compute_verdict` on E2E latency, or
+    First the verdict (:func:`~routeplay.estimator.compute_verdict` on E2E latency, or
     the comparison's first metric without ``e2e_s``). Sections, in a two-column grid:
     per compared metric its change-vs-baseline forest plot next to its CDF per router
     (E2E, TTFT, TBT), per-instance queue and KV timelines and the load imbalance of the

@@ -8,7 +8,7 @@ a folder::
     tables/<name>.parquet  the tables the page shows and the data behind each chart
     images/<chart>.svg|png static exports (vl-convert, no network)
 
-The page opens with the title and the verdict (:class:`~routeplay.reports.Verdict`), so
+The page opens with the title and the verdict (:class:`~routeplay.estimator.Verdict`), so
 a reader sees who won, by how much and whether it is significant without scrolling at
 1280 x 800; charts follow in a two-column grid, then tables formatted for people
 (:class:`PageTable`); the full tables and the metadata are folded in ``<details>``.
@@ -31,11 +31,11 @@ from typing import Any
 
 import altair as alt
 import polars as pl
+from routeplay.estimator._verdict import Verdict
 
 import routeplay
 
 from ._charts import ChartLike, chart_data
-from ._verdict import Verdict
 
 __all__ = [
     "IMAGE_FORMATS",

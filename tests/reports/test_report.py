@@ -9,11 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from routeplay.estimator import compute_verdict
 from routeplay.reports import (
     PageTable,
     Report,
     ReportSection,
-    compute_verdict,
     latency_cdf_chart,
     write_report,
 )

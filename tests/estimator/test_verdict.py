@@ -6,10 +6,12 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from routeplay.estimator import ComparisonResult, compare_routers, episodes_needed
-from routeplay.reports import (
+from routeplay.estimator import (
+    ComparisonResult,
     Verdict,
+    compare_routers,
     compute_verdict,
+    episodes_needed,
     format_change,
     format_p,
     format_percent,
