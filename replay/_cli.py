@@ -14,37 +14,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
-
-#: Columns of the printed summary table: (summary key, header, scale, format).
-_TABLE: tuple[tuple[str, str, float, str], ...] = (
-    ("e2e_s_mean", "E2E mean s", 1.0, "{:.3f}"),
-    ("e2e_s_p50", "p50", 1.0, "{:.3f}"),
-    ("e2e_s_p99", "p99", 1.0, "{:.3f}"),
-    ("ttft_s_mean", "TTFT mean s", 1.0, "{:.3f}"),
-    ("tbt_mean_s_mean", "TBT mean ms", 1000.0, "{:.1f}"),
-    ("throughput_req_per_s", "req/s", 1.0, "{:.2f}"),
-    ("utilisation_cv", "util CV", 1.0, "{:.3f}"),
-    ("n_preemptions", "preempt", 1.0, "{:.0f}"),
-)
-
-
-def _format_table(rows: list[tuple[str, dict[str, float]]]) -> str:
-    from routeplay._console import format_table
-
-    body = []
-    for name, summary in rows:
-        cells = [name]
-        for key, _, scale, fmt in _TABLE:
-            value = summary.get(key, math.nan)
-            cells.append("nan" if value is None or math.isnan(value) else fmt.format(value * scale))
-        body.append(cells)
-    return format_table(["router", *(h for _, h, _, _ in _TABLE)], body)
 
 
 def _prepare_trace(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -111,7 +85,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         "mode": args.mode,
         "routers": {},
     }
-    from routeplay._console import progress_enabled
+    from routeplay._console import format_router_table, progress_enabled
     from routeplay._files import atomic_folder
 
     show = progress_enabled(quiet=args.quiet)
@@ -137,7 +111,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             f"{trace.height} requests of {args.trace} on {args.cluster} "
             f"({cluster.n_instances} instances), seed {args.seed}, {args.mode} mode"
         )
-        print(_format_table(rows))
+        print(format_router_table(rows))
         if out is not None:
             print(f"wrote {out}/<router>.parquet and {out}/summary.json")
     return 0

@@ -1,11 +1,18 @@
 """``routeplay report [JOB] --out DIR``: run a report job file.
 
 ``JOB`` is a TOML job file or the name of a built-in job (``default``, ``paper``,
-``azure-conv``, ``seed000``); see ``docs/reports.md``. Progress bars appear only on
-a terminal; under cron (no tty) or with ``--quiet`` nothing is printed on success
-except, without ``--quiet``, the run folder's path. Any failure prints one line
-``routeplay report: error: ...`` to stderr and exits non-zero (2 for a bad job file
-or arguments, 1 otherwise); the details are in the run's ``job.log``.
+``azure-conv``, ``seed000``); see ``docs/reports.md``.
+
+What it prints:
+
+* on a terminal, stage lines and progress bars (with ETA) on stderr while it works;
+  not on a terminal (cron), only warnings on stderr; with ``--quiet``, nothing;
+* on success (unless ``--quiet``), on stdout: the verdict, the table of routers, the
+  report's path, and as the last line the run folder's path (so
+  ``routeplay report ... | tail -n 1`` names the folder);
+* on failure, one line ``routeplay report: error: ...`` on stderr, exit 2 for a bad
+  job file, arguments or files, 1 otherwise (then with the path of the run's
+  ``job.log`` when one was written).
 """
 
 from __future__ import annotations
@@ -56,8 +63,27 @@ def _cmd_report(args: argparse.Namespace) -> int:
         )
         return 1
     if not args.quiet:
+        print(_run_summary(result.run_dir))
         print(result.run_dir)
     return 0
+
+
+def _run_summary(run_dir: Path) -> str:
+    """The verdict, the router table and the report's path, read back from summary.json."""
+    import json
+
+    from routeplay._console import format_router_table
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    lines = []
+    verdict = summary.get("verdict")
+    if verdict:
+        lines += [verdict["headline"], *(f"  {line}" for line in verdict["lines"]), ""]
+    rows = summary.get("tables", {}).get("router_summary", {}).get("rows", [])
+    if rows:
+        lines += [format_router_table([(row["router"], row) for row in rows]), ""]
+    lines.append(f"report: {run_dir / 'report.html'}")
+    return "\n".join(lines)
 
 
 def register(subparsers: Any) -> None:

@@ -130,7 +130,14 @@ def replay_routers(
     jobs = [(label, k) for label in routers for k in range(len(episodes))]
     requests, timelines, rows = [], [], []
     for n, (label, k) in enumerate(tqdm(jobs, desc="replays", disable=not show_progress), 1):
-        logger.info("replay %d/%d: router %s, episode %d", n, len(jobs), label, ids[k])
+        logger.info(
+            "replay %d/%d: router %s, episode %d",
+            n,
+            len(jobs),
+            label,
+            ids[k],
+            extra={"console": False},  # the progress bar counts these on a terminal
+        )
         result = run_replay(
             episodes[k],
             cluster,

@@ -19,12 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from typing import TextIO
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TextIO
 
-__all__ = ["format_table", "one_line", "progress_enabled", "stage_lines"]
+__all__ = [
+    "format_router_table",
+    "format_table",
+    "one_line",
+    "progress_enabled",
+    "stage_lines",
+]
 
 
 def one_line(exc: BaseException) -> str:
@@ -177,3 +184,44 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
+
+
+#: Columns of a router table: (summary key, header, scale, format).
+ROUTER_TABLE_COLUMNS: tuple[tuple[str, str, float, str], ...] = (
+    ("e2e_s_mean", "E2E mean s", 1.0, "{:.3f}"),
+    ("e2e_s_p50", "p50", 1.0, "{:.3f}"),
+    ("e2e_s_p99", "p99", 1.0, "{:.3f}"),
+    ("ttft_s_mean", "TTFT mean s", 1.0, "{:.3f}"),
+    ("tbt_mean_s_mean", "TBT mean ms", 1000.0, "{:.1f}"),
+    ("throughput_req_per_s", "req/s", 1.0, "{:.2f}"),
+    ("utilisation_cv", "util CV", 1.0, "{:.3f}"),
+    ("n_preemptions", "preempt", 1.0, "{:.0f}"),
+)
+
+
+def format_router_table(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """One line per router with its summary metrics (``replay`` and ``report`` print it).
+
+    Args:
+        rows: (router label, summary) pairs; a summary maps the keys of
+            :data:`ROUTER_TABLE_COLUMNS` (``ReplayResult.summary`` or a row of the
+            report's ``router_summary`` table) to numbers; missing or null is ``nan``.
+
+    Returns:
+        The table (see :func:`format_table`).
+
+    Example:
+        >>> print(format_router_table([("rr", {"e2e_s_mean": 1.25, "tbt_mean_s_mean": 0.02})]))
+        router  E2E mean s  p50  p99  TTFT mean s  TBT mean ms  req/s  util CV  preempt
+        ------  ----------  ---  ---  -----------  -----------  -----  -------  -------
+        rr           1.250  nan  nan          nan         20.0    nan      nan      nan
+    """
+    body = []
+    for name, summary in rows:
+        cells = [name]
+        for key, _, scale, fmt in ROUTER_TABLE_COLUMNS:
+            value = summary.get(key)
+            missing = value is None or (isinstance(value, float) and math.isnan(value))
+            cells.append("nan" if missing else fmt.format(float(value) * scale))
+        body.append(cells)
+    return format_table(["router", *(h for _, h, _, _ in ROUTER_TABLE_COLUMNS)], body)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -194,7 +195,15 @@ def test_killed_job_leaves_no_complete_report_and_rerun_completes(
     assert not (out / "tiny-r1").exists()
     rerun = _cli(str(job), "--out", str(out), "--run-id", "r1")
     assert rerun.returncode == 0, rerun.stderr
-    assert rerun.stdout.strip() == str(out / "tiny-r1")
+    printed = rerun.stdout.splitlines()
+    assert printed[-1] == str(out / "tiny-r1")  # the folder last: `| tail -n 1` names it
+    assert printed[-2] == f"report: {out / 'tiny-r1' / 'report.html'}"
+    summary = json.loads((out / "tiny-r1" / "summary.json").read_text())
+    assert printed[0] == summary["verdict"]["headline"]  # the verdict first
+    assert [line.split()[0] for line in printed if line.startswith(("round-robin ", "jsq"))] == [
+        "round-robin",
+        "jsq-tokens",
+    ]
     final = out / "tiny-r1"
     assert (final / "report.html").is_file() and (final / "summary.json").is_file()
     log = (final / "job.log").read_text()
@@ -217,3 +226,58 @@ def test_cli_unusable_out_is_one_line_without_a_log_that_does_not_exist(
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "job.log" not in result.stderr
     assert result.stderr.startswith("routeplay report: error: [Errno 20] Not a directory:")
+
+
+def test_cli_talks_on_a_terminal_and_keeps_quiet_when_asked(
+    tiny_job_file: Path, tmp_path: Path
+) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    def run(*extra: str) -> tuple[int, str, str]:
+        leader, follower = pty.openpty()  # stderr is a terminal, stdout a pipe
+        # a terminal of 120 x 40 characters (a new pty has 0 columns: tqdm draws nothing)
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "routeplay.cli",
+                "report",
+                str(tiny_job_file),
+                "--out",
+                str(tmp_path / "out"),
+                "--overwrite",
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        out, _ = proc.communicate(timeout=300)
+        os.close(leader)
+        return proc.returncode, out, b"".join(chunks).decode(errors="replace")
+
+    code, out, err = run("--run-id", "tty")
+    assert code == 0, err
+    # stage lines from the job's own log records, with elapsed time
+    assert re.search(r"routeplay report \[ *\d+\.\d s\] trace azure-2023-conv: 600 requests", err)
+    assert re.search(r"routeplay report \[ *\d+\.\d s\] writing the report", err)
+    assert "replay 1/6" not in err  # per-replay log lines stay in job.log: the bar counts
+    # a tqdm bar over the replays, with its count and ETA
+    assert re.search(r"replays: +\d+%.*\| *\d+/6 \[\d\d:\d\d<\d\d:\d\d", err), err[-2000:]
+    assert out.splitlines()[-1] == str(tmp_path / "out" / "tiny-tty")
+    code, out, err = run("--run-id", "quiet", "--quiet")
+    assert (code, out, err) == (0, "", "")
