@@ -161,6 +161,11 @@ def _check_seeds(seeds: Iterable[int], where: str) -> tuple[int, ...]:
 def _router_entry(label: str, spec: str | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(spec, str):
         return {"name": spec, "params": {}}
+    if not isinstance(spec, Mapping):
+        raise ValueError(
+            f"router {label!r} = {spec!r} ({type(spec).__name__}); expected a router name or "
+            "a table such as {name = 'max-capacity', mode = 'best-fit'}."
+        )
     entry = dict(spec)
     if "name" not in entry:
         raise ValueError(
@@ -279,6 +284,18 @@ class SweepGrid:
             object.__setattr__(self, "episodes", eps)
         # validates mode and the timeline interval with ReplayConfig's messages
         ReplayConfig(mode=self.mode, timeline_sample_interval_s=self.timeline_sample_interval_s)
+        # every router and cluster is built once here, so a misspelt name fails the grid
+        # (one clear error) instead of every cell of it in the workers
+        from ._clusters import load_cluster
+        from ._router_registry import make_router
+
+        for label, entry in routers.items():
+            try:
+                make_router(entry["name"], **entry["params"])
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"router {label!r}: {exc}") from exc
+        for cluster in self.clusters:
+            load_cluster(cluster)
 
     def _episode_indices(self) -> tuple[int, ...]:
         if self.episodes is not None:
@@ -1114,4 +1131,7 @@ def load_sweep(path: str | Path, *, allow_code: bool = False) -> SweepGrid:
         spec = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"sweep file {str(p)!r} is not valid TOML: {exc}") from exc
-    return sweep_from_dict(spec, base_dir=p.parent, allow_code=allow_code)
+    try:
+        return sweep_from_dict(spec, base_dir=p.parent, allow_code=allow_code)
+    except (ValueError, FileNotFoundError) as exc:  # a missing cluster file is a bad entry
+        raise ValueError(f"sweep file {str(p)!r}: {exc}") from exc

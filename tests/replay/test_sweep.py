@@ -253,7 +253,8 @@ def test_sweep_files_name_only_registered_functions(
 
     assert main(["sweep", str(sweep), "--backend", "serial", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"routeplay sweep: error: {message}") and err.count("\n") == 1
+    assert err.startswith(f"routeplay sweep: error: sweep file {str(sweep)!r}: {message}")
+    assert err.count("\n") == 1
     assert victim.read_text() == "precious"
 
 
