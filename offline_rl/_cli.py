@@ -464,6 +464,10 @@ def _evaluate(args: argparse.Namespace, staged: list[Path]) -> int:
         n_boot=args.n_boot,
         show_progress=_show(args),
     )
+    from routeplay.estimator import compute_verdict
+
+    print(compute_verdict(result.comparison, learned=result.learned).to_text())
+    print()
     print(result.summary())
     if output is not None:
         tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -32,6 +33,9 @@ def test_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert code == 0
     printed = capsys.readouterr().out
     assert "paired replay evaluation: 2 episodes, baseline 'round-robin'" in printed
+    # the verdict comes first, in words, and speaks of the learned router
+    assert re.match(r".* (has|tie for) the lowest mean end-to-end latency", printed), printed
+    assert "Learned router policy-bc+fallback: mean E2E" in printed
     frame = pl.read_parquet(table)
     assert sorted(frame["router"].to_list()) == [
         "least-loaded",
