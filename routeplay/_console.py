@@ -221,7 +221,9 @@ def format_router_table(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
         cells = [name]
         for key, _, scale, fmt in ROUTER_TABLE_COLUMNS:
             value = summary.get(key)
-            missing = value is None or (isinstance(value, float) and math.isnan(value))
-            cells.append("nan" if missing else fmt.format(float(value) * scale))
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                cells.append("nan")
+            else:
+                cells.append(fmt.format(float(value) * scale))
         body.append(cells)
     return format_table(["router", *(h for _, h, _, _ in ROUTER_TABLE_COLUMNS)], body)

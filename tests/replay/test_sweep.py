@@ -258,8 +258,13 @@ def test_sweep_files_name_only_registered_functions(
     assert victim.read_text() == "precious"
 
 
-def test_allow_code_and_registered_functions_run(tmp_path: Path) -> None:
-    from routeplay.replay import register_sweep_function
+def test_allow_code_and_registered_functions_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from routeplay.replay import _sweep, register_sweep_function
+
+    # the registry is process-wide: give this test its own, so other tests see none
+    monkeypatch.setattr(_sweep, "_SWEEP_FUNCTIONS", set())
 
     function = f"{MODULE}:_square"
     sweep = _call_sweep(tmp_path, function, "x = 3.0")
