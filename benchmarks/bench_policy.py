@@ -39,11 +39,14 @@ from routeplay.offline_rl import (
     save_router,
     train_router,
 )
+from routeplay.replay import make_cluster
 from routeplay.replay._check import make_cluster_state
 from routeplay.replay._observation import ObservationLayout
 from routeplay.replay._types import RequestView
 
 LAYOUT = ObservationLayout(n_instances=4, n_prompt_buckets=4, n_decode_buckets=5)
+#: the cluster the observations are priced on (layout v2 reads each instance's latency model)
+CLUSTER = make_cluster("a100x4")
 
 
 def make_dataset(
@@ -117,10 +120,11 @@ def time_decisions(router: PolicyRouter, inputs: list[tuple[RequestView, Any]]) 
     torch.set_num_threads(1)
     from routeplay.replay._observation import encode_observation
 
+    router.reset(CLUSTER, np.random.default_rng(0))
     for request, state in inputs[:100]:  # warm-up
         router.route(request, state)
     route_us, net_us = [], []
-    obs = [encode_observation(r, s, LAYOUT) for r, s in inputs]
+    obs = [encode_observation(r, s, LAYOUT, cluster=CLUSTER) for r, s in inputs]
     for (request, state), o in zip(inputs, obs, strict=True):
         t = time.perf_counter_ns()
         router.route(request, state)
@@ -204,6 +208,7 @@ def test_decision_latency(benchmark: Any, router_dir: Path, prefer: str) -> None
 
     torch.set_num_threads(1)
     router = load_router(router_dir, prefer=prefer, trust=True)  # type: ignore[arg-type]
+    router.reset(CLUSTER, np.random.default_rng(0))
     request, state = _decision_inputs(1)[0]
     choice = benchmark(router.route, request, state)
     assert -1 <= choice < 4

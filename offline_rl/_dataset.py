@@ -30,6 +30,14 @@ Episode ends, and what d3rlpy does with them (measured on d3rlpy 2.8.1):
 Inside an episode d3rlpy takes the next observation from the next row's ``obs``; the
 flat arrays use the logged ``next_obs``. When the two disagree the builder warns with
 the count (the logs then skip decisions, and the two views differ).
+
+Observation layout: files must carry the current
+:data:`~routeplay.replay._observation.OBSERVATION_LAYOUT_VERSION`; older files are
+refused with a message naming both versions (re-log them). The optional columns of
+layout version 2 are carried into flat arrays: ``dt_s`` (seconds to the next decision;
+NaN when an input lacks it), ``behaviour_markov`` (False when absent) and
+``train_episode``. :meth:`RoutingDataset.discounts` turns ``dt_s`` into per-transition
+semi-MDP discounts ``gamma_per_s ** dt_s``.
 """
 
 from __future__ import annotations
@@ -66,6 +74,13 @@ _REQUIRED_COLUMNS: dict[str, Any] = {
     "terminal": pl.Boolean,
     "timeout": pl.Boolean,
     "behaviour": pl.String,
+}
+
+# Optional columns (layout version 2) and their dtypes.
+_OPTIONAL_COLUMNS: dict[str, Any] = {
+    "dt_s": pl.Float64,
+    "train_episode": pl.Int64,
+    "behaviour_markov": pl.Boolean,
 }
 
 _META_PREFIX = "routeplay."
@@ -204,6 +219,13 @@ class RoutingDataset:
             ``None`` when built from frames without it).
         metadata: the first file's ``routeplay.*`` metadata (keys without the prefix).
         card: the :class:`DatasetCard`.
+        dt_s: ``(n_transitions,)`` float64 seconds from each decision to the next
+            (NaN where an input had no ``dt_s`` column).
+        behaviour_markov: ``(n_transitions,)`` bool, True where the behaviour policy is
+            a function of the decision state (its propensity is usable for importance
+            weighting; ``routeplay.replay._transitions``).
+        train_episode: ``(n_transitions,)`` int64 training episode ``k`` of each row's
+            reward weight.
     """
 
     mdp: MDPDataset
@@ -216,6 +238,41 @@ class RoutingDataset:
     obs_names: tuple[str, ...] | None
     metadata: Mapping[str, str]
     card: DatasetCard
+    dt_s: npt.NDArray[np.float64] | None = None
+    behaviour_markov: npt.NDArray[np.bool_] | None = None
+    train_episode: npt.NDArray[np.int64] | None = None
+
+    def discounts(self, gamma_per_s: float) -> npt.NDArray[np.float64]:
+        """Per-transition semi-MDP discounts ``gamma_per_s ** dt_s``.
+
+        Raises:
+            ValueError: ``gamma_per_s`` outside (0, 1], or rows without ``dt_s``.
+
+        Example:
+            >>> import numpy as np, polars as pl
+            >>> frame = pl.DataFrame({"episode": [0, 0], "step": [0, 1],
+            ...     "obs": np.zeros((2, 2), np.float32), "action": [0, 1],
+            ...     "reward": [1.0, 0.0], "next_obs": np.zeros((2, 2), np.float32),
+            ...     "terminal": [False, True], "timeout": [False, False],
+            ...     "behaviour": ["rr"] * 2, "dt_s": [0.5, 2.0]},
+            ...     schema_overrides={"obs": pl.Array(pl.Float32, 2),
+            ...                       "next_obs": pl.Array(pl.Float32, 2)})
+            >>> build_dataset(frame, n_actions=3).discounts(0.9).round(6).tolist()
+            [0.948683, 0.81]
+        """
+        if not (isinstance(gamma_per_s, int | float) and 0.0 < float(gamma_per_s) <= 1.0):
+            raise ValueError(
+                f"gamma_per_s = {gamma_per_s!r}; expected a per-second discount in (0, 1]. "
+                "Fix: pass e.g. 0.99."
+            )
+        dt = self.dt_s
+        if dt is None or np.isnan(dt).any():
+            n = self.card.n_transitions if dt is None else int(np.isnan(dt).sum())
+            raise ValueError(
+                f"{n} transition(s) have no dt_s; expected logs of observation layout "
+                "version 2 (log_transitions records dt_s). Fix: re-log them."
+            )
+        return np.asarray(float(gamma_per_s) ** dt, dtype=np.float64)
 
     @property
     def n_actions(self) -> int:
@@ -273,6 +330,24 @@ def _check_columns(frame: pl.DataFrame, label: str) -> None:
             )
     if frame.height == 0:
         raise ValueError(f"{label} has no rows; expected at least one transition.")
+
+
+def _with_optional_columns(frame: pl.DataFrame, label: str) -> pl.DataFrame:
+    """Add missing optional columns (dt_s NaN, train_episode = episode, markov False)."""
+    fill = {
+        "dt_s": pl.lit(float("nan"), dtype=pl.Float64),
+        "train_episode": pl.col("episode"),
+        "behaviour_markov": pl.lit(False, dtype=pl.Boolean),
+    }
+    for name, dtype in _OPTIONAL_COLUMNS.items():
+        if name not in frame.columns:
+            frame = frame.with_columns(fill[name].alias(name))
+        elif frame.schema[name] != dtype:
+            raise ValueError(
+                f"{label} column {name!r} has dtype {frame.schema[name]}; expected {dtype} "
+                "(routeplay.replay._transitions)."
+            )
+    return frame
 
 
 def _episode_ends(
@@ -411,9 +486,11 @@ def build_dataset(
                 if "obs_names" in meta:
                     obs_names = tuple(json.loads(meta["obs_names"]))
         _check_columns(frame, label)
+        frame = _with_optional_columns(frame, label)
         versions[label] = version
         action_counts[label] = file_actions
-        parts.append(frame.select(list(_REQUIRED_COLUMNS)).with_columns(pl.lit(k).alias("_src")))
+        columns = [*_REQUIRED_COLUMNS, *_OPTIONAL_COLUMNS]
+        parts.append(frame.select(columns).with_columns(pl.lit(k).alias("_src")))
         labels.append(label)
 
     if layout_version is not None:
@@ -424,6 +501,14 @@ def build_dataset(
             f"{versions}; expected one version. Fix: regenerate the older logs with the "
             "current routeplay (OBSERVATION_LAYOUT_VERSION = "
             f"{OBSERVATION_LAYOUT_VERSION!r}) or build one dataset per version."
+        )
+    only_version = next(iter(versions.values()))
+    if only_version != OBSERVATION_LAYOUT_VERSION:
+        raise ValueError(
+            f"transition inputs have observation layout version {only_version!r}; this "
+            f"routeplay reads version {OBSERVATION_LAYOUT_VERSION!r} only (the observation "
+            "entries mean other things). Fix: re-log them with this routeplay's "
+            "log_transitions / `routeplay log`."
         )
     if n_actions is not None:
         action_counts["n_actions argument"] = n_actions
@@ -525,4 +610,7 @@ def build_dataset(
         obs_names=obs_names,
         metadata=dict(first_meta or {}),
         card=card,
+        dt_s=frame["dt_s"].to_numpy().astype(np.float64),
+        behaviour_markov=frame["behaviour_markov"].to_numpy().astype(bool),
+        train_episode=frame["train_episode"].to_numpy().astype(np.int64),
     )

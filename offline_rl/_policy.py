@@ -1,8 +1,9 @@
 """A trained policy served as a replay router, and its on-disk format.
 
-:class:`PolicyRouter` encodes every decision with
-:func:`routeplay.replay._observation.encode_observation` — the same function the
-transition logger uses — so training and serving cannot drift apart. It works with a
+:class:`PolicyRouter` encodes every decision with an
+:class:`~routeplay.replay._observation.ObservationEncoder` built at ``reset`` from the
+stored layout and the replayed cluster — the same encoder the transition logger and
+``RoutingEnv`` use — so training and serving cannot drift apart. It works with a
 d3rlpy learnable (``predict``) or with a TorchScript policy (greedy action).
 
 A saved router is a folder:
@@ -41,8 +42,8 @@ import numpy as np
 import numpy.typing as npt
 from routeplay.replay._observation import (
     OBSERVATION_LAYOUT_VERSION,
+    ObservationEncoder,
     ObservationLayout,
-    encode_observation,
 )
 from routeplay.replay._routers import LeastLoadedRouter
 from routeplay.replay._transitions import index_to_action
@@ -96,11 +97,17 @@ def _learnable_shape(policy: Any) -> tuple[int, int] | None:
 
 
 class PolicyRouter:
-    """Route with a trained policy: greedy action on ``encode_observation(request, state)``.
+    """Route with a trained policy: greedy action on the encoded observation.
 
     Action index ``m`` (``layout.n_instances``) is WAIT. The router is deterministic
     (the generator given to ``reset`` is only passed on to ``fallback``) and never sees
-    true output lengths.
+    true output lengths. ``reset(cluster, rng)`` builds the observation encoder from
+    the cluster's latency models (min-min ETA, speed, impact blocks), so it must come
+    before ``route``.
+
+    ``observation_markov`` (read by the transition logger's ``behaviour_markov``) is
+    True only without a ``wait_limit``: the fallback after consecutive WAITs depends
+    on the router's history, not on the observation alone.
 
     A learned policy can WAIT on a request forever (the replay then runs into
     ``ReplayConfig.max_sim_time_s``). With ``wait_limit=k``, after ``k`` consecutive
@@ -132,6 +139,8 @@ class PolicyRouter:
         ...     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ...         return torch.full((x.shape[0],), 2, dtype=torch.int64)
         >>> router = PolicyRouter(Wait(), layout=layout, name="wait")
+        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> router.reset(make_uniform_cluster(2), np.random.default_rng(0))
         >>> router.route(RequestView(0, 0.0, 10), make_cluster_state(2))
         -1
     """
@@ -162,6 +171,8 @@ class PolicyRouter:
         self._wait_request: int | None = None
         self._n_waits = 0
         self.layout = layout
+        self.observation_markov = wait_limit is None
+        self._encoder: ObservationEncoder | None = None
         self.policy = policy
         self.n_actions = layout.n_instances + 1
         #: check_router skips its one-instance phase for routers with a fixed count
@@ -186,7 +197,7 @@ class PolicyRouter:
         self._torch = torch
 
     def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
-        """Check that ``cluster`` has the layout's instance count (the rng is unused).
+        """Check ``cluster`` against the layout and build the encoder (rng: fallback only).
 
         Raises:
             ValueError: when the instance counts differ.
@@ -198,6 +209,7 @@ class PolicyRouter:
                 "expected the same count. Fix: replay on a cluster shaped like the training "
                 "logs, or train a policy on logs of this cluster."
             )
+        self._encoder = ObservationEncoder(self.layout, cluster)
         self.fallback.reset(cluster, rng)
         self.n_fallback_routes = 0
         self._wait_request = None
@@ -215,8 +227,19 @@ class PolicyRouter:
         return int(out.reshape(-1)[0])
 
     def route(self, request: RequestView, state: ClusterState) -> int:
-        """Encode the decision, take the greedy action, map index ``m`` to WAIT."""
-        obs = encode_observation(request, state, self.layout)
+        """Encode the decision, take the greedy action, map index ``m`` to WAIT.
+
+        Raises:
+            RuntimeError: before :meth:`reset` (the encoder needs the cluster).
+        """
+        encoder = self._encoder
+        if encoder is None:
+            raise RuntimeError(
+                f"PolicyRouter {self.name!r}: route() called before reset(cluster, rng); "
+                "expected reset first (the observation needs the cluster's latency models). "
+                "Fix: call router.reset(cluster, rng), as run_replay does."
+            )
+        obs = encoder(request, state)
         action = index_to_action(self.action_index(obs), self.layout.n_instances)
         if action != WAIT:
             self._wait_request = None

@@ -90,6 +90,8 @@ def run_log(args: argparse.Namespace) -> int:
         f"wrote {res.n_transitions} transitions from {res.n_episodes} episodes "
         f"({res.behaviour}, reward {reward.name}) to {res.path}\n"
         f"actions {{{actions}}}; reward mean {res.reward_mean:.4g}, "
-        f"std {res.reward_std:.4g}, min {res.reward_min:.4g}, max {res.reward_max:.4g}"
+        f"std {res.reward_std:.4g}, min {res.reward_min:.4g}, max {res.reward_max:.4g}\n"
+        f"behaviour_markov {str(res.behaviour_markov).lower()} (propensities are the "
+        f"policy's probabilities given the state only when true)"
     )
     return 0

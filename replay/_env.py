@@ -20,7 +20,15 @@ so a policy trained offline on logged transitions sees the same MDP online.
   seeds every episode passes ``options={"episode_index": k}`` to keep the decay going.
 * ``info`` holds the step's outcome numbers (``time_s``, ``request_id``,
   ``n_completed``, ``n_admitted``, ``progress_deficit``, ``response_times_s``,
-  ``estimated_time_s``, ``impact_penalty``, ``episode``).
+  ``estimated_time_s``, ``impact_penalty``, ``episode``, ``dt_s`` — the simulated
+  seconds the step spans, for a per-second discount ``gamma ** dt_s``).
+* ``expert`` (optional): a router asked at every decision the env presents (the first
+  one in ``reset``, the next one in each ``step``); its answer, as an action index, is
+  ``info["expert_action"]`` (absent once the episode ended). It is reset with the
+  episode's router generator and then bound to the engine (``engine.bind_router``),
+  exactly as :func:`~routeplay.replay.run_replay` does, so routers that need the
+  simulator (``lookahead-oracle``) can label the states a learner visits (DAgger). An
+  oracle expert sees true output lengths; the observation never does.
 """
 
 from __future__ import annotations
@@ -36,12 +44,12 @@ from routeplay.estimator._impact import impact_penalty
 from routeplay.estimator._protocols import OutputLengthPredictor
 
 from ._engine import Engine
-from ._observation import ObservationLayout, encode_observation
+from ._observation import ObservationEncoder, ObservationLayout
 from ._outcomes import OutcomeConfig, OutcomeTracker
 from ._result import ReplayConfig, ReplayResult
 from ._rewards import RewardFunction, StepOutcome, make_reward
-from ._transitions import default_layout, index_to_action
-from ._types import WAIT, ClusterConfig, ClusterState, RequestView
+from ._transitions import action_to_index, default_layout, index_to_action
+from ._types import WAIT, ClusterConfig, ClusterState, RequestView, Router
 
 __all__ = ["RoutingEnv"]
 
@@ -64,6 +72,8 @@ class RoutingEnv(gym.Env[_Obs, np.int64]):
         max_steps: truncate an episode after this many decisions (``None``: never).
         config: replay settings.
         outcome_config: settings of the reward inputs.
+        expert: optional router whose answer at every decision is reported as
+            ``info["expert_action"]`` (module docstring).
 
     Example:
         >>> from routeplay.estimator._latency import LinearLatencyModel
@@ -96,6 +106,7 @@ class RoutingEnv(gym.Env[_Obs, np.int64]):
         max_steps: int | None = None,
         config: ReplayConfig | None = None,
         outcome_config: OutcomeConfig | None = None,
+        expert: Router | None = None,
     ) -> None:
         super().__init__()
         if isinstance(episodes, pl.DataFrame):
@@ -134,6 +145,8 @@ class RoutingEnv(gym.Env[_Obs, np.int64]):
                 f"{cluster.n_instances} instances; expected them equal."
             )
         self.outcome_config = outcome_config
+        self.expert = expert
+        self.encoder = ObservationEncoder(self.layout, cluster)
         self.max_steps = max_steps
         self.n_instances = cluster.n_instances
         self.observation_space = gym.spaces.Box(
@@ -191,8 +204,12 @@ class RoutingEnv(gym.Env[_Obs, np.int64]):
             self.cluster,
             config=self.config,
             predictor=self.predictor,
+            oracle=bool(getattr(self.expert, "oracle", False)),
             router_name="RoutingEnv",
         )
+        if self.expert is not None:
+            self.expert.reset(self.cluster, self._engine.router_rng())
+            self._engine.bind_router(self.expert)
         self._tracker = OutcomeTracker(self._engine, self.outcome_config)
         self._episode = self._n_episodes
         self._n_episodes += 1
@@ -207,7 +224,25 @@ class RoutingEnv(gym.Env[_Obs, np.int64]):
             "time_s": self._engine.now_s,
             "request_id": request.request_id,
         }
-        return encode_observation(request, state, self.layout), info
+        self._add_expert(info, request, state)
+        return self.encoder(request, state), info
+
+    def _add_expert(self, info: dict[str, Any], request: RequestView, state: ClusterState) -> None:
+        if self.expert is None:
+            return
+        action = self.expert.route(request, state)
+        try:
+            info["expert_action"] = action_to_index(action, self.n_instances)
+        except ValueError:
+            raise ValueError(
+                f"RoutingEnv expert {getattr(self.expert, 'name', self.expert)!r} returned "
+                f"{action!r} for request {request.request_id}; expected an instance index in "
+                f"range({self.n_instances}) or WAIT ({WAIT})."
+            ) from None
+
+    def observe(self, request: RequestView, state: ClusterState) -> _Obs:
+        """Encode ``(request, state)`` as this env does (its layout and cluster)."""
+        return self.encoder(request, state)
 
     def step(
         self, action: np.int64 | int
@@ -241,9 +276,11 @@ class RoutingEnv(gym.Env[_Obs, np.int64]):
             request, state, router_action, next_state, terms, episode=self._episode
         )
         reward = float(self.reward_fn(outcome))
-        obs = encode_observation(nxt[0], nxt[1], self.layout) if nxt is not None else self._zeros
+        obs = self.encoder(nxt[0], nxt[1]) if nxt is not None else self._zeros
         self._decision = None if (terminated or truncated) else nxt
         info = _info(outcome, time_s, self._episode, terminated)
+        if nxt is not None and not truncated:
+            self._add_expert(info, nxt[0], nxt[1])
         return obs, reward, terminated, truncated, info
 
     def result(self) -> ReplayResult:
@@ -284,5 +321,6 @@ def _info(outcome: StepOutcome, time_s: float, episode: int, terminated: bool) -
         "response_times_s": outcome.response_times_s,
         "estimated_time_s": outcome.estimated_time_s,
         "impact_penalty": penalty,
+        "dt_s": outcome.dt_s,
         "terminated": terminated,
     }

@@ -1,49 +1,104 @@
 """The one place that turns a routing decision's inputs into an observation vector.
 
 Dataset building (transition logs), the gymnasium environment and ``PolicyRouter``
-(serving a trained policy as a router) all call :func:`encode_observation`, so
-training and serving cannot drift apart.
+(serving a trained policy as a router) all encode with an :class:`ObservationEncoder`
+(or the one-shot :func:`encode_observation`), so training and serving cannot drift
+apart. The encoder needs the cluster (each instance's latency model) besides the
+snapshot: it prices the new request on every instance with min-min's own estimate
+(:func:`~routeplay.replay._routers_paper.estimate_completion_s`) and scores it with the
+workload-impact estimator (:func:`routeplay.estimator.estimate_impact`).
 
-Layout (version :data:`OBSERVATION_LAYOUT_VERSION`), for ``m`` instances, ``B_p``
-prompt buckets and ``B_d`` decode buckets — the paper's state (DESIGN.md, System A):
+Layout (version :data:`OBSERVATION_LAYOUT_VERSION` = ``"2"``), for ``m`` instances,
+``B_p`` prompt buckets and ``B_d`` decode buckets. ``lg(x, cap)`` is
+``min(log1p(x) / log1p(cap), 1)`` (log-scaled: 0 -> 0, ``cap`` -> 1):
 
 =======================  ==========  ==================================================
 block                    size        value
 =======================  ==========  ==================================================
-``queue``                1           router queue length / cap (already capped at 512)
-``prompt``               1           log1p(prompt tokens) / log1p(prompt_scale_tokens)
+``queue``                1           lg(router queue length, queue_cap)
+``prompt``               1           lg(prompt tokens, prompt_scale_tokens)
 ``decode_bucket``        B_d         one-hot of the predicted output bucket (zeros if none)
-``P``                    m * B_p     per-instance prompt-bucket counts / count_scale
-``D``                    m * B_d     per-instance predicted-decode-bucket counts / count_scale
+``P``                    m * B_p     lg(per-instance prompt-bucket count, count_cap)
+``D``                    m * B_d     lg(per-instance predicted-decode-bucket count, count_cap)
+``local_queue``          m           lg(requests in the instance's local queue, count_cap)
 ``capacity``             m           free sequence slots / max_running_seqs
 ``kv_free``              m           free KV tokens / KV capacity
+``prefill_pending``      m           lg(prompt tokens queued or not yet prefilled, tokens_cap)
+``speed``                m           speed index: fastest reference iteration / this one's
 ``earliest_completion``  m           (earliest completion - now) / (that + time_scale_s)
+``minmin_eta``           m           lg(min-min's estimated completion - now (s), eta_cap_s)
+``impact_cost``          m           lg(1 - r_mix, impact_cap): 0 = no impact
 =======================  ==========  ==================================================
 
-Counts are divided by ``count_scale`` and clipped to [0, 1] (a count above the scale
-saturates; the raw counts stay in the ClusterState). Every value lies in [0, 1], which
-keeps the Q-networks' inputs on one scale without a fitted scaler (a fitted scaler's
-statistics would have to travel with the policy).
+Definitions:
+
+* **speed index** (:func:`instance_speed_index`): each instance's predicted time of one
+  reference iteration (:data:`REFERENCE_PREFILL_TOKENS` prompt tokens prefilled beside
+  :data:`REFERENCE_DECODE_SEQS` decoding sequences of :data:`REFERENCE_CONTEXT_TOKENS`
+  context each) from its own latency model; the index is ``min_j t_j / t_i`` (1 = the
+  cluster's fastest instance, 0.5 = half as fast). Constant within a cluster.
+* **min-min ETA**: :func:`~routeplay.replay._routers_paper.estimate_completion_s` of
+  ``(prompt, predicted output)``, the very function ``MinMinRouter`` minimises, so the
+  router is recoverable from the observation as the argmin of this block (the log
+  transform is monotone). The predicted output is the request's prediction, else
+  ``layout.default_output_tokens`` (min-min's own default, 128) — never the truth.
+* **impact cost**: ``1 - r_mix`` of the workload-impact estimate (``r_mix <= 1``, so the
+  cost is >= 0 and unbounded above) with each instance's gradients scaled by its own
+  latency model (:func:`impact_relative_cost`); the same estimate the paper reward's
+  penalty uses (:class:`~routeplay.replay._outcomes.OutcomeTracker`).
+
+*Choice: no saturation in overload.* Version 1 divided counts by 64 and clipped: on the
+paper's overload regime (4 x ``llama2-7b/v100-paper``, 2,000 task-mix requests at
+20 req/s) 84.7 % of round-robin decisions had a clipped feature. Counts, tokens, times
+and costs are now log-scaled up to caps far beyond any replay (65,536 requests, 2**24
+tokens, one hour, an impact cost of 1e6); measured share after: 0 %
+(docs/notes/rl-interface.md). Every value lies in [0, 1], which keeps the Q-networks'
+inputs on one scale without a fitted scaler. The router queue length arrives capped at
+the cluster's ``router_queue_cap`` (the engine's choice), so ``queue`` reaches 1 only at
+that cap.
+
+*Old files.* A transition file or saved policy of layout version ``"1"`` is refused
+with a message naming both versions (re-log or retrain); its columns meant other
+things.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from routeplay.estimator._impact import ImpactConfig, ImpactEstimate, estimate_impact
 
-from ._types import ClusterState, RequestView
+from ._routers_common import ClusterLatency
+from ._routers_paper import estimate_completion_s
+from ._types import ClusterConfig, ClusterState, RequestView
 
 __all__ = [
+    "MIN_IMPACT_COST",
     "OBSERVATION_LAYOUT_VERSION",
+    "REFERENCE_CONTEXT_TOKENS",
+    "REFERENCE_DECODE_SEQS",
+    "REFERENCE_PREFILL_TOKENS",
+    "ObservationEncoder",
     "ObservationLayout",
     "encode_observation",
+    "impact_relative_cost",
+    "instance_impact",
+    "instance_speed_index",
 ]
 
 #: Bumped whenever the meaning or order of the observation entries changes; stored
 #: beside every transition dataset and trained policy.
-OBSERVATION_LAYOUT_VERSION = "1"
+OBSERVATION_LAYOUT_VERSION = "2"
+
+#: The reference iteration behind the speed index and the impact cost multipliers.
+REFERENCE_PREFILL_TOKENS = 512
+REFERENCE_DECODE_SEQS = 32
+REFERENCE_CONTEXT_TOKENS = 512
+#: Impact cost multiplier of an instance whose latency model has no marginal cost.
+MIN_IMPACT_COST = 1e-9
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,15 +111,22 @@ class ObservationLayout:
         n_decode_buckets: columns of ``ClusterState.decode_bucket_counts``.
         queue_cap: router-queue length that maps to 1.0 (the paper's 512).
         prompt_scale_tokens: prompt length that maps to 1.0 on the log scale.
-        count_scale: per-bucket request count that maps to 1.0.
+        count_cap: request count (bucket counts, local queue) that maps to 1.0.
+        tokens_cap: pending prefill tokens that map to 1.0.
         time_scale_s: time to earliest completion that maps to 0.5.
+        eta_cap_s: min-min's estimated time to completion that maps to 1.0.
+        impact_cap: impact cost ``1 - r_mix`` that maps to 1.0.
+        default_output_tokens: predicted output assumed for a request without a
+            prediction (min-min's default).
 
     Example:
         >>> layout = ObservationLayout(n_instances=2, n_prompt_buckets=2, n_decode_buckets=3)
         >>> layout.size
-        21
+        31
         >>> layout.names()[:4]
         ['queue', 'prompt', 'decode_bucket_0', 'decode_bucket_1']
+        >>> layout.names()[-2:]
+        ['impact_cost_0', 'impact_cost_1']
     """
 
     n_instances: int
@@ -72,27 +134,41 @@ class ObservationLayout:
     n_decode_buckets: int
     queue_cap: int = 512
     prompt_scale_tokens: float = 32_768.0
-    count_scale: float = 64.0
+    count_cap: float = 65_536.0
+    tokens_cap: float = float(2**24)
     time_scale_s: float = 10.0
+    eta_cap_s: float = 3600.0
+    impact_cap: float = 1e6
+    default_output_tokens: float = 128.0
 
     def __post_init__(self) -> None:
         for name in ("n_instances", "n_prompt_buckets", "n_decode_buckets", "queue_cap"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(
                     f"ObservationLayout.{name} = {value!r}; expected a positive integer."
                 )
-        for name in ("prompt_scale_tokens", "count_scale", "time_scale_s"):
+        for name in (
+            "prompt_scale_tokens",
+            "count_cap",
+            "tokens_cap",
+            "time_scale_s",
+            "eta_cap_s",
+            "impact_cap",
+            "default_output_tokens",
+        ):
             value = getattr(self, name)
-            if not value > 0:
-                raise ValueError(f"ObservationLayout.{name} = {value!r}; expected > 0.")
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"ObservationLayout.{name} = {value!r}; expected a finite number > 0."
+                )
 
     @property
     def size(self) -> int:
         """Length of the observation vector."""
         m = self.n_instances
         return (
-            2 + self.n_decode_buckets + m * (self.n_prompt_buckets + self.n_decode_buckets) + 3 * m
+            2 + self.n_decode_buckets + m * (self.n_prompt_buckets + self.n_decode_buckets) + 8 * m
         )
 
     def names(self) -> list[str]:
@@ -102,10 +178,27 @@ class ObservationLayout:
         names += [f"decode_bucket_{b}" for b in range(self.n_decode_buckets)]
         names += [f"P_{i}_{b}" for i in range(m) for b in range(self.n_prompt_buckets)]
         names += [f"D_{i}_{b}" for i in range(m) for b in range(self.n_decode_buckets)]
-        names += [f"capacity_{i}" for i in range(m)]
-        names += [f"kv_free_{i}" for i in range(m)]
-        names += [f"earliest_completion_{i}" for i in range(m)]
+        for block in _PER_INSTANCE_BLOCKS:
+            names += [f"{block}_{i}" for i in range(m)]
         return names
+
+    def block_slice(self, block: str) -> slice:
+        """Where a per-instance block (e.g. ``"minmin_eta"``) sits in the vector.
+
+        Example:
+            >>> layout = ObservationLayout(n_instances=2, n_prompt_buckets=1, n_decode_buckets=1)
+            >>> layout.block_slice("local_queue")
+            slice(7, 9, None)
+        """
+        if block not in _PER_INSTANCE_BLOCKS:
+            raise ValueError(
+                f"unknown observation block {block!r}; expected one of "
+                f"{list(_PER_INSTANCE_BLOCKS)}."
+            )
+        m = self.n_instances
+        start = 2 + self.n_decode_buckets + m * (self.n_prompt_buckets + self.n_decode_buckets)
+        start += m * _PER_INSTANCE_BLOCKS.index(block)
+        return slice(start, start + m)
 
     @classmethod
     def for_state(cls, state: ClusterState, **scales: float) -> ObservationLayout:
@@ -116,6 +209,240 @@ class ObservationLayout:
             n_decode_buckets=int(state.decode_bucket_counts.shape[1]),
             **scales,  # type: ignore[arg-type]
         )
+
+
+#: Per-instance blocks after ``P`` and ``D``, in order.
+_PER_INSTANCE_BLOCKS: tuple[str, ...] = (
+    "local_queue",
+    "capacity",
+    "kv_free",
+    "prefill_pending",
+    "speed",
+    "earliest_completion",
+    "minmin_eta",
+    "impact_cost",
+)
+
+
+def _reference_iteration_s(latency: ClusterLatency) -> npt.NDArray[np.float64]:
+    m = latency.intercept_s.shape[0]
+    p = np.full(m, float(REFERENCE_PREFILL_TOKENS))
+    seqs = np.full(m, float(REFERENCE_DECODE_SEQS))
+    return latency.iteration_s(p, p * p, seqs, seqs * REFERENCE_CONTEXT_TOKENS)
+
+
+def instance_speed_index(cluster: ClusterConfig) -> npt.NDArray[np.float64]:
+    """Per instance ``min_j t_j / t_i``, ``t`` = predicted time of the reference iteration.
+
+    Example:
+        >>> from routeplay.estimator._latency import LinearLatencyModel
+        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
+        >>> fast = LinearLatencyModel.from_throughput(4000.0)
+        >>> slow = LinearLatencyModel.from_throughput(1000.0)
+        >>> cluster = ClusterConfig(instances=(InstanceConfig(name="s", latency=slow),
+        ...                                    InstanceConfig(name="f", latency=fast)))
+        >>> instance_speed_index(cluster).tolist()
+        [0.25, 1.0]
+    """
+    t = _reference_iteration_s(ClusterLatency.from_cluster(cluster))
+    if not (np.isfinite(t).all() and (t > 0).all()):
+        raise ValueError(
+            f"reference iteration times {t.tolist()} s; expected finite times > 0 for every "
+            "instance. Fix: use latency models with a positive per-token or per-sequence cost."
+        )
+    return np.asarray(t.min() / t, dtype=np.float64)
+
+
+def impact_relative_cost(
+    cluster: ClusterConfig, config: ImpactConfig | None = None
+) -> npt.NDArray[np.float64]:
+    """Per-instance multipliers of the impact estimator's gradients, from each latency model.
+
+    ``cost_i`` = the marginal time instance ``i``'s own latency model charges for the
+    reference work (a :data:`REFERENCE_PREFILL_TOKENS`-token prefill, with its
+    quadratic attention term, beside :data:`REFERENCE_DECODE_SEQS` decoding sequences
+    of :data:`REFERENCE_CONTEXT_TOKENS` context) divided by the same work priced with
+    the estimator's gradients (``grad1`` per prompt token, ``grad2`` per context token).
+    The intercept is left out: the estimator has none. The paper's gradients are the
+    ``llama2-7b/v100-paper`` coefficients, so that cluster gets exactly 1 everywhere
+    (the paper's reward unchanged); an instance twice as fast gets 0.5. A model with
+    no marginal cost (intercept only: load does not slow it) gets
+    :data:`MIN_IMPACT_COST` (the estimator needs multipliers > 0).
+
+    Example:
+        >>> from routeplay.replay._clusters import make_cluster
+        >>> impact_relative_cost(make_cluster("paper-2xv100")).tolist()
+        [1.0, 1.0]
+    """
+    cfg = config if config is not None else ImpactConfig()
+    lat = ClusterLatency.from_cluster(cluster)
+    p = float(REFERENCE_PREFILL_TOKENS)
+    seqs = float(REFERENCE_DECODE_SEQS)
+    ctx = seqs * REFERENCE_CONTEXT_TOKENS
+    own = (
+        lat.prefill_s_per_token * p
+        + lat.prefill_s_per_token2 * p * p
+        + lat.decode_s_per_seq * seqs
+        + lat.decode_s_per_context_token * ctx
+    )
+    ref = cfg.grad1_s_per_token * p + cfg.grad2_s_per_token * ctx
+    if not np.isfinite(own).all():
+        raise ValueError(
+            f"impact cost multipliers: marginal reference times {own.tolist()} s; expected "
+            "finite times. Fix: check the instances' latency coefficients."
+        )
+    if ref <= 0:  # both gradients 0: the multipliers scale nothing
+        return np.ones(cluster.n_instances, dtype=np.float64)
+    return np.asarray(np.maximum(own / ref, MIN_IMPACT_COST), dtype=np.float64)
+
+
+def instance_impact(
+    request: RequestView,
+    state: ClusterState,
+    predicted_output_tokens: float,
+    relative_cost: npt.NDArray[np.float64],
+    config: ImpactConfig | None = None,
+) -> ImpactEstimate:
+    """The workload-impact estimate of ``request`` with per-instance gradients.
+
+    The one call behind both the ``impact_cost`` block and the paper reward's penalty.
+
+    Example:
+        >>> from routeplay.replay._check import make_cluster_state
+        >>> s = make_cluster_state(tokens_in_system=[5000, 0, 1200])
+        >>> est = instance_impact(RequestView(0, 0.0, 20), s, 100.0, np.ones(3))
+        >>> est.best_instance
+        1
+    """
+    tokens = state.tokens_in_system
+    if tokens.shape != (state.n_instances,):
+        tokens = np.zeros(state.n_instances, dtype=np.int64)
+    return estimate_impact(
+        request.prompt_tokens,
+        predicted_output_tokens,
+        tokens,
+        config if config is not None else ImpactConfig(),
+        relative_cost=relative_cost,
+    )
+
+
+def _lg(x: npt.ArrayLike, cap: float) -> npt.NDArray[np.float64]:
+    v = np.log1p(np.maximum(np.asarray(x, dtype=np.float64), 0.0)) / math.log1p(cap)
+    return np.minimum(v, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationEncoder:
+    """Encodes decisions of one cluster (latency-derived terms computed once).
+
+    Args:
+        layout: shape and scales.
+        cluster: the cluster whose latency models price the request (its instance
+            count must equal ``layout.n_instances``).
+        impact_config: the workload-impact estimator's parameters.
+
+    Raises:
+        ValueError: when the cluster's instance count differs from the layout's.
+
+    Example:
+        >>> from routeplay.replay._check import make_cluster_state, make_uniform_cluster
+        >>> layout = ObservationLayout(n_instances=2, n_prompt_buckets=4, n_decode_buckets=5)
+        >>> enc = ObservationEncoder(layout, make_uniform_cluster(2))
+        >>> obs = enc(RequestView(0, 0.0, 100), make_cluster_state(2, n_queued=[3, 0]))
+        >>> obs.shape, round(float(obs[layout.block_slice("local_queue")][0]), 6)
+        ((41,), 0.125)
+    """
+
+    layout: ObservationLayout
+    cluster: ClusterConfig
+    impact_config: ImpactConfig = field(default_factory=ImpactConfig)
+    latency: ClusterLatency = field(init=False)
+    speed: npt.NDArray[np.float64] = field(init=False)
+    impact_cost: npt.NDArray[np.float64] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.cluster.n_instances != self.layout.n_instances:
+            raise ValueError(
+                f"observation layout has n_instances = {self.layout.n_instances} but the "
+                f"cluster has {self.cluster.n_instances}; expected them equal. Fix: build the "
+                "layout for this cluster (default_layout(cluster)) or use the training cluster."
+            )
+        object.__setattr__(self, "latency", ClusterLatency.from_cluster(self.cluster))
+        object.__setattr__(self, "speed", instance_speed_index(self.cluster))
+        object.__setattr__(
+            self, "impact_cost", impact_relative_cost(self.cluster, self.impact_config)
+        )
+
+    def predicted_output_tokens(self, request: RequestView) -> float:
+        """The request's predicted output, else ``layout.default_output_tokens``."""
+        pred = request.predicted_output_tokens
+        return self.layout.default_output_tokens if pred is None else float(pred)
+
+    def minmin_eta_s(self, request: RequestView, state: ClusterState) -> npt.NDArray[np.float64]:
+        """Min-min's estimated time to completion (s, from now) on every instance."""
+        eta = estimate_completion_s(
+            self.latency, state, request.prompt_tokens, self.predicted_output_tokens(request)
+        )
+        return np.maximum(eta - state.now_s, 0.0)
+
+    def impact(self, request: RequestView, state: ClusterState) -> ImpactEstimate:
+        """The per-instance workload-impact estimate (see :func:`instance_impact`)."""
+        return instance_impact(
+            request,
+            state,
+            self.predicted_output_tokens(request),
+            self.impact_cost,
+            self.impact_config,
+        )
+
+    def __call__(self, request: RequestView, state: ClusterState) -> npt.NDArray[np.float32]:
+        """Encode one decision (see :func:`encode_observation`)."""
+        layout = self.layout
+        _check_shape(layout, state)
+        m = layout.n_instances
+        out = np.empty(layout.size, dtype=np.float64)
+        out[0] = _lg(state.router_queue_len, layout.queue_cap)
+        out[1] = _lg(request.prompt_tokens, layout.prompt_scale_tokens)
+        k = 2
+        one_hot = out[k : k + layout.n_decode_buckets]
+        one_hot[:] = 0.0
+        bucket = request.predicted_bucket
+        if bucket is not None:
+            if not 0 <= bucket < layout.n_decode_buckets:
+                raise ValueError(
+                    f"request {request.request_id} has predicted_bucket={bucket}; expected a "
+                    f"bucket in range({layout.n_decode_buckets}). Fix: use the predictor the "
+                    "layout was built for."
+                )
+            one_hot[bucket] = 1.0
+        k += layout.n_decode_buckets
+        for counts in (state.prompt_bucket_counts, state.decode_bucket_counts):
+            flat = np.asarray(counts, dtype=np.float64).ravel()
+            out[k : k + flat.size] = _lg(flat, layout.count_cap)
+            k += flat.size
+        out[k : k + m] = _lg(state.n_queued, layout.count_cap)
+        k += m
+        max_seqs = np.maximum(np.asarray(state.max_running_seqs, dtype=np.float64), 1.0)
+        free_seqs = max_seqs - np.asarray(state.n_running, dtype=np.float64)
+        out[k : k + m] = np.clip(free_seqs / max_seqs, 0.0, 1.0)
+        k += m
+        kv_cap = np.maximum(np.asarray(state.kv_capacity_tokens, dtype=np.float64), 1.0)
+        out[k : k + m] = np.clip(1.0 - np.asarray(state.kv_used_tokens) / kv_cap, 0.0, 1.0)
+        k += m
+        out[k : k + m] = _lg(state.prefill_tokens_pending, layout.tokens_cap)
+        k += m
+        out[k : k + m] = self.speed
+        k += m
+        wait = np.maximum(
+            np.asarray(state.earliest_completion_s, dtype=np.float64) - state.now_s, 0
+        )
+        out[k : k + m] = wait / (wait + layout.time_scale_s)
+        k += m
+        out[k : k + m] = _lg(self.minmin_eta_s(request, state), layout.eta_cap_s)
+        k += m
+        cost = np.maximum(1.0 - self.impact(request, state).r_mix, 0.0)
+        out[k : k + m] = _lg(cost, layout.impact_cap)
+        return out.astype(np.float32)
 
 
 def _check_shape(layout: ObservationLayout, state: ClusterState) -> None:
@@ -134,23 +461,32 @@ def _check_shape(layout: ObservationLayout, state: ClusterState) -> None:
 
 
 def encode_observation(
-    request: RequestView, state: ClusterState, layout: ObservationLayout | None = None
+    request: RequestView,
+    state: ClusterState,
+    layout: ObservationLayout | None = None,
+    *,
+    cluster: ClusterConfig,
 ) -> npt.NDArray[np.float32]:
     """Encode one routing decision's inputs as a float32 vector in [0, 1].
+
+    A one-shot :class:`ObservationEncoder`; loops over many decisions should build the
+    encoder once.
 
     Args:
         request: the request being routed (its true output length is never read).
         state: the cluster snapshot the router sees.
         layout: shape and scales; inferred from ``state`` when omitted.
+        cluster: the cluster (its instances' latency models price the request).
 
     Returns:
         A vector of length ``layout.size`` (layout in the module docstring).
 
     Raises:
-        ValueError: when ``state`` does not have the layout's shape.
+        ValueError: when ``state`` or ``cluster`` does not have the layout's shape.
 
     Example:
         >>> import numpy as np
+        >>> from routeplay.replay._check import make_uniform_cluster
         >>> from routeplay.replay._types import ClusterState, RequestView
         >>> z = np.zeros(2, dtype=np.int64)
         >>> state = ClusterState(now_s=0.0, router_queue_len=3, n_queued=z, n_running=z,
@@ -160,45 +496,14 @@ def encode_observation(
         ...     prompt_bucket_counts=np.zeros((2, 2), dtype=np.int64),
         ...     decode_bucket_counts=np.array([[1, 0, 0], [0, 0, 2]]),
         ...     earliest_completion_s=np.array([0.0, 10.0]))
-        >>> obs = encode_observation(RequestView(0, 0.0, 100, predicted_bucket=1), state)
+        >>> obs = encode_observation(RequestView(0, 0.0, 100, predicted_bucket=1), state,
+        ...                          cluster=make_uniform_cluster(2))
         >>> obs.shape, obs.dtype.name
-        ((21,), 'float32')
-        >>> obs[2:5].tolist(), float(obs[-1])
-        ([0.0, 1.0, 0.0], 0.5)
+        ((31,), 'float32')
+        >>> layout = ObservationLayout.for_state(state)
+        >>> obs[2:5].tolist(), obs[layout.block_slice("earliest_completion")].tolist()
+        ([0.0, 1.0, 0.0], [0.0, 0.5])
     """
     if layout is None:
         layout = ObservationLayout.for_state(state)
-    _check_shape(layout, state)
-    m = layout.n_instances
-    out = np.empty(layout.size, dtype=np.float64)
-    out[0] = min(state.router_queue_len, layout.queue_cap) / layout.queue_cap
-    out[1] = min(
-        np.log1p(max(request.prompt_tokens, 0)) / np.log1p(layout.prompt_scale_tokens), 1.0
-    )
-    k = 2
-    one_hot = out[k : k + layout.n_decode_buckets]
-    one_hot[:] = 0.0
-    bucket = request.predicted_bucket
-    if bucket is not None:
-        if not 0 <= bucket < layout.n_decode_buckets:
-            raise ValueError(
-                f"request {request.request_id} has predicted_bucket={bucket}; expected a "
-                f"bucket in range({layout.n_decode_buckets}). Fix: use the predictor the "
-                "layout was built for."
-            )
-        one_hot[bucket] = 1.0
-    k += layout.n_decode_buckets
-    for counts in (state.prompt_bucket_counts, state.decode_bucket_counts):
-        flat = np.asarray(counts, dtype=np.float64).ravel()
-        out[k : k + flat.size] = np.clip(flat / layout.count_scale, 0.0, 1.0)
-        k += flat.size
-    max_seqs = np.maximum(np.asarray(state.max_running_seqs, dtype=np.float64), 1.0)
-    free_seqs = max_seqs - np.asarray(state.n_running, dtype=np.float64)
-    out[k : k + m] = np.clip(free_seqs / max_seqs, 0.0, 1.0)
-    k += m
-    kv_cap = np.maximum(np.asarray(state.kv_capacity_tokens, dtype=np.float64), 1.0)
-    out[k : k + m] = np.clip(1.0 - np.asarray(state.kv_used_tokens) / kv_cap, 0.0, 1.0)
-    k += m
-    wait = np.maximum(np.asarray(state.earliest_completion_s, dtype=np.float64) - state.now_s, 0)
-    out[k : k + m] = wait / (wait + layout.time_scale_s)
-    return out.astype(np.float32)
+    return ObservationEncoder(layout, cluster)(request, state)

@@ -21,16 +21,32 @@ Definitions (the choices the paper leaves open are marked):
   over the requests *in the system*: arrived (``arrival_s <= t'``) and not finished,
   whether waiting at the router, queued at an instance or running. *Choice*: requests
   held at the router count too, so that WAIT cannot hide work from the penalty.
-  ``f_jt = min(generated_j / d_j, 1)`` with ``d_j`` the request's *predicted* output
-  tokens (the predictor's ``expected_output_tokens``; without a predictor the
-  constant :attr:`OutcomeConfig.fallback_output_tokens` — never the true length).
+  ``f_jt = generated_j / d_j`` with ``d_j`` the request's *predicted* output tokens
+  (the predictor's ``expected_output_tokens``; without a predictor the constant
+  :attr:`OutcomeConfig.fallback_output_tokens` — never the true length).
+  *Choice (overrun)*: the remaining share is ``max(1 - f_jt,``
+  :attr:`OutcomeConfig.min_remaining_fraction` ``)``, so a request that outlives its
+  predicted length keeps costing (``min_remaining_fraction / T_j`` per decision) until
+  it finishes; with the paper's literal ``min(f, 1)`` it would cost nothing once past
+  its prediction, and a router could park long requests for free. The floor is
+  continuous in ``generated_j`` (it takes over at ``1 - min_remaining_fraction`` of
+  the prediction). ``min_remaining_fraction = 0`` restores the literal reading.
   ``T_j`` is the ideal service time of ``(p_j, d_j)`` alone on an idle instance,
   ``LinearLatencyModel.request_time_s(p_j, d_j)``, taking the fastest instance of the
   cluster (*choice*: the ideal does not depend on where the request went, so the
   term measures delay rather than instance speed).
+* ``dt_s``: ``t' - t``, the simulated time the decision's interval spans (the
+  semi-MDP holding time: a per-second discount ``gamma ** dt_s`` can be applied). After
+  the last decision ``t'`` is the last completion of the episode (not a later
+  bookkeeping event of the engine).
 * ``impact_r_mix``: :func:`routeplay.estimator.estimate_impact` of the routed request
   (prompt, predicted output as above) against the router's snapshot
-  ``tokens_in_system``, with :attr:`OutcomeConfig.impact`.
+  ``tokens_in_system``, with :attr:`OutcomeConfig.impact` and *each instance's own
+  latency model*: the gradients are scaled per instance by
+  :func:`~routeplay.replay._observation.impact_relative_cost` (exactly 1 on the paper's
+  V100 cluster, whose latency coefficients are the paper's gradients; 0.5 for an
+  instance twice as fast). The observation's ``impact_cost`` block is the same
+  estimate (:func:`~routeplay.replay._observation.instance_impact`).
 * ``estimated_time_s``: ``request_time_s(p_i, d_i)`` on the chosen instance's latency
   model beside its current load (``n_other_seqs = n_running``, ``other_context_tokens
   = kv_used_tokens`` of the snapshot); ``None`` for WAIT.
@@ -44,8 +60,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-from routeplay.estimator._impact import ImpactConfig, ImpactEstimate, estimate_impact
+from routeplay.estimator._impact import ImpactConfig, ImpactEstimate
 
+from ._observation import impact_relative_cost, instance_impact
 from ._rewards import StepOutcome
 from ._types import WAIT, ClusterState, RequestView
 
@@ -67,6 +84,9 @@ class OutcomeConfig:
             the replay has no length predictor (the routers' ``default_output_tokens``
             default, 128). Never the true length.
         impact: parameters of the workload-impact estimator behind ``impact_r_mix``.
+        min_remaining_fraction: floor of a request's remaining share ``1 - f_jt`` in
+            the progress deficit, in [0, 1] (module docstring: a request past its
+            predicted length keeps costing); 0 = the paper's literal ``min(f, 1)``.
 
     Example:
         >>> OutcomeConfig().fallback_output_tokens
@@ -79,6 +99,7 @@ class OutcomeConfig:
 
     fallback_output_tokens: float = 128.0
     impact: ImpactConfig = field(default_factory=ImpactConfig)
+    min_remaining_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         value = self.fallback_output_tokens
@@ -86,6 +107,12 @@ class OutcomeConfig:
             raise ValueError(
                 f"OutcomeConfig.fallback_output_tokens = {value!r}; expected a finite number "
                 "of tokens > 0. Fix: pass e.g. 128.0."
+            )
+        floor = self.min_remaining_fraction
+        if not (isinstance(floor, int | float) and math.isfinite(floor) and 0 <= floor <= 1):
+            raise ValueError(
+                f"OutcomeConfig.min_remaining_fraction = {floor!r}; expected a share in "
+                "[0, 1]. Fix: pass e.g. 0.1 (or 0 for the paper's literal min(f, 1))."
             )
         if not isinstance(self.impact, ImpactConfig):
             raise ValueError(f"OutcomeConfig.impact = {self.impact!r}; expected an ImpactConfig.")
@@ -158,6 +185,8 @@ class OutcomeTracker:
                 "a positive per-iteration or per-token cost."
             )
         self._inv_ideal = 1.0 / ideal if n else ideal
+        self._impact_cost = impact_relative_cost(engine.cluster, self.config.impact)
+        self._decision_s = 0.0
         self._in_flight: _I64 = np.empty(0, np.int64)
         self._next_arrival = 0
         self._admitted = np.zeros(n, dtype=bool)
@@ -172,11 +201,13 @@ class OutcomeTracker:
     def decision_terms(
         self, request: RequestView, state: ClusterState, action: int
     ) -> tuple[ImpactEstimate, float | None]:
-        """``(impact estimate, estimated_time_s)`` of a decision, from what the router saw."""
+        """``(impact estimate, estimated_time_s)`` of a decision, from what the router saw.
+
+        Also notes the engine's time, the start of the decision's interval (``dt_s``).
+        """
+        self._decision_s = float(self.engine.now_s)
         d_i = self.predicted_output_tokens(request)
-        impact = estimate_impact(
-            request.prompt_tokens, d_i, state.tokens_in_system, self.config.impact
-        )
+        impact = instance_impact(request, state, d_i, self._impact_cost, self.config.impact)
         if action == WAIT:
             return impact, None
         lat = self.engine.cluster.instances[action].latency
@@ -219,10 +250,16 @@ class OutcomeTracker:
             gen = np.where(running[live], scratch[live], eng.saved_gen[live]).astype(np.float64)
             running[r_idx] = False
             d_hat = self._d_hat[live]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                f = np.where(gen >= d_hat, 1.0, gen / d_hat)
-            deficit = float((self._inv_ideal[live] * (1.0 - f)).sum())
+            share = gen / np.maximum(d_hat, 1.0)  # every request produces >= 1 token
+            remaining = np.maximum(1.0 - share, self.config.min_remaining_fraction)
+            deficit = float((self._inv_ideal[live] * remaining).sum())
         return int(done.size), int(np.count_nonzero(adm)), response, deficit
+
+    def _interval_end_s(self) -> float:
+        eng = self.engine
+        if eng.done and eng.n_requests:
+            return float(np.nanmax(eng.finish_s))  # the last completion, not a later event
+        return float(eng.now_s)
 
     def outcome(
         self,
@@ -259,4 +296,5 @@ class OutcomeTracker:
             impact_r_mix=impact.r_mix,
             estimated_time_s=est,
             impact=impact,
+            dt_s=max(self._interval_end_s() - self._decision_s, 0.0),
         )

@@ -11,13 +11,23 @@ Four rewards are provided:
 
       r_t = -sum_j (1/T_j) (1 - f_jt) + r_w * (completions in (t, t']) - w_k * h(s_t, s_t+1)
 
-  ``f_jt`` = produced / predicted output tokens of in-flight request j (capped at 1),
+  ``f_jt`` = produced / predicted output tokens of in-flight request j, and ``1 - f_jt``
+  is floored at ``OutcomeConfig.min_remaining_fraction`` (0.1) so that a request that
+  outlives its predicted length keeps costing until it finishes (the paper's literal
+  ``min(f, 1)`` makes it free; :mod:`routeplay.replay._outcomes`),
   ``T_j`` its ideal (alone-on-an-idle-instance) service time, ``r_w = 60`` per
   completion, ``h`` the impact penalty of not choosing the minimum-impact instance
-  (:func:`routeplay.estimator.impact_penalty`), and ``w_k = 0`` (baseline RL),
-  ``1`` (workload-aware) or ``exp(-0.5 k)`` for episode ``k`` (workload-guided).
+  (:func:`routeplay.estimator.impact_penalty`, with each instance's gradients scaled by
+  its own latency model), and ``w_k = 0`` (baseline RL), ``1`` (workload-aware) or
+  ``exp(-0.5 k)`` (workload-guided) for *training episode* ``k``.
   *Choice*: the first term is evaluated at the end of the step (time ``t'``); the
   paper's image leaves the instant open. A WAIT action has no impact penalty.
+  *Choice (k)*: ``k`` is the index of the training episode — the position of the
+  trace in the episode list given to :func:`~routeplay.replay.log_transitions`, or the
+  episode counter of :class:`~routeplay.replay.RoutingEnv` — never the behaviour
+  that logged it nor a file's ``episode`` numbering: two behaviours logging the same
+  episodes get the same weights (``StepOutcome.episode``; the ``train_episode``
+  column of a transition file).
 * :class:`Seed000Reward` — seed 000's reward: ``-0.01 * estimated_time
   - 0.1 * queue_length - 10 [chosen server full] + 0.1 * balance + 1 per admitted
   request - 5 per response over 2 s``, with response time including queueing.
@@ -56,7 +66,8 @@ class StepOutcome:
         action: the instance index chosen, or ``WAIT``.
         state: the snapshot the router saw.
         next_state: the snapshot at the next decision (or the end of the episode).
-        episode: episode index ``k`` (for the decaying heuristic weight).
+        episode: training episode index ``k`` (for the decaying heuristic weight; see
+            the module docstring: never depends on the behaviour policy).
         n_completed: requests that finished in the interval.
         n_admitted: requests admitted into an instance's batch in the interval.
         progress_deficit: ``sum_j (1/T_j) (1 - f_jt)`` over requests in flight at the
@@ -70,6 +81,9 @@ class StepOutcome:
             ``impact_r_mix``); rewards use it in preference to ``impact_r_mix``.
         estimated_time_s: estimated service time of the request on the chosen instance
             (``None`` for WAIT).
+        dt_s: simulated seconds from this decision to the next one (or to the end of
+            the episode): the semi-MDP holding time, for a per-second discount
+            ``gamma ** dt_s``.
     """
 
     request: RequestView
@@ -84,6 +98,7 @@ class StepOutcome:
     impact_r_mix: npt.NDArray[np.float64] | None = None
     estimated_time_s: float | None = None
     impact: ImpactEstimate | None = None
+    dt_s: float = 0.0
 
     def impact_estimate(self) -> ImpactEstimate | None:
         """The impact estimate (``impact``, else one built from ``impact_r_mix``).
@@ -122,7 +137,7 @@ class PaperReward:
 
     Attributes:
         variant: "baseline" (w = 0), "workload-aware" (w = 1), "workload-guided"
-            (w = exp(-decay * k) for episode k).
+            (w = exp(-decay * k) for training episode k).
         completion_reward: r_w, reward per completed request (paper: 60).
         decay: the workload-guided decay rate (paper: 0.5).
 
@@ -167,7 +182,20 @@ class PaperReward:
         return f"paper-{self.variant}"
 
     def heuristic_weight(self, episode: int) -> float:
-        """The weight ``w_k`` of the impact penalty in episode ``episode``."""
+        """The weight ``w_k`` of the impact penalty in training episode ``episode``.
+
+        A function of the episode index only (module docstring).
+
+        Example:
+            >>> w = PaperReward(variant="workload-guided")
+            >>> w.heuristic_weight(0), round(w.heuristic_weight(2), 6)
+            (1.0, 0.367879)
+        """
+        if isinstance(episode, bool) or not isinstance(episode, int | np.integer) or episode < 0:
+            raise ValueError(
+                f"PaperReward.heuristic_weight: episode = {episode!r}; expected a training "
+                "episode index (int >= 0)."
+            )
         if self.variant == "baseline":
             return 0.0
         if self.variant == "workload-aware":

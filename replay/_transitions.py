@@ -18,6 +18,9 @@ column          dtype               meaning
 ``timeout``     Boolean             last decision of an episode cut at ``max_steps``
 ``behaviour``   String              behaviour policy, e.g. ``round-robin+eps0.1``
 ``propensity``  Float64             probability the behaviour policy gave the action
+``dt_s``        Float64             simulated seconds to the next decision (or the end)
+``train_episode`` Int64             training episode ``k`` of the reward's weight
+``behaviour_markov`` Boolean        the behaviour is a function of the decision state
 ==============  ==================  ===================================================
 
 Choices:
@@ -38,6 +41,32 @@ Choices:
   (``random``, ``power-of-two``) the column treats its draw as fixed, which is *not*
   the policy's marginal probability: do not use such logs for importance-weighted
   off-policy evaluation.
+* ``dt_s`` (semi-MDP): the time the decision's interval spans, ``t' - t``
+  (:mod:`routeplay.replay._outcomes`); the last row of a terminal episode spans to
+  the end of the simulation. Decisions are irregularly spaced (one per arrival plus
+  WAIT retries), so a per-second discount ``gamma_s ** dt_s`` in place of a constant
+  per-decision ``gamma`` treats a decision followed by a long quiet spell differently
+  from a burst (``RoutingDataset.discounts(gamma_per_s)`` in ``offline_rl``). The
+  rewards themselves are not discounted within the interval.
+* ``train_episode``: the ``k`` of the workload-guided weight ``exp(-0.5 k)`` — the
+  position of the episode in the list given to :func:`log_transitions` (0, 1, ...),
+  *not* ``episode`` (which adds ``episode_offset`` so that several files keep distinct
+  indices). Logging the same episodes under several behaviours (``routeplay train``
+  gives each behaviour its own ``episode_offset``) thus gives every behaviour the same
+  weights.
+* ``behaviour_markov`` (also :func:`behaviour_is_markov`): True when the behaviour
+  router's answer is a deterministic, memoryless function of what it sees at the
+  decision (the request view and the cluster snapshot, which the observation encodes;
+  min-min and impact-greedy exactly, via the ``minmin_eta`` and ``impact_cost``
+  blocks) and uses no oracle input. Then the logged ``propensity`` is the behaviour's
+  probability of the action given the state, usable for importance weighting. False
+  for routers with memory (round robin's counter, prefix and session tables, a
+  ``PolicyRouter`` with a ``wait_limit``), their own random draws (``random``,
+  ``power-of-two``) or oracle inputs (true lengths, simulator forks): their propensity
+  is conditional on hidden router state and is *not* the policy's probability given
+  the observation. A router declares it with an ``observation_markov`` attribute;
+  built-in routers without one are looked up in :data:`MARKOV_ROUTERS`; unknown
+  routers count as False (conservative).
 * Seeds: episode ``k`` (global index) uses ``SeedSequence(seed, spawn_key=(k,))``,
   spawned into the router's generator and the exploration generator, so a given
   episode's log does not depend on which other episodes were logged with it.
@@ -45,6 +74,11 @@ Choices:
 File-level Parquet key-value metadata: ``routeplay.layout_version``,
 ``routeplay.obs_names`` (JSON list), ``routeplay.n_instances``, ``routeplay.n_actions``,
 ``routeplay.reward``, ``routeplay.cluster`` (JSON), ``routeplay.version``.
+
+Versions: files of an older observation layout (``routeplay.layout_version`` other
+than :data:`OBSERVATION_LAYOUT_VERSION`) are refused by :func:`read_transitions` with a
+message naming both versions: their observation columns mean other things and they
+lack the ``dt_s``/``train_episode``/``behaviour_markov`` columns. Re-log them.
 """
 
 from __future__ import annotations
@@ -67,18 +101,20 @@ from routeplay.datasets._workloads import Episode
 from routeplay.estimator._protocols import OutputLengthPredictor
 
 from ._engine import Engine
-from ._observation import OBSERVATION_LAYOUT_VERSION, ObservationLayout, encode_observation
+from ._observation import OBSERVATION_LAYOUT_VERSION, ObservationEncoder, ObservationLayout
 from ._outcomes import OutcomeConfig, OutcomeTracker
 from ._result import ReplayConfig, ReplayResult
 from ._rewards import RewardFunction, make_reward
 from ._types import WAIT, ClusterConfig, Router, RouterError
 
 __all__ = [
+    "MARKOV_ROUTERS",
     "TRANSITION_COLUMNS",
     "TransitionLogResult",
     "TransitionMetadata",
     "TransitionWriter",
     "action_to_index",
+    "behaviour_is_markov",
     "index_to_action",
     "log_transitions",
     "read_transitions",
@@ -101,7 +137,49 @@ TRANSITION_COLUMNS: tuple[str, ...] = (
     "timeout",
     "behaviour",
     "propensity",
+    "dt_s",
+    "train_episode",
+    "behaviour_markov",
 )
+
+#: Built-in routers whose answer is a deterministic, memoryless function of the
+#: request view and the cluster snapshot, without oracle inputs (module docstring).
+MARKOV_ROUTERS: frozenset[str] = frozenset(
+    {
+        "least-connections",
+        "jsq-tokens",
+        "least-loaded",
+        "least-work-left",
+        "decode-balancer",
+        "dedicated-small-large",
+        "max-capacity",
+        "min-min",
+        "impact-greedy",
+        "aibrix-least-latency",
+        "min-total-latency",
+    }
+)
+
+
+def behaviour_is_markov(router: object) -> bool:
+    """Whether ``router`` is a function of the decision state (module docstring).
+
+    Its ``observation_markov`` attribute when it has one, else membership of
+    :data:`MARKOV_ROUTERS` (oracle routers never are).
+
+    Example:
+        >>> from routeplay.replay._router_registry import make_router
+        >>> behaviour_is_markov(make_router("min-min")), behaviour_is_markov(make_router(
+        ...     "round-robin")), behaviour_is_markov(make_router("min-min-oracle"))
+        (True, False, False)
+    """
+    if bool(getattr(router, "oracle", False)):
+        return False
+    declared = getattr(router, "observation_markov", None)
+    if declared is not None:
+        return bool(declared)
+    return str(getattr(router, "name", "")) in MARKOV_ROUTERS
+
 
 _META_PREFIX = "routeplay."
 
@@ -128,6 +206,9 @@ def transition_schema(obs_size: int) -> pl.Schema:
             "timeout": pl.Boolean(),
             "behaviour": pl.String(),
             "propensity": pl.Float64(),
+            "dt_s": pl.Float64(),
+            "train_episode": pl.Int64(),
+            "behaviour_markov": pl.Boolean(),
         }
     )
 
@@ -202,7 +283,7 @@ class TransitionMetadata:
         >>> layout = ObservationLayout(n_instances=2, n_prompt_buckets=1, n_decode_buckets=1)
         >>> meta = TransitionMetadata.for_layout(layout, reward="seed000", cluster={})
         >>> meta.n_actions, meta.obs_size
-        (3, 13)
+        (3, 23)
         >>> TransitionMetadata.from_parquet_metadata(meta.to_parquet_metadata()) == meta
         True
     """
@@ -351,13 +432,19 @@ class TransitionWriter:
         timeout: bool,
         behaviour: str,
         propensity: float,
+        dt_s: float = 0.0,
+        train_episode: int | None = None,
+        behaviour_markov: bool = False,
     ) -> None:
         """Append one transition row (arguments are the columns).
 
+        ``train_episode`` defaults to ``episode``; ``behaviour_markov`` to False (the
+        conservative answer).
+
         Raises:
             ValueError: on an observation of the wrong size, an action outside
-                ``range(n_actions)``, a row both terminal and timeout, or a propensity
-                outside ``(0, 1]``.
+                ``range(n_actions)``, a row both terminal and timeout, a propensity
+                outside ``(0, 1]`` or a negative or non-finite ``dt_s``.
             RuntimeError: after :meth:`close`.
         """
         if self._closed:
@@ -385,6 +472,11 @@ class TransitionWriter:
                 f"propensity = {propensity!r} at episode {episode} step {step}; expected a "
                 "probability in (0, 1]."
             )
+        if not (math.isfinite(float(dt_s)) and float(dt_s) >= 0.0):
+            raise ValueError(
+                f"dt_s = {dt_s!r} at episode {episode} step {step}; expected the finite, "
+                "non-negative seconds to the next decision."
+            )
         c = self._cols
         c["episode"].append(int(episode))
         c["step"].append(int(step))
@@ -398,6 +490,9 @@ class TransitionWriter:
         c["timeout"].append(bool(timeout))
         c["behaviour"].append(str(behaviour))
         c["propensity"].append(float(propensity))
+        c["dt_s"].append(float(dt_s))
+        c["train_episode"].append(int(episode if train_episode is None else train_episode))
+        c["behaviour_markov"].append(bool(behaviour_markov))
 
     def to_frame(self) -> pl.DataFrame:
         """The rows added so far, in the contract schema."""
@@ -474,6 +569,15 @@ def read_transitions(
         meta = TransitionMetadata.from_parquet_metadata(
             pl.read_parquet_metadata(p), source=f"file {str(p)!r}"
         )
+        if meta.layout_version != OBSERVATION_LAYOUT_VERSION:
+            raise ValueError(
+                f"transition file {str(p)!r} has observation layout version "
+                f"{meta.layout_version!r}; this routeplay reads version "
+                f"{OBSERVATION_LAYOUT_VERSION!r} only (version 2 added local queues, pending "
+                "prefill, speed, min-min ETA and impact columns, log-scaled counts and the "
+                "dt_s/train_episode/behaviour_markov columns). Fix: re-log it with "
+                "`routeplay log` (or log_transitions) of this routeplay."
+            )
         if first is None:
             first = meta
         else:
@@ -530,6 +634,8 @@ class TransitionLogResult:
         path: the Parquet file.
         metadata: its file-level metadata.
         behaviour: the behaviour policy's name (``router`` or ``router+eps<e>``).
+        behaviour_markov: whether the behaviour is a function of the decision state
+            (:func:`behaviour_is_markov`; the ``behaviour_markov`` column).
         n_transitions: rows written.
         n_episodes: episodes logged.
         action_counts: rows per action index ``0..m`` (``m`` = WAIT).
@@ -545,6 +651,7 @@ class TransitionLogResult:
     path: Path
     metadata: TransitionMetadata
     behaviour: str
+    behaviour_markov: bool
     n_transitions: int
     n_episodes: int
     action_counts: tuple[int, ...]
@@ -652,8 +759,10 @@ def log_transitions(
 
     Each episode is replayed by its own :class:`Engine` (same rules as
     :func:`run_replay`); the router is reset with the episode's seeded generator before
-    it starts. Rewards come from :class:`~routeplay.replay._outcomes.OutcomeTracker`
-    outcomes; rows are written to ``path`` per the module docstring.
+    it starts, then bound to the engine (``engine.bind_router``: routers that need the
+    simulator, e.g. ``lookahead-oracle``, get their fork function). Rewards come from
+    :class:`~routeplay.replay._outcomes.OutcomeTracker` outcomes; rows are written to
+    ``path`` per the module docstring.
 
     Args:
         trace_or_episodes: one trace, a list of traces (e.g. ``[e.trace for e in
@@ -671,8 +780,9 @@ def log_transitions(
         outcome_config: settings of the reward inputs (fallback output length, impact).
         max_steps: cut each episode after this many decisions (its last row is a
             timeout); ``None`` = run every episode to the end (last row terminal).
-        episode_offset: global index of the first episode (the ``episode`` column and
-            the workload-guided weight's ``k``).
+        episode_offset: global index of the first episode (the ``episode`` column
+            only). The workload-guided weight's ``k`` is the episode's position in
+            ``trace_or_episodes`` (``train_episode`` column), whatever the offset.
         show_progress: show a progress bar over episodes.
 
     Returns:
@@ -725,6 +835,8 @@ def log_transitions(
         layout, reward=str(reward_fn.name), cluster=json.loads(_cluster_json(cluster))
     )
     writer = TransitionWriter(path, meta)
+    encoder = ObservationEncoder(layout, cluster)
+    markov = behaviour_is_markov(router)
     n_act = m + 1
     p_own = 1.0 - eps + eps / n_act
     p_other = eps / n_act
@@ -753,15 +865,18 @@ def log_transitions(
             )
             router_rng, explore_rng = episode_generators(seed, k)
             router.reset(cluster, router_rng)
+            engine.bind_router(router)
             tracker = OutcomeTracker(engine, outcome_config)
             decision = engine.next_decision()
+            next_obs: npt.NDArray[np.float32] | None = None
             step = 0
             total = 0.0
             truncated = False
             while decision is not None:
                 request, state = decision
                 time_s = engine.now_s
-                obs = encode_observation(request, state, layout)
+                # the previous row's next_obs encoded this very decision
+                obs = next_obs if next_obs is not None else encoder(request, state)
                 proposed = router.route(request, state)
                 try:
                     own = action_to_index(proposed, m)
@@ -783,13 +898,9 @@ def log_transitions(
                 step += 1
                 truncated = decision is not None and max_steps is not None and step >= max_steps
                 next_state = decision[1] if decision is not None else engine.state()
-                outcome = tracker.outcome(request, state, action, next_state, terms, episode=k)
+                outcome = tracker.outcome(request, state, action, next_state, terms, episode=pos)
                 r = float(reward_fn(outcome))
-                next_obs = (
-                    encode_observation(decision[0], decision[1], layout)
-                    if decision is not None
-                    else zeros
-                )
+                next_obs = encoder(decision[0], decision[1]) if decision is not None else None
                 writer.add(
                     episode=k,
                     step=step - 1,
@@ -798,11 +909,14 @@ def log_transitions(
                     obs=obs,
                     action=index,
                     reward=r,
-                    next_obs=next_obs,
+                    next_obs=next_obs if next_obs is not None else zeros,
                     terminal=decision is None,
                     timeout=truncated,
                     behaviour=behaviour,
                     propensity=propensity,
+                    dt_s=outcome.dt_s,
+                    train_episode=pos,
+                    behaviour_markov=markov,
                 )
                 counts[index] += 1
                 total += r
@@ -819,6 +933,7 @@ def log_transitions(
         path=writer.path,
         metadata=meta,
         behaviour=behaviour,
+        behaviour_markov=markov,
         n_transitions=int(rw.size),
         n_episodes=len(traces),
         action_counts=tuple(int(c) for c in counts),

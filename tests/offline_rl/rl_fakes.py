@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from routeplay.replay._observation import OBSERVATION_LAYOUT_VERSION
 
 
 def make_frame(
@@ -68,7 +69,11 @@ def make_frame(
 
 
 def write_frame(
-    frame: pl.DataFrame, path: Path, *, n_actions: int, layout_version: str = "1"
+    frame: pl.DataFrame,
+    path: Path,
+    *,
+    n_actions: int,
+    layout_version: str = OBSERVATION_LAYOUT_VERSION,
 ) -> Path:
     """Write ``frame`` with the contract's Parquet key-value metadata."""
     obs_size = frame.schema["obs"].shape[0]  # type: ignore[union-attr]

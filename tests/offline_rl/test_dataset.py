@@ -41,7 +41,11 @@ def test_card_numbers_match_hand_counts(tmp_path: Path) -> None:
     np.testing.assert_allclose(card.reward_std, rewards.std(), rtol=1e-12)
     assert card.reward_min == pytest.approx(float(rewards.min()))
     assert card.reward_max == pytest.approx(float(rewards.max()))
-    assert (card.layout_version, card.n_actions, card.obs_size) == ("1", 3, 4)
+    assert (card.layout_version, card.n_actions, card.obs_size) == (
+        OBSERVATION_LAYOUT_VERSION,
+        3,
+        4,
+    )
     assert ds.obs_names == ("x0", "x1", "x2", "x3")
     assert ds.metadata["reward"] == "test"
     assert ds.mdp.dataset_info.action_size == 3
@@ -87,6 +91,26 @@ def test_layout_version_mismatch_across_files_is_an_error(tmp_path: Path) -> Non
         build_dataset([pa, pb])
     with pytest.raises(ValueError, match=re.escape(f"= {OBSERVATION_LAYOUT_VERSION!r})")):
         build_dataset([pa, pb])
+
+
+def test_old_layout_version_is_refused_with_its_number(tmp_path: Path) -> None:
+    old = write_frame(make_frame(seed=1), tmp_path / "old.parquet", n_actions=3, layout_version="1")
+    with pytest.raises(ValueError, match=re.escape("observation layout version '1'; this")):
+        build_dataset([old])
+
+
+def test_dt_s_and_markov_columns_reach_the_flat_arrays() -> None:
+    frame = make_frame(n_episodes=1, n_steps=3, seed=4).with_columns(
+        pl.Series("dt_s", [0.5, 1.0, 2.0]), pl.Series("behaviour_markov", [True] * 3)
+    )
+    ds = build_dataset(frame, n_actions=3)
+    assert ds.dt_s is not None and ds.dt_s.tolist() == [0.5, 1.0, 2.0]
+    assert ds.behaviour_markov is not None and ds.behaviour_markov.all()
+    np.testing.assert_allclose(ds.discounts(0.5), [0.5**0.5, 0.5, 0.25])
+    bare = build_dataset(make_frame(n_episodes=1, n_steps=3, seed=4), n_actions=3)
+    assert bare.behaviour_markov is not None and not bare.behaviour_markov.any()
+    with pytest.raises(ValueError, match=re.escape("3 transition(s) have no dt_s")):
+        bare.discounts(0.9)
 
 
 def test_action_count_and_width_mismatches_are_errors(tmp_path: Path) -> None:

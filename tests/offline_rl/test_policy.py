@@ -92,9 +92,17 @@ def test_reset_rejects_a_cluster_of_another_size(trained4: TrainResult) -> None:
         router.reset(_cluster(2), np.random.default_rng(0))
 
 
+def test_route_before_reset_is_a_clear_error(trained4: TrainResult) -> None:
+    router = PolicyRouter(trained4.algo, layout=_layout(4), name="cql-4")
+    with pytest.raises(RuntimeError, match=re.escape("route() called before reset(cluster, rng)")):
+        router.route(RequestView(0, 0.0, 10), make_cluster_state(4))
+    assert router.observation_markov
+    assert not PolicyRouter(trained4.algo, layout=_layout(4), wait_limit=3).observation_markov
+
+
 def test_wrong_layout_for_the_policy_is_an_error(trained4: TrainResult) -> None:
     with pytest.raises(
-        ValueError, match=re.escape("policy has (observation size, actions) = (55, 5)")
+        ValueError, match=re.escape("policy has (observation size, actions) = (75, 5)")
     ):
         PolicyRouter(trained4.algo, layout=_layout(3))
 
@@ -133,6 +141,8 @@ def test_export_load_round_trip_gives_identical_actions(
         for k in range(30)
     ]
     requests = [RequestView(k, 0.0, 10 + 50 * k, predicted_bucket=k % 5) for k in range(30)]
+    for r in (original, by_ts, by_d3):
+        r.reset(_cluster(4), np.random.default_rng(0))
     routes = [
         [r.route(q, s) for q, s in zip(requests, states, strict=True)]
         for r in (original, by_ts, by_d3)
@@ -163,8 +173,8 @@ def test_inconsistent_layout_shape_on_load_is_a_clear_error(
     with pytest.raises(
         ValueError,
         match=re.escape(
-            "its layout gives (observation size, actions) = (43, 4) but the stored policy "
-            "expects (55, 5)"
+            "its layout gives (observation size, actions) = (58, 4) but the stored policy "
+            "expects (75, 5)"
         ),
     ):
         load_router(folder)
