@@ -10,7 +10,7 @@ from ._clusters import (
     make_cluster,
     pooled_cluster,
 )
-from ._engine import Engine, RouteFn, run_replay
+from ._engine import Engine, RouteFn, ScheduleFn, is_scheduler, run_replay
 from ._env import RoutingEnv
 from ._episodes import EpisodeReplays, replay_episodes
 from ._metrics import slo_attainment, summarize_requests, utilisation_imbalance
@@ -45,6 +45,12 @@ from ._routers_reference import (
     MinMinOracleRouter,
     MinTotalLatencyRouter,
 )
+from ._schedulers import (
+    HOLD,
+    LateBindingSPFOracleScheduler,
+    LateBindingSPFScheduler,
+    free_instances,
+)
 from ._sweep import (
     SweepCallConfig,
     SweepCellConfig,
@@ -76,6 +82,7 @@ from ._types import (
     RequestView,
     Router,
     RouterError,
+    Scheduler,
 )
 
 __all__ = [
@@ -122,6 +129,8 @@ __all__ = [
     "ReplayConfig",
     "ReplayResult",
     "RouteFn",
+    "ScheduleFn",
+    "is_scheduler",
     "TIMELINE_SCHEMA",
     "run_replay",
     "slo_attainment",
@@ -147,6 +156,12 @@ __all__ = [
     "LookaheadOracleRouter",
     "MinMinOracleRouter",
     "MinTotalLatencyRouter",
+    # router-queue schedulers (issue 11)
+    "HOLD",
+    "LateBindingSPFOracleScheduler",
+    "LateBindingSPFScheduler",
+    "Scheduler",
+    "free_instances",
     "RandomRouter",
     "RoundRobinRouter",
     "RouterCheckResult",

@@ -27,6 +27,7 @@ from ._types import (
     RequestView,
     Router,
     RouterError,
+    Scheduler,
 )
 
 __all__ = ["RouterCheckResult", "check_router", "make_cluster_state", "make_uniform_cluster"]
@@ -148,7 +149,10 @@ class RouterCheckResult:
         n_instances: instances of the random cluster.
         n_decisions: route calls made in one run.
         n_wait: how many of them returned WAIT.
-        choices: every decision of the run, in order.
+        choices: every decision of the run, in order (for a scheduler: the instance
+            or WAIT of each ``(index, instance)`` answer).
+        queue_indices: for a scheduler, the queue index of every answer (empty for
+            a router, which always takes the head).
     """
 
     router_name: str
@@ -157,6 +161,7 @@ class RouterCheckResult:
     n_decisions: int
     n_wait: int
     choices: tuple[int, ...]
+    queue_indices: tuple[int, ...] = ()
 
     def to_frame(self) -> pl.DataFrame:
         """Decision counts per choice (``-1`` = WAIT), sorted by choice."""
@@ -314,6 +319,167 @@ def _checked_route(
     return int(choice)
 
 
+def _checked_schedule(
+    scheduler: Scheduler,
+    m: int,
+    step: int,
+    queue: tuple[RequestView, ...],
+    state: ClusterState,
+) -> tuple[int, int]:
+    """One schedule call with every per-call rule checked."""
+    name = getattr(scheduler, "name", type(scheduler).__name__)
+    before = _snapshot(state)
+    try:
+        choice = scheduler.schedule(queue, state)
+    except Exception as exc:  # re-raised with the context a user needs
+        raise RouterError(
+            f"scheduler {name!r} raised {type(exc).__name__} at step {step} (queue of "
+            f"{len(queue)}, {m} instances): {exc}"
+        ) from exc
+    ok = isinstance(choice, tuple) and len(choice) == 2
+    ok = ok and all(
+        isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_)) for c in choice
+    )
+    if not ok:
+        raise RouterError(
+            f"scheduler {name!r} returned {choice!r} at step {step}; expected a pair of ints "
+            f"(queue index, instance in range({m}) or WAIT ({WAIT}))."
+        )
+    index, instance = int(choice[0]), int(choice[1])
+    if not 0 <= index < len(queue):
+        raise RouterError(
+            f"scheduler {name!r} returned queue index {index} at step {step} for a queue of "
+            f"{len(queue)}; expected an index in range({len(queue)})."
+        )
+    if not (0 <= instance < m or instance == WAIT):
+        raise RouterError(
+            f"scheduler {name!r} returned instance {instance} at step {step}; expected an "
+            f"index in range({m}) or WAIT ({WAIT})."
+        )
+    changed = _same(before, _snapshot(state))
+    if changed:
+        raise RouterError(
+            f"scheduler {name!r} changed the cluster state's {changed} at step {step}; "
+            "schedulers must treat the snapshot as read-only."
+        )
+    return index, instance
+
+
+def _random_queues(
+    rng: np.random.Generator, n: int, oracle: bool, inputs: list[tuple[RequestView, ClusterState]]
+) -> list[tuple[tuple[RequestView, ...], ClusterState]]:
+    """Router queues of 1..8 random requests (in arrival order) beside ``inputs``' states."""
+    out = []
+    next_id = 0
+    for _, state in inputs[:n]:
+        size = int(rng.integers(1, 9))
+        arrivals = np.sort(state.now_s - rng.uniform(0.0, 0.5, size))
+        queue = tuple(
+            _random_request(rng, next_id + k, float(arrivals[k]), oracle) for k in range(size)
+        )
+        next_id += size
+        out.append((queue, state))
+    return out
+
+
+def _run_schedule(
+    scheduler: Scheduler,
+    cluster: ClusterConfig,
+    inputs: list[tuple[tuple[RequestView, ...], ClusterState]],
+    seed: int,
+) -> list[tuple[int, int]]:
+    scheduler.reset(cluster, np.random.default_rng(np.random.SeedSequence(seed)))
+    m = cluster.n_instances
+    return [
+        _checked_schedule(scheduler, m, step, queue, state)
+        for step, (queue, state) in enumerate(inputs)
+    ]
+
+
+def _schedule_on_engine(
+    scheduler: Scheduler, cluster: ClusterConfig, trace: pl.DataFrame, seed: int, n: int
+) -> list[tuple[int, int]]:
+    """Drive a real replay with ``scheduler`` for ``n`` decisions (per-call rules checked)."""
+    from ._engine import Engine
+
+    oracle = bool(getattr(scheduler, "oracle", False))
+    engine = Engine(trace, cluster, oracle=oracle, router_name=str(scheduler.name))
+    scheduler.reset(cluster, np.random.default_rng(np.random.SeedSequence(seed)))
+    engine.bind_router(scheduler)
+    made: list[tuple[int, int]] = []
+    m = cluster.n_instances
+    while len(made) < n and (decision := engine.next_decision()) is not None:
+        choice = _checked_schedule(scheduler, m, len(made), engine.router_queue(), decision[1])
+        engine.dispatch(choice)
+        made.append(choice)
+    return made
+
+
+def _check_scheduler(
+    scheduler: Scheduler,
+    cluster: ClusterConfig,
+    inputs: list[tuple[RequestView, ClusterState]],
+    seed: int,
+    n_decisions: int,
+) -> list[tuple[int, int]]:
+    """Synthetic queues twice and a real replay twice, under different global random states."""
+    name = str(scheduler.name)
+    oracle = bool(scheduler.oracle)
+    qrng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    queues = _random_queues(qrng, n_decisions, oracle, inputs)
+    trace = _random_trace(np.random.default_rng(np.random.SeedSequence([seed, 7])), n_decisions)
+    runs = []
+    for global_seed in (1, 2):
+        np.random.seed(global_seed)
+        _stdlib_random.seed(global_seed)
+        synthetic = _run_schedule(scheduler, cluster, queues, seed)
+        replay = _schedule_on_engine(scheduler, cluster, trace, seed, n_decisions)
+        runs.append((synthetic, replay))
+    for where, a, b in (
+        ("on random queues", runs[0][0], runs[1][0]),
+        ("on the engine", runs[0][1], runs[1][1]),
+    ):
+        if a != b:
+            step = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+            raise RouterError(
+                f"scheduler {name!r} is not deterministic {where}: after reset with the same "
+                f"seed it chose {b[step]} instead of {a[step]} at step {step}. Fix: draw "
+                "randomness only from the generator given to reset() and clear all "
+                "per-replay state in reset()."
+            )
+    if oracle:
+        queue = tuple(
+            RequestView(
+                request_id=v.request_id, arrival_s=v.arrival_s, prompt_tokens=v.prompt_tokens
+            )
+            for v in queues[0][0]
+        )
+        scheduler.reset(cluster, np.random.default_rng(np.random.SeedSequence(seed)))
+        try:
+            scheduler.schedule(queue, queues[0][1])
+        except Exception:  # noqa: BLE001 - any clear refusal is acceptable
+            pass
+        else:
+            raise RouterError(
+                f"scheduler {name!r} has oracle=True but scheduled plain RequestViews (no true "
+                "output length) without complaint; oracle schedulers must refuse them."
+            )
+    if getattr(scheduler, "fixed_n_instances", None) is None:
+        single = _random_cluster(np.random.default_rng(np.random.SeedSequence(seed + 1)), 1)
+        srng = np.random.default_rng(np.random.SeedSequence(seed + 2))
+        single_inputs = [
+            (
+                _random_request(srng, k, 0.1 * k, oracle),
+                _random_state(srng, single, 0.1 * k, oracle),
+            )
+            for k in range(min(n_decisions, 20))
+        ]
+        _run_schedule(
+            scheduler, single, _random_queues(srng, len(single_inputs), oracle, single_inputs), seed
+        )
+    return runs[0][0]
+
+
 def _run(
     router: Router,
     cluster: ClusterConfig,
@@ -436,6 +602,14 @@ def check_router(
       declare ``fixed_n_instances`` (e.g. a trained policy, whose observation layout
       fixes the instance count and which must refuse any other cluster).
 
+    A scheduler (it has ``schedule``; :func:`routeplay.replay.is_scheduler`) is checked
+    on ``n_decisions`` random router queues (1-8 requests each) beside the same random
+    snapshots — every answer a pair of ints ``(index in range(len(queue)), instance or
+    WAIT)``, the snapshot unchanged, the same answers under other global random states,
+    plain views refused when ``oracle`` is True, a single-instance cluster handled —
+    and on a real replay of a random trace for ``n_decisions`` decisions (twice: the
+    same answers).
+
     Routers that declare ``needs_engine = True`` (they fork the simulator, e.g.
     ``lookahead-oracle``) cannot route synthetic snapshots: they are checked on a real
     replay of a random trace on the same random cluster instead (``n_decisions``
@@ -477,7 +651,8 @@ def check_router(
             f"router {name!r} has oracle = {oracle!r}; expected a bool attribute (True only "
             "for routers allowed to see true output lengths)."
         )
-    for method in ("reset", "route"):
+    scheduler = callable(getattr(router, "schedule", None))
+    for method in ("reset", "schedule" if scheduler else "route"):
         if not callable(getattr(router, method, None)):
             raise RouterError(f"router {name!r} has no callable {method}() method.")
     fixed = getattr(router, "fixed_n_instances", None)
@@ -495,6 +670,23 @@ def check_router(
         now_s += float(rng.exponential(0.05))
         inputs.append(
             (_random_request(rng, k, now_s, oracle), _random_state(rng, cluster, now_s, oracle))
+        )
+
+    if scheduler:
+        state_np, state_py = np.random.get_state(), _stdlib_random.getstate()
+        try:
+            pairs = _check_scheduler(router, cluster, inputs, seed, n_decisions)  # type: ignore[arg-type]
+        finally:
+            np.random.set_state(state_np)
+            _stdlib_random.setstate(state_py)
+        return RouterCheckResult(
+            router_name=name,
+            oracle=oracle,
+            n_instances=n_instances,
+            n_decisions=n_decisions,
+            n_wait=sum(c == WAIT for _, c in pairs),
+            choices=tuple(c for _, c in pairs),
+            queue_indices=tuple(k for k, _ in pairs),
         )
 
     needs_engine = bool(getattr(router, "needs_engine", False))

@@ -13,6 +13,24 @@ Router layer
     and every ``k * action_interval_s - delay`` (so every decision time has an exact
     one); before t = 0 it sees the empty cluster. ``state.now_s`` is the snapshot time.
 
+Schedulers (router-queue scheduling, late binding)
+    A router that has a ``schedule(queue, state)`` method (the :class:`Scheduler`
+    protocol of ``_types``; e.g. ``late-binding-spf``) is offered the *whole* router
+    queue instead of its head, at exactly the same decision points: ``queue`` is the
+    tuple of the waiting requests' views in arrival order (plain :class:`RequestView`,
+    :class:`OracleRequestView` only for ``oracle = True``) and ``state`` the same
+    snapshot a router would get. It returns ``(index, instance)``: ``queue[index]``
+    leaves the router queue for ``instance`` (the requests before and after it keep
+    their order) and the offer goes on with the rest, with a fresh state; or
+    ``(index, WAIT)`` (``index`` any valid one, by convention 0: ``HOLD``), which ends
+    the offer and holds *every* queued request until the next arrival or action tick
+    (late binding: nothing is bound to an instance before the scheduler says so).
+    ``Engine.router_queue()`` is the queue, ``Engine.apply(action, index=k)`` the
+    dispatch; ``index`` defaults to 0, so a plain router is exactly a scheduler that
+    always picks the head (FIFO), and its replays are unchanged bit for bit.
+    With ``state_delay_s > 0`` a scheduler sees the same stale snapshot for every
+    dispatch of one offer (it does not show the dispatches made since).
+
 Events at the same time
     are ordered by ``(time_s, kind_priority, seq)``: iteration ends, then arrivals,
     then ticks, then batch formation, then samples/snapshots. So a request routed at
@@ -121,9 +139,10 @@ from ._types import (
     RequestView,
     Router,
     RouterError,
+    Scheduler,
 )
 
-__all__ = ["Engine", "RouteFn", "run_replay"]
+__all__ = ["Engine", "RouteFn", "ScheduleFn", "is_scheduler", "run_replay"]
 
 #: requests whose Python records are built at once (at the first arrival among them)
 _BLOCK = 4096
@@ -172,6 +191,17 @@ _RESULT_ARRAYS = (
 )
 #: a routing function: (request, state) -> instance index or WAIT (e.g. ``router.route``)
 RouteFn = Callable[[RequestView, ClusterState], int]
+#: a scheduling function: (router queue, state) -> (queue index, instance index or WAIT)
+#: (e.g. ``scheduler.schedule``)
+ScheduleFn = Callable[[tuple[RequestView, ...], ClusterState], tuple[int, int]]
+
+
+def _one_policy(where: str, route: object, schedule: object) -> None:
+    if route is not None and schedule is not None:
+        raise ValueError(
+            f"Engine.{where} got both route and schedule; expected one policy: route= for a "
+            "router, schedule= for a scheduler."
+        )
 
 
 class _Instance:
@@ -632,11 +662,19 @@ class Engine:
             else:
                 self._snapshot(t, grid=(a == 0))
 
-    def apply(self, action: int) -> None:
-        """Act on the pending decision: route the offered request to ``action`` or WAIT.
+    def apply(self, action: int, *, index: int = 0) -> None:
+        """Act on the pending decision: route a queued request to ``action`` or WAIT.
+
+        Args:
+            action: an instance index, or :data:`WAIT` to hold every queued request
+                until the next arrival or action tick.
+            index: which request of :meth:`router_queue` to route (default 0, the
+                head: what every plain router does). Schedulers may pick any; with
+                WAIT it only has to be a valid index.
 
         Raises:
-            RouterError: when ``action`` is not an instance index or :data:`WAIT`.
+            RouterError: when ``action`` is not an instance index or :data:`WAIT`, or
+                ``index`` is not a position in the router queue.
             RuntimeError: when there is no pending decision.
         """
         if not self._offering or not self._rq:
@@ -644,7 +682,19 @@ class Engine:
                 "Engine.apply called without a pending decision; expected a call to "
                 "next_decision() that returned (request, state) first."
             )
-        i = self._rq[0]
+        if index != 0:
+            ok_index = isinstance(index, (int, np.integer)) and not isinstance(
+                index, (bool, np.bool_)
+            )
+            if not ok_index or not 0 <= int(index) < len(self._rq):
+                raise RouterError(
+                    f"router {self.router_name!r} chose queue index {index!r} of a router "
+                    f"queue of {len(self._rq)} request(s) at t={self.now_s}; expected an int "
+                    f"in range(0, {len(self._rq)}). Fix: return a position in the queue "
+                    "tuple the scheduler was given."
+                )
+            index = int(index)
+        i = self._rq[index]
         ok = isinstance(action, (int, np.integer)) and not isinstance(action, (bool, np.bool_))
         if not ok or not (action == WAIT or 0 <= int(action) < self.m):
             raise RouterError(
@@ -667,8 +717,53 @@ class Engine:
                 self._tick_pending = True
                 self._push(k * interval, _TICK, 0, 0)
             return
-        self._rq.popleft()
+        if index == 0:
+            self._rq.popleft()
+        else:
+            del self._rq[index]
         self._route(i, self.inst[action], self.now_s)
+
+    def router_queue(self) -> tuple[RequestView, ...]:
+        """The requests waiting at the router, in arrival order (what a scheduler sees).
+
+        The same views :meth:`next_decision` hands out (:class:`OracleRequestView` only
+        for an engine built with ``oracle=True``); position ``k`` is the ``index`` that
+        :meth:`apply` and :meth:`dispatch` take. Empty when nothing waits.
+
+        Example:
+            >>> import polars as pl
+            >>> from routeplay.replay._check import make_uniform_cluster
+            >>> trace = pl.DataFrame({"request_id": [7, 8], "arrival_s": [0.0, 0.0],
+            ...                       "prompt_tokens": [100, 10], "output_tokens": [5, 5]})
+            >>> eng = Engine(trace, make_uniform_cluster(1))
+            >>> _ = eng.next_decision(); eng.apply(WAIT)   # hold request 7 ...
+            >>> _ = eng.next_decision()                    # ... 8 arrives: both wait
+            >>> [v.request_id for v in eng.router_queue()]
+            [7, 8]
+            >>> eng.dispatch((1, 0))                       # the short one overtakes the head
+            >>> [v.request_id for v in eng.router_queue()], eng.instance_id.tolist()
+            ([7], [-1, 0])
+        """
+        live = self._live
+        return tuple(live[i][0] for i in self._rq)
+
+    def dispatch(self, choice: tuple[int, int]) -> None:
+        """Apply a scheduler's ``(queue index, instance or WAIT)`` to the pending decision.
+
+        ``(k, instance)`` routes ``router_queue()[k]``; ``(k, WAIT)`` holds the whole
+        queue (see the module docstring, "Schedulers").
+
+        Raises:
+            RouterError: ``choice`` is not a pair of ints, or either is out of range.
+            RuntimeError: when there is no pending decision.
+        """
+        if not (isinstance(choice, tuple) and len(choice) == 2):
+            raise RouterError(
+                f"scheduler {self.router_name!r} returned {choice!r}; expected a pair "
+                f"(queue index, instance index or WAIT ({WAIT})), e.g. (0, {WAIT}) to hold "
+                "every queued request."
+            )
+        self.apply(choice[1], index=choice[0])
 
     def _check_idle_wait(self) -> None:
         """Abort a router that keeps requests waiting while the whole cluster is idle.
@@ -768,7 +863,9 @@ class Engine:
         self._n_limit = self._next_arrival
         self._na = math.inf
 
-    def run_until(self, until_s: float, route: RouteFn | None = None) -> int:
+    def run_until(
+        self, until_s: float, route: RouteFn | None = None, *, schedule: ScheduleFn | None = None
+    ) -> int:
         """Process every event at or before ``until_s`` (simulated seconds), then pause.
 
         Decisions met on the way (including one pending now) are routed with
@@ -780,12 +877,16 @@ class Engine:
             until_s: absolute simulated time to run to.
             route: ``(request, state) -> action`` for the decisions on the way, e.g.
                 ``router.route`` of a router already reset for this cluster.
+            schedule: instead of ``route``, ``(queue, state) -> (index, action)`` for
+                a scheduler (e.g. ``scheduler.schedule``); give one of the two.
 
         Returns:
             The number of decisions routed.
 
         Raises:
-            RuntimeError: a decision came up and ``route`` is None.
+            RuntimeError: a decision came up and neither ``route`` nor ``schedule``
+                was given.
+            ValueError: both were given.
 
         Example:
             >>> import polars as pl
@@ -798,8 +899,13 @@ class Engine:
             >>> eng.now_s, eng.running_tokens()[1].tolist()  # 0.1 s prefill + 100 decodes
             (0.2, [101])
         """
+        _one_policy("run_until", route, schedule)
         n = 0
         while (decision := self._advance(float(until_s))) is not None:
+            if schedule is not None:
+                self.dispatch(schedule(self.router_queue(), decision[1]))
+                n += 1
+                continue
             if route is None:
                 raise RuntimeError(
                     f"Engine.run_until({until_s!r}) met a routing decision at t={self.now_s} "
@@ -812,7 +918,7 @@ class Engine:
             self.now_s = float(until_s)
         return n
 
-    def drain(self, route: RouteFn | None = None) -> int:
+    def drain(self, route: RouteFn | None = None, *, schedule: ScheduleFn | None = None) -> int:
         """Stop arrivals (:meth:`stop_arrivals`) and run until every arrived request finished.
 
         Requests still waiting at the router are routed with ``route`` (WAIT is allowed;
@@ -820,17 +926,25 @@ class Engine:
 
         Args:
             route: ``(request, state) -> action`` for the remaining decisions.
+            schedule: instead of ``route``, ``(queue, state) -> (index, action)`` for
+                a scheduler; give one of the two.
 
         Returns:
             The number of decisions routed.
 
         Raises:
-            RuntimeError: a decision came up and ``route`` is None, or simulated time
-                passed ``max_sim_time_s``.
+            RuntimeError: a decision came up and neither ``route`` nor ``schedule``
+                was given, or simulated time passed ``max_sim_time_s``.
+            ValueError: both were given.
         """
+        _one_policy("drain", route, schedule)
         self.stop_arrivals()
         n = 0
         while (decision := self.next_decision()) is not None:
+            if schedule is not None:
+                self.dispatch(schedule(self.router_queue(), decision[1]))
+                n += 1
+                continue
             if route is None:
                 raise RuntimeError(
                     f"Engine.drain met a routing decision at t={self.now_s} (request "
@@ -1548,7 +1662,7 @@ class Engine:
 def run_replay(
     trace: pl.DataFrame,
     cluster: ClusterConfig,
-    router: Router,
+    router: Router | Scheduler,
     *,
     config: ReplayConfig | None = None,
     predictor: OutputLengthPredictor | None = None,
@@ -1558,11 +1672,14 @@ def run_replay(
     The router is reset with the cluster and a generator seeded from ``config.seed``,
     then asked at every decision (see :class:`Engine` and the module docstring for
     the rules). Routers whose ``oracle`` attribute is True see true output lengths.
+    A :class:`Scheduler` (it has ``schedule``; :func:`is_scheduler`) is offered the
+    whole router queue at every decision and answers ``(index, instance or WAIT)``.
 
     Args:
         trace: canonical trace (validated).
         cluster: the cluster.
-        router: any object with ``name``, ``oracle``, ``reset`` and ``route``.
+        router: any object with ``name``, ``oracle``, ``reset`` and ``route``, or a
+            scheduler with ``schedule`` instead of (or besides) ``route``.
         config: replay settings (default :class:`ReplayConfig()`).
         predictor: optional output-length predictor, called once on the trace.
 
@@ -1599,9 +1716,27 @@ def run_replay(
     )
     router.reset(cluster, engine.router_rng())
     engine.bind_router(router)
-    route = router.route
-    apply = engine.apply
     step = engine.next_decision
+    if is_scheduler(router):
+        schedule = router.schedule  # type: ignore[union-attr]
+        queue = engine.router_queue
+        dispatch = engine.dispatch
+        while (decision := step()) is not None:
+            dispatch(schedule(queue(), decision[1]))
+        return engine.result()
+    route = router.route  # type: ignore[union-attr]
+    apply = engine.apply
     while (decision := step()) is not None:
         apply(route(decision[0], decision[1]))
     return engine.result()
+
+
+def is_scheduler(policy: object) -> bool:
+    """True for a :class:`Scheduler` (it has ``schedule``): it is offered the whole queue.
+
+    Example:
+        >>> from routeplay.replay import make_router
+        >>> is_scheduler(make_router("late-binding-spf")), is_scheduler(make_router("min-min"))
+        (True, False)
+    """
+    return callable(getattr(policy, "schedule", None))

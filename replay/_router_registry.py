@@ -44,6 +44,7 @@ from ._routers_reference import (
     MinMinOracleRouter,
     MinTotalLatencyRouter,
 )
+from ._schedulers import LateBindingSPFOracleScheduler, LateBindingSPFScheduler
 from ._types import Router
 
 __all__ = ["ROUTERS", "RouterSpec", "list_routers", "make_router"]
@@ -113,6 +114,14 @@ _SPECS: tuple[tuple[type, str], ...] = (
         LookaheadOracleRouter,
         "ORACLE reference: fork the simulator, try every action, roll out min-min, keep the best",
     ),
+    (
+        LateBindingSPFScheduler,
+        "scheduler: hold requests until an instance is free, release the shortest predicted job",
+    ),
+    (
+        LateBindingSPFOracleScheduler,
+        "ORACLE scheduler: late binding + shortest job first with true output lengths",
+    ),
 )
 
 #: Every built-in router by name (read-only mapping, registry order).
@@ -154,7 +163,9 @@ def make_router(name: str, **params: Any) -> Router:
         **params: keyword parameters of that router's class.
 
     Returns:
-        A fresh router (call ``reset(cluster, rng)`` before routing; the engine does).
+        A fresh router (call ``reset(cluster, rng)`` before routing; the engine does),
+        or a router-queue scheduler (``late-binding-spf*``: it has ``schedule``, see
+        :func:`routeplay.replay.is_scheduler`).
 
     Raises:
         ValueError: unknown name (with the closest valid name and the full list), an

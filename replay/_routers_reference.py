@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._engine import Engine
+from ._engine import Engine, is_scheduler
 from ._routers_common import (
     DEFAULT_OUTPUT_TOKENS,
     ClusterLatency,
@@ -248,7 +248,9 @@ class LookaheadOracleRouter(RouterBase):
 
     Args:
         base: the router continuing every rollout: a registry name or a router that
-            does not itself need the engine (default ``"min-min"``).
+            does not itself need the engine (default ``"min-min"``); a router-queue
+            scheduler (e.g. ``"late-binding-spf"``) continues rollouts with its own
+            ``schedule`` (the decision being tried is still the head's).
         horizon_s: simulated seconds of arrivals after the decision (>= 0).
         include_wait: also try WAIT (hold the request until the next action tick).
 
@@ -366,12 +368,17 @@ class LookaheadOracleRouter(RouterBase):
         actions = list(range(m)) + ([WAIT] if self.include_wait else [])
         costs: list[float] = []
         base = self.base
+        scheduler = is_scheduler(base)
         for k, action in enumerate(actions):
             sim = root if k == len(actions) - 1 else root.fork()
             base.reset(self._cluster, np.random.default_rng(np.random.SeedSequence(seed)))
             sim.apply(action)
-            calls = sim.run_until(until_s, base.route)
-            calls += sim.drain(base.route)
+            if scheduler:  # a scheduler base picks among the queued requests itself
+                calls = sim.run_until(until_s, schedule=base.schedule)  # type: ignore[attr-defined]
+                calls += sim.drain(schedule=base.schedule)  # type: ignore[attr-defined]
+            else:
+                calls = sim.run_until(until_s, base.route)
+                calls += sim.drain(base.route)
             costs.append(sim.e2e_sum_s(lo))
             self.n_policy_calls += calls
         self.n_rollouts += len(actions)

@@ -27,6 +27,7 @@ __all__ = [
     "RequestView",
     "Router",
     "RouterError",
+    "Scheduler",
 ]
 
 #: A router returns WAIT to hold the request at the router until the next action tick.
@@ -244,4 +245,31 @@ class Router(Protocol):
 
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return an instance index in ``range(state.n_instances)`` or :data:`WAIT`."""
+        ...
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """A router-queue scheduler: picks *which* waiting request goes *where*, or holds all.
+
+    At every decision point of the engine (an arrival or an action tick with requests
+    at the router, then again after every dispatch) ``schedule`` gets the whole router
+    queue (views in arrival order; :class:`OracleRequestView` only when ``oracle`` is
+    True) and the same :class:`ClusterState` a router would, and returns
+    ``(index, instance)`` to send ``queue[index]`` to ``instance``, or
+    ``(index, WAIT)`` to hold every queued request until the next decision point
+    (late binding). A plain :class:`Router` is the scheduler that always picks index 0.
+    ``reset`` is called as for routers. Schedulers may also define ``route``; the
+    engine uses ``schedule`` whenever it exists (see the engine's module docstring).
+    """
+
+    name: str
+    oracle: bool
+
+    def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
+        """Prepare for a new replay on ``cluster``."""
+        ...
+
+    def schedule(self, queue: tuple[RequestView, ...], state: ClusterState) -> tuple[int, int]:
+        """Return ``(index in range(len(queue)), instance index or WAIT)``."""
         ...

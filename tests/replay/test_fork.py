@@ -15,7 +15,7 @@ from fakes import AlwaysZeroFake, LeastTokensFake, RoundRobinFake, WaitThenRoute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
-from routeplay.replay import WAIT, ClusterConfig, Engine, ReplayConfig, run_replay
+from routeplay.replay import WAIT, ClusterConfig, Engine, ReplayConfig, make_router, run_replay
 from routeplay.replay._check import make_uniform_cluster
 from routeplay.replay._result import ReplayResult
 from test_properties import cases
@@ -259,3 +259,45 @@ def test_bind_router_needs_bind_engine() -> None:
     )
     with pytest.raises(TypeError, match=re.escape("declares needs_engine = True but has no")):
         Engine(trace, make_uniform_cluster(1)).bind_router(NoBind())
+
+
+def _finish_scheduled(eng: Engine, scheduler: Any) -> ReplayResult:
+    while (d := eng.next_decision()) is not None:
+        eng.dispatch(scheduler.schedule(eng.router_queue(), d[1]))
+    return eng.result()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    case=cases(),
+    mode=st.sampled_from(["fast", "reference"]),
+    where=st.floats(0.0, 0.999),
+    pause=st.floats(0.0, 1.0),
+)
+def test_fork_and_continue_with_a_scheduler_equals_the_uninterrupted_run(
+    case: tuple[pl.DataFrame, ClusterConfig], mode: str, where: float, pause: float
+) -> None:
+    # late binding holds requests at the router and overtakes the head: the router
+    # queue a fork copies is then more than a FIFO of arrivals
+    trace, cluster = case
+    cfg = ReplayConfig(mode=mode, timeline_sample_interval_s=math.pi / 1000)  # type: ignore[arg-type]
+    whole = run_replay(trace, cluster, make_router("late-binding-spf"), config=cfg)
+    k = int(where * trace.height)
+    scheduler = make_router("late-binding-spf")
+    eng = _engine(trace, cluster, cfg, scheduler)
+    for _ in range(k):
+        d = eng.next_decision()
+        if d is None:
+            break
+        eng.dispatch(scheduler.schedule(eng.router_queue(), d[1]))  # type: ignore[attr-defined]
+    pending = eng.next_decision()
+    queue = eng.router_queue()
+    other = eng.fork()  # driven to the end FIFO to instance 0: must not disturb the rest
+    _finish(other, AlwaysZeroFake())
+    same = eng.fork()
+    if pending is not None:
+        assert same.next_decision() == pending and same.router_queue() == queue
+    _same(_finish_scheduled(same, copy.deepcopy(scheduler)), whole)
+    t_pause = eng.now_s + pause * max(float(whole.requests["finish_s"].max()) - eng.now_s, 0.0)  # type: ignore[arg-type]
+    eng.run_until(t_pause, schedule=scheduler.schedule)  # type: ignore[attr-defined]
+    _same(_finish_scheduled(eng, scheduler), whole)

@@ -79,7 +79,7 @@ def test_every_router_on_an_odd_cluster_and_another_seed(name: str) -> None:
 
 def test_registry_names_match_classes_and_flags() -> None:
     assert list_routers() == list(ROUTERS)
-    assert len(ROUTERS) == 22
+    assert len(ROUTERS) == 24
     for key, spec in ROUTERS.items():
         assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", key)
         assert spec.router_class.name == key
@@ -90,6 +90,7 @@ def test_registry_names_match_classes_and_flags() -> None:
         "decode-balancer-oracle",
         "min-min-oracle",
         "lookahead-oracle",
+        "late-binding-spf-oracle",
     ]
     assert "decode-balancer-oracle" not in list_routers(include_oracle=False)
 
