@@ -96,7 +96,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         for name, router in tqdm(
             list(zip(names, routers, strict=True)), desc="routers", disable=not show
         ):
-            result = run_replay(trace, cluster, router, config=config, predictor=predictor)
+            result = run_replay(
+                trace, cluster, router, config=config, predictor=predictor, show_progress=show
+            )
             rows.append((name, result.summary))
             report["routers"][name] = result.to_dict()
             if tmp is not None:

@@ -1666,6 +1666,7 @@ def run_replay(
     *,
     config: ReplayConfig | None = None,
     predictor: OutputLengthPredictor | None = None,
+    show_progress: bool = False,
 ) -> ReplayResult:
     """Replay ``trace`` on ``cluster`` under ``router``; a pure function (writes no files).
 
@@ -1682,6 +1683,9 @@ def run_replay(
             scheduler with ``schedule`` instead of (or besides) ``route``.
         config: replay settings (default :class:`ReplayConfig()`).
         predictor: optional output-length predictor, called once on the trace.
+        show_progress: a tqdm bar of requests arrived (with an ETA) on stderr: the
+            replay runs in slices of 1/200 of the arrival span (:meth:`Engine.run_until`,
+            which continues bit for bit as if never paused), so the result is the same.
 
     Returns:
         The :class:`ReplayResult`.
@@ -1716,6 +1720,15 @@ def run_replay(
     )
     router.reset(cluster, engine.router_rng())
     engine.bind_router(router)
+    if show_progress and trace.height:
+        _run_with_progress(engine, router, name)
+    else:
+        _run_to_end(engine, router)
+    return engine.result()
+
+
+def _run_to_end(engine: Engine, router: Router | Scheduler) -> None:
+    """Ask ``router`` at every remaining decision until every request finished."""
     step = engine.next_decision
     if is_scheduler(router):
         schedule = router.schedule  # type: ignore[union-attr]
@@ -1723,12 +1736,34 @@ def run_replay(
         dispatch = engine.dispatch
         while (decision := step()) is not None:
             dispatch(schedule(queue(), decision[1]))
-        return engine.result()
+        return
     route = router.route  # type: ignore[union-attr]
     apply = engine.apply
     while (decision := step()) is not None:
         apply(route(decision[0], decision[1]))
-    return engine.result()
+
+
+def _run_with_progress(engine: Engine, router: Router | Scheduler, name: str) -> None:
+    """Run ``engine`` to the end: to its last arrival in slices, updating a bar of arrivals."""
+    from tqdm.auto import tqdm
+
+    first_s = float(engine.arrival[0])
+    last_s = float(engine.arrival[-1])
+    n = int(engine.arrival.shape[0])
+    policy: dict[str, Any] = (
+        {"schedule": router.schedule}  # type: ignore[union-attr]
+        if is_scheduler(router)
+        else {"route": router.route}  # type: ignore[union-attr]
+    )
+    # at most 200 redraws, so every slice may draw (mininterval=0)
+    with tqdm(total=n, desc=f"replay {name}", unit="req", leave=False, mininterval=0) as bar:
+        for k in range(1, 201):
+            until_s = last_s if k == 200 else first_s + (last_s - first_s) * k / 200
+            engine.run_until(until_s, **policy)
+            bar.update(engine.n_arrived - bar.n)
+        _run_to_end(engine, router)
+        bar.update(engine.n_arrived - bar.n)
+        bar.refresh()  # show the full count before the bar is cleared
 
 
 def is_scheduler(policy: object) -> bool:

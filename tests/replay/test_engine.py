@@ -509,3 +509,39 @@ def test_a_timeline_that_reaches_its_cap_during_the_drain_stops_the_replay() -> 
         match=re.escape("the timeline reached ReplayConfig.max_timeline_samples = 50 samples"),
     ):
         run_replay(_trace([(0.0, 100, 1)]), _one(), AlwaysZeroFake(), config=config)
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+@pytest.mark.parametrize("policy", ["least-connections", "late-binding-spf", "fake-wait"])
+def test_progress_bar_replays_bit_for_bit(
+    mode: str, policy: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # show_progress runs the replay in 200 slices (Engine.run_until); nothing may change
+    from routeplay.replay import make_cluster, make_router
+
+    rng = np.random.default_rng(5)
+    n = 300
+    trace = _trace(
+        [
+            (float(t), int(p), int(o))
+            for t, p, o in zip(
+                np.sort(rng.uniform(0, 20, n)),
+                rng.integers(10, 2000, n),
+                rng.integers(1, 300, n),
+                strict=True,
+            )
+        ]
+    )
+    cluster = make_cluster("v100x2")
+
+    def make() -> object:
+        return WaitThenRouteFake(n_waits=2) if policy == "fake-wait" else make_router(policy)
+
+    config = ReplayConfig(mode=mode, timeline_sample_interval_s=0.5)
+    plain = run_replay(trace, cluster, make(), config=config)  # type: ignore[arg-type]
+    shown = run_replay(trace, cluster, make(), config=config, show_progress=True)  # type: ignore[arg-type]
+    polars.testing.assert_frame_equal(plain.requests, shown.requests)
+    polars.testing.assert_frame_equal(plain.timelines, shown.timelines)
+    assert plain.summary == shown.summary
+    err = capsys.readouterr().err
+    assert re.search(r"replay \S+: 100%\|.*\| 300/300 \[", err), err[-500:]
