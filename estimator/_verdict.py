@@ -763,7 +763,9 @@ def _learned_line(change: PairedChange, metric: str) -> str:
     )
 
 
-def _episodes_line(check: EpisodeCheck, metric: str, power: float, alpha: float) -> str:
+def _episodes_line(
+    check: EpisodeCheck, metric: str, power: float, alpha: float, significant: bool | None = None
+) -> str:
     what = statistic_label(check.statistic, metric)
     effect = f"{check.router}'s {format_percent(-check.effect)} in {what}"
     if check.n_needed is None:
@@ -772,6 +774,13 @@ def _episodes_line(check: EpisodeCheck, metric: str, power: float, alpha: float)
             f"{effect} is unknown: {check.reason}."
         )
     judgement = "enough" if check.enough else "too few, treat the result as preliminary"
+    if check.enough and significant is False:
+        # the power estimate rests on the few episodes' spread, and the test (on seconds,
+        # Holm-adjusted) disagrees: do not call that enough
+        judgement = (
+            "enough by this estimate, yet the difference is not significant, so the "
+            "estimate (from so few episodes) is not to be trusted: run more episodes"
+        )
     return (
         f"Episodes: {check.n_needed} would be needed to detect {effect} with "
         f"{100 * power:g} % power (alpha {alpha:g}); this run has {check.n_episodes}: "
@@ -906,7 +915,9 @@ def compute_verdict(
             "to compare with."
         )
     if episodes is not None:
-        lines.append(_episodes_line(episodes, metric, power, alpha))
+        change = top.versus_baseline if top is not None else None
+        significant = change.significant if change is not None else None
+        lines.append(_episodes_line(episodes, metric, power, alpha, significant))
     level = f"{100 * comparison.confidence:g} %"
     method = (
         f"Change = router / reference − 1 of the per-episode statistic, averaged over "

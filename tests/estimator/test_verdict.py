@@ -336,3 +336,21 @@ def test_method_states_alpha_and_coverage() -> None:
     assert "8 paired episodes" in verdict.method
     assert verdict.to_dict()["alpha"] == 0.01 and math.isfinite(verdict.confidence)
     assert np.isclose(verdict.confidence, 0.95)
+
+
+def test_enough_by_the_power_estimate_but_not_significant_is_not_called_enough() -> None:
+    # Every episode shows the same -1 % (SD 0: the power estimate says 2 episodes do), but
+    # the episodes' loads differ 10x, so the paired t-test on seconds (0.02 s and 0.2 s)
+    # is far from significant. Before, the verdict called 2 episodes "enough".
+    frame = _requests({"rr": [[1.0, 3.0], [10.0, 30.0]], "jsq": [[0.99, 2.97], [9.9, 29.7]]})
+    comparison = _compare(frame, statistics=("mean",))
+    verdict = compute_verdict(comparison)
+    assert verdict.episodes is not None and verdict.episodes.n_needed == 2
+    assert comparison.get("jsq").p_ttest_holm > 0.05
+    assert verdict.lines[-1] == (
+        "Episodes: 2 would be needed to detect jsq's −1.0 % in mean E2E with 80 % power "
+        "(alpha 0.05); this run has 2: enough by this estimate, yet the difference is not "
+        "significant, so the estimate (from so few episodes) is not to be trusted: run more "
+        "episodes."
+    )
+    _assert_serialisable(verdict)
