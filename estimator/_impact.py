@@ -4,7 +4,7 @@ For an incoming request ``i`` (``p_i`` prompt tokens, ``d_i`` predicted output t
 and every instance ``m`` of a cluster (holding requests ``j`` with ``p_j`` prompt and
 ``d_j`` output tokens, summed as ``S_m = sum_j (p_j + d_j)``), it scores how much
 sending ``i`` to ``m`` would hurt, following the slides of Jain et al. (EuroMLSys 2025,
-"heuristic-guided RL router"; System A in DESIGN.md):
+"heuristic-guided RL router"; System A in docs/design.md):
 
     T_p   = grad1 * (p_i**2 + S_m)                      prefill-impact time (s)
     r_p   = 1                 if T_p <= eps
@@ -27,7 +27,7 @@ Choices where the published equations (images on slides) are ambiguous:
   ``ImpactConfig(prompt_power=1)``. Neither changes which instance is best when every
   instance is above ``eps``: the ``p_i`` term is the same for every instance.
 * ``eps_s`` (not published) defaults to 0.5 s, the paper's own threshold for a heavy
-  prefill (DESIGN.md: heavy prompt = prefill >= 0.5 s): an instance is "not impacted"
+  prefill (docs/design.md, System A: heavy prompt = prefill >= 0.5 s): an instance is "not impacted"
   while the prefill-impact time stays below what the paper itself calls heavy.
 * ``r_d``: the slide writes ``-grad2 * S_m + p_i + d_i``, which adds seconds to
   tokens. We apply ``grad2`` to both token counts (the only dimensionally consistent

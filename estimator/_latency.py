@@ -16,7 +16,7 @@ where ``prefill_sq_tokens`` is the attention work of the prefill chunks,
 tokens of that request already in the KV cache); without chunking it is
 ``sum(prompt_tokens**2)``. ``decode_context_tokens`` is the sum over decode sequences of
 their context length (prompt + tokens generated so far), i.e. the KV tokens the decode
-attention reads. With ``prefill_batch_s = 0`` this is exactly DESIGN.md's model.
+attention reads. With ``prefill_batch_s = 0`` this is exactly the model of docs/design.md.
 
 Every method accepts numpy arrays and broadcasts, so an engine or a router can price
 many candidate batches (or instances) in one call.

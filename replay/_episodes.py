@@ -1,6 +1,6 @@
 """Replay several routers over the same episodes: the input of every paired comparison.
 
-The unit of replication for router comparisons is the episode (DESIGN.md, "Statistics
+The unit of replication for router comparisons is the episode (docs/design.md, "Statistics
 done right"), and comparisons must be paired: every router sees exactly the same
 episodes. :func:`replay_episodes` does that and returns one long frame that
 :func:`routeplay.estimator.compare_routers` reads directly.

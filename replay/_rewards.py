@@ -7,7 +7,7 @@ writer and the gymnasium environment build the outcome; rewards never touch the 
 Four rewards are provided:
 
 * :class:`PaperReward` with ``variant="baseline"`` / ``"workload-aware"`` /
-  ``"workload-guided"`` — the Intelligent Router paper's reward (DESIGN.md, System A)::
+  ``"workload-guided"`` — the Intelligent Router paper's reward (docs/design.md, System A)::
 
       r_t = -sum_j (1/T_j) (1 - f_jt) + r_w * (completions in (t, t']) - w_k * h(s_t, s_t+1)
 
@@ -215,7 +215,7 @@ class PaperReward:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Seed000Reward:
-    """Seed 000's reward for its heterogeneous cluster (DESIGN.md, System B).
+    """Seed 000's reward for its heterogeneous cluster (docs/design.md, System B).
 
     ``-time_weight * estimated_time - queue_weight * queue_length - full_penalty
     [chosen instance full] + balance_weight * balance + admit_reward * admitted

@@ -356,7 +356,7 @@ class MaxCapacityRouter(RouterBase):
     the one with the *least* capacity left (maximum capacity usage); if none fits,
     fall back to most-free.
 
-    Source: Jain et al., EuroMLSys 2025, "max capacity" baseline (DESIGN.md, System A).
+    Source: Jain et al., EuroMLSys 2025, "max capacity" baseline (docs/design.md, System A).
 
     Args:
         mode: ``"most-free"`` or ``"best-fit"``.

@@ -25,7 +25,7 @@ class ImpactGreedyRouter(RouterBase):
     workload-guided RL reward penalises deviating from, used as a policy on its own.
 
     Source: Jain et al., "Intelligent Router for LLM Workloads" (EuroMLSys 2025),
-    workload-impact estimator (slides; DESIGN.md System A); the reward's equations
+    workload-impact estimator (slides; docs/design.md, System A); the reward's equations
     and the choices made where they are ambiguous are in ``estimator/_impact.py``.
 
     Args:

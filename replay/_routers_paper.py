@@ -91,7 +91,7 @@ class DecodeBalancerRouter(RouterBase):
     :class:`RequestView`.
 
     Source: Jain et al., EuroMLSys 2025, Table 2 decode balancer, with the paper's
-    task-aware length predictor in place of known lengths (DESIGN.md, System A).
+    task-aware length predictor in place of known lengths (docs/design.md, System A).
 
     Args:
         default_output_tokens: prediction used when the request carries none.

@@ -1,4 +1,4 @@
-"""The package layout and the one-way import order of DESIGN.md."""
+"""The package layout and the one-way import order of docs/design.md."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from routeplay.datasets._taskmix import (
 )
 from scipy import special
 
-# Table 1 of Jain et al. (2025), typed in from the paper (DESIGN.md, issue 2):
+# Table 1 of Jain et al. (2025), typed in from the paper (docs/design.md, System A):
 # task -> (mean prompt tokens, mean decode tokens, heavy-decode share).
 PUBLISHED = {
     "translation": (29, 62, 0.092),
