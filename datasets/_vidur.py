@@ -9,9 +9,12 @@ with :func:`scan_lengths` / :func:`load_lengths` and pair it with
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import polars as pl
+
+from routeplay._checks import check_int
 
 from ._loadutil import (
     ParseSpec,
@@ -37,9 +40,15 @@ _RENAMES = {"num_prefill_tokens": "prompt_tokens", "num_decode_tokens": "output_
 
 
 def prepare_vidur(
-    path: str | Path, *, source: str | None = None, drop_zero_tokens: bool = False
+    path: str | Path,
+    *,
+    source: str | None = None,
+    drop_zero_tokens: bool = False,
+    max_tokens: int | None = None,
 ) -> PreparedScan:
     """Build the lazy pieces of :func:`scan_vidur`."""
+    if max_tokens is not None:
+        check_int("scan_vidur", "max_tokens", max_tokens, minimum=2)
     file = check_file(path)
     header = read_header(file)
     if "arrived_at" not in header and all(c in header for c in _RENAMES):
@@ -57,23 +66,64 @@ def prepare_vidur(
         prompt_tokens=pl.col("num_prefill_tokens"),
         output_tokens=pl.col("num_decode_tokens"),
     )
+    if max_tokens is not None:
+        parsed = _cut_prompts(parsed, max_tokens, file)
     trace = finish_trace(parsed, source=source, drop_zero_tokens=drop_zero_tokens)
     return PreparedScan(path=file, raw=raw, specs=specs, trace=trace)
 
 
+def _cut_prompts(parsed: pl.LazyFrame, max_tokens: int, file: Path) -> pl.LazyFrame:
+    """Vidur's cut: shorten prompts so that prompt + output <= max_tokens; warn with counts.
+
+    Vidur's ``TraceReplayRequestGenerator`` (commit 7d47513) subtracts
+    ``max(prompt + output - max_tokens, 0)`` from each prompt and asserts the rest is
+    positive; a request whose output alone reaches ``max_tokens`` raises here.
+    """
+    over = (pl.col("prompt_tokens") + pl.col("output_tokens") - max_tokens).clip(lower_bound=0)
+    counts = parsed.select(
+        n_rows=pl.len(),
+        n_cut=(over > 0).sum(),
+        n_tokens=over.sum(),
+        n_bad=((over > 0) & (pl.col("output_tokens") >= max_tokens)).sum(),
+    ).collect(engine="streaming")
+    n_bad = int(counts.item(0, "n_bad"))
+    if n_bad:
+        raise ValueError(
+            f"max_tokens={max_tokens} would leave no prompt token in {n_bad} requests of {file} "
+            f"(output_tokens >= {max_tokens}); expected outputs shorter than max_tokens, as "
+            "Vidur asserts. Fix: raise max_tokens or leave it None (no cut)."
+        )
+    n_cut = int(counts.item(0, "n_cut"))
+    if n_cut:
+        warnings.warn(
+            f"max_tokens={max_tokens} cut the prompts of {n_cut} of {counts.item(0, 'n_rows')} "
+            f"requests of {file.name} by {counts.item(0, 'n_tokens')} tokens in all, so that "
+            f"prompt + output <= {max_tokens} (what Vidur does when it replays a trace).",
+            stacklevel=4,
+        )
+    return parsed.with_columns(prompt_tokens=pl.col("prompt_tokens") - over)
+
+
 def scan_vidur(
-    path: str | Path, *, source: str | None = None, drop_zero_tokens: bool = False
+    path: str | Path,
+    *,
+    source: str | None = None,
+    drop_zero_tokens: bool = False,
+    max_tokens: int | None = None,
 ) -> pl.LazyFrame:
     r"""Lazily read a Vidur trace (``arrived_at,num_prefill_tokens,num_decode_tokens``).
 
     ``arrival_s`` = ``arrived_at`` minus its minimum; ``request_id`` numbers rows in
-    arrival order. Vidur clips prompts so that prompt + output <= 4096 when it replays a
-    trace; this loader does not.
+    arrival order. Vidur cuts prompts so that prompt + output <= 4096 when it replays a
+    trace; this loader does so only when asked (``max_tokens``).
 
     Args:
         path: the CSV file.
         source: value of a constant ``source`` column (``None``: no such column).
         drop_zero_tokens: drop rows with 0 prompt or output tokens, warning with counts.
+        max_tokens: cut each prompt by ``max(prompt + output - max_tokens, 0)`` tokens,
+            as Vidur's trace replay does (its ``max_tokens``, 4096 by default), and warn
+            with the number of prompts cut; ``None`` (default): no cut.
 
     Returns:
         A LazyFrame sorted by ``(arrival_s, request_id)``.
@@ -88,8 +138,17 @@ def scan_vidur(
         ...                     "0.0,4808,10\n0.052,3180,8\n")
         >>> scan_vidur(path).collect().row(1)
         (1, 0.052, 3180, 8)
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     scan_vidur(path, max_tokens=4096).collect()["prompt_tokens"].to_list()
+        [4086, 3180]
+        >>> print(caught[0].message)  # doctest: +ELLIPSIS
+        max_tokens=4096 cut the prompts of 1 of 2 requests of t.csv by 722 tokens in all, ...
     """
-    return prepare_vidur(path, source=source, drop_zero_tokens=drop_zero_tokens).trace
+    return prepare_vidur(
+        path, source=source, drop_zero_tokens=drop_zero_tokens, max_tokens=max_tokens
+    ).trace
 
 
 def prepare_lengths(path: str | Path, *, drop_zero_tokens: bool = False) -> PreparedScan:

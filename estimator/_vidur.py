@@ -19,11 +19,16 @@ at the snapshot 7d47513), for tensor parallelism 1 and one pipeline stage::
     n = total tokens in the batch, rounded up to a multiple of 8
     layer_ms = sum over token-parallel ops except `emb` of op_ms(n)
              + attn_prefill_ms(chunk, cached)                      (prefill requests)
-             + attn_decode_ms(batch, mean_context) * (1 + 0.1 * [batch > 1])
+             + attn_decode_ms(batch, mean_context) * (1 + f * [batch > 1])
     iteration_s = n_layers * layer_ms / 1000
 
-The factor 1.1 is Vidur's default ``attention_decode_batching_overhead_fraction``;
-several prefills in one batch get a similar 1.1 (the tables here have one each).
+``f`` is Vidur's ``attention_decode_batching_overhead_fraction`` (0.1 by default), but
+Vidur applies it only to grouped-query models, whose KV heads are fewer than their
+query heads (``SklearnExecutionTimePredictor.__init__``: "These overheads are only for
+GQA models"); for Llama-2-7B (32 KV heads = 32 query heads) ``f = 0``. The same holds
+for the 1.1 on several prefills in one batch (the tables here have one each).
+:data:`ATTENTION_HEADS` lists the heads of the models read here; the fraction can also
+be given explicitly (``decode_batching_overhead_fraction``).
 
 What Vidur leaves out, and so do the tables built here (the fitted presets therefore
 *under*-estimate a real server's iteration by these amounts):
@@ -53,9 +58,12 @@ import numpy as np
 import polars as pl
 
 __all__ = [
+    "ATTENTION_HEADS",
+    "DECODE_BATCHING_OVERHEAD_FRACTION",
     "TOKEN_PARALLEL_OPS",
     "VidurSources",
     "attention_scale_factors",
+    "decode_batching_overhead",
     "read_vidur_profiling",
     "sha256_file",
     "vidur_sources",
@@ -74,8 +82,56 @@ TOKEN_PARALLEL_OPS: tuple[str, ...] = (
     "add",
 )
 
-#: Vidur's default extra cost of batching several decode sequences in one attention call.
+#: Vidur's default extra cost of batching several decode sequences in one attention call
+#: (applied by Vidur to grouped-query models only; see :func:`decode_batching_overhead`).
 DECODE_BATCHING_OVERHEAD_FRACTION = 0.1
+
+#: (query heads, KV heads) per model (the models' Hugging Face configs, as in Vidur's
+#: ``vidur/config/model_config.py``); Vidur's batching overheads apply when KV < query.
+ATTENTION_HEADS: dict[str, tuple[int, int]] = {
+    "meta-llama/Llama-2-7b-hf": (32, 32),
+    "meta-llama/Llama-2-70b-hf": (64, 8),
+    "meta-llama/Meta-Llama-3-8B": (32, 8),
+    "meta-llama/Meta-Llama-3-70B": (64, 8),
+    "codellama/CodeLlama-34b-Instruct-hf": (64, 8),
+}
+
+
+def decode_batching_overhead(model: str, heads: tuple[int, int] | None = None) -> float:
+    """Vidur's decode-attention batching overhead for ``model``: 0.1 if grouped-query, else 0.
+
+    Args:
+        model: model name as in Vidur's profiling folders.
+        heads: ``(query heads, KV heads)``; default from :data:`ATTENTION_HEADS`.
+
+    Returns:
+        :data:`DECODE_BATCHING_OVERHEAD_FRACTION` when KV heads < query heads, else 0.0.
+
+    Raises:
+        ValueError: the model's heads are unknown and not given.
+
+    Example:
+        >>> decode_batching_overhead("meta-llama/Llama-2-7b-hf")
+        0.0
+        >>> decode_batching_overhead("meta-llama/Meta-Llama-3-8B")
+        0.1
+    """
+    if heads is None:
+        if model not in ATTENTION_HEADS:
+            raise ValueError(
+                f"the attention heads of model {model!r} are unknown; expected one of "
+                f"{sorted(ATTENTION_HEADS)} or heads=(query heads, KV heads). Fix: pass "
+                "attention_heads=..., or decode_batching_overhead_fraction=... explicitly."
+            )
+        heads = ATTENTION_HEADS[model]
+    n_q, n_kv = heads
+    if n_q < 1 or n_kv < 1 or n_q % n_kv:
+        raise ValueError(
+            f"attention heads {heads!r} of {model!r}; expected positive (query, KV) counts "
+            "with the query heads a multiple of the KV heads, e.g. (32, 8)."
+        )
+    return DECODE_BATCHING_OVERHEAD_FRACTION if n_kv < n_q else 0.0
+
 
 #: Attention extracts in the data mirror that are not at the upstream path.
 _DERIVED_ATTENTION: dict[tuple[str, str, int], str] = {
@@ -283,7 +339,8 @@ def read_vidur_profiling(
     tp: int = 1,
     n_layers: int = 32,
     attention_gpu: str | None = None,
-    decode_batching_overhead_fraction: float = DECODE_BATCHING_OVERHEAD_FRACTION,
+    decode_batching_overhead_fraction: float | None = None,
+    attention_heads: tuple[int, int] | None = None,
 ) -> pl.DataFrame:
     """Compose Vidur's per-layer op timings into whole-iteration times (an iteration table).
 
@@ -296,10 +353,11 @@ def read_vidur_profiling(
       ``prefill_tokens = P``, ``prefill_sq_tokens = P * (P + C)``, batch tokens P.
 
     ``iteration_s = n_layers * (token-parallel ms at the rounded batch tokens + attention
-    ms) / 1000``, decode attention x (1 + 0.1) for batches of more than one sequence, as
-    Vidur composes it. Token counts between profiled grid points are interpolated
-    linearly. Like Vidur, the times exclude CPU overhead (scheduling, input preparation,
-    sampling), the embedding, the LM head and sampling, and TP communication.
+    ms) / 1000``, decode attention x (1 + f) for batches of more than one sequence, as
+    Vidur composes it (``f`` = 0.1 for grouped-query models, 0 otherwise). Token counts
+    between profiled grid points are interpolated linearly. Like Vidur, the times exclude
+    CPU overhead (scheduling, input preparation, sampling), the embedding, the LM head and
+    sampling, and TP communication.
 
     Args:
         profiling_dir: folder laid out like Vidur's ``data/profiling``.
@@ -309,7 +367,11 @@ def read_vidur_profiling(
         n_layers: transformer layers of the model (32 for Llama-2-7B).
         attention_gpu: take attention timings from this GPU instead (for GPUs without an
             attention table); they are multiplied by :func:`attention_scale_factors`.
-        decode_batching_overhead_fraction: Vidur's decode batching overhead (0.1).
+        decode_batching_overhead_fraction: the decode batching overhead ``f``; default
+            (None) Vidur's rule, :func:`decode_batching_overhead` of ``model`` (0 for
+            Llama-2-7B, 0.1 for grouped-query models).
+        attention_heads: ``(query heads, KV heads)`` for a model missing from
+            :data:`ATTENTION_HEADS` (only read when the fraction is not given).
 
     Returns:
         A frame with the iteration-table columns plus ``phase`` ("prefill"/"decode"),
@@ -328,6 +390,8 @@ def read_vidur_profiling(
     """
     if n_layers < 1:
         raise ValueError(f"n_layers = {n_layers!r}; expected a positive layer count (32).")
+    if decode_batching_overhead_fraction is None:
+        decode_batching_overhead_fraction = decode_batching_overhead(model, attention_heads)
     if decode_batching_overhead_fraction < 0:
         raise ValueError(
             f"decode_batching_overhead_fraction = {decode_batching_overhead_fraction!r}; "

@@ -17,6 +17,7 @@ explicit coefficients, or a seed-000 style tokens-per-second rate) and its limit
     kv_capacity_tokens = 117_000
     batching = "fcfs"
     chunked_prefill = false
+    scheduler = "vllm-v1"         # or "vllm-v0" (prefill-first, padded budget, watermark)
 
 KV capacities of the built-in clusters are derived from memory sizes: Llama-2-7B in
 fp16 keeps ``2 (K,V) x 32 layers x 4096 x 2 bytes = 0.5 MiB`` of KV per token; after
@@ -219,6 +220,32 @@ def _a100(n: int, **options: Any) -> ClusterConfig:
     )
 
 
+#: Vidur's defaults for Llama-2-7B on one A100-80GB (``vidur_reference/conv-x4/config.json``):
+#: 7,424 KV blocks of 16 tokens, batch cap 128, 4,096 tokens per batch, vLLM scheduler
+_VIDUR_KV_BLOCKS = 7424
+_VIDUR_BLOCK_TOKENS = 16
+
+
+def _vidur_a100(n: int) -> ClusterConfig:
+    return cluster_from_dict(
+        {
+            "instances": [
+                {
+                    "name": "a100",
+                    "count": n,
+                    "preset": "llama2-7b/a100-vidur",
+                    "kv_capacity_tokens": _VIDUR_KV_BLOCKS * _VIDUR_BLOCK_TOKENS,
+                    "kv_block_tokens": _VIDUR_BLOCK_TOKENS,
+                    "max_running_seqs": 128,
+                    "max_batched_tokens": 4096,
+                    "scheduler": "vllm-v0",
+                    "kv_watermark_fraction": 0.01,
+                }
+            ]
+        }
+    )
+
+
 def _seed000() -> ClusterConfig:
     return cluster_from_dict(
         {
@@ -237,6 +264,7 @@ _BUILTIN: dict[str, Callable[[], ClusterConfig]] = {
     "v100x4": lambda: _v100_scaled(4),
     "a100x4": lambda: _a100(4),
     "a100x4-chunked": lambda: _a100(4, chunked_prefill=True, max_batched_tokens=2048),
+    "vidur-a100x4": lambda: _vidur_a100(4),
     "seed000-hetero": _seed000,
 }
 
@@ -258,8 +286,18 @@ def make_cluster(name: str) -> ClusterConfig:
     the paper's gradients as the latency model); ``v100x2``/``v100x4``: the same testbed with
     the ``llama2-7b/v100-scaled`` preset (the A100 fit scaled to V100 datasheet speeds:
     realistic iteration times); ``a100x4``: four A100 replicas of the Vidur-fitted preset
-    (``a100x4-chunked`` with chunked prefill, 2,048-token budget); ``seed000-hetero``: seed
-    000's servers of 3000/5000/7000 tokens/s with concurrency 3/5/7.
+    (``a100x4-chunked`` with chunked prefill, 2,048-token budget); ``vidur-a100x4``: the
+    ``llama2-7b/a100-vidur`` preset (composed as Vidur composes Llama-2-7B: no decode
+    batching overhead) with Vidur's defaults (7,424 KV blocks of 16 tokens, batch cap 128,
+    4,096 tokens per batch, ``scheduler="vllm-v0"``, 1 % watermark; prompts must then
+    be cut to prompt + output <= 4,096, e.g. ``load_trace(..., max_tokens=4096)``);
+    ``seed000-hetero``: seed 000's servers of 3000/5000/7000 tokens/s with concurrency
+    3/5/7.
+
+    Example:
+        >>> inst = make_cluster("vidur-a100x4").instances[0]
+        >>> inst.scheduler, inst.kv_capacity_tokens, inst.max_running_seqs, inst.max_batched_tokens
+        ('vllm-v0', 118784, 128, 4096)
     """
     try:
         return _BUILTIN[name]()
@@ -280,7 +318,15 @@ _SLOPES = (
     "decode_s_per_context_token",
 )
 #: settings every instance of a pooled cluster must share
-_SAME = ("kv_block_tokens", "batching", "chunked_prefill", "prefix_cache", "prefix_block_tokens")
+_SAME = (
+    "kv_block_tokens",
+    "batching",
+    "chunked_prefill",
+    "prefix_cache",
+    "prefix_block_tokens",
+    "scheduler",
+    "kv_watermark_fraction",
+)
 
 
 def pooled_cluster(cluster: ClusterConfig) -> ClusterConfig:

@@ -67,6 +67,55 @@ Instance (iteration-level continuous batching)
     ``ValueError`` when routed there. A *recomputation* (prompt + generated tokens)
     longer than the budget is admitted alone as the batch's only prefill.
 
+Scheduler variants (``InstanceConfig.scheduler``)
+    ``"vllm-v1"`` (the default) is the instance rules above: mixed prefill + decode
+    iterations, an unpadded token budget, chunked prefill when ``chunked_prefill``
+    (vLLM >= 0.6 with chunked prefill; vLLM v1 always chunks), KV reserved for a
+    prefill's whole target at admission, preemption of the newest sequence.
+
+    ``"vllm-v0"`` is vLLM's original scheduler (``vllm/core/scheduler.py`` of vLLM
+    0.2-0.3, ``_schedule`` without chunked prefill) as Microsoft Vidur models it
+    (``vidur/scheduler/replica_scheduler/vllm_replica_scheduler.py``, commit 7d47513).
+    Block counts below are ``ceil(tokens / kv_block_tokens)`` and the capacity is
+    ``kv_capacity_tokens // kv_block_tokens`` blocks; a running sequence with ``ctx =
+    prompt + generated`` tokens holds ``ceil((ctx - 1) / block)`` blocks between
+    iterations (the newest token's KV is written by the next decode).
+
+    1. *Prefill first.* At every batch formation the local queue (preempted requests
+       first, then the local policy, ``fcfs`` or ``least-work-left``) is offered
+       head first; if at least one request is admitted, the iteration is
+       prefill-only: the admitted prompts run whole and the running decodes pause
+       (they produce no token; their next token gap includes the pause). vLLM:
+       ``_schedule`` returns the prefills when ``scheduled`` is non-empty; Vidur:
+       ``_get_next_batch`` returns the new-request batch before the decodes.
+    2. *Padded budget.* A request joins the prefill batch only if
+       ``(batch size + 1) x max(longest prompt so far, its prompt) <=
+       max_batched_tokens`` (vLLM 0.2 ``num_batched_tokens = len(seq_lens) *
+       max(seq_lens)``; Vidur the same). The iteration is priced on the real tokens.
+    3. *Batch cap on KV holders.* Admission stops when ``max_running_seqs`` sequences
+       hold KV (running decodes included; vLLM's ``num_curr_seqs``, Vidur's
+       ``len(self._allocation_map) == batch_size_cap``).
+    4. *Watermark.* A request is admitted only if ``free blocks - blocks(prompt) >=
+       int(kv_watermark_fraction x capacity blocks)`` (vLLM ``BlockSpaceManager
+       .can_allocate``; Vidur ``_can_allocate_request``); the first that fails stops
+       admission (head-of-line).
+    5. *Decode iterations.* Otherwise every running sequence decodes one token; they
+       are taken in arrival order and each needs at least one free block at its turn
+       (vLLM ``can_append_slots``; Vidur ``_can_allocate_request``), then holds
+       ``ceil(ctx / block)`` blocks. While a sequence finds no free block, the newest
+       (latest-arriving) sequence not yet taken is preempted, or the sequence itself
+       if it is the last one.
+    6. *Recompute preemption.* A preempted sequence frees its blocks and goes to the
+       front of the local queue; it is prefilled again as prompt + generated tokens
+       (vLLM ``PreemptionMode.RECOMPUTE``; Vidur ``Request.restart``).
+
+    A request routed to a ``vllm-v0`` instance must satisfy ``blocks(prompt + output)
+    + max(watermark blocks, 1) <= capacity blocks`` (it could otherwise stall there
+    alone). Fast mode prices the decode runs of ``vllm-v0`` in closed form like the
+    default rules, stopping at the first completion or the first iteration whose
+    rule 5 would preempt; prefill-only iterations and iterations that preempted are
+    single events.
+
 Prefix cache (``prefix_cache=True``)
     An LRU over the trace's ``prefix_blocks`` hashes (``prefix_block_tokens`` each).
     At admission the request's leading blocks found in the cache are removed from its
@@ -177,7 +226,7 @@ def _ro(a: np.ndarray) -> np.ndarray:
 
 
 #: per-slot arrays of an instance (copied by a fork)
-_SLOT_ARRAYS = ("rid", "ctx", "gen", "out", "pleft", "pdone", "pred", "chunk", "mgap")
+_SLOT_ARRAYS = ("rid", "ctx", "gen", "out", "pleft", "pdone", "pred", "chunk", "mgap", "stall")
 #: per-request result columns of the engine (copied by a fork)
 _RESULT_ARRAYS = (
     "instance_id",
@@ -223,6 +272,11 @@ class _Instance:
         self.max_bt = cfg.max_batched_tokens
         self.chunked = cfg.chunked_prefill
         self.policy = cfg.batching
+        # vllm-v0 rules (see the module docstring, "Scheduler variants")
+        self.v0 = cfg.scheduler == "vllm-v0"
+        self.cap_blocks = cfg.kv_capacity_tokens // cfg.kv_block_tokens
+        self.wm_blocks = int(cfg.kv_watermark_fraction * self.cap_blocks) if self.v0 else 0
+        self.paused = False  # vllm-v0: this iteration is prefill-only (decodes wait)
         size = cfg.max_running_seqs
         # running slots, in admission order (newest last = preemption victim)
         self.rid = np.zeros(size, np.int64)
@@ -262,6 +316,7 @@ class _Instance:
         self.lru: OrderedDict[int, None] = OrderedDict()
         # running aggregates, kept incrementally
         self.mgap = np.zeros(size, np.float64)  # longest token gap so far per slot
+        self.stall = np.zeros(size, np.float64)  # vllm-v0: paused time since the last token
         self.gen_sum = 0
         self.ctx_sum = 0
         self.out_sum = 0
@@ -269,6 +324,18 @@ class _Instance:
 
     def kv_now(self) -> int:
         """KV tokens held by the running sequences (block-rounded)."""
+        if self.v0:
+            # vllm-v0 allocation: a decoding sequence holds blocks(ctx - 1) between
+            # iterations and while paused, blocks(ctx) during its decode iteration
+            n = self.n
+            if not n:
+                return 0
+            b = self.block
+            d = n - self.n_prefilling
+            lag = 1 if (self.paused or not self.busy) else 0
+            held = int(((self.ctx[:d] - lag + (b - 1)) // b).sum())
+            held += int(((self.ctx[d:n] + (b - 1)) // b).sum())
+            return held * b
         if self._kv < 0:
             b = self.block
             n = self.n
@@ -1034,6 +1101,15 @@ class Engine:
                 f"{inst.idx} ({cfg.name!r}); it could never finish there. Fix: raise "
                 "kv_capacity_tokens or route it elsewhere."
             )
+        if inst.v0 and need // inst.block + max(inst.wm_blocks, 1) > inst.cap_blocks:
+            raise ValueError(
+                f"request {rec[0].request_id} needs {need // inst.block} KV blocks (prompt {p} "
+                f"+ output {o}) + max(watermark {inst.wm_blocks}, 1) > {inst.cap_blocks} blocks "
+                f"of vllm-v0 instance {inst.idx} ({cfg.name!r}); expected room for it plus the "
+                "watermark, or it could stall there. Fix: raise kv_capacity_tokens, lower "
+                "kv_watermark_fraction, or cut long requests (for a Vidur trace: "
+                "load_trace(path, max_tokens=4096))."
+            )
         self.instance_id[i] = inst.idx
         self.routed_s[i] = t
         self._enqueue(inst, i, rec)
@@ -1108,7 +1184,8 @@ class Engine:
         if inst.pleft[s] > 0:
             inst.n_prefilling -= 1
         else:
-            self._last_token[i] = t  # its last token came at the end of the last iteration
+            # its last token came at the end of the last iteration it decoded in
+            self._last_token[i] = t - float(inst.stall[s]) if inst.v0 else t
         inst.n = s
         inst.gen_sum -= g
         inst.ctx_sum -= ctx
@@ -1190,6 +1267,9 @@ class Engine:
             lru.popitem(last=False)
 
     def _form(self, inst: _Instance, t: float) -> None:
+        if inst.v0:
+            self._form_v0(inst, t)
+            return
         inst.form_pending = False
         preempted = False
         while True:
@@ -1306,6 +1386,158 @@ class Engine:
                 break
         return admitted
 
+    # -- vllm-v0 (module docstring, "Scheduler variants") -----------------------------
+    def _form_v0(self, inst: _Instance, t: float) -> None:
+        """Form a vllm-v0 iteration: prefill-only if the queue head fits, else decodes."""
+        inst.form_pending = False
+        inst.busy = True  # the KV accounting of kv_now counts this iteration as formed
+        if inst.n_queued() and inst.n < inst.max_seqs and self._admit_v0(inst, t):
+            # rule 1: prefill-only; the running decodes pause for this iteration
+            inst.paused = True
+            n = inst.n
+            d = n - inst.n_prefilling
+            chunk = inst.chunk[d:n]
+            pt = int(chunk.sum())
+            psq = float((chunk * (chunk + inst.pdone[d:n])).sum())
+            dt = inst.c0 + inst.c_pb + inst.c_p * pt + inst.c_p2 * psq
+            inst.t0 = t
+            inst.version += 1
+            inst.run_k = 0
+            inst.run_a = dt
+            inst.run_b = 0.0
+            inst.t_end = t + dt
+            self._push(inst.t_end, _ITER_END, inst.idx, inst.version)
+            return
+        inst.paused = False
+        n = inst.n
+        if n == 0:
+            inst.busy = False
+            return
+        # rule 5: decodes in arrival order (trace rows arrive in order)
+        rid = inst.rid[:n]
+        if n > 1 and bool((rid[1:] < rid[:-1]).any()):
+            order = np.argsort(rid, kind="stable")
+            for name in _SLOT_ARRAYS:
+                arr = getattr(inst, name)
+                arr[:n] = arr[:n][order]
+        preempted = self._preempt_v0(inst, t)
+        n = inst.n
+        if n == 0:  # pragma: no cover - excluded by the routing check
+            raise RuntimeError(
+                f"vllm-v0 instance {inst.idx} preempted every sequence at t={t}; this is an "
+                "engine bug (the routing check leaves room for one sequence)."
+            )
+        inst.t0 = t
+        inst.version += 1
+        ctx = inst.ctx[:n]
+        inst.run_a = inst.c0 + inst.c_d * n + inst.c_kv * float(inst.ctx_sum)
+        inst.run_b = inst.c_kv * n
+        k = 1
+        if not self._reference and not preempted:
+            k = int((inst.out[:n] - inst.gen[:n]).min())
+            if k > 1 and not self._v0_decodes_fit(inst, ctx, k):
+                lo, hi = 1, k  # iteration lo fits rule 5 without preempting, hi does not
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if self._v0_decodes_fit(inst, ctx, mid):
+                        lo = mid
+                    else:
+                        hi = mid
+                k = lo
+        inst.run_k = k
+        inst.t_end = t + inst.run_time(k)
+        self._push(inst.t_end, _ITER_END, inst.idx, inst.version)
+
+    def _v0_decodes_fit(self, inst: _Instance, ctx: _I64, j: int) -> bool:
+        """Rule 5 holds without preemption in decode iteration ``j`` (1-based) of a run.
+
+        Allocations only grow, so the binding turn is the last (newest) sequence's: the
+        others already hold ``blocks(ctx + j - 1)``, it still ``blocks(ctx + j - 2)``.
+        """
+        b = inst.block
+        others = int(((ctx[:-1] + (j - 1) + (b - 1)) // b).sum())
+        last = (int(ctx[-1]) + (j - 2) + (b - 1)) // b
+        return inst.cap_blocks - others - last >= 1
+
+    def _preempt_v0(self, inst: _Instance, t: float) -> bool:
+        """Rule 5/6 on slots sorted by arrival: preempt the newest until each finds a block."""
+        n = inst.n
+        b = inst.block
+        ctx = inst.ctx[:n]
+        if self._v0_decodes_fit(inst, ctx, 1):
+            return False
+        held = ((ctx - 1 + (b - 1)) // b).tolist()
+        new = ((ctx + (b - 1)) // b).tolist()
+        alloc = sum(held)
+        lo, hi = 0, n
+        while lo < hi:
+            if inst.cap_blocks - alloc >= 1:
+                alloc += new[lo] - held[lo]
+                lo += 1
+                continue
+            hi -= 1  # the newest sequence not yet taken (the current one if it is last)
+            alloc -= held[hi]
+            self._preempt_last(inst, t)
+        inst.stall[inst.n : n] = 0.0
+        return True
+
+    def _admit_v0(self, inst: _Instance, t: float) -> bool:
+        """Rules 2-4: admit queue heads whole into a prefill-only batch; True if any."""
+        b = inst.block
+        n = inst.n
+        d = n - inst.n_prefilling
+        alloc = int(((inst.ctx[:d] - 1 + (b - 1)) // b).sum()) if d else 0
+        count = 0
+        longest = 0
+        while inst.n < inst.max_seqs:
+            cand = self._peek(inst, inst.max_bt, inst.cap_kv)
+            if cand is None:
+                break
+            i, source = cand
+            rec = self._live[i]
+            g = int(self.saved_gen[i]) if source == 0 else 0
+            target = rec[1] + g
+            need = -(-target // b)
+            if inst.cap_blocks - alloc - need < inst.wm_blocks:
+                break
+            cached = self._cached_tokens(inst, i, target)
+            work = target - cached
+            longest_new = max(longest, work)
+            # a recomputation longer than the whole budget goes alone
+            alone = count == 0 and source == 0 and work > inst.max_bt
+            if (count + 1) * longest_new > inst.max_bt and not alone:
+                break
+            self._take(inst, source)
+            self._touch_prefix(inst, i)
+            s = inst.n
+            inst.rid[s] = i
+            inst.ctx[s] = target
+            inst.gen[s] = g
+            inst.out[s] = rec[2]
+            inst.pleft[s] = work
+            inst.pdone[s] = cached
+            inst.pred[s] = rec[3]
+            inst.chunk[s] = work
+            inst.mgap[s] = self.max_gap_s[i]
+            inst.stall[s] = 0.0
+            inst.n = s + 1
+            inst.gen_sum += g
+            inst.ctx_sum += target
+            inst.out_sum += rec[2]
+            inst.n_prefilling += 1
+            inst.q_target_sum -= target
+            inst.q_gen_sum -= g
+            inst.q_pred_left -= max(rec[3] - g, 0.0)
+            inst.q_oracle_left -= rec[2] - g
+            if math.isnan(self.admitted_s[i]):
+                self.admitted_s[i] = t
+            alloc += need
+            count += 1
+            longest = longest_new
+            if alone:
+                break
+        return count > 0
+
     # -- iteration end -----------------------------------------------------------------------
     def _iteration_end(self, inst: _Instance, t: float) -> None:
         n = inst.n
@@ -1321,17 +1553,27 @@ class Engine:
             gap = inst.run_a if inst.run_b <= 0 else inst.run_a + inst.run_b * (k - 1)
             mg = inst.mgap[:n]
             np.maximum(mg, gap, out=mg)
+            if inst.v0:  # the first token of the run also waited out the pauses before it
+                np.maximum(mg, inst.stall[:n] + inst.run_a, out=mg)
+                inst.stall[:n] = 0.0
             finished = gen >= inst.out[:n]
         else:
             # decoders are the slots [0, d); sequences in prefill the suffix [d, n), and
             # those completing now a prefix [d, e) of it (chunks go in admission order)
             dt = inst.run_a
             d = n - inst.n_prefilling
-            if d:
+            paused = inst.paused
+            if d and paused:  # vllm-v0 prefill-only iteration: the decodes waited
+                inst.stall[:d] += dt
+            elif d:
                 inst.gen[:d] += 1
                 inst.ctx[:d] += 1
                 mg = inst.mgap[:d]
-                np.maximum(mg, dt, out=mg)
+                if inst.v0:
+                    np.maximum(mg, inst.stall[:d] + dt, out=mg)
+                    inst.stall[:d] = 0.0
+                else:
+                    np.maximum(mg, dt, out=mg)
             e = d
             while e < n and inst.chunk[e] > 0:
                 c = int(inst.chunk[e])
@@ -1355,8 +1597,9 @@ class Engine:
                         gap_s = t - self._last_token[i]
                         if gap_s > inst.mgap[s]:
                             inst.mgap[s] = gap_s
-            inst.gen_sum += e
-            inst.ctx_sum += e
+            advanced = e - d if paused else e
+            inst.gen_sum += advanced
+            inst.ctx_sum += advanced
             finished = np.zeros(n, dtype=bool)
             finished[:e] = gen[:e] >= inst.out[:e]
         inst._kv = -1
@@ -1381,6 +1624,7 @@ class Engine:
                 inst.pdone,
                 inst.pred,
                 inst.mgap,
+                inst.stall,
             ):
                 arr[:nk] = arr[:n][keep]
             inst.n = nk
@@ -1394,6 +1638,7 @@ class Engine:
                 if last_token:
                     last_token.pop(j, None)
         inst.busy = False
+        inst.paused = False
         inst.run_k = 0
         if inst.n or inst.n_queued():
             inst.form_pending = True

@@ -18,6 +18,8 @@ from routeplay._checks import check_bool, check_int, check_number
 
 __all__ = [
     "BATCHING_POLICIES",
+    "BATCH_SCHEDULERS",
+    "BatchScheduler",
     "WAIT",
     "BatchingPolicy",
     "ClusterConfig",
@@ -35,6 +37,11 @@ WAIT: int = -1
 
 BatchingPolicy = Literal["fcfs", "least-work-left", "bin-packing"]
 BATCHING_POLICIES: tuple[str, ...] = ("fcfs", "least-work-left", "bin-packing")
+
+#: iteration-level batching rules of an instance (``InstanceConfig.scheduler``); the
+#: rules of each are listed in the engine's module docstring ("Scheduler variants")
+BatchScheduler = Literal["vllm-v1", "vllm-v0"]
+BATCH_SCHEDULERS: tuple[str, ...] = ("vllm-v1", "vllm-v0")
 
 
 class RouterError(RuntimeError):
@@ -59,6 +66,28 @@ class InstanceConfig:
             tokens from prefill work.
         prefix_cache_blocks: capacity of that cache, in prefix blocks.
         prefix_block_tokens: tokens per prefix block (Mooncake traces use 512).
+        scheduler: the iteration-level batching rules. ``"vllm-v1"`` (default):
+            mixed prefill + decode iterations with an unpadded token budget (and
+            chunked prefill when ``chunked_prefill``); ``"vllm-v0"``: vLLM's original
+            scheduler as Vidur models it: prefill-only iterations whenever the queue
+            head fits (decodes pause), padded budget (batch size x longest prompt),
+            ``max_running_seqs`` counting every sequence holding KV, a free-block
+            watermark and recompute preemption. The engine's module docstring lists
+            the rules one by one with their sources.
+        kv_watermark_fraction: ``"vllm-v0"`` only: a request is admitted only if
+            ``int(kv_watermark_fraction x KV blocks)`` blocks stay free after its
+            prompt's blocks (vLLM's ``watermark``, default 0.01; Vidur's
+            ``watermark_blocks_fraction``).
+
+    Example:
+        >>> from routeplay.estimator._latency import LinearLatencyModel
+        >>> lat = LinearLatencyModel.from_throughput(1000.0)
+        >>> InstanceConfig(name="a", latency=lat, scheduler="vllm-v0").scheduler
+        'vllm-v0'
+        >>> InstanceConfig(name="b", latency=lat, scheduler="vllm-v2")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: InstanceConfig('b').scheduler = 'vllm-v2'; expected one of [...]. Fix: ...
     """
 
     name: str
@@ -72,6 +101,8 @@ class InstanceConfig:
     prefix_cache: bool = False
     prefix_cache_blocks: int = 0
     prefix_block_tokens: int = 512
+    scheduler: BatchScheduler = "vllm-v1"
+    kv_watermark_fraction: float = 0.01
 
     def __post_init__(self) -> None:
         owner = f"InstanceConfig({self.name!r})"
@@ -91,6 +122,31 @@ class InstanceConfig:
                 f"InstanceConfig({self.name!r}).batching = {self.batching!r}; expected one of "
                 f"{list(BATCHING_POLICIES)}."
             )
+        if self.scheduler not in BATCH_SCHEDULERS:
+            raise ValueError(
+                f"InstanceConfig({self.name!r}).scheduler = {self.scheduler!r}; expected one of "
+                f'{list(BATCH_SCHEDULERS)}. Fix: use "vllm-v1" (mixed iterations, the '
+                'default) or "vllm-v0" (prefill-first, what Vidur models).'
+            )
+        fraction = check_number(owner, "kv_watermark_fraction", self.kv_watermark_fraction)
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(
+                f"{owner}.kv_watermark_fraction = {fraction!r}; expected a fraction in [0, 1) "
+                "of the KV blocks kept free at admission. Fix: use vLLM's default 0.01, or 0."
+            )
+        if self.scheduler == "vllm-v0":
+            if self.chunked_prefill:
+                raise ValueError(
+                    f"{owner} has scheduler='vllm-v0' and chunked_prefill=True; expected "
+                    "chunked_prefill=False: vllm-v0 prefills whole prompts in prefill-only "
+                    "iterations. Fix: drop chunked_prefill, or use scheduler='vllm-v1'."
+                )
+            if self.batching == "bin-packing":
+                raise ValueError(
+                    f"{owner} has scheduler='vllm-v0' and batching='bin-packing'; expected "
+                    "'fcfs' or 'least-work-left': vllm-v0 admits in queue order and stops at "
+                    "the first request that does not fit. Fix: use batching='fcfs'."
+                )
         if self.prefix_cache and self.prefix_cache_blocks < 1:
             raise ValueError(
                 f"InstanceConfig({self.name!r}) has prefix_cache=True but prefix_cache_blocks="

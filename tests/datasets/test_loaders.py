@@ -270,6 +270,31 @@ def test_vidur_trace_equals_azure(data_dir: Path) -> None:
     assert scan_vidur(data_dir / "vidur_traces/splitwise_code.csv").collect().height == 8819
 
 
+def test_vidur_max_tokens_cuts_prompts_explicitly_and_warns(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "t.csv",
+        "arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,4000,200\n1.0,100,10\n2.0,5000,96\n",
+    )
+    assert scan_vidur(path).collect()["prompt_tokens"].to_list() == [4000, 100, 5000]
+    with pytest.warns(UserWarning, match=r"cut the prompts of 2 of 3 requests .* by 1104 tokens"):
+        cut = load_trace(path, max_tokens=4096)
+    assert cut["prompt_tokens"].to_list() == [3896, 100, 4000]
+    assert (cut["prompt_tokens"] + cut["output_tokens"]).max() == 4096
+    with pytest.raises(ValueError, match=r"max_tokens=150 would leave no prompt token in 1"):
+        load_trace(path, max_tokens=150)
+    with pytest.raises(ValueError, match=r"max_tokens = 1"):
+        scan_vidur(path, max_tokens=1)
+
+
+def test_vidur_max_tokens_matches_vidurs_own_token_counts(data_dir: Path) -> None:
+    # Vidur's request_metrics.csv records the token counts it simulated (after its cut)
+    with pytest.warns(UserWarning, match=r"cut the prompts of 1612 of 19366 requests"):
+        trace = load_trace(data_dir / "vidur_traces/splitwise_conv.csv", max_tokens=4096)
+    ref = pl.read_csv(data_dir / "vidur_reference/conv-x4/request_metrics.csv").sort("Request Id")
+    assert trace["prompt_tokens"].to_list() == ref["request_num_prefill_tokens"].cast(int).to_list()
+    assert trace["output_tokens"].to_list() == ref["request_num_decode_tokens"].cast(int).to_list()
+
+
 def test_lengths_only_file(data_dir: Path) -> None:
     path = data_dir / "vidur_traces/arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv"
     lengths = load_lengths(path)
