@@ -67,6 +67,10 @@ def tiny_trace() -> pl.DataFrame:
             "prompt_tokens": [100, 20, 300, 50, 10],
             "output_tokens": [10, 200, 5, 50, 1],
         },
-        schema={"request_id": pl.UInt64, "arrival_s": pl.Float64,
-                "prompt_tokens": pl.UInt32, "output_tokens": pl.UInt32},
+        schema={
+            "request_id": pl.UInt64,
+            "arrival_s": pl.Float64,
+            "prompt_tokens": pl.UInt32,
+            "output_tokens": pl.UInt32,
+        },
     )

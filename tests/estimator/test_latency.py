@@ -160,7 +160,9 @@ def test_validation_errors() -> None:
         ),
     ],
 )
-def test_negative_slopes_and_fixed_costs_are_refused(field: str, value: float, message: str) -> None:
+def test_negative_slopes_and_fixed_costs_are_refused(
+    field: str, value: float, message: str
+) -> None:
     # Each of these replayed before and reported negative latencies (-107,159 s mean E2E).
     coefficients = dict(
         intercept_s=0.01,

@@ -52,7 +52,10 @@ def text_files() -> dict[str, bytes]:
         "azure_token_overflow.csv": AZ + b"2023-11-16 18:17:04.0319600,5000000000,8\n",
         "azure_ragged_short_first.csv": AZ + b"2023-11-16 18:17:03.9799600,4808\n" + good,
         "azure_ragged_extra_first.csv": AZ + b"2023-11-16 18:17:03.9799600,4808,10,7\n" + good,
-        "azure_ragged_extra_mid.csv": AZ + AZ_ROWS[0] + AZ_ROWS[1] + b"2023-11-16 18:17:04.1,1,2,3\n"
+        "azure_ragged_extra_mid.csv": AZ
+        + AZ_ROWS[0]
+        + AZ_ROWS[1]
+        + b"2023-11-16 18:17:04.1,1,2,3\n"
         + AZ_ROWS[3],
         "azure_truncated_last_line.csv": AZ + good + b"2023-11-16 18:17:06.0000000,48",
         "azure_blank_line_mid.csv": AZ + AZ_ROWS[0] + b"\n" + AZ_ROWS[1],
