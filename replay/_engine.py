@@ -1,6 +1,6 @@
 """The discrete-event engine: router queue, continuous-batching instances, two modes.
 
-Rules (DESIGN.md "Engine semantics", with every choice this module makes):
+Rules (the specification of docs/design.md "The engine", with every choice this module makes):
 
 Router layer
     A request joins the router queue at ``arrival_s``. At each arrival and at each
