@@ -8,12 +8,27 @@ from __future__ import annotations
 
 from ._dataset import DatasetCard, RoutingDataset, build_dataset
 from ._evaluate import BoundedWaitRouter, EvaluationResult, evaluate_routers
+from ._imitation import (
+    ImitationConfig,
+    ImitationResult,
+    LookaheadLabels,
+    imitate_lookahead,
+    label_states,
+    plain_view,
+)
 from ._online import CURVE_SCHEMA, OnlineConfig, OnlineResult, fine_tune_online
 from ._ope import OPEConfig, OPEResult, evaluate_off_policy
 from ._policy import ROUTER_FILES, PolicyRouter, load_router, save_router
 from ._train import ALGORITHMS, RewardTransform, TrainConfig, TrainResult, train_router
 
 __all__ = [
+    # imitation of the lookahead + DAgger (issue 12)
+    "ImitationConfig",
+    "ImitationResult",
+    "LookaheadLabels",
+    "imitate_lookahead",
+    "label_states",
+    "plain_view",
     # OPE, replay evaluation, online fine-tuning (H12)
     "BoundedWaitRouter",
     "CURVE_SCHEMA",

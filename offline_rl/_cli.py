@@ -5,6 +5,16 @@ e.g. written by ``routeplay log``) or logs heuristic behaviour on a workload fir
 (``--trace NAME`` windows or ``--task-mix``), then saves the router folder
 (:func:`~routeplay.offline_rl.save_router`).
 
+``routeplay train --from-lookahead`` (with ``--task-mix`` or ``--trace``) trains a router
+that imitates ``lookahead-oracle`` instead (:func:`~routeplay.offline_rl.imitate_lookahead`):
+a heuristic (``--behaviours``, one name, default min-min) drives the simulator on the
+training episodes, the lookahead labels ``--label-decisions`` decisions with its action,
+DiscreteBC learns them, then each of ``--dagger-rounds`` rounds lets the student drive,
+labels its states and retrains on the union. The labels come from an ORACLE teacher
+(true output lengths and future arrivals inside its simulator forks); the saved router
+sees only the ordinary observation and is deployable. The lookahead costs ~50-150 ms per
+labelled decision on a loaded cluster. ``--n-steps`` is per round.
+
 ``routeplay evaluate`` replays a saved router folder against heuristics on held-out
 episodes, paired, and prints the comparison (:func:`~routeplay.offline_rl.evaluate_routers`).
 
@@ -42,6 +52,7 @@ from typing import Any
 import polars as pl
 
 _DEFAULT_BEHAVIOURS = "round-robin,least-connections,jsq-tokens,min-min,impact-greedy"
+_LOOKAHEAD_BEHAVIOUR = "min-min"
 _DEFAULT_HEURISTICS = "round-robin,least-connections,jsq-tokens,least-loaded,min-min,impact-greedy"
 
 
@@ -88,11 +99,38 @@ def register(subparsers: Any) -> None:
     p.add_argument("--transitions", nargs="+", type=Path, help="transition Parquet files")
     _add_workload(p)
     p.add_argument(
-        "--behaviours", default=_DEFAULT_BEHAVIOURS, help="comma-separated heuristics to log"
+        "--behaviours",
+        help=f"comma-separated heuristics to log (default {_DEFAULT_BEHAVIOURS!r}); with "
+        f"--from-lookahead the one heuristic driving round 0 (default {_LOOKAHEAD_BEHAVIOUR!r})",
     )
     p.add_argument("--epsilon", type=float, default=0.1, help="exploration of the logged runs")
     p.add_argument("--reward", default="paper-workload-guided", help="reward of the logs")
-    p.add_argument("--algorithm", default="cql", help="cql, bcq, bc or double-dqn")
+    p.add_argument(
+        "--algorithm", help="cql (default), bcq, bc or double-dqn; bc with --from-lookahead"
+    )
+    la = p.add_argument_group("imitation of lookahead-oracle (--from-lookahead)")
+    la.add_argument(
+        "--from-lookahead",
+        action="store_true",
+        help="label visited states with lookahead-oracle's action and train DiscreteBC on "
+        "them (+ DAgger rounds); needs --task-mix or --trace",
+    )
+    la.add_argument("--label-decisions", type=int, default=3000, help="labels per round")
+    la.add_argument(
+        "--dagger-rounds", type=int, default=1, help="rounds where the student drives (>= 0)"
+    )
+    la.add_argument("--label-every", type=int, default=1, help="label every k-th decision")
+    la.add_argument(
+        "--horizon-s", type=float, default=0.5, help="lookahead rollout horizon (simulated s)"
+    )
+    la.add_argument(
+        "--validation-episodes",
+        type=int,
+        default=0,
+        help="keep the round whose student has the least mean E2E on N validation episodes "
+        "(task mix: seeds 30000+k; trace: the last N training windows, then not labelled); "
+        "0 = keep the last round",
+    )
     p.add_argument("--n-steps", type=int, default=5000)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -301,6 +339,12 @@ def _workload_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace, staged: list[Path]) -> int:
+    if args.from_lookahead:
+        return _train_from_lookahead(args, staged)
+    if args.algorithm is None:
+        args.algorithm = "cql"
+    if args.behaviours is None:
+        args.behaviours = _DEFAULT_BEHAVIOURS
     from routeplay.offline_rl import TrainConfig, build_dataset, save_router, train_router
     from routeplay.replay import make_router, read_transitions
     from routeplay.replay._rewards import make_reward
@@ -424,6 +468,147 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
     print(
         f"trained {args.algorithm} for {result.n_steps_done} steps{resumed} in "
         f"{result.wall_time_s:.1f} s; router saved to {out}"
+    )
+    return 0
+
+
+def _imitation_progress(run_dir: Path) -> bool:
+    """Whether an imitation run folder holds work worth resuming (labels or checkpoints)."""
+    return any(run_dir.glob("labels-round-*.parquet")) or any(
+        _has_checkpoint(d) for d in run_dir.glob("round-*")
+    )
+
+
+def _train_from_lookahead(args: argparse.Namespace, staged: list[Path]) -> int:
+    """``routeplay train --from-lookahead``: :func:`imitate_lookahead`, then save_router."""
+    from routeplay.offline_rl import ImitationConfig, imitate_lookahead, save_router
+
+    from ._files import sha256_file
+    from ._output import Mode, commit_output, plan_output, start_output
+
+    if args.transitions:
+        raise ValueError(
+            "--from-lookahead labels states by replaying a workload; it does not read "
+            "--transitions. Fix: drop --transitions and give --task-mix or --trace NAME."
+        )
+    if args.algorithm not in (None, "bc"):
+        raise ValueError(
+            f"--algorithm {args.algorithm!r} with --from-lookahead; the lookahead's labels "
+            "train DiscreteBC only. Fix: drop --algorithm (or pass --algorithm bc)."
+        )
+    names = [b.strip() for b in (args.behaviours or _LOOKAHEAD_BEHAVIOUR).split(",") if b.strip()]
+    if len(names) != 1:
+        raise ValueError(
+            f"--behaviours {args.behaviours!r} with --from-lookahead; expected one heuristic "
+            f"to drive the first labelling round, e.g. {_LOOKAHEAD_BEHAVIOUR!r}."
+        )
+    out: Path = args.out
+    mode: Mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
+    flags = {
+        "label_decisions": "--label-decisions",
+        "dagger_rounds": "--dagger-rounds",
+        "label_every": "--label-every",
+        "horizon_s": "--horizon-s",
+        "n_steps": "--n-steps",
+        "batch_size": "--batch-size",
+        "seed": "--seed",
+        "behaviour": "--behaviours",
+    }
+    try:
+        config = ImitationConfig(
+            label_decisions=args.label_decisions,
+            dagger_rounds=args.dagger_rounds,
+            label_every=args.label_every,
+            horizon_s=args.horizon_s,
+            behaviour=names[0],
+            n_steps=args.n_steps,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        text = str(exc)
+        for field, flag in flags.items():
+            text = text.replace(f"ImitationConfig.{field} =", f"{flag}:")
+        raise ValueError(text) from None
+    cluster = _cluster(args.cluster)
+    episodes = _episodes(args, held_out=False)
+    n_val = args.validation_episodes
+    if isinstance(n_val, bool) or n_val < 0:
+        raise ValueError(f"--validation-episodes {n_val!r}; expected an integer >= 0.")
+    validation: list[pl.DataFrame] | None = None
+    if n_val and args.task_mix:
+        from routeplay.datasets import TaskMixConfig, generate_task_mix
+
+        validation = [
+            generate_task_mix(
+                TaskMixConfig(
+                    n_requests=args.window_requests, rate_per_s=args.rate, seed=30_000 + k
+                )
+            )
+            for k in range(n_val)
+        ]
+    elif n_val:
+        if n_val >= len(episodes):
+            raise ValueError(
+                f"--validation-episodes {n_val} leaves no training window to label (the trace "
+                f"gives {len(episodes)} training windows); expected fewer."
+            )
+        episodes, validation = episodes[:-n_val], episodes[-n_val:]
+    inputs = {
+        "from_lookahead": True,
+        "validation_episodes": n_val,
+        "cluster": args.cluster,
+        "cluster_sha256": (
+            sha256_file(args.cluster)
+            if args.cluster.endswith(".toml")
+            else _sha256_text(repr(cluster))
+        ),
+        "workload": _workload_settings(args),
+    }
+    plan = plan_output(out, settings={"config": config.to_dict(), "inputs": inputs}, mode=mode)
+    run_dir: Path | None = args.run_dir
+    if run_dir is not None and mode == "new" and run_dir.is_dir() and _imitation_progress(run_dir):
+        raise ValueError(
+            f"--run-dir {str(run_dir)!r} already holds labels or checkpoints; nothing was "
+            "changed. Fix: pass --resume to continue it or --overwrite to start over."
+        )
+    if plan.action == "done":
+        print(f"{out} already holds the router these settings train; nothing to do.")
+        return 0
+    staging = start_output(plan)
+    staged.append(staging)
+    work = run_dir or staging / "run"
+    if mode == "overwrite" and work.is_dir():
+        shutil.rmtree(work)
+    _say(
+        args,
+        f"imitating lookahead-oracle (ORACLE teacher: true lengths, future arrivals) on "
+        f"{len(episodes)} training episodes: {config.label_decisions} labels x "
+        f"{config.dagger_rounds + 1} rounds, driver {config.behaviour} then the student",
+    )
+    try:
+        result = imitate_lookahead(
+            config,
+            episodes,
+            cluster,
+            run_dir=work,
+            show_progress=_show(args),
+            resume=mode != "overwrite",
+            validation_episodes=validation,
+            say=lambda line: _say(args, line),
+        )
+        save_router(result.train, staging, layout=result.layout)
+    except Exception:
+        if not (work.is_dir() and _imitation_progress(work)):
+            shutil.rmtree(staging, ignore_errors=True)  # nothing worth resuming
+            staged.clear()
+        raise
+    commit_output(plan)
+    last = result.rounds.row(result.selected_round, named=True)
+    print(
+        f"trained a lookahead imitator ({result.labels.n_labels} labels, "
+        f"{config.dagger_rounds} DAgger rounds, kept round {result.selected_round}, student "
+        f"hits its target on {last['train_accuracy']:.1%} of them); router saved to {out}"
     )
     return 0
 
