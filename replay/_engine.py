@@ -1327,6 +1327,49 @@ class Engine:
         inst.t_end = t + dt
         self._push(inst.t_end, _ITER_END, inst.idx, inst.version)
 
+    def _fill_slot(
+        self,
+        inst: _Instance,
+        i: int,
+        source: int,
+        rec: tuple[Any, ...],
+        g: int,
+        target: int,
+        cached: int,
+        work: int,
+        chunk: int,
+        t: float,
+    ) -> None:
+        """Move request ``i`` from the local queue into the next running slot (both schedulers).
+
+        ``target`` = prompt + generated tokens to prefill, ``cached`` of them from the
+        prefix cache, ``work`` = target - cached, ``chunk`` this iteration's share.
+        """
+        self._take(inst, source)
+        self._touch_prefix(inst, i)
+        s = inst.n
+        inst.rid[s] = i
+        inst.ctx[s] = target
+        inst.gen[s] = g
+        inst.out[s] = rec[2]
+        inst.pleft[s] = work
+        inst.pdone[s] = cached
+        inst.pred[s] = rec[3]
+        inst.chunk[s] = chunk
+        inst.mgap[s] = self.max_gap_s[i]
+        inst.stall[s] = 0.0
+        inst.n = s + 1
+        inst.gen_sum += g
+        inst.ctx_sum += target
+        inst.out_sum += rec[2]
+        inst.n_prefilling += 1
+        inst.q_target_sum -= target
+        inst.q_gen_sum -= g
+        inst.q_pred_left -= max(rec[3] - g, 0.0)
+        inst.q_oracle_left -= rec[2] - g
+        if math.isnan(self.admitted_s[i]):
+            self.admitted_s[i] = t
+
     def _admit(self, inst: _Instance, t: float, budget: int, kv: int) -> bool:
         admitted = False
         oversize_ok = inst.n_prefilling == 0 and not inst.chunked
@@ -1353,31 +1396,9 @@ class Engine:
             need = -(-((target + 1) if c == work else target) // b) * b
             if kv + need > inst.cap_kv:
                 break
-            self._take(inst, source)
-            self._touch_prefix(inst, i)
-            s = inst.n
-            inst.rid[s] = i
-            inst.ctx[s] = target
-            inst.gen[s] = g
-            inst.out[s] = rec[2]
-            inst.pleft[s] = work
-            inst.pdone[s] = cached
-            inst.pred[s] = rec[3]
-            inst.chunk[s] = c
-            inst.mgap[s] = self.max_gap_s[i]
-            inst.n = s + 1
-            inst.gen_sum += g
-            inst.ctx_sum += target
-            inst.out_sum += rec[2]
+            self._fill_slot(inst, i, source, rec, g, target, cached, work, c, t)
             if inst._kv >= 0:
                 inst._kv += -(-target // b) * b
-            inst.n_prefilling += 1
-            inst.q_target_sum -= target
-            inst.q_gen_sum -= g
-            inst.q_pred_left -= max(rec[3] - g, 0.0)
-            inst.q_oracle_left -= rec[2] - g
-            if math.isnan(self.admitted_s[i]):
-                self.admitted_s[i] = t
             budget -= c
             kv += need
             admitted = True
@@ -1507,30 +1528,7 @@ class Engine:
             alone = count == 0 and source == 0 and work > inst.max_bt
             if (count + 1) * longest_new > inst.max_bt and not alone:
                 break
-            self._take(inst, source)
-            self._touch_prefix(inst, i)
-            s = inst.n
-            inst.rid[s] = i
-            inst.ctx[s] = target
-            inst.gen[s] = g
-            inst.out[s] = rec[2]
-            inst.pleft[s] = work
-            inst.pdone[s] = cached
-            inst.pred[s] = rec[3]
-            inst.chunk[s] = work
-            inst.mgap[s] = self.max_gap_s[i]
-            inst.stall[s] = 0.0
-            inst.n = s + 1
-            inst.gen_sum += g
-            inst.ctx_sum += target
-            inst.out_sum += rec[2]
-            inst.n_prefilling += 1
-            inst.q_target_sum -= target
-            inst.q_gen_sum -= g
-            inst.q_pred_left -= max(rec[3] - g, 0.0)
-            inst.q_oracle_left -= rec[2] - g
-            if math.isnan(self.admitted_s[i]):
-                self.admitted_s[i] = t
+            self._fill_slot(inst, i, source, rec, g, target, cached, work, work, t)
             alloc += need
             count += 1
             longest = longest_new
