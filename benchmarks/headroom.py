@@ -12,7 +12,7 @@ Regimes (episode sizes are the full run's; ``--quick`` shrinks them):
 
 * ``hetero-taskmix-{20,40,80}``: 2 x ``llama2-7b/a100`` (117k KV) + 2 x
   ``llama2-7b/v100-scaled`` (30k KV), both with a 16,384-token budget (the
-  ``HETERO`` cluster of ``benchmarks/rl_headline.py``), the paper's task mix
+  built-in cluster ``hetero-a100x2-v100x2``), the paper's task mix
   (``generate_task_mix``) at 20, 40 and 80 req/s; 10 episodes of 500 requests;
 * ``paper-4xv100``: 4 x ``llama2-7b/v100-paper``, 2,000 task-mix requests at 20 req/s
   (the paper's overload); 10 episodes;
@@ -61,31 +61,11 @@ from routeplay.datasets import (
 from routeplay.estimator import compare_routers, fit_length_predictor, get_preset, time_buckets
 from routeplay.replay import (
     ClusterConfig,
-    cluster_from_dict,
     make_cluster,
     make_router,
     pooled_cluster,
     replay_episodes,
 )
-
-HETERO: dict[str, Any] = {
-    "instances": [
-        {
-            "name": "a100",
-            "count": 2,
-            "preset": "llama2-7b/a100",
-            "kv_capacity_tokens": 117_000,
-            "max_batched_tokens": 16_384,
-        },
-        {
-            "name": "v100",
-            "count": 2,
-            "preset": "llama2-7b/v100-scaled",
-            "kv_capacity_tokens": 30_000,
-            "max_batched_tokens": 16_384,
-        },
-    ]
-}
 
 #: deployable policies, in table order (round robin and min-min are the baselines)
 HEURISTICS: tuple[str, ...] = (
@@ -126,8 +106,8 @@ def log(msg: str) -> None:
 
 
 def hetero_cluster() -> ClusterConfig:
-    """2 x A100 + 2 x V100 (scaled), the cluster of the issue's hetero regimes."""
-    return cluster_from_dict(HETERO)
+    """2 x A100 + 2 x V100 (scaled), the cluster of the issue's hetero regimes (built in)."""
+    return make_cluster("hetero-a100x2-v100x2")
 
 
 def taskmix_predictor() -> Any:

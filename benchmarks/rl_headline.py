@@ -51,7 +51,7 @@ from routeplay.offline_rl import (
     evaluate_routers,
     train_router,
 )
-from routeplay.replay import cluster_from_dict, make_cluster, make_router
+from routeplay.replay import make_cluster, make_router
 from routeplay.replay._transitions import default_layout, log_transitions
 from routeplay.replay._types import ClusterConfig
 
@@ -60,24 +60,6 @@ REWARD = "paper-workload-guided"
 
 
 #: 2 x A100 + 2 x V100 (same KV/batch limits as the builtin ``a100x4`` / ``v100x4``).
-HETERO = {
-    "instances": [
-        {
-            "name": "a100",
-            "count": 2,
-            "preset": "llama2-7b/a100",
-            "kv_capacity_tokens": 117_000,
-            "max_batched_tokens": 16_384,
-        },
-        {
-            "name": "v100",
-            "count": 2,
-            "preset": "llama2-7b/v100-scaled",
-            "kv_capacity_tokens": 30_000,
-            "max_batched_tokens": 16_384,
-        },
-    ]
-}
 
 
 class LatencyAreaReward:
@@ -105,7 +87,7 @@ class LatencyAreaReward:
 
 
 def get_cluster(name: str) -> ClusterConfig:
-    return cluster_from_dict(HETERO) if name == "hetero" else make_cluster(name)
+    return make_cluster("hetero-a100x2-v100x2" if name == "hetero" else name)
 
 
 def log(msg: str) -> None:

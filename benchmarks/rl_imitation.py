@@ -9,8 +9,8 @@ held-out episodes, paired (``routeplay.offline_rl.evaluate_routers`` ->
 ``routeplay.estimator.compare_routers``: relative improvement of the mean E2E, 95 %
 paired-bootstrap CI over episodes, Holm-adjusted paired t-test).
 
-Regime: 2 x ``llama2-7b/a100`` + 2 x ``llama2-7b/v100-scaled`` (``HETERO`` of
-``benchmarks/headroom.py``), the paper's task mix at ``--rate`` (80) req/s, the
+Regime: 2 x ``llama2-7b/a100`` + 2 x ``llama2-7b/v100-scaled`` (the built-in cluster
+``hetero-a100x2-v100x2``), the paper's task mix at ``--rate`` (80) req/s, the
 task-mix length predictor of the headroom benchmark (fitted on its own 20,000-request
 trace, seed 7). Training episodes: task-mix seeds ``10000 + k`` (500 requests); validation
 episodes (which DAgger round's student is kept): seeds ``30000 + k``; held-out

@@ -246,6 +246,30 @@ def _vidur_a100(n: int) -> ClusterConfig:
     )
 
 
+def _hetero_a100_v100(n_each: int) -> ClusterConfig:
+    """``n_each`` A100-80GB + ``n_each`` V100-32GB (A100 fit scaled to V100 ratios)."""
+    return cluster_from_dict(
+        {
+            "instances": [
+                {
+                    "name": "a100",
+                    "count": n_each,
+                    "preset": "llama2-7b/a100",
+                    "kv_capacity_tokens": _KV_TOKENS_80GB,
+                    "max_batched_tokens": _A100_BATCHED_TOKENS,
+                },
+                {
+                    "name": "v100",
+                    "count": n_each,
+                    "preset": "llama2-7b/v100-scaled",
+                    "kv_capacity_tokens": _KV_TOKENS_V100_32GB,
+                    "max_batched_tokens": _A100_BATCHED_TOKENS,
+                },
+            ]
+        }
+    )
+
+
 def _seed000() -> ClusterConfig:
     return cluster_from_dict(
         {
@@ -265,6 +289,7 @@ _BUILTIN: dict[str, Callable[[], ClusterConfig]] = {
     "a100x4": lambda: _a100(4),
     "a100x4-chunked": lambda: _a100(4, chunked_prefill=True, max_batched_tokens=2048),
     "vidur-a100x4": lambda: _vidur_a100(4),
+    "hetero-a100x2-v100x2": lambda: _hetero_a100_v100(2),
     "seed000-hetero": _seed000,
 }
 
