@@ -967,20 +967,10 @@ class Engine:
             (0.2, [101])
         """
         _one_policy("run_until", route, schedule)
-        n = 0
-        while (decision := self._advance(float(until_s))) is not None:
-            if schedule is not None:
-                self.dispatch(schedule(self.router_queue(), decision[1]))
-                n += 1
-                continue
-            if route is None:
-                raise RuntimeError(
-                    f"Engine.run_until({until_s!r}) met a routing decision at t={self.now_s} "
-                    "but route is None; expected a function (request, state) -> action. "
-                    "Fix: pass route=router.route."
-                )
-            self.apply(route(decision[0], decision[1]))
-            n += 1
+        until = float(until_s)
+        n = self._decide_all(
+            lambda: self._advance(until), route, schedule, f"Engine.run_until({until_s!r})"
+        )
         if until_s > self.now_s:
             self.now_s = float(until_s)
         return n
@@ -1006,20 +996,29 @@ class Engine:
         """
         _one_policy("drain", route, schedule)
         self.stop_arrivals()
+        return self._decide_all(self.next_decision, route, schedule, "Engine.drain")
+
+    def _decide_all(
+        self,
+        step: Callable[[], tuple[RequestView, ClusterState] | None],
+        route: RouteFn | None,
+        schedule: ScheduleFn | None,
+        where: str,
+    ) -> int:
+        """Act on every decision ``step`` yields (with ``schedule`` or ``route``); count them."""
         n = 0
-        while (decision := self.next_decision()) is not None:
+        while (decision := step()) is not None:
             if schedule is not None:
                 self.dispatch(schedule(self.router_queue(), decision[1]))
-                n += 1
-                continue
-            if route is None:
+            elif route is None:
                 raise RuntimeError(
-                    f"Engine.drain met a routing decision at t={self.now_s} (request "
+                    f"{where} met a routing decision at t={self.now_s} (request "
                     f"{decision[0].request_id} waiting at the router) but route is None; "
                     "expected a function (request, state) -> action. Fix: pass "
                     "route=router.route."
                 )
-            self.apply(route(decision[0], decision[1]))
+            else:
+                self.apply(route(decision[0], decision[1]))
             n += 1
         return n
 
