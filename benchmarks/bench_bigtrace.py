@@ -14,7 +14,7 @@ memory-maps the CSV, so its resident file pages count in RSS but are page cache)
 Run (not part of CI; sizes in millions of rows)::
 
     ROUTEPLAY_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_bigtrace.py \
-        --rows-m 1 5 16.8 --dir /tmp/bigtrace
+        --rows-m 1 5 16.8 --dir runs/bigtrace
 
 The pytest entry point (``-m benchmark``) runs the 1M-row size only.
 """
@@ -118,7 +118,7 @@ def test_bench_bigtrace_1m(tmp_path: Path) -> None:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows-m", type=float, nargs="+", default=[1.0])
-    parser.add_argument("--dir", default="/tmp/bigtrace")
+    parser.add_argument("--dir", default="runs/bigtrace")
     parser.add_argument("--what", nargs="+", default=["describe", "window"])
     args = parser.parse_args(argv)
     folder = Path(args.dir)

@@ -2,7 +2,7 @@
 
 Starts from the second-pass CQL policy of ``benchmarks/rl_headline.py`` (setting B:
 standardised rewards, CQL alpha 5, target sync 150, 15,000 steps; run folder
-``/tmp/h5rl/final/taskmix-<cluster>/std-a5-t150-15k/run-cql``). Its checkpoint is copied
+``<--headline-dir>/taskmix-<cluster>/std-a5-t150-15k/run-cql``). Its checkpoint is copied
 into ``--out`` and loaded through ``train_router(..., resume=True)`` (0 further steps);
 if the run folder is gone, ``train_router`` retrains it there with the same config on the
 same logs (the script says which happened). Then, once per reward variant
@@ -22,7 +22,7 @@ raw workload-guided rewards, which are neither in transformed units nor the base
 workload-aware rewards.
 
 Run: ``ROUTEPLAY_DATA_DIR=../shared/data .venv/bin/python benchmarks/rl_finetune.py
---out /tmp/rl_finetune [--quick] [--steps N] [--cluster v100x4|hetero]``.
+--out runs/rl_finetune [--quick] [--steps N] [--cluster v100x4|hetero]``.
 Writes ``learning-curves.parquet`` (all variants), ``ft-<variant>/`` (fine-tuning runs),
 ``evaluation.parquet`` and ``evaluation.txt`` into ``--out``.
 """
@@ -61,7 +61,6 @@ SHORT = {
     "paper-workload-aware": "ft-aware",
     "paper-workload-guided": "ft-guided",
 }
-FINAL = Path("/tmp/h5rl/final")
 TAG = "std-a5-t150-15k"
 #: setting B of the second pass (docs/notes/offline-rl-results.md, "Final runs")
 CQL_CONFIG = TrainConfig(
@@ -101,7 +100,13 @@ def log(msg: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("/tmp/rl_finetune"))
+    parser.add_argument("--out", type=Path, default=Path("runs/rl_finetune"))
+    parser.add_argument(
+        "--headline-dir",
+        type=Path,
+        default=Path("runs/rl_headline"),
+        help="--out of benchmarks/rl_headline.py (holds the offline CQL run to start from)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--steps", type=int, default=None, help="env steps per variant (10,000)")
     parser.add_argument("--cluster", default="v100x4", help="builtin cluster name or 'hetero'")
@@ -127,13 +132,13 @@ def main() -> None:
     layout = default_layout(cluster, None, predictor)
 
     # -- the offline CQL policy (second pass, setting B) --
-    logs = FINAL / f"taskmix-{args.cluster}"
+    logs = args.headline_dir / f"taskmix-{args.cluster}"
     files = [logs / f"train-{h}.parquet" for h in HEURISTICS]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise SystemExit(
             f"training logs missing: {missing}; expected the second-pass logs. Fix: run "
-            "benchmarks/rl_headline.py --skip-azure --out /tmp/h5rl/final "
+            "benchmarks/rl_headline.py --skip-azure --out runs/rl_headline "
             f"--cluster {args.cluster} first."
         )
     dataset = build_dataset(files)

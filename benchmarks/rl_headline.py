@@ -18,7 +18,7 @@ workload seed.
    evaluate on the later ones.
 
 Run: ``ROUTEPLAY_DATA_DIR=../shared/data .venv/bin/python benchmarks/rl_headline.py
---out /tmp/rl_headline [--quick]``. Writes tables (Parquet + text) into ``--out``.
+--out runs/rl_headline [--quick]``. Writes tables (Parquet + text) into ``--out``.
 
 Options (defaults reproduce the first run): ``--reward-normalization none|scale|standardize``
 and ``--reward-scale`` (``TrainConfig``; statistics from the training logs only),
@@ -212,7 +212,7 @@ def run_setup(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("/tmp/rl_headline"))
+    parser.add_argument("--out", type=Path, default=Path("runs/rl_headline"))
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--skip-azure", action="store_true")
     parser.add_argument("--skip-taskmix", action="store_true")

@@ -28,8 +28,8 @@ network's initialisation, its batches, and so the states the DAgger rounds visit
 
 Run (one command; the lookahead dominates: ~50-150 ms per labelled decision)::
 
-    nohup .venv/bin/python benchmarks/rl_imitation.py --out /tmp/rl_imitation \\
-        > /tmp/rl_imitation.log 2>&1 &
+    nohup .venv/bin/python benchmarks/rl_imitation.py --out runs/rl_imitation \\
+        > runs/rl_imitation.log 2>&1 &
     .venv/bin/python benchmarks/rl_imitation.py --quick      # smoke run (~1-2 minutes)
 
 Re-running with the same ``--out`` reuses finished labels, checkpoints and routers.
@@ -90,7 +90,7 @@ def main() -> None:
         "--tie-break", default="min-min", help="BC target among tied actions: min-min|teacher"
     )
     p.add_argument("--no-predictor", action="store_true", help="no length predictor")
-    p.add_argument("--out", type=Path, default=Path("/tmp/rl_imitation"))
+    p.add_argument("--out", type=Path, default=Path("runs/rl_imitation"))
     args = p.parse_args()
     torch.set_num_threads(1)
     quick = args.quick

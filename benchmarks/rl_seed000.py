@@ -9,7 +9,7 @@ evaluated, paired, on the later 30 % against round robin, least connections, lea
 loaded and random, with the mean response time and the share of responses > 2 s.
 
 Run: ``ROUTEPLAY_DATA_DIR=../shared/data .venv/bin/python benchmarks/rl_seed000.py
---out /tmp/rl_seed000 [--quick]``.
+--out runs/rl_seed000 [--quick]``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from routeplay.replay._transitions import default_layout
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("/tmp/rl_seed000"))
+    parser.add_argument("--out", type=Path, default=Path("runs/rl_seed000"))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--window-requests", type=int, default=500)
     parser.add_argument("--n-steps", type=int, default=20_000)
