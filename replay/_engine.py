@@ -225,8 +225,34 @@ def _ro(a: np.ndarray) -> np.ndarray:
     return a
 
 
-#: per-slot arrays of an instance (copied by a fork)
-_SLOT_ARRAYS = ("rid", "ctx", "gen", "out", "pleft", "pdone", "pred", "chunk", "mgap", "stall")
+# A running sequence ("slot") is a small list, in admission order per instance (newest
+# last = the preemption victim); plain Python ints and floats, which are cheaper than
+# numpy for the few to few hundred sequences an instance runs. Fields:
+_RID = 0  # trace row
+_CTX = 1  # prompt + generated tokens (the prefill target while prefilling)
+_GEN = 2  # output tokens generated
+_OUT = 3  # true output tokens
+_PLEFT = 4  # prefill tokens still to compute
+_PDONE = 5  # prefill tokens already in KV
+_PRED = 6  # predicted output tokens (float)
+_CHUNK = 7  # this iteration's prefill chunk
+_MGAP = 8  # longest token gap so far (float, s)
+_STALL = 9  # vllm-v0: paused time since the last token (float, s)
+
+
+def _by_rid(slot: list[Any]) -> int:
+    return int(slot[_RID])
+
+
+def _blocks_after(slots: list[list[Any]], k: int, b: int) -> int:
+    """KV tokens (block-rounded per sequence) once every slot has ``k`` more tokens."""
+    add = k + b - 1
+    blocks = 0
+    for sl in slots:
+        blocks += (sl[_CTX] + add) // b
+    return blocks * b
+
+
 #: per-request result columns of the engine (copied by a fork)
 _RESULT_ARRAYS = (
     "instance_id",
@@ -277,17 +303,8 @@ class _Instance:
         self.cap_blocks = cfg.kv_capacity_tokens // cfg.kv_block_tokens
         self.wm_blocks = int(cfg.kv_watermark_fraction * self.cap_blocks) if self.v0 else 0
         self.paused = False  # vllm-v0: this iteration is prefill-only (decodes wait)
-        size = cfg.max_running_seqs
-        # running slots, in admission order (newest last = preemption victim)
-        self.rid = np.zeros(size, np.int64)
-        self.ctx = np.zeros(size, np.int64)  # prompt + generated (prefill target while prefilling)
-        self.gen = np.zeros(size, np.int64)
-        self.out = np.zeros(size, np.int64)
-        self.pleft = np.zeros(size, np.int64)  # prefill tokens still to compute
-        self.pdone = np.zeros(size, np.int64)  # prefill tokens already in KV
-        self.pred = np.zeros(size, np.float64)
-        self.chunk = np.zeros(size, np.int64)  # this iteration's prefill chunk per slot
-        self.n = 0
+        # running sequences, in admission order (see _RID.._STALL)
+        self.slots: list[list[Any]] = []
         self.n_prefilling = 0
         # local queue: preempted first, then policy structure
         self.preempted: deque[int] = deque()
@@ -315,8 +332,6 @@ class _Instance:
         self.busy_time_s = 0.0
         self.lru: OrderedDict[int, None] = OrderedDict()
         # running aggregates, kept incrementally
-        self.mgap = np.zeros(size, np.float64)  # longest token gap so far per slot
-        self.stall = np.zeros(size, np.float64)  # vllm-v0: paused time since the last token
         self.gen_sum = 0
         self.ctx_sum = 0
         self.out_sum = 0
@@ -324,22 +339,23 @@ class _Instance:
 
     def kv_now(self) -> int:
         """KV tokens held by the running sequences (block-rounded)."""
+        slots = self.slots
         if self.v0:
             # vllm-v0 allocation: a decoding sequence holds blocks(ctx - 1) between
             # iterations and while paused, blocks(ctx) during its decode iteration
-            n = self.n
-            if not n:
+            if not slots:
                 return 0
             b = self.block
-            d = n - self.n_prefilling
-            lag = 1 if (self.paused or not self.busy) else 0
-            held = int(((self.ctx[:d] - lag + (b - 1)) // b).sum())
-            held += int(((self.ctx[d:n] + (b - 1)) // b).sum())
+            d = len(slots) - self.n_prefilling
+            lag = b - 1 - (1 if (self.paused or not self.busy) else 0)
+            held = 0
+            for sl in slots[:d]:
+                held += (sl[_CTX] + lag) // b
+            for sl in slots[d:]:
+                held += (sl[_CTX] + (b - 1)) // b
             return held * b
         if self._kv < 0:
-            b = self.block
-            n = self.n
-            self._kv = int(((self.ctx[:n] + (b - 1)) // b).sum()) * b if n else 0
+            self._kv = _blocks_after(slots, 0, self.block)
         return self._kv
 
     # -- local queue ---------------------------------------------------------------
@@ -378,8 +394,7 @@ class _Instance:
         """
         new = object.__new__(_Instance)
         d = self.__dict__.copy()  # scalars and the frozen config
-        for name in _SLOT_ARRAYS:
-            d[name] = d[name].copy()
+        d["slots"] = [sl.copy() for sl in self.slots]  # slots hold only ints and floats
         d["preempted"] = self.preempted.copy()
         d["fifo"] = self.fifo.copy()
         d["heap"] = self.heap.copy()  # entries are immutable tuples
@@ -842,7 +857,7 @@ class Engine:
         stops with a clear error instead of ticking on until ``max_sim_time_s``
         (an always-WAIT router took 4-5 minutes of wall time to get there).
         """
-        idle = all(not inst.busy and inst.n == 0 and inst.n_waiting == 0 for inst in self.inst)
+        idle = all(not inst.busy and not inst.slots and inst.n_waiting == 0 for inst in self.inst)
         if not idle:
             self._idle_wait_since_s = None
             return
@@ -862,8 +877,8 @@ class Engine:
     def fork(self) -> Engine:
         """An independent copy of the simulation, continuing bit-identically.
 
-        The fork holds copies of every piece of *mutable* state — per-instance slot
-        arrays, local queues and prefix caches, the event heap and its sequence
+        The fork holds copies of every piece of *mutable* state — the running
+        sequences of every instance, local queues and prefix caches, the event heap and its sequence
         counter, the router queue, the records of the requests in flight, the
         per-request result columns, the stale-state snapshots and the timeline samples
         — and shares everything immutable: the trace and its read-only input columns,
@@ -876,8 +891,7 @@ class Engine:
         same actions, the fork and the original produce bit-identical results (same
         event order, same floating-point operations), in both modes.
 
-        Cost: O(requests in flight + instances x max_running_seqs) Python and numpy
-        copies plus an O(trace rows) memcpy of the eight result columns (41 bytes per
+        Cost: O(requests in flight + instances) Python copies plus an O(trace rows) memcpy of the eight result columns (41 bytes per
         row); see ``docs/notes/headroom.md`` for measurements (tens of microseconds for
         4 instances with ~100 requests in flight, vs ~100 ms for ``copy.deepcopy``).
 
@@ -1148,50 +1162,46 @@ class Engine:
         inst.q_oracle_left += rec[2]
 
     # -- batch formation -----------------------------------------------------------------
-    def _blocks(self, inst: _Instance, x: _I64) -> int:
-        b = inst.block
-        return int(((x + (b - 1)) // b).sum()) * b
-
     def _plan_running(self, inst: _Instance) -> tuple[int, int]:
         """Chunks of partially prefilled sequences; returns (token budget left, KV use)."""
-        n = inst.n
-        n_dec = n - inst.n_prefilling
+        slots = inst.slots
+        n_dec = len(slots) - inst.n_prefilling
         budget = inst.max_bt - n_dec
         b = inst.block
+        kv = 0  # in blocks: ceil(x / b) = (x + b - 1) // b
         if inst.n_prefilling == 0:
-            kv = self._blocks(inst, inst.ctx[:n] + 1) if n else 0
-            return budget, kv
-        kv = 0
-        for s in range(n):
-            left = int(inst.pleft[s])
-            ctx = int(inst.ctx[s])
+            for sl in slots:
+                kv += (sl[_CTX] + b) // b  # blocks(ctx + 1)
+            return budget, kv * b
+        for sl in slots:
+            left = sl[_PLEFT]
+            ctx = sl[_CTX]
             if left == 0:
-                kv += -(-(ctx + 1) // b) * b
-                inst.chunk[s] = 0
+                kv += (ctx + b) // b
+                sl[_CHUNK] = 0
                 continue
             c = min(left, max(budget, 0))
-            inst.chunk[s] = c
+            sl[_CHUNK] = c
             budget -= c
-            kv += -(-((ctx + 1) if c == left else ctx) // b) * b
-        return budget, kv
+            kv += (ctx + b) // b if c == left else (ctx + b - 1) // b
+        return budget, kv * b
 
     def _preempt_last(self, inst: _Instance, t: float) -> None:
-        s = inst.n - 1
-        i = int(inst.rid[s])
-        g = int(inst.gen[s])
-        ctx = int(inst.ctx[s])
-        if inst.pleft[s] > 0:
+        sl = inst.slots.pop()
+        i = sl[_RID]
+        g = sl[_GEN]
+        ctx = sl[_CTX]
+        if sl[_PLEFT] > 0:
             inst.n_prefilling -= 1
         else:
             # its last token came at the end of the last iteration it decoded in
-            self._last_token[i] = t - float(inst.stall[s]) if inst.v0 else t
-        inst.n = s
+            self._last_token[i] = t - sl[_STALL] if inst.v0 else t
         inst.gen_sum -= g
         inst.ctx_sum -= ctx
-        inst.out_sum -= int(inst.out[s])
+        inst.out_sum -= sl[_OUT]
         if inst._kv >= 0:
             inst._kv -= -(-ctx // inst.block) * inst.block
-        self.max_gap_s[i] = inst.mgap[s]
+        self.max_gap_s[i] = sl[_MGAP]
         self.saved_gen[i] = g
         self.n_preempt[i] += 1
         inst.preempted.appendleft(i)
@@ -1273,13 +1283,14 @@ class Engine:
         preempted = False
         while True:
             budget, kv = self._plan_running(inst)
-            if kv <= inst.cap_kv or inst.n == 0:
+            if kv <= inst.cap_kv or not inst.slots:
                 break
             self._preempt_last(inst, t)
             preempted = True
-        if not preempted and inst.n < inst.max_seqs:
+        if not preempted and len(inst.slots) < inst.max_seqs:
             self._admit(inst, t, budget, kv)
-        n = inst.n
+        slots = inst.slots
+        n = len(slots)
         if n == 0:
             inst.busy = False
             return
@@ -1288,17 +1299,17 @@ class Engine:
         inst.version += 1
         if inst.n_prefilling == 0 and not preempted:
             # decode-only: a run of iterations until the first completion or KV exhaustion
-            ctx = inst.ctx[:n]
             inst.run_a = inst.c0 + inst.c_d * n + inst.c_kv * float(inst.ctx_sum)
             inst.run_b = inst.c_kv * n
             k = 1
             if not self._reference:
-                k = int((inst.out[:n] - inst.gen[:n]).min())
-                if k > 1 and self._blocks(inst, ctx + k) > inst.cap_kv:
+                k = min([sl[_OUT] - sl[_GEN] for sl in slots])
+                cap = inst.cap_kv
+                if k > 1 and _blocks_after(slots, k, inst.block) > cap:
                     lo, hi = 1, k  # use(lo) fits, use(hi) does not
                     while hi - lo > 1:
                         mid = (lo + hi) // 2
-                        if self._blocks(inst, ctx + mid) <= inst.cap_kv:
+                        if _blocks_after(slots, mid, inst.block) <= cap:
                             lo = mid
                         else:
                             hi = mid
@@ -1307,19 +1318,23 @@ class Engine:
             dt = inst.run_time(k)
         else:
             inst.run_k = 0
-            n_dec = n - inst.n_prefilling
-            dec = inst.pleft[:n] == 0
-            chunk = inst.chunk[:n]
-            pt = int(chunk.sum())
-            psq = float((chunk * (chunk + inst.pdone[:n])).sum())
-            dctx = float(inst.ctx[:n][dec].sum()) if n_dec else 0.0
+            pt = 0
+            psq = 0
+            dctx = 0
+            for sl in slots:
+                c = sl[_CHUNK]
+                if c:
+                    pt += c
+                    psq += c * (c + sl[_PDONE])
+                if sl[_PLEFT] == 0:
+                    dctx += sl[_CTX]
             dt = (
                 inst.c0
                 + (inst.c_pb if pt > 0 else 0.0)
                 + inst.c_p * pt
-                + inst.c_p2 * psq
-                + inst.c_d * n_dec
-                + inst.c_kv * dctx
+                + inst.c_p2 * float(psq)
+                + inst.c_d * (n - inst.n_prefilling)
+                + inst.c_kv * float(dctx)
             )
             inst.run_a = dt
             inst.run_b = 0.0
@@ -1346,34 +1361,27 @@ class Engine:
         """
         self._take(inst, source)
         self._touch_prefix(inst, i)
-        s = inst.n
-        inst.rid[s] = i
-        inst.ctx[s] = target
-        inst.gen[s] = g
-        inst.out[s] = rec[2]
-        inst.pleft[s] = work
-        inst.pdone[s] = cached
-        inst.pred[s] = rec[3]
-        inst.chunk[s] = chunk
-        inst.mgap[s] = self.max_gap_s[i]
-        inst.stall[s] = 0.0
-        inst.n = s + 1
+        out = rec[2]
+        inst.slots.append(
+            [i, target, g, out, work, cached, rec[3], chunk, self.max_gap_s.item(i), 0.0]
+        )
         inst.gen_sum += g
         inst.ctx_sum += target
-        inst.out_sum += rec[2]
+        inst.out_sum += out
         inst.n_prefilling += 1
         inst.q_target_sum -= target
         inst.q_gen_sum -= g
         inst.q_pred_left -= max(rec[3] - g, 0.0)
-        inst.q_oracle_left -= rec[2] - g
-        if math.isnan(self.admitted_s[i]):
+        inst.q_oracle_left -= out - g
+        if math.isnan(self.admitted_s.item(i)):
             self.admitted_s[i] = t
 
     def _admit(self, inst: _Instance, t: float, budget: int, kv: int) -> bool:
         admitted = False
         oversize_ok = inst.n_prefilling == 0 and not inst.chunked
         b = inst.block
-        while inst.n < inst.max_seqs:
+        slots = inst.slots
+        while len(slots) < inst.max_seqs:
             if inst.chunked and budget <= 0:
                 break
             cand = self._peek(inst, budget, inst.cap_kv - kv)
@@ -1381,7 +1389,7 @@ class Engine:
                 break
             i, source = cand
             rec = self._live[i]
-            g = int(self.saved_gen[i]) if source == 0 else 0
+            g = self.saved_gen.item(i) if source == 0 else 0
             target = rec[1] + g
             cached = self._cached_tokens(inst, i, target)
             work = target - cached
@@ -1411,15 +1419,17 @@ class Engine:
         """Form a vllm-v0 iteration: prefill-only if the queue head fits, else decodes."""
         inst.form_pending = False
         inst.busy = True  # the KV accounting of kv_now counts this iteration as formed
-        if inst.n_queued() and inst.n < inst.max_seqs and self._admit_v0(inst, t):
+        if inst.n_queued() and len(inst.slots) < inst.max_seqs and self._admit_v0(inst, t):
             # rule 1: prefill-only; the running decodes pause for this iteration
             inst.paused = True
-            n = inst.n
-            d = n - inst.n_prefilling
-            chunk = inst.chunk[d:n]
-            pt = int(chunk.sum())
-            psq = float((chunk * (chunk + inst.pdone[d:n])).sum())
-            dt = inst.c0 + inst.c_pb + inst.c_p * pt + inst.c_p2 * psq
+            slots = inst.slots
+            pt = 0
+            psq = 0
+            for sl in slots[len(slots) - inst.n_prefilling :]:
+                c = sl[_CHUNK]
+                pt += c
+                psq += c * (c + sl[_PDONE])
+            dt = inst.c0 + inst.c_pb + inst.c_p * pt + inst.c_p2 * float(psq)
             inst.t0 = t
             inst.version += 1
             inst.run_k = 0
@@ -1429,19 +1439,19 @@ class Engine:
             self._push(inst.t_end, _ITER_END, inst.idx, inst.version)
             return
         inst.paused = False
-        n = inst.n
-        if n == 0:
+        slots = inst.slots
+        if not slots:
             inst.busy = False
             return
-        # rule 5: decodes in arrival order (trace rows arrive in order)
-        rid = inst.rid[:n]
-        if n > 1 and bool((rid[1:] < rid[:-1]).any()):
-            order = np.argsort(rid, kind="stable")
-            for name in _SLOT_ARRAYS:
-                arr = getattr(inst, name)
-                arr[:n] = arr[:n][order]
+        # rule 5: decodes in arrival order (trace rows arrive in order; row ids are unique)
+        prev = -1
+        for sl in slots:
+            if sl[_RID] < prev:
+                slots.sort(key=_by_rid)
+                break
+            prev = sl[_RID]
         preempted = self._preempt_v0(inst, t)
-        n = inst.n
+        n = len(slots)
         if n == 0:  # pragma: no cover - excluded by the routing check
             raise RuntimeError(
                 f"vllm-v0 instance {inst.idx} preempted every sequence at t={t}; this is an "
@@ -1449,17 +1459,16 @@ class Engine:
             )
         inst.t0 = t
         inst.version += 1
-        ctx = inst.ctx[:n]
         inst.run_a = inst.c0 + inst.c_d * n + inst.c_kv * float(inst.ctx_sum)
         inst.run_b = inst.c_kv * n
         k = 1
         if not self._reference and not preempted:
-            k = int((inst.out[:n] - inst.gen[:n]).min())
-            if k > 1 and not self._v0_decodes_fit(inst, ctx, k):
+            k = min([sl[_OUT] - sl[_GEN] for sl in slots])
+            if k > 1 and not self._v0_decodes_fit(inst, k):
                 lo, hi = 1, k  # iteration lo fits rule 5 without preempting, hi does not
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
-                    if self._v0_decodes_fit(inst, ctx, mid):
+                    if self._v0_decodes_fit(inst, mid):
                         lo = mid
                     else:
                         hi = mid
@@ -1468,28 +1477,31 @@ class Engine:
         inst.t_end = t + inst.run_time(k)
         self._push(inst.t_end, _ITER_END, inst.idx, inst.version)
 
-    def _v0_decodes_fit(self, inst: _Instance, ctx: _I64, j: int) -> bool:
+    def _v0_decodes_fit(self, inst: _Instance, j: int) -> bool:
         """Rule 5 holds without preemption in decode iteration ``j`` (1-based) of a run.
 
         Allocations only grow, so the binding turn is the last (newest) sequence's: the
         others already hold ``blocks(ctx + j - 1)``, it still ``blocks(ctx + j - 2)``.
         """
         b = inst.block
-        others = int(((ctx[:-1] + (j - 1) + (b - 1)) // b).sum())
-        last = (int(ctx[-1]) + (j - 2) + (b - 1)) // b
-        return inst.cap_blocks - others - last >= 1
+        slots = inst.slots
+        add = j - 1 + (b - 1)
+        others = 0
+        for sl in slots[:-1]:
+            others += (sl[_CTX] + add) // b
+        last: int = (slots[-1][_CTX] + (j - 2) + (b - 1)) // b
+        return bool(inst.cap_blocks - others - last >= 1)
 
     def _preempt_v0(self, inst: _Instance, t: float) -> bool:
         """Rule 5/6 on slots sorted by arrival: preempt the newest until each finds a block."""
-        n = inst.n
-        b = inst.block
-        ctx = inst.ctx[:n]
-        if self._v0_decodes_fit(inst, ctx, 1):
+        if self._v0_decodes_fit(inst, 1):
             return False
-        held = ((ctx - 1 + (b - 1)) // b).tolist()
-        new = ((ctx + (b - 1)) // b).tolist()
+        b = inst.block
+        slots = inst.slots
+        held = [(sl[_CTX] - 1 + (b - 1)) // b for sl in slots]
+        new = [(sl[_CTX] + (b - 1)) // b for sl in slots]
         alloc = sum(held)
-        lo, hi = 0, n
+        lo, hi = 0, len(slots)
         while lo < hi:
             if inst.cap_blocks - alloc >= 1:
                 alloc += new[lo] - held[lo]
@@ -1498,24 +1510,24 @@ class Engine:
             hi -= 1  # the newest sequence not yet taken (the current one if it is last)
             alloc -= held[hi]
             self._preempt_last(inst, t)
-        inst.stall[inst.n : n] = 0.0
         return True
 
     def _admit_v0(self, inst: _Instance, t: float) -> bool:
         """Rules 2-4: admit queue heads whole into a prefill-only batch; True if any."""
         b = inst.block
-        n = inst.n
-        d = n - inst.n_prefilling
-        alloc = int(((inst.ctx[:d] - 1 + (b - 1)) // b).sum()) if d else 0
+        slots = inst.slots
+        alloc = 0
+        for sl in slots[: len(slots) - inst.n_prefilling]:
+            alloc += (sl[_CTX] - 1 + (b - 1)) // b
         count = 0
         longest = 0
-        while inst.n < inst.max_seqs:
+        while len(slots) < inst.max_seqs:
             cand = self._peek(inst, inst.max_bt, inst.cap_kv)
             if cand is None:
                 break
             i, source = cand
             rec = self._live[i]
-            g = int(self.saved_gen[i]) if source == 0 else 0
+            g = self.saved_gen.item(i) if source == 0 else 0
             target = rec[1] + g
             need = -(-target // b)
             if inst.cap_blocks - alloc - need < inst.wm_blocks:
@@ -1537,23 +1549,41 @@ class Engine:
 
     # -- iteration end -----------------------------------------------------------------------
     def _iteration_end(self, inst: _Instance, t: float) -> None:
-        n = inst.n
+        slots = inst.slots
+        n = len(slots)
         k = inst.run_k
         inst.busy_time_s += t - inst.t0
-        gen = inst.gen[:n]
+        fin: list[int] = []  # slots that finished, in slot order
         if k >= 1:
             # a decode run of k iterations: every sequence produced k tokens
-            gen += k
-            inst.ctx[:n] += k
             inst.gen_sum += n * k
             inst.ctx_sum += n * k
             gap = inst.run_a if inst.run_b <= 0 else inst.run_a + inst.run_b * (k - 1)
-            mg = inst.mgap[:n]
-            np.maximum(mg, gap, out=mg)
             if inst.v0:  # the first token of the run also waited out the pauses before it
-                np.maximum(mg, inst.stall[:n] + inst.run_a, out=mg)
-                inst.stall[:n] = 0.0
-            finished = gen >= inst.out[:n]
+                a = inst.run_a
+                for s, sl in enumerate(slots):
+                    g = sl[_GEN] + k
+                    sl[_GEN] = g
+                    sl[_CTX] += k
+                    mg = sl[_MGAP]
+                    if mg < gap:
+                        mg = gap
+                    st = sl[_STALL] + a
+                    if mg < st:
+                        mg = st
+                    sl[_MGAP] = mg
+                    sl[_STALL] = 0.0
+                    if g >= sl[_OUT]:
+                        fin.append(s)
+            else:
+                for s, sl in enumerate(slots):
+                    g = sl[_GEN] + k
+                    sl[_GEN] = g
+                    sl[_CTX] += k
+                    if sl[_MGAP] < gap:
+                        sl[_MGAP] = gap
+                    if g >= sl[_OUT]:
+                        fin.append(s)
         else:
             # decoders are the slots [0, d); sequences in prefill the suffix [d, n), and
             # those completing now a prefix [d, e) of it (chunks go in admission order)
@@ -1561,83 +1591,80 @@ class Engine:
             d = n - inst.n_prefilling
             paused = inst.paused
             if d and paused:  # vllm-v0 prefill-only iteration: the decodes waited
-                inst.stall[:d] += dt
+                for sl in slots[:d]:
+                    sl[_STALL] += dt
             elif d:
-                inst.gen[:d] += 1
-                inst.ctx[:d] += 1
-                mg = inst.mgap[:d]
-                if inst.v0:
-                    np.maximum(mg, inst.stall[:d] + dt, out=mg)
-                    inst.stall[:d] = 0.0
-                else:
-                    np.maximum(mg, dt, out=mg)
+                v0 = inst.v0
+                for sl in slots[:d]:
+                    sl[_GEN] += 1
+                    sl[_CTX] += 1
+                    gap = sl[_STALL] + dt if v0 else dt
+                    if sl[_MGAP] < gap:
+                        sl[_MGAP] = gap
+                    if v0:
+                        sl[_STALL] = 0.0
             e = d
-            while e < n and inst.chunk[e] > 0:
-                c = int(inst.chunk[e])
-                inst.chunk[e] = 0
-                inst.pdone[e] += c
-                left = int(inst.pleft[e]) - c
-                inst.pleft[e] = left
+            while e < n and slots[e][_CHUNK] > 0:
+                sl = slots[e]
+                c = sl[_CHUNK]
+                sl[_CHUNK] = 0
+                sl[_PDONE] += c
+                left = sl[_PLEFT] - c
+                sl[_PLEFT] = left
                 if left:
                     break
                 e += 1
             n_done = e - d
             inst.n_prefilling -= n_done
-            if n_done:
-                inst.gen[d:e] += 1
-                inst.ctx[d:e] += 1
-                for s in range(d, e):
-                    i = int(inst.rid[s])
-                    if inst.gen[s] == 1:
-                        self.first_token_s[i] = t
-                    else:  # a recomputation: the gap since the token before preemption
-                        gap_s = t - self._last_token[i]
-                        if gap_s > inst.mgap[s]:
-                            inst.mgap[s] = gap_s
+            for sl in slots[d:e]:
+                sl[_GEN] += 1
+                sl[_CTX] += 1
+                i = sl[_RID]
+                if sl[_GEN] == 1:
+                    self.first_token_s[i] = t
+                else:  # a recomputation: the gap since the token before preemption
+                    gap_s = t - self._last_token[i]
+                    if gap_s > sl[_MGAP]:
+                        sl[_MGAP] = gap_s
             advanced = e - d if paused else e
             inst.gen_sum += advanced
             inst.ctx_sum += advanced
-            finished = np.zeros(n, dtype=bool)
-            finished[:e] = gen[:e] >= inst.out[:e]
+            for s in range(e):
+                sl = slots[s]
+                if sl[_GEN] >= sl[_OUT]:
+                    fin.append(s)
         inst._kv = -1
-        if finished.any():
-            fr = inst.rid[:n][finished]
-            self.finish_s[fr] = t
-            self.max_gap_s[fr] = inst.mgap[:n][finished]
-            n_fin = int(fr.size)
-            self._n_finished += n_fin
-            inst.n_completed += n_fin
-            inst.gen_sum -= int(gen[finished].sum())
-            inst.ctx_sum -= int(inst.ctx[:n][finished].sum())
-            inst.out_sum -= int(inst.out[:n][finished].sum())
-            keep = ~finished
-            nk = n - n_fin
-            for arr in (
-                inst.rid,
-                inst.ctx,
-                inst.gen,
-                inst.out,
-                inst.pleft,
-                inst.pdone,
-                inst.pred,
-                inst.mgap,
-                inst.stall,
-            ):
-                arr[:nk] = arr[:n][keep]
-            inst.n = nk
+        if fin:
             live = self._live
             last_token = self._last_token
-            for j in fr.tolist():
-                rec = live.pop(j)  # finished: its per-request state is freed
+            finish_s = self.finish_s
+            max_gap_s = self.max_gap_s
+            for s in fin:
+                sl = slots[s]
+                i = sl[_RID]
+                finish_s[i] = t
+                max_gap_s[i] = sl[_MGAP]
+                inst.gen_sum -= sl[_GEN]
+                inst.ctx_sum -= sl[_CTX]
+                inst.out_sum -= sl[_OUT]
+                rec = live.pop(i)  # finished: its per-request state is freed
                 inst.prompt_sum -= rec[1]
                 inst.pb_counts[rec[5]] -= 1
                 inst.db_counts[rec[4]] -= 1
                 if last_token:
-                    last_token.pop(j, None)
+                    last_token.pop(i, None)
+            n_fin = len(fin)
+            self._n_finished += n_fin
+            inst.n_completed += n_fin
+            if n_fin == 1:
+                del slots[fin[0]]
+            else:
+                for s in reversed(fin):
+                    del slots[s]
         inst.busy = False
         inst.paused = False
         inst.run_k = 0
-        if inst.n or inst.n_queued():
+        if slots or inst.n_queued():
             inst.form_pending = True
             self._push(t, _FORM, inst.idx, 0)
 
@@ -1647,7 +1674,8 @@ class Engine:
 
     def _inst_numbers(self, inst: _Instance, t: float) -> tuple[Any, ...]:
         """Per-instance state numbers at time t (see :meth:`_state_now` for the order)."""
-        n = inst.n
+        slots = inst.slots
+        n = len(slots)
         k = 0
         if inst.busy and inst.run_k > 1:
             k = inst.k_done(t - inst.t0)
@@ -1655,13 +1683,17 @@ class Engine:
         if n:
             gsum = inst.gen_sum + n * k
             ctx_sum = inst.ctx_sum + n * k
-            kv_used = self._blocks(inst, inst.ctx[:n] + k) if k else inst.kv_now()
-            pend = int(inst.pleft[:n].sum()) if inst.n_prefilling else 0
+            kv_used = _blocks_after(slots, k, inst.block) if k else inst.kv_now()
+            pend = 0
+            if inst.n_prefilling:
+                for sl in slots:
+                    pend += sl[_PLEFT]
             oracle_left = inst.out_sum - gsum
             if self.has_predictor:
-                pred_run = inst.pred[:n] - inst.gen[:n] - k
-                pred_left = float(np.maximum(pred_run, 0.0).sum())
-                r_min = max(float(pred_run.min()), 1.0)
+                pred_run = [sl[_PRED] - sl[_GEN] - k for sl in slots]
+                # numpy's (pairwise) summation, as the state has always used
+                pred_left = float(np.maximum(np.array(pred_run, np.float64), 0.0).sum())
+                r_min = max(min(pred_run), 1.0)
             else:
                 pred_left = 0.0
                 r_min = 1.0
@@ -1701,11 +1733,15 @@ class Engine:
         )
 
     def _state_now(self, t: float) -> ClusterState:
-        rows = [self._inst_numbers(inst, t) for inst in self.inst]
-        ints = np.array([r[:8] for r in rows], np.int64).T.copy()
-        floats = np.array([r[8:10] for r in rows], np.float64).T.copy()
+        cols = list(zip(*[self._inst_numbers(inst, t) for inst in self.inst], strict=True))
+        ints = np.array(cols[:8], np.int64)
+        floats = np.array(cols[8:10], np.float64)
         ints.setflags(write=False)
         floats.setflags(write=False)
+        pb = self._pb_counts.copy()
+        db = self._db_counts.copy()
+        pb.setflags(write=False)
+        db.setflags(write=False)
         return ClusterState(
             now_s=t,
             router_queue_len=min(len(self._rq), self.cluster.router_queue_cap),
@@ -1717,8 +1753,8 @@ class Engine:
             kv_used_tokens=ints[4],
             kv_capacity_tokens=self._kv_cap,
             max_running_seqs=self._max_seqs,
-            prompt_bucket_counts=_ro(self._pb_counts.copy()),
-            decode_bucket_counts=_ro(self._db_counts.copy()),
+            prompt_bucket_counts=pb,
+            decode_bucket_counts=db,
             earliest_completion_s=floats[1],
             n_completed=ints[7],
             tokens_in_system=ints[5],
@@ -1785,19 +1821,17 @@ class Engine:
             >>> idx.tolist(), gen.tolist()
             ([0], [401])
         """
-        idx: list[_I64] = []
-        gen: list[_I64] = []
+        idx: list[int] = []
+        gen: list[int] = []
         now = self.now_s
         for inst in self.inst:
-            n = inst.n
-            if not n:
+            if not inst.slots:
                 continue
             k = inst.k_done(now - inst.t0) if inst.busy and inst.run_k > 1 else 0
-            idx.append(inst.rid[:n].copy())
-            gen.append(inst.gen[:n] + k)
-        if not idx:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
-        return np.concatenate(idx), np.concatenate(gen)
+            for sl in inst.slots:
+                idx.append(sl[_RID])
+                gen.append(sl[_GEN] + k)
+        return np.array(idx, np.int64), np.array(gen, np.int64)
 
     def _snapshot(self, t: float, *, grid: bool) -> None:
         if self.done:
