@@ -380,9 +380,11 @@ class _Instance:
             disc = p * p + 2.0 * b * dt
             k = int((-p + math.sqrt(max(disc, 0.0))) / b) if disc > 0 else 0
         k = max(0, min(k, kmax))
-        while k < kmax and self.run_time(k + 1) <= dt:
+        # correct the rounding of the closed form; the expressions are run_time(k + 1)
+        # and run_time(k), inlined (this runs at every state query)
+        while k < kmax and (k + 1) * a + b * (k + 1) * k / 2.0 <= dt:
             k += 1
-        while k > 0 and self.run_time(k) > dt:
+        while k > 0 and k * a + b * k * (k - 1) / 2.0 > dt:
             k -= 1
         return k
 
@@ -891,9 +893,10 @@ class Engine:
         same actions, the fork and the original produce bit-identical results (same
         event order, same floating-point operations), in both modes.
 
-        Cost: O(requests in flight + instances) Python copies plus an O(trace rows) memcpy of the eight result columns (41 bytes per
-        row); see ``docs/notes/headroom.md`` for measurements (tens of microseconds for
-        4 instances with ~100 requests in flight, vs ~100 ms for ``copy.deepcopy``).
+        Cost: O(requests in flight + instances) Python copies plus an O(trace rows)
+        memcpy of the eight result columns (41 bytes per row); see
+        ``docs/notes/speed.md`` for measurements (tens of microseconds for 4 instances
+        with ~100 requests in flight, vs ~100 ms for ``copy.deepcopy``).
 
         Returns:
             A new :class:`Engine` at the same simulated time.
@@ -1665,8 +1668,15 @@ class Engine:
         inst.paused = False
         inst.run_k = 0
         if slots or inst.n_queued():
-            inst.form_pending = True
-            self._push(t, _FORM, inst.idx, 0)
+            nt = self._peek_time()
+            if nt is not None and nt <= t:
+                inst.form_pending = True
+                self._push(t, _FORM, inst.idx, 0)
+            else:
+                # nothing else is due at t: a FORM event pushed now would be the very next
+                # one popped, so form at once (event order and every result unchanged;
+                # only the tie-breaking counter skips a number, which keeps its order)
+                self._form(inst, t)
 
     # -- observation ---------------------------------------------------------------------
     def _view(self, i: int) -> RequestView:
