@@ -162,7 +162,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -172,6 +172,7 @@ import polars as pl
 from routeplay.datasets._schema import validate_trace
 from routeplay.estimator._protocols import OutputLengthPredictor
 
+from ._instance import Instance, Record, RequestBook
 from ._metrics import (
     IMBALANCE_MAX_MIN,
     UTILISATION_CV,
@@ -183,7 +184,6 @@ from ._types import (
     WAIT,
     ClusterConfig,
     ClusterState,
-    InstanceConfig,
     OracleRequestView,
     RequestView,
     Router,
@@ -195,8 +195,7 @@ __all__ = ["Engine", "RouteFn", "ScheduleFn", "is_scheduler", "run_replay"]
 
 #: requests whose Python records are built at once (at the first arrival among them)
 _BLOCK = 4096
-#: (view, prompt, output, predicted tokens, predicted bucket, prompt bucket, prefix)
-_Record = tuple[RequestView, int, int, float, int, int, tuple[int, ...]]
+_Record = Record  # (view, prompt, output, predicted tokens and bucket, prompt bucket, prefix)
 
 # event kinds, in priority order at equal times
 _ITER_END = 0
@@ -225,45 +224,6 @@ def _ro(a: np.ndarray) -> np.ndarray:
     return a
 
 
-# A running sequence ("slot") is a small list, in admission order per instance (newest
-# last = the preemption victim); plain Python ints and floats, which are cheaper than
-# numpy for the few to few hundred sequences an instance runs. Fields:
-_RID = 0  # trace row
-_CTX = 1  # prompt + generated tokens (the prefill target while prefilling)
-_GEN = 2  # output tokens generated
-_OUT = 3  # true output tokens
-_PLEFT = 4  # prefill tokens still to compute
-_PDONE = 5  # prefill tokens already in KV
-_PRED = 6  # predicted output tokens (float)
-_CHUNK = 7  # this iteration's prefill chunk
-_MGAP = 8  # longest token gap so far (float, s)
-_STALL = 9  # vllm-v0: paused time since the last token (float, s)
-
-
-def _by_rid(slot: list[Any]) -> int:
-    return int(slot[_RID])
-
-
-def _blocks_after(slots: list[list[Any]], k: int, b: int) -> int:
-    """KV tokens (block-rounded per sequence) once every slot has ``k`` more tokens."""
-    add = k + b - 1
-    blocks = 0
-    for sl in slots:
-        blocks += (sl[_CTX] + add) // b
-    return blocks * b
-
-
-#: per-request result columns of the engine (copied by a fork)
-_RESULT_ARRAYS = (
-    "instance_id",
-    "routed_s",
-    "admitted_s",
-    "first_token_s",
-    "finish_s",
-    "max_gap_s",
-    "n_preempt",
-    "saved_gen",
-)
 #: a routing function: (request, state) -> instance index or WAIT (e.g. ``router.route``)
 RouteFn = Callable[[RequestView, ClusterState], int]
 #: a scheduling function: (router queue, state) -> (queue index, instance index or WAIT)
@@ -277,135 +237,6 @@ def _one_policy(where: str, route: object, schedule: object) -> None:
             f"Engine.{where} got both route and schedule; expected one policy: route= for a "
             "router, schedule= for a scheduler."
         )
-
-
-class _Instance:
-    """Mutable state of one instance (internal)."""
-
-    def __init__(self, idx: int, cfg: InstanceConfig, n_pb: int, n_db: int) -> None:
-        self.idx = idx
-        self.cfg = cfg
-        lat = cfg.latency
-        self.c0 = lat.intercept_s
-        self.c_pb = lat.prefill_batch_s
-        self.c_p = lat.prefill_s_per_token
-        self.c_p2 = lat.prefill_s_per_token2
-        self.c_d = lat.decode_s_per_seq
-        self.c_kv = lat.decode_s_per_context_token
-        self.block = cfg.kv_block_tokens
-        self.cap_kv = cfg.kv_capacity_tokens
-        self.max_seqs = cfg.max_running_seqs
-        self.max_bt = cfg.max_batched_tokens
-        self.chunked = cfg.chunked_prefill
-        self.policy = cfg.batching
-        # vllm-v0 rules (see the module docstring, "Scheduler variants")
-        self.v0 = cfg.scheduler == "vllm-v0"
-        self.cap_blocks = cfg.kv_capacity_tokens // cfg.kv_block_tokens
-        self.wm_blocks = int(cfg.kv_watermark_fraction * self.cap_blocks) if self.v0 else 0
-        self.paused = False  # vllm-v0: this iteration is prefill-only (decodes wait)
-        # running sequences, in admission order (see _RID.._STALL)
-        self.slots: list[list[Any]] = []
-        self.n_prefilling = 0
-        # local queue: preempted first, then policy structure
-        self.preempted: deque[int] = deque()
-        self.fifo: deque[int] = deque()
-        self.heap: list[tuple[float, int, int]] = []
-        self.binlist: list[int] = []
-        self.n_waiting = 0
-        self.q_target_sum = 0  # prefill targets of queued requests
-        self.q_gen_sum = 0  # generated tokens of queued (preempted) requests
-        self.q_pred_left = 0.0  # sum of max(pred - gen, 0) over queued
-        self.q_oracle_left = 0  # sum of (out - gen) over queued
-        self.prompt_sum = 0  # prompt tokens of queued + running
-        self.pb_counts = np.zeros(n_pb, np.int64)
-        self.db_counts = np.zeros(n_db, np.int64)
-        self.n_completed = 0
-        # current iteration / run
-        self.busy = False
-        self.form_pending = False
-        self.version = 0
-        self.t0 = 0.0
-        self.run_a = 0.0  # first iteration time of a decode run
-        self.run_b = 0.0  # increment per iteration (c_kv * n)
-        self.run_k = 0  # planned iterations (0 = mixed single iteration)
-        self.t_end = 0.0
-        self.busy_time_s = 0.0
-        self.lru: OrderedDict[int, None] = OrderedDict()
-        # running aggregates, kept incrementally
-        self.gen_sum = 0
-        self.ctx_sum = 0
-        self.out_sum = 0
-        self._kv = 0  # sum of blocks(ctx) over running; -1 = recompute
-
-    def kv_now(self) -> int:
-        """KV tokens held by the running sequences (block-rounded)."""
-        slots = self.slots
-        if self.v0:
-            # vllm-v0 allocation: a decoding sequence holds blocks(ctx - 1) between
-            # iterations and while paused, blocks(ctx) during its decode iteration
-            if not slots:
-                return 0
-            b = self.block
-            d = len(slots) - self.n_prefilling
-            lag = b - 1 - (1 if (self.paused or not self.busy) else 0)
-            held = 0
-            for sl in slots[:d]:
-                held += (sl[_CTX] + lag) // b
-            for sl in slots[d:]:
-                held += (sl[_CTX] + (b - 1)) // b
-            return held * b
-        if self._kv < 0:
-            self._kv = _blocks_after(slots, 0, self.block)
-        return self._kv
-
-    # -- local queue ---------------------------------------------------------------
-    def n_queued(self) -> int:
-        return len(self.preempted) + self.n_waiting
-
-    def run_time(self, k: int) -> float:
-        """Closed-form duration of the first ``k`` iterations of the current decode run."""
-        return k * self.run_a + self.run_b * k * (k - 1) / 2.0
-
-    def k_done(self, dt: float) -> int:
-        """Iterations of the current decode run completed within ``dt`` of its start."""
-        a, b, kmax = self.run_a, self.run_b, self.run_k
-        if dt <= 0:
-            return 0
-        if a <= 0 and b <= 0:
-            return kmax
-        if b == 0.0:
-            k = int(dt / a)
-        else:
-            p = a - b / 2.0
-            disc = p * p + 2.0 * b * dt
-            k = int((-p + math.sqrt(max(disc, 0.0))) / b) if disc > 0 else 0
-        k = max(0, min(k, kmax))
-        # correct the rounding of the closed form; the expressions are run_time(k + 1)
-        # and run_time(k), inlined (this runs at every state query)
-        while k < kmax and (k + 1) * a + b * (k + 1) * k / 2.0 <= dt:
-            k += 1
-        while k > 0 and k * a + b * k * (k - 1) / 2.0 > dt:
-            k -= 1
-        return k
-
-    def fork(self, pb_counts: _I64, db_counts: _I64) -> _Instance:
-        """A copy of this instance's mutable state (config and scalars shared/copied).
-
-        ``pb_counts``/``db_counts`` are the fork's rows of the engine's bucket-count
-        matrices (the instance writes its counts through these views).
-        """
-        new = object.__new__(_Instance)
-        d = self.__dict__.copy()  # scalars and the frozen config
-        d["slots"] = [sl.copy() for sl in self.slots]  # slots hold only ints and floats
-        d["preempted"] = self.preempted.copy()
-        d["fifo"] = self.fifo.copy()
-        d["heap"] = self.heap.copy()  # entries are immutable tuples
-        d["binlist"] = self.binlist.copy()
-        d["lru"] = self.lru.copy()
-        d["pb_counts"] = pb_counts
-        d["db_counts"] = db_counts
-        new.__dict__.update(d)
-        return new
 
 
 class Engine:
@@ -495,10 +326,16 @@ class Engine:
         n_pb = self.config.n_prompt_buckets
         # per-request Python records, only for requests in flight (arrived, not finished):
         # (view, prompt, output, predicted tokens, predicted bucket, prompt bucket, prefix)
-        self._live: dict[int, _Record] = {}
+        # and the per-request results (preallocated columns, the only O(n) state of a
+        # replay): the request book shared with the instances; the engine's attributes
+        # below are the book's own objects
+        book = RequestBook(n)
+        self._book = book
+        self._live = book.live
+        self._last_token = book.last_token  # preempted requests: time of their last token
+        self._set_result_arrays(book)
         self._block: list[_Record] = []
         self._block_lo = 0
-        self._last_token: dict[int, float] = {}  # preempted requests: time of their last token
         self.n_prompt_buckets = n_pb
         self.n_decode_buckets = n_db
         # engine checks on the cluster
@@ -510,7 +347,11 @@ class Engine:
                     "expected a budget of at least one token per running sequence (vLLM "
                     "requires the same). Fix: raise max_batched_tokens."
                 )
-        self.inst = [_Instance(k, c, n_pb, n_db) for k, c in enumerate(cluster.instances)]
+        reference = self.config.mode == "reference"
+        self.inst = [
+            Instance(k, c, n_pb, n_db, book, reference=reference, has_prefix=self._has_prefix)
+            for k, c in enumerate(cluster.instances)
+        ]
         self.m = len(self.inst)
         self._pb_counts = np.zeros((self.m, n_pb), np.int64)
         self._db_counts = np.zeros((self.m, n_db), np.int64)
@@ -519,16 +360,6 @@ class Engine:
             state.db_counts = self._db_counts[k]
         self._kv_cap = _ro(np.array([i.cap_kv for i in self.inst], np.int64))
         self._max_seqs = _ro(np.array([i.max_seqs for i in self.inst], np.int64))
-        # per-request results
-        # per-request results: preallocated columns (the only O(n) state of a replay)
-        self.instance_id = np.full(n, -1, np.int32)
-        self.routed_s = np.full(n, np.nan)
-        self.admitted_s = np.full(n, np.nan)
-        self.first_token_s = np.full(n, np.nan)
-        self.finish_s = np.full(n, np.nan)
-        self.max_gap_s = np.zeros(n, np.float64)
-        self.n_preempt = np.zeros(n, np.int32)
-        self.saved_gen = np.zeros(n, np.int32)  # tokens generated before a preemption
         # event machinery
         self._heap: list[tuple[float, int, int, int, int]] = []
         self._nseq = 0  # tie-breaking sequence number of the next event / LWL queue entry
@@ -730,7 +561,7 @@ class Engine:
             if kind == _ITER_END:
                 inst = self.inst[a]
                 if b == inst.version and inst.busy:
-                    self._iteration_end(inst, t)
+                    self._end_iteration(inst, t)
             elif kind == _ARRIVAL:
                 self._arrive(a)
                 self._rq.append(a)
@@ -924,17 +755,29 @@ class Engine:
         db = self._db_counts.copy()
         d["_pb_counts"] = pb
         d["_db_counts"] = db
-        d["inst"] = [inst.fork(pb[k], db[k]) for k, inst in enumerate(self.inst)]
-        for name in _RESULT_ARRAYS:
-            d[name] = d[name].copy()
-        d["_live"] = self._live.copy()  # records are immutable tuples
-        d["_last_token"] = self._last_token.copy()
+        book = self._book.fork()
+        d["_book"] = book
+        d["_live"] = book.live
+        d["_last_token"] = book.last_token
+        d["inst"] = [inst.fork(book, pb[k], db[k]) for k, inst in enumerate(self.inst)]
         d["_heap"] = self._heap.copy()  # events are immutable tuples
         d["_rq"] = self._rq.copy()
         d["_snapshots"] = self._snapshots.copy()
         d["_timeline"] = self._timeline.copy()
         new.__dict__.update(d)
+        new._set_result_arrays(book)
         return new
+
+    def _set_result_arrays(self, book: RequestBook) -> None:
+        """Expose the book's result columns as the engine's attributes (same arrays)."""
+        self.instance_id = book.instance_id
+        self.routed_s = book.routed_s
+        self.admitted_s = book.admitted_s
+        self.first_token_s = book.first_token_s
+        self.finish_s = book.finish_s
+        self.max_gap_s = book.max_gap_s
+        self.n_preempt = book.n_preempt
+        self.saved_gen = book.saved_gen
 
     def stop_arrivals(self) -> None:
         """Admit no more arrivals: the replay ends once the requests arrived so far finish.
@@ -1097,577 +940,33 @@ class Engine:
         bind(self.fork)
 
     # -- routing ---------------------------------------------------------------------
-    def _route(self, i: int, inst: _Instance, t: float) -> None:
+    def _route(self, i: int, inst: Instance, t: float) -> None:
         rec = self._live[i]
-        p = rec[1]
-        o = rec[2]
-        cfg = inst.cfg
-        if not inst.chunked and p > inst.max_bt:
-            raise ValueError(
-                f"request {rec[0].request_id} has prompt_tokens = {p} > max_batched_tokens = "
-                f"{inst.max_bt} of instance {inst.idx} ({cfg.name!r}) without chunked "
-                "prefill; expected prompts that fit one iteration. Fix: set "
-                "chunked_prefill=True or raise max_batched_tokens."
-            )
-        need = -(-(p + o) // inst.block) * inst.block
-        if need > inst.cap_kv:
-            raise ValueError(
-                f"request {rec[0].request_id} needs {need} KV tokens (prompt {p} + output {o}, "
-                f"block-rounded) > kv_capacity_tokens = {inst.cap_kv} of instance "
-                f"{inst.idx} ({cfg.name!r}); it could never finish there. Fix: raise "
-                "kv_capacity_tokens or route it elsewhere."
-            )
-        if inst.v0 and need // inst.block + max(inst.wm_blocks, 1) > inst.cap_blocks:
-            raise ValueError(
-                f"request {rec[0].request_id} needs {need // inst.block} KV blocks (prompt {p} "
-                f"+ output {o}) + max(watermark {inst.wm_blocks}, 1) > {inst.cap_blocks} blocks "
-                f"of vllm-v0 instance {inst.idx} ({cfg.name!r}); expected room for it plus the "
-                "watermark, or it could stall there. Fix: raise kv_capacity_tokens, lower "
-                "kv_watermark_fraction, or cut long requests (for a Vidur trace: "
-                "load_trace(path, max_tokens=4096))."
-            )
+        inst.check_routable(rec)
         self.instance_id[i] = inst.idx
         self.routed_s[i] = t
-        self._enqueue(inst, i, rec)
-        inst.prompt_sum += p
-        inst.pb_counts[rec[5]] += 1
-        inst.db_counts[rec[4]] += 1
+        seq = 0
+        if inst.policy == "least-work-left":  # ties in its queue: routing order
+            seq = self._nseq
+            self._nseq = seq + 1
+        inst.accept(i, rec, seq)
         if inst.busy:
-            if inst.run_k > 1:
-                # cut the decode run at the first iteration boundary at or after t
-                dt = t - inst.t0
-                k = inst.k_done(dt)
-                if inst.run_time(k) < dt:
-                    k += 1
-                k = max(k, 1)
-                if k < inst.run_k:
-                    inst.run_k = k
-                    inst.t_end = inst.t0 + inst.run_time(k)
-                    inst.version += 1
-                    self._push(inst.t_end, _ITER_END, inst.idx, inst.version)
+            if inst.cut_run(t):
+                self._push(inst.t_end, _ITER_END, inst.idx, inst.version)
         elif not inst.form_pending:
             inst.form_pending = True
             self._push(t, _FORM, inst.idx, 0)
 
-    def _enqueue(self, inst: _Instance, i: int, rec: _Record) -> None:
-        pol = inst.policy
-        if pol == "fcfs":
-            inst.fifo.append(i)
-        elif pol == "least-work-left":
-            s = self._nseq
-            self._nseq = s + 1
-            heapq.heappush(inst.heap, (rec[3], s, i))
-        else:
-            inst.binlist.append(i)
-        inst.n_waiting += 1
-        inst.q_target_sum += rec[1]
-        inst.q_pred_left += rec[3]
-        inst.q_oracle_left += rec[2]
-
-    # -- batch formation -----------------------------------------------------------------
-    def _plan_running(self, inst: _Instance) -> tuple[int, int]:
-        """Chunks of partially prefilled sequences; returns (token budget left, KV use)."""
-        slots = inst.slots
-        n_dec = len(slots) - inst.n_prefilling
-        budget = inst.max_bt - n_dec
-        b = inst.block
-        kv = 0  # in blocks: ceil(x / b) = (x + b - 1) // b
-        if inst.n_prefilling == 0:
-            for sl in slots:
-                kv += (sl[_CTX] + b) // b  # blocks(ctx + 1)
-            return budget, kv * b
-        for sl in slots:
-            left = sl[_PLEFT]
-            ctx = sl[_CTX]
-            if left == 0:
-                kv += (ctx + b) // b
-                sl[_CHUNK] = 0
-                continue
-            c = min(left, max(budget, 0))
-            sl[_CHUNK] = c
-            budget -= c
-            kv += (ctx + b) // b if c == left else (ctx + b - 1) // b
-        return budget, kv * b
-
-    def _preempt_last(self, inst: _Instance, t: float) -> None:
-        sl = inst.slots.pop()
-        i = sl[_RID]
-        g = sl[_GEN]
-        ctx = sl[_CTX]
-        if sl[_PLEFT] > 0:
-            inst.n_prefilling -= 1
-        else:
-            # its last token came at the end of the last iteration it decoded in
-            self._last_token[i] = t - sl[_STALL] if inst.v0 else t
-        inst.gen_sum -= g
-        inst.ctx_sum -= ctx
-        inst.out_sum -= sl[_OUT]
-        if inst._kv >= 0:
-            inst._kv -= -(-ctx // inst.block) * inst.block
-        self.max_gap_s[i] = sl[_MGAP]
-        self.saved_gen[i] = g
-        self.n_preempt[i] += 1
-        inst.preempted.appendleft(i)
-        rec = self._live[i]
-        inst.q_target_sum += rec[1] + g
-        inst.q_gen_sum += g
-        inst.q_pred_left += max(rec[3] - g, 0.0)
-        inst.q_oracle_left += rec[2] - g
-
-    def _peek(self, inst: _Instance, budget: int, kv_free: int) -> tuple[int, int] | None:
-        """Next candidate (request, source) in admission order, or None."""
-        if inst.preempted:
-            return inst.preempted[0], 0
-        if inst.n_waiting == 0:
-            return None
-        pol = inst.policy
-        if pol == "fcfs":
-            return inst.fifo[0], 1
-        if pol == "least-work-left":
-            return inst.heap[0][2], 2
-        # bin-packing: largest target that fits whole (ties: routing order)
-        bound = min(budget, (kv_free // inst.block) * inst.block - 1)
-        best = -1
-        best_p = -1
-        live = self._live
-        for pos, i in enumerate(inst.binlist):
-            p = live[i][1]
-            if best_p < p <= bound:
-                best, best_p = pos, p
-        if best >= 0:
-            return inst.binlist[best], 3 + best
-        if inst.chunked:
-            return inst.binlist[0], 3
-        return None
-
-    def _take(self, inst: _Instance, source: int) -> int:
-        if source == 0:
-            i = inst.preempted.popleft()
-        elif source == 1:
-            i = inst.fifo.popleft()
-            inst.n_waiting -= 1
-        elif source == 2:
-            i = heapq.heappop(inst.heap)[2]
-            inst.n_waiting -= 1
-        else:
-            i = inst.binlist.pop(source - 3)
-            inst.n_waiting -= 1
-        return i
-
-    def _cached_tokens(self, inst: _Instance, i: int, target: int) -> int:
-        if not inst.cfg.prefix_cache or not self._has_prefix:
-            return 0
-        hits = 0
-        for h in self._live[i][6]:
-            if h in inst.lru:
-                hits += 1
-            else:
-                break
-        return min(hits * inst.cfg.prefix_block_tokens, target - 1)
-
-    def _touch_prefix(self, inst: _Instance, i: int) -> None:
-        if not inst.cfg.prefix_cache or not self._has_prefix:
-            return
-        lru = inst.lru
-        for h in self._live[i][6]:
-            if h in lru:
-                lru.move_to_end(h)
-            else:
-                lru[h] = None
-        cap = inst.cfg.prefix_cache_blocks
-        while len(lru) > cap:
-            lru.popitem(last=False)
-
-    def _form(self, inst: _Instance, t: float) -> None:
-        if inst.v0:
-            self._form_v0(inst, t)
-            return
-        inst.form_pending = False
-        preempted = False
-        while True:
-            budget, kv = self._plan_running(inst)
-            if kv <= inst.cap_kv or not inst.slots:
-                break
-            self._preempt_last(inst, t)
-            preempted = True
-        if not preempted and len(inst.slots) < inst.max_seqs:
-            self._admit(inst, t, budget, kv)
-        slots = inst.slots
-        n = len(slots)
-        if n == 0:
-            inst.busy = False
-            return
-        inst.busy = True
-        inst.t0 = t
-        inst.version += 1
-        if inst.n_prefilling == 0 and not preempted:
-            # decode-only: a run of iterations until the first completion or KV exhaustion
-            inst.run_a = inst.c0 + inst.c_d * n + inst.c_kv * float(inst.ctx_sum)
-            inst.run_b = inst.c_kv * n
-            k = 1
-            if not self._reference:
-                k = min([sl[_OUT] - sl[_GEN] for sl in slots])
-                cap = inst.cap_kv
-                if k > 1 and _blocks_after(slots, k, inst.block) > cap:
-                    lo, hi = 1, k  # use(lo) fits, use(hi) does not
-                    while hi - lo > 1:
-                        mid = (lo + hi) // 2
-                        if _blocks_after(slots, mid, inst.block) <= cap:
-                            lo = mid
-                        else:
-                            hi = mid
-                    k = lo
-            inst.run_k = k
-            dt = inst.run_time(k)
-        else:
-            inst.run_k = 0
-            pt = 0
-            psq = 0
-            dctx = 0
-            for sl in slots:
-                c = sl[_CHUNK]
-                if c:
-                    pt += c
-                    psq += c * (c + sl[_PDONE])
-                if sl[_PLEFT] == 0:
-                    dctx += sl[_CTX]
-            dt = (
-                inst.c0
-                + (inst.c_pb if pt > 0 else 0.0)
-                + inst.c_p * pt
-                + inst.c_p2 * float(psq)
-                + inst.c_d * (n - inst.n_prefilling)
-                + inst.c_kv * float(dctx)
-            )
-            inst.run_a = dt
-            inst.run_b = 0.0
-        inst.t_end = t + dt
-        self._push(inst.t_end, _ITER_END, inst.idx, inst.version)
-
-    def _fill_slot(
-        self,
-        inst: _Instance,
-        i: int,
-        source: int,
-        rec: tuple[Any, ...],
-        g: int,
-        target: int,
-        cached: int,
-        work: int,
-        chunk: int,
-        t: float,
-    ) -> None:
-        """Move request ``i`` from the local queue into the next running slot (both schedulers).
-
-        ``target`` = prompt + generated tokens to prefill, ``cached`` of them from the
-        prefix cache, ``work`` = target - cached, ``chunk`` this iteration's share.
-        """
-        self._take(inst, source)
-        self._touch_prefix(inst, i)
-        out = rec[2]
-        inst.slots.append(
-            [i, target, g, out, work, cached, rec[3], chunk, self.max_gap_s.item(i), 0.0]
-        )
-        inst.gen_sum += g
-        inst.ctx_sum += target
-        inst.out_sum += out
-        inst.n_prefilling += 1
-        inst.q_target_sum -= target
-        inst.q_gen_sum -= g
-        inst.q_pred_left -= max(rec[3] - g, 0.0)
-        inst.q_oracle_left -= out - g
-        if math.isnan(self.admitted_s.item(i)):
-            self.admitted_s[i] = t
-
-    def _admit(self, inst: _Instance, t: float, budget: int, kv: int) -> bool:
-        admitted = False
-        oversize_ok = inst.n_prefilling == 0 and not inst.chunked
-        b = inst.block
-        slots = inst.slots
-        while len(slots) < inst.max_seqs:
-            if inst.chunked and budget <= 0:
-                break
-            cand = self._peek(inst, budget, inst.cap_kv - kv)
-            if cand is None:
-                break
-            i, source = cand
-            rec = self._live[i]
-            g = self.saved_gen.item(i) if source == 0 else 0
-            target = rec[1] + g
-            cached = self._cached_tokens(inst, i, target)
-            work = target - cached
-            if inst.chunked:
-                c = min(work, budget)
-            else:
-                # a recomputation longer than the whole budget goes alone (only prefill)
-                if work > budget and not (oversize_ok and source == 0 and work > inst.max_bt):
-                    break
-                c = work
-            need = -(-((target + 1) if c == work else target) // b) * b
-            if kv + need > inst.cap_kv:
-                break
-            self._fill_slot(inst, i, source, rec, g, target, cached, work, c, t)
-            if inst._kv >= 0:
-                inst._kv += -(-target // b) * b
-            budget -= c
-            kv += need
-            admitted = True
-            oversize_ok = False
-            if not inst.chunked and budget <= 0:
-                break
-        return admitted
-
-    # -- vllm-v0 (module docstring, "Scheduler variants") -----------------------------
-    def _form_v0(self, inst: _Instance, t: float) -> None:
-        """Form a vllm-v0 iteration: prefill-only if the queue head fits, else decodes."""
-        inst.form_pending = False
-        inst.busy = True  # the KV accounting of kv_now counts this iteration as formed
-        if inst.n_queued() and len(inst.slots) < inst.max_seqs and self._admit_v0(inst, t):
-            # rule 1: prefill-only; the running decodes pause for this iteration
-            inst.paused = True
-            slots = inst.slots
-            pt = 0
-            psq = 0
-            for sl in slots[len(slots) - inst.n_prefilling :]:
-                c = sl[_CHUNK]
-                pt += c
-                psq += c * (c + sl[_PDONE])
-            dt = inst.c0 + inst.c_pb + inst.c_p * pt + inst.c_p2 * float(psq)
-            inst.t0 = t
-            inst.version += 1
-            inst.run_k = 0
-            inst.run_a = dt
-            inst.run_b = 0.0
-            inst.t_end = t + dt
+    # -- instance events -------------------------------------------------------------------
+    def _form(self, inst: Instance, t: float) -> None:
+        """The instance forms its next iteration at ``t``; schedule the iteration's end."""
+        if inst.form(t):
             self._push(inst.t_end, _ITER_END, inst.idx, inst.version)
-            return
-        inst.paused = False
-        slots = inst.slots
-        if not slots:
-            inst.busy = False
-            return
-        # rule 5: decodes in arrival order (trace rows arrive in order; row ids are unique)
-        prev = -1
-        for sl in slots:
-            if sl[_RID] < prev:
-                slots.sort(key=_by_rid)
-                break
-            prev = sl[_RID]
-        preempted = self._preempt_v0(inst, t)
-        n = len(slots)
-        if n == 0:  # pragma: no cover - excluded by the routing check
-            raise RuntimeError(
-                f"vllm-v0 instance {inst.idx} preempted every sequence at t={t}; this is an "
-                "engine bug (the routing check leaves room for one sequence)."
-            )
-        inst.t0 = t
-        inst.version += 1
-        inst.run_a = inst.c0 + inst.c_d * n + inst.c_kv * float(inst.ctx_sum)
-        inst.run_b = inst.c_kv * n
-        k = 1
-        if not self._reference and not preempted:
-            k = min([sl[_OUT] - sl[_GEN] for sl in slots])
-            if k > 1 and not self._v0_decodes_fit(inst, k):
-                lo, hi = 1, k  # iteration lo fits rule 5 without preempting, hi does not
-                while hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    if self._v0_decodes_fit(inst, mid):
-                        lo = mid
-                    else:
-                        hi = mid
-                k = lo
-        inst.run_k = k
-        inst.t_end = t + inst.run_time(k)
-        self._push(inst.t_end, _ITER_END, inst.idx, inst.version)
 
-    def _v0_decodes_fit(self, inst: _Instance, j: int) -> bool:
-        """Rule 5 holds without preemption in decode iteration ``j`` (1-based) of a run.
-
-        Allocations only grow, so the binding turn is the last (newest) sequence's: the
-        others already hold ``blocks(ctx + j - 1)``, it still ``blocks(ctx + j - 2)``.
-        """
-        b = inst.block
-        slots = inst.slots
-        add = j - 1 + (b - 1)
-        others = 0
-        for sl in slots[:-1]:
-            others += (sl[_CTX] + add) // b
-        last: int = (slots[-1][_CTX] + (j - 2) + (b - 1)) // b
-        return bool(inst.cap_blocks - others - last >= 1)
-
-    def _preempt_v0(self, inst: _Instance, t: float) -> bool:
-        """Rule 5/6 on slots sorted by arrival: preempt the newest until each finds a block."""
-        if self._v0_decodes_fit(inst, 1):
-            return False
-        b = inst.block
-        slots = inst.slots
-        held = [(sl[_CTX] - 1 + (b - 1)) // b for sl in slots]
-        new = [(sl[_CTX] + (b - 1)) // b for sl in slots]
-        alloc = sum(held)
-        lo, hi = 0, len(slots)
-        while lo < hi:
-            if inst.cap_blocks - alloc >= 1:
-                alloc += new[lo] - held[lo]
-                lo += 1
-                continue
-            hi -= 1  # the newest sequence not yet taken (the current one if it is last)
-            alloc -= held[hi]
-            self._preempt_last(inst, t)
-        return True
-
-    def _admit_v0(self, inst: _Instance, t: float) -> bool:
-        """Rules 2-4: admit queue heads whole into a prefill-only batch; True if any."""
-        b = inst.block
-        slots = inst.slots
-        alloc = 0
-        for sl in slots[: len(slots) - inst.n_prefilling]:
-            alloc += (sl[_CTX] - 1 + (b - 1)) // b
-        count = 0
-        longest = 0
-        while len(slots) < inst.max_seqs:
-            cand = self._peek(inst, inst.max_bt, inst.cap_kv)
-            if cand is None:
-                break
-            i, source = cand
-            rec = self._live[i]
-            g = self.saved_gen.item(i) if source == 0 else 0
-            target = rec[1] + g
-            need = -(-target // b)
-            if inst.cap_blocks - alloc - need < inst.wm_blocks:
-                break
-            cached = self._cached_tokens(inst, i, target)
-            work = target - cached
-            longest_new = max(longest, work)
-            # a recomputation longer than the whole budget goes alone
-            alone = count == 0 and source == 0 and work > inst.max_bt
-            if (count + 1) * longest_new > inst.max_bt and not alone:
-                break
-            self._fill_slot(inst, i, source, rec, g, target, cached, work, work, t)
-            alloc += need
-            count += 1
-            longest = longest_new
-            if alone:
-                break
-        return count > 0
-
-    # -- iteration end -----------------------------------------------------------------------
-    def _iteration_end(self, inst: _Instance, t: float) -> None:
-        slots = inst.slots
-        n = len(slots)
-        k = inst.run_k
-        inst.busy_time_s += t - inst.t0
-        fin: list[int] = []  # slots that finished, in slot order
-        if k >= 1:
-            # a decode run of k iterations: every sequence produced k tokens
-            inst.gen_sum += n * k
-            inst.ctx_sum += n * k
-            gap = inst.run_a if inst.run_b <= 0 else inst.run_a + inst.run_b * (k - 1)
-            if inst.v0:  # the first token of the run also waited out the pauses before it
-                a = inst.run_a
-                for s, sl in enumerate(slots):
-                    g = sl[_GEN] + k
-                    sl[_GEN] = g
-                    sl[_CTX] += k
-                    mg = sl[_MGAP]
-                    if mg < gap:
-                        mg = gap
-                    st = sl[_STALL] + a
-                    if mg < st:
-                        mg = st
-                    sl[_MGAP] = mg
-                    sl[_STALL] = 0.0
-                    if g >= sl[_OUT]:
-                        fin.append(s)
-            else:
-                for s, sl in enumerate(slots):
-                    g = sl[_GEN] + k
-                    sl[_GEN] = g
-                    sl[_CTX] += k
-                    if sl[_MGAP] < gap:
-                        sl[_MGAP] = gap
-                    if g >= sl[_OUT]:
-                        fin.append(s)
-        else:
-            # decoders are the slots [0, d); sequences in prefill the suffix [d, n), and
-            # those completing now a prefix [d, e) of it (chunks go in admission order)
-            dt = inst.run_a
-            d = n - inst.n_prefilling
-            paused = inst.paused
-            if d and paused:  # vllm-v0 prefill-only iteration: the decodes waited
-                for sl in slots[:d]:
-                    sl[_STALL] += dt
-            elif d:
-                v0 = inst.v0
-                for sl in slots[:d]:
-                    sl[_GEN] += 1
-                    sl[_CTX] += 1
-                    gap = sl[_STALL] + dt if v0 else dt
-                    if sl[_MGAP] < gap:
-                        sl[_MGAP] = gap
-                    if v0:
-                        sl[_STALL] = 0.0
-            e = d
-            while e < n and slots[e][_CHUNK] > 0:
-                sl = slots[e]
-                c = sl[_CHUNK]
-                sl[_CHUNK] = 0
-                sl[_PDONE] += c
-                left = sl[_PLEFT] - c
-                sl[_PLEFT] = left
-                if left:
-                    break
-                e += 1
-            n_done = e - d
-            inst.n_prefilling -= n_done
-            for sl in slots[d:e]:
-                sl[_GEN] += 1
-                sl[_CTX] += 1
-                i = sl[_RID]
-                if sl[_GEN] == 1:
-                    self.first_token_s[i] = t
-                else:  # a recomputation: the gap since the token before preemption
-                    gap_s = t - self._last_token[i]
-                    if gap_s > sl[_MGAP]:
-                        sl[_MGAP] = gap_s
-            advanced = e - d if paused else e
-            inst.gen_sum += advanced
-            inst.ctx_sum += advanced
-            for s in range(e):
-                sl = slots[s]
-                if sl[_GEN] >= sl[_OUT]:
-                    fin.append(s)
-        inst._kv = -1
-        if fin:
-            live = self._live
-            last_token = self._last_token
-            finish_s = self.finish_s
-            max_gap_s = self.max_gap_s
-            for s in fin:
-                sl = slots[s]
-                i = sl[_RID]
-                finish_s[i] = t
-                max_gap_s[i] = sl[_MGAP]
-                inst.gen_sum -= sl[_GEN]
-                inst.ctx_sum -= sl[_CTX]
-                inst.out_sum -= sl[_OUT]
-                rec = live.pop(i)  # finished: its per-request state is freed
-                inst.prompt_sum -= rec[1]
-                inst.pb_counts[rec[5]] -= 1
-                inst.db_counts[rec[4]] -= 1
-                if last_token:
-                    last_token.pop(i, None)
-            n_fin = len(fin)
-            self._n_finished += n_fin
-            inst.n_completed += n_fin
-            if n_fin == 1:
-                del slots[fin[0]]
-            else:
-                for s in reversed(fin):
-                    del slots[s]
-        inst.busy = False
-        inst.paused = False
-        inst.run_k = 0
-        if slots or inst.n_queued():
+    def _end_iteration(self, inst: Instance, t: float) -> None:
+        """The instance's iteration (or decode run) ended at ``t``; form the next one."""
+        self._n_finished += inst.iteration_end(t)
+        if inst.slots or inst.n_queued():
             nt = self._peek_time()
             if nt is not None and nt <= t:
                 inst.form_pending = True
@@ -1682,68 +981,9 @@ class Engine:
     def _view(self, i: int) -> RequestView:
         return self._live[i][0]
 
-    def _inst_numbers(self, inst: _Instance, t: float) -> tuple[Any, ...]:
-        """Per-instance state numbers at time t (see :meth:`_state_now` for the order)."""
-        slots = inst.slots
-        n = len(slots)
-        k = 0
-        if inst.busy and inst.run_k > 1:
-            k = inst.k_done(t - inst.t0)
-        nq = inst.n_queued()
-        if n:
-            gsum = inst.gen_sum + n * k
-            ctx_sum = inst.ctx_sum + n * k
-            kv_used = _blocks_after(slots, k, inst.block) if k else inst.kv_now()
-            pend = 0
-            if inst.n_prefilling:
-                for sl in slots:
-                    pend += sl[_PLEFT]
-            oracle_left = inst.out_sum - gsum
-            if self.has_predictor:
-                pred_run = [sl[_PRED] - sl[_GEN] - k for sl in slots]
-                # numpy's (pairwise) summation, as the state has always used
-                pred_left = float(np.maximum(np.array(pred_run, np.float64), 0.0).sum())
-                r_min = max(min(pred_run), 1.0)
-            else:
-                pred_left = 0.0
-                r_min = 1.0
-            t_iter = inst.c0 + inst.c_d * n + inst.c_kv * ctx_sum
-            earliest = t + t_iter * r_min
-        else:
-            gsum = 0
-            pred_left = 0.0
-            kv_used = 0
-            pend = 0
-            oracle_left = 0
-            if nq:
-                if inst.preempted:
-                    head = inst.preempted[0]
-                elif inst.policy == "fcfs":
-                    head = inst.fifo[0]
-                elif inst.policy == "least-work-left":
-                    head = inst.heap[0][2]
-                else:
-                    head = inst.binlist[0]
-                p = float(self._live[head][1])
-                earliest = t + inst.c0 + inst.c_pb + inst.c_p * p + inst.c_p2 * p * p
-            else:
-                earliest = t
-        return (
-            nq,
-            n,
-            pend + inst.q_target_sum,
-            gsum,
-            kv_used,
-            inst.prompt_sum + gsum + inst.q_gen_sum,
-            oracle_left + inst.q_oracle_left,
-            inst.n_completed,
-            pred_left + inst.q_pred_left,
-            earliest,
-            inst.busy,
-        )
-
     def _state_now(self, t: float) -> ClusterState:
-        cols = list(zip(*[self._inst_numbers(inst, t) for inst in self.inst], strict=True))
+        has_pred = self.has_predictor
+        cols = list(zip(*[inst.numbers(t, has_pred) for inst in self.inst], strict=True))
         ints = np.array(cols[:8], np.int64)
         floats = np.array(cols[8:10], np.float64)
         ints.setflags(write=False)
@@ -1833,14 +1073,10 @@ class Engine:
         """
         idx: list[int] = []
         gen: list[int] = []
-        now = self.now_s
         for inst in self.inst:
-            if not inst.slots:
-                continue
-            k = inst.k_done(now - inst.t0) if inst.busy and inst.run_k > 1 else 0
-            for sl in inst.slots:
-                idx.append(sl[_RID])
-                gen.append(sl[_GEN] + k)
+            rows, tokens = inst.running(self.now_s)
+            idx += rows
+            gen += tokens
         return np.array(idx, np.int64), np.array(gen, np.int64)
 
     def _snapshot(self, t: float, *, grid: bool) -> None:
@@ -1853,7 +1089,7 @@ class Engine:
 
     def _sample(self, t: float) -> None:
         for inst in self.inst:
-            nums = self._inst_numbers(inst, t)
+            nums = inst.numbers(t, self.has_predictor)
             self._timeline.append((t, inst.idx, nums[0], nums[1], nums[4], bool(nums[10])))
         if not self.done:
             self._sample_k += 1

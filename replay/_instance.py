@@ -1,0 +1,901 @@
+"""One instance of the cluster: running sequences, local queue, KV and batch formation.
+
+The rules it implements are specified in the engine's module docstring
+(:mod:`routeplay.replay._engine`: "Instance", "Scheduler variants", "Prefix cache", "Fast
+mode"); this module holds the per-instance half of them, the engine the clock, the
+event queue, routing and the state handed to routers. Both modes share this code:
+reference mode only makes every decode iteration its own event (``reference=True``
+plans runs of one iteration).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import OrderedDict, deque
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._types import InstanceConfig, RequestView
+
+__all__ = ["Instance", "RequestBook"]
+
+#: (view, prompt, output, predicted tokens, predicted bucket, prompt bucket, prefix)
+Record = tuple[RequestView, int, int, float, int, int, tuple[int, ...]]
+_Record = Record
+_I64 = npt.NDArray[np.int64]
+
+# A running sequence ("slot") is a small list, in admission order per instance (newest
+# last = the preemption victim); plain Python ints and floats, which are cheaper than
+# numpy for the few to few hundred sequences an instance runs. Fields:
+_RID = 0  # trace row
+_CTX = 1  # prompt + generated tokens (the prefill target while prefilling)
+_GEN = 2  # output tokens generated
+_OUT = 3  # true output tokens
+_PLEFT = 4  # prefill tokens still to compute
+_PDONE = 5  # prefill tokens already in KV
+_PRED = 6  # predicted output tokens (float)
+_CHUNK = 7  # this iteration's prefill chunk
+_MGAP = 8  # longest token gap so far (float, s)
+_STALL = 9  # vllm-v0: paused time since the last token (float, s)
+
+
+def _by_rid(slot: list[Any]) -> int:
+    return int(slot[_RID])
+
+
+def _blocks_after(slots: list[list[Any]], k: int, b: int) -> int:
+    """KV tokens (block-rounded per sequence) once every slot has ``k`` more tokens."""
+    add = k + b - 1
+    blocks = 0
+    for sl in slots:
+        blocks += (sl[_CTX] + add) // b
+    return blocks * b
+
+
+#: the per-request result columns (one row per trace row; copied by a fork)
+RESULT_ARRAYS = (
+    "instance_id",
+    "routed_s",
+    "admitted_s",
+    "first_token_s",
+    "finish_s",
+    "max_gap_s",
+    "n_preempt",
+    "saved_gen",
+)
+
+
+class RequestBook:
+    """Per-request state of one replay, shared by the engine and its instances.
+
+    ``live`` maps the trace row of every request in flight (arrived, not finished) to
+    its record; ``last_token`` the preempted ones to the time of their last token; the
+    result columns (:data:`RESULT_ARRAYS`) are preallocated numpy arrays, the only O(rows)
+    state of a replay.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.live: dict[int, Record] = {}
+        self.last_token: dict[int, float] = {}
+        self.instance_id = np.full(n, -1, np.int32)
+        self.routed_s = np.full(n, np.nan)
+        self.admitted_s = np.full(n, np.nan)
+        self.first_token_s = np.full(n, np.nan)
+        self.finish_s = np.full(n, np.nan)
+        self.max_gap_s = np.zeros(n, np.float64)
+        self.n_preempt = np.zeros(n, np.int32)
+        self.saved_gen = np.zeros(n, np.int32)  # tokens generated before a preemption
+
+    def fork(self) -> RequestBook:
+        """An independent copy (records are immutable tuples and are shared)."""
+        new = object.__new__(RequestBook)
+        new.live = self.live.copy()
+        new.last_token = self.last_token.copy()
+        for name in RESULT_ARRAYS:
+            setattr(new, name, getattr(self, name).copy())
+        return new
+
+
+class Instance:
+    """One instance: its running sequences, local queue, KV use and batch formation.
+
+    The engine owns the clock and the event queue; an instance is driven by four calls:
+    :meth:`accept` (a request routed here), :meth:`form` (form the next iteration at
+    ``t``; the engine schedules its end at :attr:`t_end`), :meth:`iteration_end` (apply
+    the iteration or decode run that ended) and :meth:`cut_run` (a routing decision
+    in the middle of a decode run ends it at the next iteration boundary). The rules
+    are the engine module's docstring ("Instance", "Scheduler variants", "Fast
+    mode"). Per-request state shared with the engine lives in the :class:`RequestBook`.
+
+    Args:
+        idx: the instance's index in the cluster.
+        cfg: its configuration.
+        n_pb / n_db: prompt / decode bucket counts of the state.
+        book: the engine's request book.
+        reference: reference mode (every iteration its own event).
+        has_prefix: the trace has ``prefix_blocks`` (prefix caching possible).
+    """
+
+    def __init__(
+        self,
+        idx: int,
+        cfg: InstanceConfig,
+        n_pb: int,
+        n_db: int,
+        book: RequestBook,
+        *,
+        reference: bool,
+        has_prefix: bool,
+    ) -> None:
+        self.idx = idx
+        self.book = book
+        self.reference = reference
+        self.has_prefix = has_prefix
+        self.cfg = cfg
+        lat = cfg.latency
+        self.c0 = lat.intercept_s
+        self.c_pb = lat.prefill_batch_s
+        self.c_p = lat.prefill_s_per_token
+        self.c_p2 = lat.prefill_s_per_token2
+        self.c_d = lat.decode_s_per_seq
+        self.c_kv = lat.decode_s_per_context_token
+        self.block = cfg.kv_block_tokens
+        self.cap_kv = cfg.kv_capacity_tokens
+        self.max_seqs = cfg.max_running_seqs
+        self.max_bt = cfg.max_batched_tokens
+        self.chunked = cfg.chunked_prefill
+        self.policy = cfg.batching
+        # vllm-v0 rules (see the module docstring, "Scheduler variants")
+        self.v0 = cfg.scheduler == "vllm-v0"
+        self.cap_blocks = cfg.kv_capacity_tokens // cfg.kv_block_tokens
+        self.wm_blocks = int(cfg.kv_watermark_fraction * self.cap_blocks) if self.v0 else 0
+        self.paused = False  # vllm-v0: this iteration is prefill-only (decodes wait)
+        # running sequences, in admission order (see _RID.._STALL)
+        self.slots: list[list[Any]] = []
+        self.n_prefilling = 0
+        # local queue: preempted first, then policy structure
+        self.preempted: deque[int] = deque()
+        self.fifo: deque[int] = deque()
+        self.heap: list[tuple[float, int, int]] = []
+        self.binlist: list[int] = []
+        self.n_waiting = 0
+        self.q_target_sum = 0  # prefill targets of queued requests
+        self.q_gen_sum = 0  # generated tokens of queued (preempted) requests
+        self.q_pred_left = 0.0  # sum of max(pred - gen, 0) over queued
+        self.q_oracle_left = 0  # sum of (out - gen) over queued
+        self.prompt_sum = 0  # prompt tokens of queued + running
+        self.pb_counts = np.zeros(n_pb, np.int64)
+        self.db_counts = np.zeros(n_db, np.int64)
+        self.n_completed = 0
+        # current iteration / run
+        self.busy = False
+        self.form_pending = False
+        self.version = 0
+        self.t0 = 0.0
+        self.run_a = 0.0  # first iteration time of a decode run
+        self.run_b = 0.0  # increment per iteration (c_kv * n)
+        self.run_k = 0  # planned iterations (0 = mixed single iteration)
+        self.t_end = 0.0
+        self.busy_time_s = 0.0
+        self.lru: OrderedDict[int, None] = OrderedDict()
+        # running aggregates, kept incrementally
+        self.gen_sum = 0
+        self.ctx_sum = 0
+        self.out_sum = 0
+        self._kv = 0  # sum of blocks(ctx) over running; -1 = recompute
+
+    def kv_now(self) -> int:
+        """KV tokens held by the running sequences (block-rounded)."""
+        slots = self.slots
+        if self.v0:
+            # vllm-v0 allocation: a decoding sequence holds blocks(ctx - 1) between
+            # iterations and while paused, blocks(ctx) during its decode iteration
+            if not slots:
+                return 0
+            b = self.block
+            d = len(slots) - self.n_prefilling
+            lag = b - 1 - (1 if (self.paused or not self.busy) else 0)
+            held = 0
+            for sl in slots[:d]:
+                held += (sl[_CTX] + lag) // b
+            for sl in slots[d:]:
+                held += (sl[_CTX] + (b - 1)) // b
+            return held * b
+        if self._kv < 0:
+            self._kv = _blocks_after(slots, 0, self.block)
+        return self._kv
+
+    # -- local queue ---------------------------------------------------------------
+    def n_queued(self) -> int:
+        return len(self.preempted) + self.n_waiting
+
+    def run_time(self, k: int) -> float:
+        """Closed-form duration of the first ``k`` iterations of the current decode run."""
+        return k * self.run_a + self.run_b * k * (k - 1) / 2.0
+
+    def k_done(self, dt: float) -> int:
+        """Iterations of the current decode run completed within ``dt`` of its start."""
+        a, b, kmax = self.run_a, self.run_b, self.run_k
+        if dt <= 0:
+            return 0
+        if a <= 0 and b <= 0:
+            return kmax
+        if b == 0.0:
+            k = int(dt / a)
+        else:
+            p = a - b / 2.0
+            disc = p * p + 2.0 * b * dt
+            k = int((-p + math.sqrt(max(disc, 0.0))) / b) if disc > 0 else 0
+        k = max(0, min(k, kmax))
+        # correct the rounding of the closed form; the expressions are run_time(k + 1)
+        # and run_time(k), inlined (this runs at every state query)
+        while k < kmax and (k + 1) * a + b * (k + 1) * k / 2.0 <= dt:
+            k += 1
+        while k > 0 and k * a + b * k * (k - 1) / 2.0 > dt:
+            k -= 1
+        return k
+
+    def fork(self, book: RequestBook, pb_counts: _I64, db_counts: _I64) -> Instance:
+        """A copy of this instance's mutable state (config and scalars shared/copied).
+
+        ``pb_counts``/``db_counts`` are the fork's rows of the engine's bucket-count
+        matrices (the instance writes its counts through these views).
+        """
+        new = object.__new__(Instance)
+        d = self.__dict__.copy()  # scalars and the frozen config
+        d["slots"] = [sl.copy() for sl in self.slots]  # slots hold only ints and floats
+        d["preempted"] = self.preempted.copy()
+        d["fifo"] = self.fifo.copy()
+        d["heap"] = self.heap.copy()  # entries are immutable tuples
+        d["binlist"] = self.binlist.copy()
+        d["lru"] = self.lru.copy()
+        d["pb_counts"] = pb_counts
+        d["db_counts"] = db_counts
+        d["book"] = book
+        new.__dict__.update(d)
+        return new
+
+    # -- routing -----------------------------------------------------------------------
+    def check_routable(self, rec: Record) -> None:
+        """Raise ValueError when the request of ``rec`` could never run here."""
+        p = rec[1]
+        o = rec[2]
+        cfg = self.cfg
+        if not self.chunked and p > self.max_bt:
+            raise ValueError(
+                f"request {rec[0].request_id} has prompt_tokens = {p} > max_batched_tokens = "
+                f"{self.max_bt} of instance {self.idx} ({cfg.name!r}) without chunked "
+                "prefill; expected prompts that fit one iteration. Fix: set "
+                "chunked_prefill=True or raise max_batched_tokens."
+            )
+        need = -(-(p + o) // self.block) * self.block
+        if need > self.cap_kv:
+            raise ValueError(
+                f"request {rec[0].request_id} needs {need} KV tokens (prompt {p} + output {o}, "
+                f"block-rounded) > kv_capacity_tokens = {self.cap_kv} of instance "
+                f"{self.idx} ({cfg.name!r}); it could never finish there. Fix: raise "
+                "kv_capacity_tokens or route it elsewhere."
+            )
+        if self.v0 and need // self.block + max(self.wm_blocks, 1) > self.cap_blocks:
+            raise ValueError(
+                f"request {rec[0].request_id} needs {need // self.block} KV blocks (prompt {p} "
+                f"+ output {o}) + max(watermark {self.wm_blocks}, 1) > {self.cap_blocks} blocks "
+                f"of vllm-v0 instance {self.idx} ({cfg.name!r}); expected room for it plus the "
+                "watermark, or it could stall there. Fix: raise kv_capacity_tokens, lower "
+                "kv_watermark_fraction, or cut long requests (for a Vidur trace: "
+                "load_trace(path, max_tokens=4096))."
+            )
+
+    def accept(self, i: int, rec: Record, seq: int) -> None:
+        """Request ``i`` was routed here: queue it and count it in the state."""
+        self.enqueue(i, rec, seq)
+        self.prompt_sum += rec[1]
+        self.pb_counts[rec[5]] += 1
+        self.db_counts[rec[4]] += 1
+
+    def cut_run(self, t: float) -> bool:
+        """End a decode run at the first iteration boundary at or after ``t``.
+
+        Returns True when the run was shortened (its new end is :attr:`t_end`, under a
+        new :attr:`version`); False when the current iteration ends the run anyway.
+        """
+        if self.run_k <= 1:
+            return False
+        dt = t - self.t0
+        k = self.k_done(dt)
+        if self.run_time(k) < dt:
+            k += 1
+        k = max(k, 1)
+        if k >= self.run_k:
+            return False
+        self.run_k = k
+        self.t_end = self.t0 + self.run_time(k)
+        self.version += 1
+        return True
+
+    def running(self, now: float) -> tuple[list[int], list[int]]:
+        """Trace rows and generated tokens of the running sequences at ``now``."""
+        k = self.k_done(now - self.t0) if self.busy and self.run_k > 1 else 0
+        slots = self.slots
+        return [sl[_RID] for sl in slots], [sl[_GEN] + k for sl in slots]
+
+    def enqueue(self, i: int, rec: _Record, seq: int) -> None:
+        """Put request ``i`` (just routed here) in the local queue; ``seq`` breaks ties."""
+        pol = self.policy
+        if pol == "fcfs":
+            self.fifo.append(i)
+        elif pol == "least-work-left":
+            heapq.heappush(self.heap, (rec[3], seq, i))
+        else:
+            self.binlist.append(i)
+        self.n_waiting += 1
+        self.q_target_sum += rec[1]
+        self.q_pred_left += rec[3]
+        self.q_oracle_left += rec[2]
+
+    # -- batch formation ---------------------------------------------------------------
+    def plan_running(self) -> tuple[int, int]:
+        """Chunks of partially prefilled sequences; returns (token budget left, KV use)."""
+        slots = self.slots
+        n_dec = len(slots) - self.n_prefilling
+        budget = self.max_bt - n_dec
+        b = self.block
+        kv = 0  # in blocks: ceil(x / b) = (x + b - 1) // b
+        if self.n_prefilling == 0:
+            for sl in slots:
+                kv += (sl[_CTX] + b) // b  # blocks(ctx + 1)
+            return budget, kv * b
+        for sl in slots:
+            left = sl[_PLEFT]
+            ctx = sl[_CTX]
+            if left == 0:
+                kv += (ctx + b) // b
+                sl[_CHUNK] = 0
+                continue
+            c = min(left, max(budget, 0))
+            sl[_CHUNK] = c
+            budget -= c
+            kv += (ctx + b) // b if c == left else (ctx + b - 1) // b
+        return budget, kv * b
+
+    def preempt_last(self, t: float) -> None:
+        sl = self.slots.pop()
+        i = sl[_RID]
+        g = sl[_GEN]
+        ctx = sl[_CTX]
+        if sl[_PLEFT] > 0:
+            self.n_prefilling -= 1
+        else:
+            # its last token came at the end of the last iteration it decoded in
+            self.book.last_token[i] = t - sl[_STALL] if self.v0 else t
+        self.gen_sum -= g
+        self.ctx_sum -= ctx
+        self.out_sum -= sl[_OUT]
+        if self._kv >= 0:
+            self._kv -= -(-ctx // self.block) * self.block
+        self.book.max_gap_s[i] = sl[_MGAP]
+        self.book.saved_gen[i] = g
+        self.book.n_preempt[i] += 1
+        self.preempted.appendleft(i)
+        rec = self.book.live[i]
+        self.q_target_sum += rec[1] + g
+        self.q_gen_sum += g
+        self.q_pred_left += max(rec[3] - g, 0.0)
+        self.q_oracle_left += rec[2] - g
+
+    def peek(self, budget: int, kv_free: int) -> tuple[int, int] | None:
+        """Next candidate (request, source) in admission order, or None."""
+        if self.preempted:
+            return self.preempted[0], 0
+        if self.n_waiting == 0:
+            return None
+        pol = self.policy
+        if pol == "fcfs":
+            return self.fifo[0], 1
+        if pol == "least-work-left":
+            return self.heap[0][2], 2
+        # bin-packing: largest target that fits whole (ties: routing order)
+        bound = min(budget, (kv_free // self.block) * self.block - 1)
+        best = -1
+        best_p = -1
+        live = self.book.live
+        for pos, i in enumerate(self.binlist):
+            p = live[i][1]
+            if best_p < p <= bound:
+                best, best_p = pos, p
+        if best >= 0:
+            return self.binlist[best], 3 + best
+        if self.chunked:
+            return self.binlist[0], 3
+        return None
+
+    def take(self, source: int) -> int:
+        if source == 0:
+            i = self.preempted.popleft()
+        elif source == 1:
+            i = self.fifo.popleft()
+            self.n_waiting -= 1
+        elif source == 2:
+            i = heapq.heappop(self.heap)[2]
+            self.n_waiting -= 1
+        else:
+            i = self.binlist.pop(source - 3)
+            self.n_waiting -= 1
+        return i
+
+    def cached_tokens(self, i: int, target: int) -> int:
+        if not self.cfg.prefix_cache or not self.has_prefix:
+            return 0
+        hits = 0
+        for h in self.book.live[i][6]:
+            if h in self.lru:
+                hits += 1
+            else:
+                break
+        return min(hits * self.cfg.prefix_block_tokens, target - 1)
+
+    def touch_prefix(self, i: int) -> None:
+        if not self.cfg.prefix_cache or not self.has_prefix:
+            return
+        lru = self.lru
+        for h in self.book.live[i][6]:
+            if h in lru:
+                lru.move_to_end(h)
+            else:
+                lru[h] = None
+        cap = self.cfg.prefix_cache_blocks
+        while len(lru) > cap:
+            lru.popitem(last=False)
+
+    def form(self, t: float) -> bool:
+        """Form the next iteration at ``t``; True if one runs (its end is ``t_end``)."""
+        if self.v0:
+            return self.form_v0(t)
+        self.form_pending = False
+        preempted = False
+        while True:
+            budget, kv = self.plan_running()
+            if kv <= self.cap_kv or not self.slots:
+                break
+            self.preempt_last(t)
+            preempted = True
+        if not preempted and len(self.slots) < self.max_seqs:
+            self.admit(t, budget, kv)
+        slots = self.slots
+        n = len(slots)
+        if n == 0:
+            self.busy = False
+            return False
+        self.busy = True
+        self.t0 = t
+        self.version += 1
+        if self.n_prefilling == 0 and not preempted:
+            # decode-only: a run of iterations until the first completion or KV exhaustion
+            self.run_a = self.c0 + self.c_d * n + self.c_kv * float(self.ctx_sum)
+            self.run_b = self.c_kv * n
+            k = 1
+            if not self.reference:
+                k = min([sl[_OUT] - sl[_GEN] for sl in slots])
+                cap = self.cap_kv
+                if k > 1 and _blocks_after(slots, k, self.block) > cap:
+                    lo, hi = 1, k  # use(lo) fits, use(hi) does not
+                    while hi - lo > 1:
+                        mid = (lo + hi) // 2
+                        if _blocks_after(slots, mid, self.block) <= cap:
+                            lo = mid
+                        else:
+                            hi = mid
+                    k = lo
+            self.run_k = k
+            dt = self.run_time(k)
+        else:
+            self.run_k = 0
+            pt = 0
+            psq = 0
+            dctx = 0
+            for sl in slots:
+                c = sl[_CHUNK]
+                if c:
+                    pt += c
+                    psq += c * (c + sl[_PDONE])
+                if sl[_PLEFT] == 0:
+                    dctx += sl[_CTX]
+            dt = (
+                self.c0
+                + (self.c_pb if pt > 0 else 0.0)
+                + self.c_p * pt
+                + self.c_p2 * float(psq)
+                + self.c_d * (n - self.n_prefilling)
+                + self.c_kv * float(dctx)
+            )
+            self.run_a = dt
+            self.run_b = 0.0
+        self.t_end = t + dt
+        return True
+
+    def fill_slot(
+        self,
+        i: int,
+        source: int,
+        rec: tuple[Any, ...],
+        g: int,
+        target: int,
+        cached: int,
+        work: int,
+        chunk: int,
+        t: float,
+    ) -> None:
+        """Move request ``i`` from the local queue into the next running slot (both schedulers).
+
+        ``target`` = prompt + generated tokens to prefill, ``cached`` of them from the
+        prefix cache, ``work`` = target - cached, ``chunk`` this iteration's share.
+        """
+        self.take(source)
+        self.touch_prefix(i)
+        out = rec[2]
+        self.slots.append(
+            [i, target, g, out, work, cached, rec[3], chunk, self.book.max_gap_s.item(i), 0.0]
+        )
+        self.gen_sum += g
+        self.ctx_sum += target
+        self.out_sum += out
+        self.n_prefilling += 1
+        self.q_target_sum -= target
+        self.q_gen_sum -= g
+        self.q_pred_left -= max(rec[3] - g, 0.0)
+        self.q_oracle_left -= out - g
+        if math.isnan(self.book.admitted_s.item(i)):
+            self.book.admitted_s[i] = t
+
+    def admit(self, t: float, budget: int, kv: int) -> bool:
+        admitted = False
+        oversize_ok = self.n_prefilling == 0 and not self.chunked
+        b = self.block
+        slots = self.slots
+        while len(slots) < self.max_seqs:
+            if self.chunked and budget <= 0:
+                break
+            cand = self.peek(budget, self.cap_kv - kv)
+            if cand is None:
+                break
+            i, source = cand
+            rec = self.book.live[i]
+            g = self.book.saved_gen.item(i) if source == 0 else 0
+            target = rec[1] + g
+            cached = self.cached_tokens(i, target)
+            work = target - cached
+            if self.chunked:
+                c = min(work, budget)
+            else:
+                # a recomputation longer than the whole budget goes alone (only prefill)
+                if work > budget and not (oversize_ok and source == 0 and work > self.max_bt):
+                    break
+                c = work
+            need = -(-((target + 1) if c == work else target) // b) * b
+            if kv + need > self.cap_kv:
+                break
+            self.fill_slot(i, source, rec, g, target, cached, work, c, t)
+            if self._kv >= 0:
+                self._kv += -(-target // b) * b
+            budget -= c
+            kv += need
+            admitted = True
+            oversize_ok = False
+            if not self.chunked and budget <= 0:
+                break
+        return admitted
+
+    # -- vllm-v0 (engine module docstring, "Scheduler variants") -----------------------
+    def form_v0(self, t: float) -> bool:
+        """Form a vllm-v0 iteration: prefill-only if the queue head fits, else decodes."""
+        self.form_pending = False
+        self.busy = True  # the KV accounting of kv_now counts this iteration as formed
+        if self.n_queued() and len(self.slots) < self.max_seqs and self.admit_v0(t):
+            # rule 1: prefill-only; the running decodes pause for this iteration
+            self.paused = True
+            slots = self.slots
+            pt = 0
+            psq = 0
+            for sl in slots[len(slots) - self.n_prefilling :]:
+                c = sl[_CHUNK]
+                pt += c
+                psq += c * (c + sl[_PDONE])
+            dt = self.c0 + self.c_pb + self.c_p * pt + self.c_p2 * float(psq)
+            self.t0 = t
+            self.version += 1
+            self.run_k = 0
+            self.run_a = dt
+            self.run_b = 0.0
+            self.t_end = t + dt
+            return True
+        self.paused = False
+        slots = self.slots
+        if not slots:
+            self.busy = False
+            return False
+        # rule 5: decodes in arrival order (trace rows arrive in order; row ids are unique)
+        prev = -1
+        for sl in slots:
+            if sl[_RID] < prev:
+                slots.sort(key=_by_rid)
+                break
+            prev = sl[_RID]
+        preempted = self.preempt_v0(t)
+        n = len(slots)
+        if n == 0:  # pragma: no cover - excluded by the routing check
+            raise RuntimeError(
+                f"vllm-v0 instance {self.idx} preempted every sequence at t={t}; this is an "
+                "engine bug (the routing check leaves room for one sequence)."
+            )
+        self.t0 = t
+        self.version += 1
+        self.run_a = self.c0 + self.c_d * n + self.c_kv * float(self.ctx_sum)
+        self.run_b = self.c_kv * n
+        k = 1
+        if not self.reference and not preempted:
+            k = min([sl[_OUT] - sl[_GEN] for sl in slots])
+            if k > 1 and not self.v0_decodes_fit(k):
+                lo, hi = 1, k  # iteration lo fits rule 5 without preempting, hi does not
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if self.v0_decodes_fit(mid):
+                        lo = mid
+                    else:
+                        hi = mid
+                k = lo
+        self.run_k = k
+        self.t_end = t + self.run_time(k)
+        return True
+
+    def v0_decodes_fit(self, j: int) -> bool:
+        """Rule 5 holds without preemption in decode iteration ``j`` (1-based) of a run.
+
+        Allocations only grow, so the binding turn is the last (newest) sequence's: the
+        others already hold ``blocks(ctx + j - 1)``, it still ``blocks(ctx + j - 2)``.
+        """
+        b = self.block
+        slots = self.slots
+        add = j - 1 + (b - 1)
+        others = 0
+        for sl in slots[:-1]:
+            others += (sl[_CTX] + add) // b
+        last: int = (slots[-1][_CTX] + (j - 2) + (b - 1)) // b
+        return bool(self.cap_blocks - others - last >= 1)
+
+    def preempt_v0(self, t: float) -> bool:
+        """Rule 5/6 on slots sorted by arrival: preempt the newest until each finds a block."""
+        if self.v0_decodes_fit(1):
+            return False
+        b = self.block
+        slots = self.slots
+        held = [(sl[_CTX] - 1 + (b - 1)) // b for sl in slots]
+        new = [(sl[_CTX] + (b - 1)) // b for sl in slots]
+        alloc = sum(held)
+        lo, hi = 0, len(slots)
+        while lo < hi:
+            if self.cap_blocks - alloc >= 1:
+                alloc += new[lo] - held[lo]
+                lo += 1
+                continue
+            hi -= 1  # the newest sequence not yet taken (the current one if it is last)
+            alloc -= held[hi]
+            self.preempt_last(t)
+        return True
+
+    def admit_v0(self, t: float) -> bool:
+        """Rules 2-4: admit queue heads whole into a prefill-only batch; True if any."""
+        b = self.block
+        slots = self.slots
+        alloc = 0
+        for sl in slots[: len(slots) - self.n_prefilling]:
+            alloc += (sl[_CTX] - 1 + (b - 1)) // b
+        count = 0
+        longest = 0
+        while len(slots) < self.max_seqs:
+            cand = self.peek(self.max_bt, self.cap_kv)
+            if cand is None:
+                break
+            i, source = cand
+            rec = self.book.live[i]
+            g = self.book.saved_gen.item(i) if source == 0 else 0
+            target = rec[1] + g
+            need = -(-target // b)
+            if self.cap_blocks - alloc - need < self.wm_blocks:
+                break
+            cached = self.cached_tokens(i, target)
+            work = target - cached
+            longest_new = max(longest, work)
+            # a recomputation longer than the whole budget goes alone
+            alone = count == 0 and source == 0 and work > self.max_bt
+            if (count + 1) * longest_new > self.max_bt and not alone:
+                break
+            self.fill_slot(i, source, rec, g, target, cached, work, work, t)
+            alloc += need
+            count += 1
+            longest = longest_new
+            if alone:
+                break
+        return count > 0
+
+    # -- iteration end -----------------------------------------------------------------
+    def iteration_end(self, t: float) -> int:
+        """End the running iteration (or decode run) at ``t``; returns how many finished."""
+        slots = self.slots
+        n = len(slots)
+        k = self.run_k
+        self.busy_time_s += t - self.t0
+        fin: list[int] = []  # slots that finished, in slot order
+        if k >= 1:
+            # a decode run of k iterations: every sequence produced k tokens
+            self.gen_sum += n * k
+            self.ctx_sum += n * k
+            gap = self.run_a if self.run_b <= 0 else self.run_a + self.run_b * (k - 1)
+            if self.v0:  # the first token of the run also waited out the pauses before it
+                a = self.run_a
+                for s, sl in enumerate(slots):
+                    g = sl[_GEN] + k
+                    sl[_GEN] = g
+                    sl[_CTX] += k
+                    mg = sl[_MGAP]
+                    if mg < gap:
+                        mg = gap
+                    st = sl[_STALL] + a
+                    if mg < st:
+                        mg = st
+                    sl[_MGAP] = mg
+                    sl[_STALL] = 0.0
+                    if g >= sl[_OUT]:
+                        fin.append(s)
+            else:
+                for s, sl in enumerate(slots):
+                    g = sl[_GEN] + k
+                    sl[_GEN] = g
+                    sl[_CTX] += k
+                    if sl[_MGAP] < gap:
+                        sl[_MGAP] = gap
+                    if g >= sl[_OUT]:
+                        fin.append(s)
+        else:
+            # decoders are the slots [0, d); sequences in prefill the suffix [d, n), and
+            # those completing now a prefix [d, e) of it (chunks go in admission order)
+            dt = self.run_a
+            d = n - self.n_prefilling
+            paused = self.paused
+            if d and paused:  # vllm-v0 prefill-only iteration: the decodes waited
+                for sl in slots[:d]:
+                    sl[_STALL] += dt
+            elif d:
+                v0 = self.v0
+                for sl in slots[:d]:
+                    sl[_GEN] += 1
+                    sl[_CTX] += 1
+                    gap = sl[_STALL] + dt if v0 else dt
+                    if sl[_MGAP] < gap:
+                        sl[_MGAP] = gap
+                    if v0:
+                        sl[_STALL] = 0.0
+            e = d
+            while e < n and slots[e][_CHUNK] > 0:
+                sl = slots[e]
+                c = sl[_CHUNK]
+                sl[_CHUNK] = 0
+                sl[_PDONE] += c
+                left = sl[_PLEFT] - c
+                sl[_PLEFT] = left
+                if left:
+                    break
+                e += 1
+            n_done = e - d
+            self.n_prefilling -= n_done
+            for sl in slots[d:e]:
+                sl[_GEN] += 1
+                sl[_CTX] += 1
+                i = sl[_RID]
+                if sl[_GEN] == 1:
+                    self.book.first_token_s[i] = t
+                else:  # a recomputation: the gap since the token before preemption
+                    gap_s = t - self.book.last_token[i]
+                    if gap_s > sl[_MGAP]:
+                        sl[_MGAP] = gap_s
+            advanced = e - d if paused else e
+            self.gen_sum += advanced
+            self.ctx_sum += advanced
+            for s in range(e):
+                sl = slots[s]
+                if sl[_GEN] >= sl[_OUT]:
+                    fin.append(s)
+        self._kv = -1
+        if fin:
+            live = self.book.live
+            last_token = self.book.last_token
+            finish_s = self.book.finish_s
+            max_gap_s = self.book.max_gap_s
+            for s in fin:
+                sl = slots[s]
+                i = sl[_RID]
+                finish_s[i] = t
+                max_gap_s[i] = sl[_MGAP]
+                self.gen_sum -= sl[_GEN]
+                self.ctx_sum -= sl[_CTX]
+                self.out_sum -= sl[_OUT]
+                rec = live.pop(i)  # finished: its per-request state is freed
+                self.prompt_sum -= rec[1]
+                self.pb_counts[rec[5]] -= 1
+                self.db_counts[rec[4]] -= 1
+                if last_token:
+                    last_token.pop(i, None)
+            n_fin = len(fin)
+            self.n_completed += n_fin
+            if n_fin == 1:
+                del slots[fin[0]]
+            else:
+                for s in reversed(fin):
+                    del slots[s]
+        self.busy = False
+        self.paused = False
+        self.run_k = 0
+        return len(fin)
+
+    # -- observation -------------------------------------------------------------------
+    def numbers(self, t: float, has_predictor: bool) -> tuple[Any, ...]:
+        """State numbers at time t (the order of ``Engine._state_now``)."""
+        slots = self.slots
+        n = len(slots)
+        k = 0
+        if self.busy and self.run_k > 1:
+            k = self.k_done(t - self.t0)
+        nq = self.n_queued()
+        if n:
+            gsum = self.gen_sum + n * k
+            ctx_sum = self.ctx_sum + n * k
+            kv_used = _blocks_after(slots, k, self.block) if k else self.kv_now()
+            pend = 0
+            if self.n_prefilling:
+                for sl in slots:
+                    pend += sl[_PLEFT]
+            oracle_left = self.out_sum - gsum
+            if has_predictor:
+                pred_run = [sl[_PRED] - sl[_GEN] - k for sl in slots]
+                # numpy's (pairwise) summation, as the state has always used
+                pred_left = float(np.maximum(np.array(pred_run, np.float64), 0.0).sum())
+                r_min = max(min(pred_run), 1.0)
+            else:
+                pred_left = 0.0
+                r_min = 1.0
+            t_iter = self.c0 + self.c_d * n + self.c_kv * ctx_sum
+            earliest = t + t_iter * r_min
+        else:
+            gsum = 0
+            pred_left = 0.0
+            kv_used = 0
+            pend = 0
+            oracle_left = 0
+            if nq:
+                if self.preempted:
+                    head = self.preempted[0]
+                elif self.policy == "fcfs":
+                    head = self.fifo[0]
+                elif self.policy == "least-work-left":
+                    head = self.heap[0][2]
+                else:
+                    head = self.binlist[0]
+                p = float(self.book.live[head][1])
+                earliest = t + self.c0 + self.c_pb + self.c_p * p + self.c_p2 * p * p
+            else:
+                earliest = t
+        return (
+            nq,
+            n,
+            pend + self.q_target_sum,
+            gsum,
+            kv_used,
+            self.prompt_sum + gsum + self.q_gen_sum,
+            oracle_left + self.q_oracle_left,
+            self.n_completed,
+            pred_left + self.q_pred_left,
+            earliest,
+            self.busy,
+        )
