@@ -14,25 +14,20 @@ tokens each), a synthetic trace of 2,000 requests (Poisson arrivals at 8 req/s,
 prompts uniform in [20, 600), outputs uniform in [10, 400), seed 0) routed round robin
 until 100 requests are in flight (queued or running: ~25 per instance). The same state
 is forked repeatedly; the fork of a 20,000-row trace shows the O(rows) part (the
-per-request result columns). No data files are needed.
+per-request result columns). No data files are needed. ``benchmarks/speed.py`` reuses
+this setup (``engine_in_flight``, ``ms_per_call``).
 """
 
 from __future__ import annotations
 
 import copy
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "replay"))
-
-from fakes import RoundRobinFake  # noqa: E402
-from routeplay.replay import Engine, make_cluster  # noqa: E402
+from routeplay.replay import Engine, make_cluster, make_router
 
 IN_FLIGHT = 100
 
@@ -53,7 +48,7 @@ def engine_in_flight(n_rows: int = 2000, in_flight: int = IN_FLIGHT) -> Engine:
     """An engine paused at the first decision with ``in_flight`` requests in flight."""
     cluster = make_cluster("paper-4xv100")
     eng = Engine(trace(n_rows), cluster)
-    router = RoundRobinFake()
+    router = make_router("round-robin")
     router.reset(cluster, eng.router_rng())
     while (d := eng.next_decision()) is not None:
         if eng.n_in_flight >= in_flight:
@@ -62,7 +57,8 @@ def engine_in_flight(n_rows: int = 2000, in_flight: int = IN_FLIGHT) -> Engine:
     raise RuntimeError("the trace never reached the requested number of requests in flight")
 
 
-def _ms_per_call(fn: Any, n: int) -> float:
+def ms_per_call(fn: Any, n: int) -> float:
+    """Milliseconds per call of ``fn`` over ``n`` calls (after one warm-up call)."""
     fn()  # warm up
     t = time.perf_counter()
     for _ in range(n):
@@ -85,19 +81,19 @@ def test_bench_deepcopy(benchmark: Any) -> None:
 
 def main() -> None:
     eng = engine_in_flight()
-    running = [i.n for i in eng.inst]
-    queued = [i.n_queued() for i in eng.inst]
+    s = eng.state()  # public state only (the engine's internals change)
     print(
         f"t = {eng.now_s:.2f} s, in flight = {eng.n_in_flight} "
-        f"(running {running}, queued {queued}, at the router {len(eng._rq)})"
+        f"(running {s.n_running.tolist()}, queued {s.n_queued.tolist()}, "
+        f"at the router {s.router_queue_len})"
     )
-    fork_ms = min(_ms_per_call(eng.fork, 2000) for _ in range(5))
-    deep_ms = min(_ms_per_call(lambda: copy.deepcopy(eng), 5) for _ in range(3))
+    fork_ms = min(ms_per_call(eng.fork, 2000) for _ in range(5))
+    deep_ms = min(ms_per_call(lambda: copy.deepcopy(eng), 5) for _ in range(3))
     print(f"Engine.fork:   {fork_ms:.4f} ms per fork (best of 5 x 2,000)")
     print(f"copy.deepcopy: {deep_ms:.1f} ms per copy (best of 3 x 5)")
     print(f"speed-up:      {deep_ms / fork_ms:.0f}x")
     big = engine_in_flight(n_rows=20_000)
-    big_ms = min(_ms_per_call(big.fork, 1000) for _ in range(5))
+    big_ms = min(ms_per_call(big.fork, 1000) for _ in range(5))
     print(f"Engine.fork, 20,000-row trace: {big_ms:.4f} ms per fork")
 
 
