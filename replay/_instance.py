@@ -480,7 +480,14 @@ class Instance:
             if not self.reference:
                 k = min([sl[_OUT] - sl[_GEN] for sl in slots])
                 cap = self.cap_kv
-                if k > 1 and _blocks_after(slots, k, self.block) > cap:
+                b = self.block
+                # blocks_after(k) <= ctx_sum + n * (k + b - 1): skip the exact sum when
+                # even that bound fits (the usual case away from KV exhaustion)
+                if (
+                    k > 1
+                    and self.ctx_sum + n * (k + b - 1) > cap
+                    and _blocks_after(slots, k, b) > cap
+                ):
                     lo, hi = 1, k  # use(lo) fits, use(hi) does not
                     while hi - lo > 1:
                         mid = (lo + hi) // 2
