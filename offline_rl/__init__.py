@@ -18,10 +18,25 @@ from ._imitation import (
 )
 from ._online import CURVE_SCHEMA, OnlineConfig, OnlineResult, fine_tune_online
 from ._ope import OPEConfig, OPEResult, evaluate_off_policy
+from ._pipeline import (
+    DEFAULT_BEHAVIOURS,
+    LearningConfig,
+    LearningResult,
+    evaluate_scenario,
+    learned_routers,
+    train_scenario,
+)
 from ._policy import ROUTER_FILES, PolicyRouter, load_router, save_router
 from ._train import ALGORITHMS, RewardTransform, TrainConfig, TrainResult, train_router
 
 __all__ = [
+    # one experiment pipeline (issue 13)
+    "DEFAULT_BEHAVIOURS",
+    "LearningConfig",
+    "LearningResult",
+    "evaluate_scenario",
+    "learned_routers",
+    "train_scenario",
     # imitation of the lookahead + DAgger (issue 12)
     "ImitationConfig",
     "ImitationResult",

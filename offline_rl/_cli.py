@@ -18,11 +18,22 @@ labelled decision on a loaded cluster. ``--n-steps`` is per round.
 ``routeplay evaluate`` replays a saved router folder against heuristics on held-out
 episodes, paired, and prints the comparison (:func:`~routeplay.offline_rl.evaluate_routers`).
 
-Episodes: with ``--trace`` the trace is cut into windows of ``--window-requests``
-requests; ``train`` uses the earliest ``1 - test_fraction`` of them, ``evaluate`` the
-latest ``test_fraction`` (same flags, so the two never overlap). With ``--task-mix``,
-training episodes use seeds ``10000 + k`` and evaluation episodes ``20000 + k``.
-The CLI uses no output-length predictor (observations carry one decode bucket).
+Episodes: the workload flags build one :class:`~routeplay.replay.Scenario` (the class
+the report job and Python code build). With ``--trace`` the trace is cut into windows
+of ``--window-requests`` requests (a partial last window is dropped); ``train`` logs
+the earliest ``1 - test_fraction`` of them, ``evaluate`` replays the latest
+``test_fraction``. With ``--task-mix`` one mix of ``2 x --n-episodes`` windows is
+generated with ``--seed``: the first half trains, the second half is held out. Give
+``train`` and ``evaluate`` the same workload flags and ``--seed`` (the scenario's
+seed: mix generation, episode ``k`` replays and logs with seed ``seed + k``, training,
+bootstrap). ``--predictor histogram`` fits an output-length predictor on the training
+windows (time buckets of the cluster's first instance, or ``--predictor-preset``);
+the default is none (observations carry one decode bucket). Learned routers are
+labelled with their algorithm key (``cql``); their fallback decisions are counted in
+the table's ``n_fallback_routes`` column. Defaults (steps, behaviours, fallback bound,
+simulated-time slack) are :class:`~routeplay.offline_rl.LearningConfig`'s, as in a job
+file's ``[training]``; ``routeplay train`` + ``routeplay evaluate`` and the report job
+give the same table on the same scenario.
 
 Output folder of ``train`` (``--out``): the work happens in ``.<name>.partial`` beside
 it, which is renamed to ``--out`` when the router is saved, so a killed run never
@@ -51,20 +62,41 @@ from typing import Any
 
 import polars as pl
 
-_DEFAULT_BEHAVIOURS = "round-robin,least-connections,jsq-tokens,min-min,impact-greedy"
 _LOOKAHEAD_BEHAVIOUR = "min-min"
 _DEFAULT_HEURISTICS = "round-robin,least-connections,jsq-tokens,least-loaded,min-min,impact-greedy"
 
 
+def _learning_default(name: str) -> Any:
+    """A :class:`LearningConfig` default (the one place it is defined)."""
+    from ._pipeline import LearningConfig
+
+    return getattr(LearningConfig(), name)
+
+
 def _add_workload(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("workload (when episodes are generated)")
+    g = p.add_argument_group("workload: the scenario (give train and evaluate the same flags)")
     g.add_argument("--trace", help="registered trace name or path, cut into windows")
     g.add_argument("--task-mix", action="store_true", help="generate the paper's task mix")
     g.add_argument("--window-requests", type=int, default=2000, help="requests per window")
     g.add_argument("--test-fraction", type=float, default=0.3, help="latest windows held out")
-    g.add_argument("--n-episodes", type=int, default=10, help="task-mix episodes")
+    g.add_argument(
+        "--n-episodes", type=int, default=10, help="task-mix windows per split (train, held out)"
+    )
     g.add_argument("--rate", type=float, default=20.0, help="task-mix arrival rate (req/s)")
     g.add_argument("--cluster", default="v100x4", help="built-in cluster name or TOML file")
+    g.add_argument(
+        "--predictor",
+        choices=("none", "histogram"),
+        default="none",
+        help="output-length predictor fitted on the training windows (default none)",
+    )
+    g.add_argument(
+        "--predictor-preset",
+        default=None,
+        help="latency preset of the predictor's time buckets (default: the cluster's first "
+        "instance)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="the scenario's seed (and training's)")
 
 
 def _add_display(p: argparse.ArgumentParser) -> None:
@@ -98,13 +130,26 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--transitions", nargs="+", type=Path, help="transition Parquet files")
     _add_workload(p)
+    behaviours = ",".join(_learning_default("behaviours"))
     p.add_argument(
         "--behaviours",
-        help=f"comma-separated heuristics to log (default {_DEFAULT_BEHAVIOURS!r}); with "
+        help=f"comma-separated heuristics to log (default {behaviours!r}); with "
         f"--from-lookahead the one heuristic driving round 0 (default {_LOOKAHEAD_BEHAVIOUR!r})",
     )
-    p.add_argument("--epsilon", type=float, default=0.1, help="exploration of the logged runs")
-    p.add_argument("--reward", default="paper-workload-guided", help="reward of the logs")
+    p.add_argument(
+        "--epsilon",
+        type=float,
+        default=_learning_default("epsilon"),
+        help="exploration of the logged runs",
+    )
+    p.add_argument("--reward", default=_learning_default("reward"), help="reward of the logs")
+    p.add_argument(
+        "--reward-normalization",
+        choices=("none", "scale", "standardize"),
+        default=_learning_default("reward_normalization"),
+        help="transform of the logged rewards before training (statistics of the logs)",
+    )
+    p.add_argument("--reward-scale", type=float, default=_learning_default("reward_scale"))
     p.add_argument(
         "--algorithm", help="cql (default), bcq, bc or double-dqn; bc with --from-lookahead"
     )
@@ -131,9 +176,8 @@ def register(subparsers: Any) -> None:
         "(task mix: seeds 30000+k; trace: the last N training windows, then not labelled); "
         "0 = keep the last round",
     )
-    p.add_argument("--n-steps", type=int, default=5000)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-steps", type=int, default=_learning_default("n_steps"))
+    p.add_argument("--batch-size", type=int, default=_learning_default("batch_size"))
     p.add_argument("--out", type=Path, required=True, help="router folder to write")
     p.add_argument("--run-dir", type=Path, help="training run folder (default OUT/run)")
     again = p.add_mutually_exclusive_group()
@@ -161,47 +205,73 @@ def register(subparsers: Any) -> None:
     _add_workload(e)
     e.add_argument("--heuristics", default=_DEFAULT_HEURISTICS, help="comma-separated names")
     e.add_argument("--baseline", default="round-robin")
-    e.add_argument("--max-router-wait-s", type=float, default=2.0)
+    e.add_argument(
+        "--max-router-wait-s", type=float, default=_learning_default("max_router_wait_s")
+    )
+    e.add_argument("--fallback", default=_learning_default("fallback"))
+    e.add_argument("--sim-slack-s", type=float, default=_learning_default("sim_slack_s"))
     e.add_argument("--n-boot", type=int, default=2000)
     e.add_argument("--output", type=Path, help="write the table as Parquet")
     _add_display(e)
     e.set_defaults(func=_cmd_evaluate)
 
 
-def _cluster(name: str) -> Any:
-    from routeplay.replay import load_cluster, make_cluster
+_SCENARIO_FLAGS = {
+    "trace": "--trace",
+    "cluster": "--cluster",
+    "episode_requests": "--window-requests",
+    "test_fraction": "--test-fraction",
+    "predictor_preset": "--predictor-preset",
+    "seed": "--seed",
+    "task_mix": "--rate",
+}
 
-    return load_cluster(name) if name.endswith(".toml") else make_cluster(name)
 
-
-def _episodes(args: argparse.Namespace, *, held_out: bool) -> list[pl.DataFrame]:
-    from routeplay.datasets import (
-        TaskMixConfig,
-        generate_task_mix,
-        load_trace,
-        split_train_test,
-    )
+def _scenario(args: argparse.Namespace) -> Any:
+    """The :class:`~routeplay.replay.Scenario` the workload flags describe."""
+    from routeplay.replay import Scenario
 
     if bool(args.trace) == bool(args.task_mix):
         raise ValueError(
             "give exactly one of --trace NAME and --task-mix (the workload to replay)."
         )
-    if args.task_mix:
-        if args.n_episodes < 2:
-            raise ValueError(f"--n-episodes {args.n_episodes}; expected >= 2.")
-        base = 20_000 if held_out else 10_000
-        return [
-            generate_task_mix(
-                TaskMixConfig(n_requests=args.window_requests, rate_per_s=args.rate, seed=base + k)
+    try:
+        if args.task_mix:
+            if args.n_episodes < 2:
+                raise ValueError(f"--n-episodes {args.n_episodes}; expected >= 2.")
+            return Scenario(
+                trace="task-mix",
+                task_mix={
+                    "n_requests": 2 * args.n_episodes * args.window_requests,
+                    "rate_per_s": args.rate,
+                },
+                episode_requests=args.window_requests,
+                test_fraction=0.5,
+                cluster=args.cluster,
+                predictor=None if args.predictor == "none" else args.predictor,
+                predictor_preset=args.predictor_preset,
+                seed=args.seed,
             )
-            for k in range(args.n_episodes)
-        ]
-    trace = load_trace(args.trace)
-    train, test = split_train_test(
-        trace, test_fraction=args.test_fraction, n_requests=args.window_requests
-    )
-    chosen = test if held_out else train
-    return [e.trace for e in chosen]
+        return Scenario(
+            trace=args.trace,
+            episode_requests=args.window_requests,
+            test_fraction=args.test_fraction,
+            cluster=args.cluster,
+            predictor=None if args.predictor == "none" else args.predictor,
+            predictor_preset=args.predictor_preset,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        text = str(exc)
+        for name, flag in _SCENARIO_FLAGS.items():
+            text = text.replace(f"Scenario.{name} =", f"{flag}:")
+        raise ValueError(text) from None
+
+
+def _prepare(args: argparse.Namespace) -> Any:
+    """The prepared scenario; a split without 2 held-out windows is a one-line error."""
+    scenario = _scenario(args)
+    return scenario.prepare()
 
 
 def _layout_from_names(names: tuple[str, ...], n_instances: int) -> Any:
@@ -319,54 +389,48 @@ def _sha256_text(text: str) -> str:
 
 
 def _workload_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The flags that decide which episodes are logged (and the trace file's hash)."""
+    """The scenario that decides which episodes are logged (and the files' hashes)."""
     from ._files import sha256_file
 
-    if args.task_mix:
-        return {
-            "task_mix": True,
-            "n_episodes": args.n_episodes,
-            "window_requests": args.window_requests,
-            "rate": args.rate,
-        }
-    trace = Path(args.trace)
-    return {
-        "trace": args.trace,
-        "trace_sha256": sha256_file(trace) if trace.is_file() else None,
-        "window_requests": args.window_requests,
-        "test_fraction": args.test_fraction,
-    }
+    scenario = _scenario(args)
+    out: dict[str, Any] = scenario.to_dict()
+    out.pop("base_dir")
+    for key in ("trace", "cluster"):
+        path = Path(out[key])
+        out[f"{key}_sha256"] = sha256_file(path) if path.is_file() else None
+    return out
 
 
 def _train(args: argparse.Namespace, staged: list[Path]) -> int:
     if args.from_lookahead:
         return _train_from_lookahead(args, staged)
     if args.algorithm is None:
-        args.algorithm = "cql"
+        args.algorithm = _learning_default("algorithms")[0]
+    default_behaviours = ",".join(_learning_default("behaviours"))
     if args.behaviours is None:
-        args.behaviours = _DEFAULT_BEHAVIOURS
+        args.behaviours = default_behaviours
     from routeplay.offline_rl import TrainConfig, build_dataset, save_router, train_router
-    from routeplay.replay import make_router, read_transitions
+    from routeplay.replay import log_behaviours, make_router, read_transitions
     from routeplay.replay._rewards import make_reward
-    from routeplay.replay._transitions import default_layout, log_transitions
 
     from ._files import sha256_file
     from ._output import Mode, commit_output, plan_output, start_output
+    from ._pipeline import LearningConfig
 
     out: Path = args.out
     mode: Mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
-    config = TrainConfig(
+    TrainConfig(  # checked first: its messages name the field
         algorithm=args.algorithm,
         n_steps=args.n_steps,
-        n_steps_per_epoch=min(1000, args.n_steps),
-        checkpoint_every_steps=min(1000, args.n_steps),
         batch_size=args.batch_size,
+        reward_normalization=args.reward_normalization,
+        reward_scale=args.reward_scale,
         seed=args.seed,
     )
     # everything that decides the result, read and checked before any file is written
     names: list[str] = []
-    episodes: list[pl.DataFrame] = []
     files: list[Path] = []
+    prepared: Any = None
     if args.transitions:
         files = list(args.transitions)
         for f in files:
@@ -375,13 +439,11 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
         layout = _layout_from_names(meta.obs_names, meta.n_instances)
         inputs: dict[str, Any] = {"transitions_sha256": [sha256_file(f) for f in files]}
     else:
-        cluster = _cluster(args.cluster)
-        layout = default_layout(cluster)
         names = [b.strip() for b in args.behaviours.split(",") if b.strip()]
         if not names:
             raise ValueError(
                 f"--behaviours {args.behaviours!r} names no heuristic; expected a comma-"
-                f"separated list, e.g. {_DEFAULT_BEHAVIOURS!r}."
+                f"separated list, e.g. {default_behaviours!r}."
             )
         for name in names:
             make_router(name)
@@ -391,19 +453,30 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
                 f"--epsilon {args.epsilon!r}; expected a probability in [0, 1]. Fix: pass "
                 "e.g. --epsilon 0.1."
             )
-        episodes = _episodes(args, held_out=False)
+        prepared = _prepare(args)
+        layout = prepared.layout
+        workload = _workload_settings(args)
+        if workload["cluster_sha256"] is None:  # built-in: its full (deterministic) repr
+            workload["cluster_sha256"] = _sha256_text(repr(prepared.cluster))
         inputs = {
             "behaviours": names,
             "epsilon": args.epsilon,
             "reward": args.reward,
-            "cluster": args.cluster,
-            "cluster_sha256": (
-                sha256_file(args.cluster)
-                if args.cluster.endswith(".toml")
-                else _sha256_text(repr(cluster))  # built-in: its full (deterministic) repr
-            ),
-            "workload": _workload_settings(args),
+            "workload": workload,
         }
+    learning = LearningConfig(
+        behaviours=tuple(names) or _learning_default("behaviours"),
+        epsilon=args.epsilon,
+        reward=args.reward,
+        algorithms=(args.algorithm,),
+        n_steps=args.n_steps,
+        batch_size=args.batch_size,
+        reward_normalization=args.reward_normalization,
+        reward_scale=args.reward_scale,
+    )
+    config = learning.train_config(
+        args.algorithm, seed=args.seed, checkpoint_every_steps=min(1000, args.n_steps)
+    )
     plan = plan_output(out, settings={"config": config.to_dict(), "inputs": inputs}, mode=mode)
     run_dir: Path | None = args.run_dir
     if run_dir is not None and mode == "new" and _has_checkpoint(run_dir):
@@ -419,32 +492,28 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
     staging = start_output(plan)
     staged.append(staging)
     try:
-        if not args.transitions:
-            logs = staging / "logs"
-            logs.mkdir(exist_ok=True)
-            for j, name in enumerate(names):
-                path = logs / f"{name}.parquet"
-                if plan.action == "continue" and path.is_file():
-                    files.append(path)  # written atomically by an earlier call
-                    _say(args, f"[{j + 1}/{len(names)}] reusing {path}")
-                    continue
-                res = log_transitions(
-                    episodes,
-                    cluster,
-                    make_router(name),
-                    reward=args.reward,
-                    path=path,
-                    epsilon=args.epsilon,
-                    seed=args.seed,
-                    episode_offset=j * len(episodes),
-                    show_progress=_show(args),
-                )
-                files.append(res.path)
-                _say(
-                    args,
-                    f"[{j + 1}/{len(names)}] logged {res.behaviour}: {res.n_episodes} "
-                    f"episodes, {res.n_transitions} transitions -> {res.path}",
-                )
+        if prepared is not None:
+            logs = log_behaviours(
+                prepared,
+                names,
+                reward=learning.reward,
+                epsilon=learning.epsilon,
+                out_dir=staging / "logs",
+                seed=args.seed,
+                reuse_existing=plan.action == "continue",  # written atomically earlier
+                show_progress=_show(args),
+            )
+            for j, item in enumerate(logs):
+                files.append(item.path)
+                res = item.result
+                if res is None:
+                    _say(args, f"[{j + 1}/{len(names)}] reusing {item.path}")
+                else:
+                    _say(
+                        args,
+                        f"[{j + 1}/{len(names)}] logged {res.behaviour}: {res.n_episodes} "
+                        f"episodes, {res.n_transitions} transitions -> {res.path}",
+                    )
         dataset = build_dataset(files)
         _say(args, dataset.card.summary())
         _say(args, f"training {args.algorithm} for {args.n_steps} steps (seed {args.seed})")
@@ -483,7 +552,6 @@ def _train_from_lookahead(args: argparse.Namespace, staged: list[Path]) -> int:
     """``routeplay train --from-lookahead``: :func:`imitate_lookahead`, then save_router."""
     from routeplay.offline_rl import ImitationConfig, imitate_lookahead, save_router
 
-    from ._files import sha256_file
     from ._output import Mode, commit_output, plan_output, start_output
 
     if args.transitions:
@@ -530,40 +598,27 @@ def _train_from_lookahead(args: argparse.Namespace, staged: list[Path]) -> int:
         for field, flag in flags.items():
             text = text.replace(f"ImitationConfig.{field} =", f"{flag}:")
         raise ValueError(text) from None
-    cluster = _cluster(args.cluster)
-    episodes = _episodes(args, held_out=False)
     n_val = args.validation_episodes
     if isinstance(n_val, bool) or n_val < 0:
         raise ValueError(f"--validation-episodes {n_val!r}; expected an integer >= 0.")
+    prepared = _prepare(args)
+    cluster = prepared.cluster
+    episodes: list[pl.DataFrame] = [e.trace for e in prepared.train]
     validation: list[pl.DataFrame] | None = None
-    if n_val and args.task_mix:
-        from routeplay.datasets import TaskMixConfig, generate_task_mix
-
-        validation = [
-            generate_task_mix(
-                TaskMixConfig(
-                    n_requests=args.window_requests, rate_per_s=args.rate, seed=30_000 + k
-                )
-            )
-            for k in range(n_val)
-        ]
-    elif n_val:
+    if n_val:
         if n_val >= len(episodes):
             raise ValueError(
-                f"--validation-episodes {n_val} leaves no training window to label (the trace "
-                f"gives {len(episodes)} training windows); expected fewer."
+                f"--validation-episodes {n_val} leaves no training window to label (the "
+                f"scenario gives {len(episodes)} training windows); expected fewer."
             )
         episodes, validation = episodes[:-n_val], episodes[-n_val:]
+    workload = _workload_settings(args)
+    if workload["cluster_sha256"] is None:  # built-in: its full (deterministic) repr
+        workload["cluster_sha256"] = _sha256_text(repr(cluster))
     inputs = {
         "from_lookahead": True,
         "validation_episodes": n_val,
-        "cluster": args.cluster,
-        "cluster_sha256": (
-            sha256_file(args.cluster)
-            if args.cluster.endswith(".toml")
-            else _sha256_text(repr(cluster))
-        ),
-        "workload": _workload_settings(args),
+        "workload": workload,
     }
     plan = plan_output(out, settings={"config": config.to_dict(), "inputs": inputs}, mode=mode)
     run_dir: Path | None = args.run_dir
@@ -614,7 +669,7 @@ def _train_from_lookahead(args: argparse.Namespace, staged: list[Path]) -> int:
 
 
 def _evaluate(args: argparse.Namespace, staged: list[Path]) -> int:
-    from routeplay.offline_rl import evaluate_routers, load_router
+    from routeplay.offline_rl import evaluate_scenario, learned_routers
 
     output: Path | None = args.output
     if output is not None and not output.parent.is_dir():
@@ -622,30 +677,22 @@ def _evaluate(args: argparse.Namespace, staged: list[Path]) -> int:
             f"--output {str(output)!r}: folder {str(output.parent)!r} does not exist; "
             "expected an existing folder. Fix: create it or choose another --output."
         )
-    cluster = _cluster(args.cluster)
-    learned = {}
-    for folder in args.router:
-        router = load_router(folder)
-        label = router.name
-        k = 2
-        while label in learned:
-            label = f"{router.name}-{k}"
-            k += 1
-        learned[label] = router
-    episodes = _episodes(args, held_out=True)
+    learned = learned_routers(args.router)  # refused files fail before any replay
+    prepared = _prepare(args)
     heuristics = [h.strip() for h in args.heuristics.split(",") if h.strip()]
     _say(
         args,
-        f"replaying {len(learned) + len(heuristics)} routers on {len(episodes)} held-out "
+        f"replaying {len(learned) + len(heuristics)} routers on {len(prepared.test)} held-out "
         "episodes (paired)",
     )
-    result = evaluate_routers(
+    result = evaluate_scenario(
+        prepared,
         learned,
         heuristics,
-        episodes,
-        cluster,
         baseline=args.baseline,
         max_router_wait_s=args.max_router_wait_s,
+        fallback=args.fallback,
+        sim_slack_s=args.sim_slack_s,
         n_boot=args.n_boot,
         show_progress=_show(args),
     )

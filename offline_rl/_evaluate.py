@@ -36,9 +36,23 @@ from routeplay.replay._result import ReplayConfig
 from routeplay.replay._router_registry import make_router
 from routeplay.replay._types import WAIT, ClusterConfig, ClusterState, RequestView, Router
 
-__all__ = ["BoundedWaitRouter", "EvaluationResult", "evaluate_routers"]
+__all__ = [
+    "DEFAULT_FALLBACK",
+    "DEFAULT_MAX_ROUTER_WAIT_S",
+    "DEFAULT_SIM_SLACK_S",
+    "BoundedWaitRouter",
+    "EvaluationResult",
+    "evaluate_routers",
+]
 
 FALLBACK_SUFFIX = "+fallback"
+#: Default fallback bound of a learned router (seconds at the router).
+DEFAULT_MAX_ROUTER_WAIT_S = 2.0
+#: Default heuristic that routes a request a learned router kept waiting too long.
+DEFAULT_FALLBACK = "least-loaded"
+#: Default simulated-time guard beyond the latest arrival (seconds): replays of learned
+#: routers stop with an error past it instead of ticking for hours.
+DEFAULT_SIM_SLACK_S = 1800.0
 
 
 class BoundedWaitRouter:
@@ -81,7 +95,7 @@ class BoundedWaitRouter:
         self,
         router: Router,
         *,
-        max_router_wait_s: float = 2.0,
+        max_router_wait_s: float = DEFAULT_MAX_ROUTER_WAIT_S,
         fallback: Router | None = None,
         name: str | None = None,
     ) -> None:
@@ -91,7 +105,7 @@ class BoundedWaitRouter:
             )
         self.router = router
         self.max_router_wait_s = float(max_router_wait_s)
-        self.fallback: Router = fallback if fallback is not None else make_router("least-loaded")
+        self.fallback: Router = fallback if fallback is not None else make_router(DEFAULT_FALLBACK)
         inner = str(getattr(router, "name", type(router).__name__))
         self.name = name if name is not None else inner + FALLBACK_SUFFIX
         self.n_fallback_routes = 0
@@ -302,20 +316,22 @@ def evaluate_routers(
     baseline: str = "round-robin",
     predictor: OutputLengthPredictor | None = None,
     config: ReplayConfig | None = None,
-    max_router_wait_s: float | None = 2.0,
-    fallback: str = "least-loaded",
-    sim_slack_s: float = 1800.0,
+    max_router_wait_s: float | None = DEFAULT_MAX_ROUTER_WAIT_S,
+    fallback: str = DEFAULT_FALLBACK,
+    sim_slack_s: float = DEFAULT_SIM_SLACK_S,
     episode_ids: Sequence[int] | None = None,
     n_boot: int = 2000,
     seed: int = 0,
+    label_suffix: str = FALLBACK_SUFFIX,
+    keep_timelines: bool = False,
     show_progress: bool = False,
 ) -> EvaluationResult:
     """Replay learned and heuristic routers on the same episodes and compare them, paired.
 
     Args:
         learned: label -> router (e.g. :class:`~routeplay.offline_rl.PolicyRouter`);
-            each is wrapped in :class:`BoundedWaitRouter` (label ``<label>+fallback``)
-            unless ``max_router_wait_s`` is ``None``.
+            each is wrapped in :class:`BoundedWaitRouter` (label ``<label>`` +
+            ``label_suffix``) unless ``max_router_wait_s`` is ``None``.
         heuristics: registered router names (``list_routers()``); must include
             ``baseline``.
         episodes: held-out traces, later in time than (or otherwise disjoint from) the
@@ -332,6 +348,10 @@ def evaluate_routers(
         episode_ids: episode labels (default ``0..n-1``).
         n_boot: bootstrap resamples of ``compare_routers``.
         seed: bootstrap seed.
+        label_suffix: appended to the label of a wrapped learned router (default
+            ``"+fallback"``; the pipeline's :func:`evaluate_scenario` keeps labels and
+            shows fallbacks in ``n_fallback_routes``).
+        keep_timelines: keep per-instance timelines (``replays.timelines``).
         show_progress: progress bar over replays.
 
     Returns:
@@ -373,9 +393,9 @@ def evaluate_routers(
                 router,
                 max_router_wait_s=max_router_wait_s,
                 fallback=make_router(fallback),
-                name=label + FALLBACK_SUFFIX,
+                name=label + label_suffix,
             )
-            out_label = label + FALLBACK_SUFFIX
+            out_label = label + label_suffix
         else:
             spec = router
             out_label = label
@@ -401,6 +421,7 @@ def evaluate_routers(
         config=base,
         predictor=predictor,
         episode_ids=ids,
+        keep_timelines=keep_timelines,
         show_progress=show_progress,
     )
     fb_rows: list[dict[str, Any]] = []

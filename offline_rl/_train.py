@@ -97,7 +97,8 @@ class TrainConfig:
         learning_rate: Adam learning rate (betas 0.9/0.999, eps 1e-8, no weight decay).
         gamma: discount factor.
         batch_size: transitions per gradient step.
-        n_steps: total gradient steps.
+        n_steps: total gradient steps (the default is the pipeline's, also of
+            ``routeplay train`` and a job's ``[training]``: 5,000).
         n_steps_per_epoch: losses are averaged and logged every this many steps.
         checkpoint_every_steps: a checkpoint is written every this many steps (and at
             the end).
@@ -132,7 +133,7 @@ class TrainConfig:
     learning_rate: float = 3e-4
     gamma: float = 0.99
     batch_size: int = 256
-    n_steps: int = 10_000
+    n_steps: int = 5_000
     n_steps_per_epoch: int = 1_000
     checkpoint_every_steps: int = 1_000
     target_update_interval: int = 1_000

@@ -12,7 +12,7 @@ from ._clusters import (
 )
 from ._engine import Engine, RouteFn, ScheduleFn, is_scheduler, run_replay
 from ._env import RoutingEnv
-from ._episodes import EpisodeReplays, replay_episodes
+from ._episodes import EpisodeReplays, episode_seed, replay_episodes
 from ._metrics import slo_attainment, summarize_requests, utilisation_imbalance
 from ._observation import OBSERVATION_LAYOUT_VERSION, ObservationLayout, encode_observation
 from ._outcomes import OutcomeConfig, OutcomeTracker
@@ -45,6 +45,13 @@ from ._routers_reference import (
     MinMinOracleRouter,
     MinTotalLatencyRouter,
 )
+from ._scenario import (
+    BehaviourLog,
+    PreparedScenario,
+    Scenario,
+    log_behaviours,
+    replay_scenario,
+)
 from ._schedulers import (
     HOLD,
     LateBindingSPFOracleScheduler,
@@ -67,6 +74,7 @@ from ._transitions import (
     TransitionMetadata,
     TransitionWriter,
     action_to_index,
+    default_layout,
     index_to_action,
     log_transitions,
     read_transitions,
@@ -86,6 +94,14 @@ from ._types import (
 )
 
 __all__ = [
+    # one experiment pipeline (issue 13)
+    "BehaviourLog",
+    "PreparedScenario",
+    "Scenario",
+    "default_layout",
+    "episode_seed",
+    "log_behaviours",
+    "replay_scenario",
     # sweeps (H-scale)
     "SweepCallConfig",
     "SweepCellConfig",

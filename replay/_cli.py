@@ -21,12 +21,15 @@ from typing import Any
 __all__ = ["register"]
 
 
-def _prepare_trace(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Load the trace, apply the requested reshaping, split off predictor training data."""
+def _prepare_trace(args: argparse.Namespace, cluster: Any) -> tuple[Any, Any]:
+    """Load the trace, apply the requested reshaping, split off predictor training data.
+
+    The predictor's time buckets are those of ``--predictor-preset`` or, by default, of
+    the cluster's first instance (as :class:`~routeplay.replay.Scenario` does).
+    """
     import polars as pl
     from routeplay.datasets import load_trace, scale_arrival_rate
-    from routeplay.estimator import fit_length_predictor, time_buckets
-    from routeplay.estimator._presets import get_preset
+    from routeplay.estimator import fit_length_predictor, get_preset, time_buckets
 
     trace = load_trace(args.trace)
     if args.first_requests is not None:
@@ -49,7 +52,12 @@ def _prepare_trace(args: argparse.Namespace) -> tuple[Any, Any]:
     if rest.height == 0:
         raise ValueError("nothing left to replay after the predictor's training split.")
     rest = rest.with_columns(pl.col("arrival_s") - rest["arrival_s"][0])
-    scheme = time_buckets(get_preset("llama2-7b/v100-paper"))
+    latency = (
+        get_preset(args.predictor_preset)
+        if args.predictor_preset is not None
+        else cluster.instances[0].latency
+    )
+    scheme = time_buckets(latency)
     features = ("task", "prompt_tokens") if "task" in trace.columns else ("prompt_tokens",)
     predictor = fit_length_predictor(train, scheme, features=features)
     print(
@@ -73,7 +81,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if not names:
         raise ValueError("--router is empty; expected one or more names, e.g. round-robin,llm-d.")
     routers = [make_router(n) for n in names]  # fail fast on a bad name
-    trace, predictor = _prepare_trace(args)
+    trace, predictor = _prepare_trace(args, cluster)
     config = ReplayConfig(seed=args.seed, mode=args.mode)
     out = Path(args.out) if args.out else None
     rows: list[tuple[str, dict[str, float]]] = []
@@ -161,6 +169,12 @@ def register(subparsers: Any) -> None:
         help="output-length predictor for routers that use predictions",
     )
     p.add_argument("--predictor-train-fraction", type=float, default=0.2)
+    p.add_argument(
+        "--predictor-preset",
+        default=None,
+        help="latency preset of the predictor's time buckets (default: the cluster's first "
+        "instance; 'llama2-7b/v100-paper' is the paper's)",
+    )
     p.add_argument("--out", default=None, help="directory for Parquet results and summary.json")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument(

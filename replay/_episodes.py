@@ -8,6 +8,7 @@ episodes. :func:`replay_episodes` does that and returns one long frame that
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -19,7 +20,9 @@ from ._engine import run_replay
 from ._result import ReplayConfig
 from ._types import ClusterConfig, Router
 
-__all__ = ["EpisodeReplays", "replay_episodes"]
+__all__ = ["EpisodeReplays", "episode_seed", "replay_episodes"]
+
+logger = logging.getLogger(__name__)
 
 RouterFactory = Callable[[], Router]
 
@@ -31,11 +34,17 @@ class EpisodeReplays:
     Attributes:
         requests: per-request rows of all replays, with ``router`` and ``episode``
             columns first (the input format of ``compare_routers``).
-        summaries: one row per (router, episode) with the replay's summary metrics.
+        summaries: one row per (router, episode) with the replay's summary metrics;
+            a router with an ``n_fallback_routes`` counter (a learned router wrapped in
+            ``BoundedWaitRouter``) gets its count after each replay in the
+            ``n_fallback_routes`` column (null for the other routers).
+        timelines: per-instance samples with ``router`` and ``episode`` first, when
+            asked for (``keep_timelines``), else ``None``.
     """
 
     requests: pl.DataFrame
     summaries: pl.DataFrame
+    timelines: pl.DataFrame | None = None
 
     def to_frame(self) -> pl.DataFrame:
         """The per-request frame."""
@@ -50,13 +59,16 @@ def replay_episodes(
     config: ReplayConfig | None = None,
     predictor: OutputLengthPredictor | None = None,
     episode_ids: Sequence[int] | None = None,
+    keep_timelines: bool = False,
     show_progress: bool = False,
 ) -> EpisodeReplays:
     """Replay every router on every episode (same episodes, same seeds: paired).
 
     Episode ``k`` is replayed with ``ReplayConfig.seed = config.seed + k`` for every
-    router, so randomised routers draw different numbers per episode but the same
-    numbers across reruns.
+    router (``k`` = its id in ``episode_ids``; :func:`routeplay.replay.episode_seed`, the
+    one seed rule of the pipeline), so randomised routers draw different numbers per
+    episode but the same numbers across reruns. Each replay is logged
+    (``routeplay.replay`` logger, debug level) as it starts.
 
     Args:
         episodes: traces in the canonical schema (e.g. ``[e.trace for e in split_episodes(...)]``).
@@ -66,6 +78,7 @@ def replay_episodes(
         config: replay settings (its seed is the base seed).
         predictor: output-length predictor, fitted on data disjoint from ``episodes``.
         episode_ids: labels of the episodes (default ``0..n-1``).
+        keep_timelines: keep the per-instance timelines (``EpisodeReplays.timelines``).
         show_progress: a progress bar over (router, episode) replays.
 
     Returns:
@@ -96,21 +109,52 @@ def replay_episodes(
         )
     base = config if config is not None else ReplayConfig()
     frames: list[pl.DataFrame] = []
+    timelines: list[pl.DataFrame] = []
     rows: list[dict[str, object]] = []
     jobs = [(label, k) for label in routers for k in range(len(episodes))]
-    for label, k in tqdm(jobs, desc="replays", disable=not show_progress):
+    for n, (label, k) in enumerate(tqdm(jobs, desc="replays", disable=not show_progress), 1):
+        logger.info(
+            "replay %d/%d: router %s, episode %d",
+            n,
+            len(jobs),
+            label,
+            ids[k],
+            extra={"console": False},  # the progress bar counts these on a terminal
+        )
         spec = routers[label]
         router = spec() if callable(spec) and not hasattr(spec, "route") else spec
-        cfg = replace(base, seed=base.seed + ids[k])
+        cfg = replace(base, seed=episode_seed(base.seed, ids[k]))
         result = run_replay(episodes[k], cluster, router, config=cfg, predictor=predictor)  # type: ignore[arg-type]
-        frames.append(
-            result.requests.with_columns(
-                pl.lit(label).alias("router"), pl.lit(ids[k], dtype=pl.Int64).alias("episode")
-            )
-        )
-        rows.append({"router": label, "episode": ids[k], **result.summary})
-    requests = pl.concat(frames, how="diagonal_relaxed")
+        tags = (pl.lit(label).alias("router"), pl.lit(ids[k], dtype=pl.Int64).alias("episode"))
+        frames.append(result.requests.with_columns(*tags))
+        if keep_timelines:
+            timelines.append(result.timelines.with_columns(*tags))
+        row: dict[str, object] = {"router": label, "episode": ids[k], **result.summary}
+        fallbacks = getattr(router, "n_fallback_routes", None)
+        if fallbacks is not None:  # BoundedWaitRouter / PolicyRouter: their own count
+            row["n_fallback_routes"] = int(fallbacks)
+        rows.append(row)
     first = ["router", "episode"]
+    requests = pl.concat(frames, how="diagonal_relaxed")
     requests = requests.select(first + [c for c in requests.columns if c not in first])
-    summaries = pl.DataFrame(rows).with_columns(pl.col("episode").cast(pl.Int64))
-    return EpisodeReplays(requests=requests, summaries=summaries)
+    summaries = pl.DataFrame(rows, infer_schema_length=None).with_columns(
+        pl.col("episode").cast(pl.Int64)
+    )
+    kept = None
+    if keep_timelines:
+        tl = pl.concat(timelines, how="diagonal_relaxed")
+        kept = tl.select(first + [c for c in tl.columns if c not in first])
+    return EpisodeReplays(requests=requests, summaries=summaries, timelines=kept)
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """The replay seed of episode ``episode`` under base seed ``seed``: ``seed + episode``.
+
+    The one seed rule of the pipeline (:func:`replay_episodes`, scenarios, sweeps).
+
+    Example:
+        >>> from routeplay.replay import episode_seed
+        >>> episode_seed(10, 3)
+        13
+    """
+    return int(seed) + int(episode)

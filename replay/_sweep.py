@@ -573,6 +573,7 @@ def _metric_dict(raw: Any, where: str) -> dict[str, Any]:
 def _run_replay_cell(cell: dict[str, Any]) -> tuple[dict[str, Any], pl.DataFrame | None]:
     from ._clusters import load_cluster
     from ._engine import run_replay
+    from ._episodes import episode_seed
     from ._result import ReplayConfig
     from ._router_registry import make_router
 
@@ -593,7 +594,7 @@ def _run_replay_cell(cell: dict[str, Any]) -> tuple[dict[str, Any], pl.DataFrame
         )
     router = make_router(spec["router"]["name"], **spec["router"]["params"])
     config = ReplayConfig(
-        seed=int(cell["seed"]) + k,
+        seed=episode_seed(int(cell["seed"]), k),  # the pipeline's one seed rule
         mode=spec["mode"],
         timeline_sample_interval_s=spec["timeline_sample_interval_s"],
     )

@@ -11,7 +11,6 @@ crashed or killed job never leaves a complete-looking report behind.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import logging
 import math
@@ -21,14 +20,14 @@ import shutil
 import time
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-
-from ._training import JobTrainingConfig
+from routeplay.offline_rl import LearningConfig
+from routeplay.replay import Scenario
 
 __all__ = [
     "BUILTIN_JOBS_DIR",
@@ -60,73 +59,205 @@ class JobFileError(ValueError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReportJobConfig:
-    """A parsed, validated job file (field names are ``section_key``).
+    """A parsed, validated job file: a scenario, the routers to compare, the statistics.
+
+    The job file's ``[trace]``, ``[episodes]``, ``[cluster]``, ``[replay]``,
+    ``[predictor]`` sections and its ``seed`` build one
+    :class:`~routeplay.replay.Scenario` (the same class ``routeplay train``/``evaluate``
+    and Python code build), its ``[training]`` section one
+    :class:`~routeplay.offline_rl.LearningConfig`; their defaults are those classes'.
 
     Attributes:
         name: job name (run folder prefix).
         title: report title.
-        seed: base seed (episode ``k`` replays with ``seed + k``; bootstrap seed).
-        trace_source: registered trace name, trace file path, or ``"task-mix"``.
-        trace_first_requests: keep only the first N requests (``None`` = all).
-        trace_rate_scale: multiply the arrival rate by this factor.
-        task_mix: ``TaskMixConfig`` fields when ``trace_source == "task-mix"``.
-        episodes_n_requests: requests per episode window (or ``episodes_duration_s``).
-        episodes_duration_s: window length in seconds.
-        episodes_drop_partial: drop the partial last window.
-        episodes_test_fraction: share of (latest) episodes for testing; the earlier
-            ones train the predictor. ``None``: every episode is replayed.
-        episodes_max: replay at most this many (the earliest test) episodes.
-        cluster: built-in cluster name or cluster TOML path.
+        scenario: workload, episode split, cluster, predictor, replay settings, seed
+            (episode ``k`` replays with ``seed + k``; bootstrap seed).
         routers: router names (``routeplay routers``).
         baseline: the router every other router is compared with.
-        replay_mode: ``"fast"`` or ``"reference"``.
-        timeline_sample_interval_s: timeline sampling period.
         metrics: latency columns compared.
         statistics: per-episode statistics (``mean``, ``pXX``).
         n_boot: bootstrap resamples.
         confidence: bootstrap CI coverage.
-        predictor: ``None`` or ``"histogram"``.
-        predictor_features: predictor features (default: task and prompt tokens).
         images: image formats exported per chart.
-        training: the ``[training]`` section (:class:`JobTrainingConfig`): routers
-            trained offline on logs of the training episodes and replayed beside the
-            heuristics on the test episodes; ``None`` = no training.
-        base_dir: folder that relative paths in the job file are resolved against.
+        training: the ``[training]`` section: routers trained offline on logs of the
+            training episodes and replayed beside the heuristics on the test episodes;
+            ``None`` = no training.
+
+    The scenario's fields are also readable under their job-file names
+    (``trace_source``, ``episodes_n_requests``, ``cluster``, ``seed``, ...).
     """
 
     name: str
     title: str = ""
-    seed: int = 0
-    trace_source: str
-    trace_first_requests: int | None = None
-    trace_rate_scale: float = 1.0
-    task_mix: Mapping[str, Any] = field(default_factory=dict)
-    episodes_n_requests: int | None = None
-    episodes_duration_s: float | None = None
-    episodes_drop_partial: bool = True
-    episodes_test_fraction: float | None = None
-    episodes_max: int | None = None
-    cluster: str
+    scenario: Scenario
     routers: tuple[str, ...]
     baseline: str
-    replay_mode: str = "fast"
-    timeline_sample_interval_s: float = 1.0
     metrics: tuple[str, ...] = ("e2e_s", "ttft_s", "tbt_mean_s")
     statistics: tuple[str, ...] = ("mean", "p99")
     n_boot: int = 2000
     confidence: float = 0.95
-    predictor: str | None = None
-    predictor_features: tuple[str, ...] | None = None
     images: tuple[str, ...] = ("svg", "png")
-    training: JobTrainingConfig | None = None
-    base_dir: Path = Path(".")
+    training: LearningConfig | None = None
+
+    # the scenario under the job file's names (read-only)
+    @property
+    def seed(self) -> int:
+        """``scenario.seed``."""
+        value: int = self.scenario.seed
+        return value
+
+    @property
+    def trace_source(self) -> str:
+        """``scenario.trace``."""
+        value: str = self.scenario.trace
+        return value
+
+    @property
+    def trace_first_requests(self) -> int | None:
+        """``scenario.first_requests``."""
+        value: int | None = self.scenario.first_requests
+        return value
+
+    @property
+    def trace_rate_scale(self) -> float:
+        """``scenario.rate_scale``."""
+        value: float = self.scenario.rate_scale
+        return value
+
+    @property
+    def task_mix(self) -> Mapping[str, Any]:
+        """``scenario.task_mix``."""
+        value: Mapping[str, Any] = self.scenario.task_mix
+        return value
+
+    @property
+    def episodes_n_requests(self) -> int | None:
+        """``scenario.episode_requests``."""
+        value: int | None = self.scenario.episode_requests
+        return value
+
+    @property
+    def episodes_duration_s(self) -> float | None:
+        """``scenario.episode_duration_s``."""
+        value: float | None = self.scenario.episode_duration_s
+        return value
+
+    @property
+    def episodes_drop_partial(self) -> bool:
+        """``scenario.drop_partial``."""
+        value: bool = self.scenario.drop_partial
+        return value
+
+    @property
+    def episodes_test_fraction(self) -> float | None:
+        """``scenario.test_fraction``."""
+        value: float | None = self.scenario.test_fraction
+        return value
+
+    @property
+    def episodes_max(self) -> int | None:
+        """``scenario.max_test_episodes``."""
+        value: int | None = self.scenario.max_test_episodes
+        return value
+
+    @property
+    def cluster(self) -> str:
+        """``scenario.cluster``."""
+        value: str = self.scenario.cluster
+        return value
+
+    @property
+    def replay_mode(self) -> str:
+        """``scenario.mode``."""
+        value: str = self.scenario.mode
+        return value
+
+    @property
+    def timeline_sample_interval_s(self) -> float | None:
+        """``scenario.timeline_sample_interval_s``."""
+        value: float | None = self.scenario.timeline_sample_interval_s
+        return value
+
+    @property
+    def predictor(self) -> str | None:
+        """``scenario.predictor``."""
+        value: str | None = self.scenario.predictor
+        return value
+
+    @property
+    def predictor_features(self) -> tuple[str, ...] | None:
+        """``scenario.predictor_features``."""
+        value: tuple[str, ...] | None = self.scenario.predictor_features
+        return value
+
+    @property
+    def predictor_preset(self) -> str | None:
+        """``scenario.predictor_preset``."""
+        value: str | None = self.scenario.predictor_preset
+        return value
+
+    @property
+    def base_dir(self) -> Path:
+        """``scenario.base_dir``."""
+        value: Path = self.scenario.base_dir
+        return value
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict of every field."""
-        out = dataclasses.asdict(self)
-        out["base_dir"] = str(self.base_dir)
-        out["training"] = None if self.training is None else self.training.to_dict()
-        return out
+        """JSON-friendly dict of every setting, under the job file's names."""
+        sc = self.scenario
+        return {
+            "name": self.name,
+            "title": self.title,
+            "seed": sc.seed,
+            "trace_source": sc.trace,
+            "trace_first_requests": sc.first_requests,
+            "trace_rate_scale": sc.rate_scale,
+            "task_mix": dict(sc.task_mix),
+            "episodes_n_requests": sc.episode_requests,
+            "episodes_duration_s": sc.episode_duration_s,
+            "episodes_drop_partial": sc.drop_partial,
+            "episodes_test_fraction": sc.test_fraction,
+            "episodes_max": sc.max_test_episodes,
+            "cluster": sc.cluster,
+            "routers": list(self.routers),
+            "baseline": self.baseline,
+            "replay_mode": sc.mode,
+            "timeline_sample_interval_s": sc.timeline_sample_interval_s,
+            "metrics": list(self.metrics),
+            "statistics": list(self.statistics),
+            "n_boot": self.n_boot,
+            "confidence": self.confidence,
+            "predictor": sc.predictor,
+            "predictor_features": (
+                None if sc.predictor_features is None else list(sc.predictor_features)
+            ),
+            "predictor_preset": sc.predictor_preset,
+            "images": list(self.images),
+            "training": None if self.training is None else self.training.to_dict(),
+            "base_dir": str(sc.base_dir),
+        }
+
+
+#: Job value name -> Scenario field (the rest are ReportJobConfig fields).
+_SCENARIO_FIELDS: dict[str, str] = {
+    "seed": "seed",
+    "trace_source": "trace",
+    "trace_first_requests": "first_requests",
+    "trace_rate_scale": "rate_scale",
+    "task_mix": "task_mix",
+    "episodes_n_requests": "episode_requests",
+    "episodes_duration_s": "episode_duration_s",
+    "episodes_drop_partial": "drop_partial",
+    "episodes_test_fraction": "test_fraction",
+    "episodes_max": "max_test_episodes",
+    "cluster": "cluster",
+    "replay_mode": "mode",
+    "timeline_sample_interval_s": "timeline_sample_interval_s",
+    "predictor": "predictor",
+    "predictor_features": "predictor_features",
+    "predictor_preset": "predictor_preset",
+    "base_dir": "base_dir",
+}
 
 
 # section -> key -> (field name, accepted python types, description for messages)
@@ -172,6 +303,11 @@ _SCHEMA: dict[str, dict[str, _Spec]] = {
     "predictor": {
         "kind": ("predictor", (str,), "'histogram'"),
         "features": ("predictor_features", (list,), "a list of trace column names"),
+        "preset": (
+            "predictor_preset",
+            (str,),
+            "a latency preset name (default: the cluster's first instance)",
+        ),
     },
     "report": {"images": ("images", (list,), "a list from ['svg', 'png']")},
 }
@@ -194,6 +330,12 @@ _TRAINING_SCHEMA: dict[str, _Spec] = {
     "gamma": ("gamma", (int, float), "a number in [0, 1]"),
     "hidden_units": ("hidden_units", (list,), "a list of integers >= 1"),
     "target_update_interval": ("target_update_interval", (int,), "an integer >= 1"),
+    "reward_normalization": (
+        "reward_normalization",
+        (str,),
+        "'none', 'scale' or 'standardize'",
+    ),
+    "reward_scale": ("reward_scale", (int, float), "a finite number > 0"),
     "seed": ("seed", (int,), "an integer >= 0"),
     "max_router_wait_s": ("max_router_wait_s", (int, float), "a finite number of seconds >= 0"),
     "fallback": ("fallback", (str,), "a heuristic router name"),
@@ -273,8 +415,15 @@ def parse_job(
     if base_dir is not None:
         values["base_dir"] = base_dir
     _check_values(values, where)
+    scenario_values = {
+        _SCENARIO_FIELDS[k]: values.pop(k) for k in list(values) if k in _SCENARIO_FIELDS
+    }
     try:
-        return ReportJobConfig(**values)
+        scenario = Scenario(**scenario_values)
+    except ValueError as exc:
+        raise _err(where, str(exc)) from exc
+    try:
+        return ReportJobConfig(scenario=scenario, **values)
     except TypeError as exc:  # pragma: no cover - every field is checked above
         raise _err(where, str(exc)) from exc
 
@@ -471,9 +620,9 @@ def _check_values(v: dict[str, Any], where: str) -> None:
                 "Fix: add e.g. test_fraction = 0.5 to [episodes].",
             )
         try:
-            training = JobTrainingConfig(**v["training"])
+            training = LearningConfig(**v["training"])
         except ValueError as exc:
-            raise _err(where, str(exc)) from exc
+            raise _err(where, str(exc).replace("LearningConfig.", "[training] ", 1)) from exc
         clash = sorted(set(training.algorithms) & set(v["routers"]))
         if clash:
             raise _err(
@@ -556,17 +705,9 @@ def _resolve(base: Path, value: str) -> str:
 
 
 def _load_trace(job: ReportJobConfig) -> pl.DataFrame:
-    from routeplay.datasets import TaskMixConfig, generate_task_mix, load_trace, scale_arrival_rate
-
-    if job.trace_source == "task-mix":
-        trace = generate_task_mix(TaskMixConfig(**dict(job.task_mix), seed=job.seed))
-    else:
-        trace = load_trace(_resolve(job.base_dir, job.trace_source))
-    if job.trace_first_requests is not None:
-        trace = trace.head(job.trace_first_requests)
-    if job.trace_rate_scale != 1.0:
-        trace = scale_arrival_rate(trace, job.trace_rate_scale)
-    return trace  # type: ignore[no-any-return]
+    """The job's workload (:meth:`routeplay.replay.Scenario.load_trace`)."""
+    trace: pl.DataFrame = job.scenario.load_trace()
+    return trace
 
 
 ProgressFactory = Callable[[int, str], Any]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,6 @@ from routeplay.estimator._verdict import (
     metric_name,
     statistic_label,
 )
-from tqdm.auto import tqdm
 
 from ._charts import (
     confusion_matrix_chart,
@@ -38,7 +37,8 @@ from ._report import PageTable, Report, ReportSection, write_report
 
 if TYPE_CHECKING:
     from routeplay.estimator import ComparisonResult, OutputLengthPredictor, PredictorEvaluation
-    from routeplay.replay import ClusterConfig, ReplayConfig, Router
+    from routeplay.offline_rl import EvaluationResult
+    from routeplay.replay import ClusterConfig, EpisodeReplays, ReplayConfig, Router
 
     from ._job import ReportJobConfig
     from ._training import JobTrainingResult
@@ -91,9 +91,9 @@ def replay_routers(
 ) -> PairedReplays:
     """Replay each router on each episode, keeping timelines (paired, seeded).
 
-    Seeds follow :func:`routeplay.replay.replay_episodes`: episode ``k`` is replayed
-    with ``config.seed + episode_ids[k]`` for every router. Each replay is logged
-    (``routeplay.reports`` logger) as it starts. A router with an
+    :func:`routeplay.replay.replay_episodes` with timelines kept: episode ``k`` is
+    replayed with ``config.seed + episode_ids[k]`` for every router. Each replay is
+    logged (``routeplay.replay`` logger) as it starts. A router with an
     ``n_fallback_routes`` counter (a learned router wrapped in
     ``BoundedWaitRouter``) gets its count after each replay in the summaries'
     ``n_fallback_routes`` column (null for the other routers).
@@ -119,50 +119,26 @@ def replay_routers(
         >>> out.summaries.select("router", "episode").rows()
         [('rr', 0), ('rr', 1)]
     """
-    from routeplay.replay import ReplayConfig, run_replay
+    from routeplay.replay import replay_episodes
 
     if not episodes or not routers:
         raise ValueError("replay_routers needs at least one episode and one router.")
-    ids = list(range(len(episodes))) if episode_ids is None else [int(i) for i in episode_ids]
-    if len(ids) != len(episodes):
-        raise ValueError(f"episode_ids has {len(ids)} entries for {len(episodes)} episodes.")
-    base = config if config is not None else ReplayConfig()
-    jobs = [(label, k) for label in routers for k in range(len(episodes))]
-    requests, timelines, rows = [], [], []
-    for n, (label, k) in enumerate(tqdm(jobs, desc="replays", disable=not show_progress), 1):
-        logger.info(
-            "replay %d/%d: router %s, episode %d",
-            n,
-            len(jobs),
-            label,
-            ids[k],
-            extra={"console": False},  # the progress bar counts these on a terminal
-        )
-        result = run_replay(
-            episodes[k],
-            cluster,
-            routers[label],
-            config=replace(base, seed=base.seed + ids[k]),
-            predictor=predictor,
-        )
-        tags = (pl.lit(label).alias("router"), pl.lit(ids[k], dtype=pl.Int64).alias("episode"))
-        requests.append(result.requests.with_columns(*tags))
-        timelines.append(result.timelines.with_columns(*tags))
-        row = {"router": label, "episode": ids[k], **result.summary}
-        fallbacks = getattr(routers[label], "n_fallback_routes", None)
-        if fallbacks is not None:  # BoundedWaitRouter / PolicyRouter: their own count
-            row["n_fallback_routes"] = int(fallbacks)
-        rows.append(row)
-    first = ["router", "episode"]
-    req = pl.concat(requests, how="diagonal_relaxed")
-    tl = pl.concat(timelines, how="diagonal_relaxed")
-    return PairedReplays(
-        requests=req.select(first + [c for c in req.columns if c not in first]),
-        summaries=pl.DataFrame(rows, infer_schema_length=None).with_columns(
-            pl.col("episode").cast(pl.Int64)
-        ),
-        timelines=tl.select(first + [c for c in tl.columns if c not in first]),
+    out = replay_episodes(
+        episodes,
+        cluster,
+        routers,
+        config=config,
+        predictor=predictor,
+        episode_ids=episode_ids,
+        keep_timelines=True,
+        show_progress=show_progress,
     )
+    return _paired(out)
+
+
+def _paired(out: EpisodeReplays) -> PairedReplays:
+    assert out.timelines is not None
+    return PairedReplays(requests=out.requests, summaries=out.summaries, timelines=out.timelines)
 
 
 #: Metrics whose per-request CDF the standard report draws.
@@ -484,92 +460,50 @@ def build_job_report(
     import time
     import warnings
 
-    from routeplay.datasets import split_episodes, split_train_test
-    from routeplay.estimator import (
-        compare_routers,
-        evaluate_predictor,
-        fit_length_predictor,
-        time_buckets,
-    )
-    from routeplay.estimator._presets import get_preset
-    from routeplay.replay import ReplayConfig, load_cluster, make_router
-
-    from ._job import _load_trace, _resolve
+    from routeplay.estimator import compare_routers
+    from routeplay.replay import make_router, replay_scenario
 
     t_start = time.perf_counter()
     wall: dict[str, float] = {}
     (out_dir / "job.json").write_text(json.dumps(job.to_dict(), indent=2, default=str) + "\n")
-    trace = _load_trace(job)
+    prepared = job.scenario.prepare()
+    trace = prepared.trace
+    assert trace is not None
+    episodes, train, test = prepared.episodes, prepared.train, prepared.test
     logger.info("trace %s: %d requests", job.trace_source, trace.height)
-    episodes = split_episodes(
-        trace,
-        n_requests=job.episodes_n_requests,
-        duration_s=job.episodes_duration_s,
-        drop_partial=job.episodes_drop_partial,
-    )
-    train: list[Any] = []
-    test = episodes
-    if job.episodes_test_fraction is not None:
-        train, test = split_train_test(episodes, test_fraction=job.episodes_test_fraction)
-    if job.episodes_max is not None and len(test) > job.episodes_max:
-        logger.info("using the first %d of %d test episodes", job.episodes_max, len(test))
-        test = test[: job.episodes_max]
-    if len(test) < 2:
-        raise ValueError(
-            f"the job yields {len(test)} test episode(s); paired statistics need at least 2. "
-            "Fix: use smaller windows ([episodes] n_requests/duration_s), more requests "
-            "([trace] first_requests) or a larger test_fraction."
-        )
     logger.info("%d episodes: %d for training, %d replayed", len(episodes), len(train), len(test))
-    cluster = load_cluster(_resolve(job.base_dir, job.cluster))
-    predictor = None
-    evaluation = None
-    if job.predictor == "histogram":
-        train_trace = pl.concat([e.original_trace() for e in train], how="diagonal_relaxed")
-        test_trace = pl.concat([e.original_trace() for e in test], how="diagonal_relaxed")
-        scheme = time_buckets(get_preset("llama2-7b/v100-paper"))
-        features = job.predictor_features or (
-            ("task", "prompt_tokens") if "task" in trace.columns else ("prompt_tokens",)
-        )
-        predictor = fit_length_predictor(train_trace, scheme, features=features)
-        evaluation = evaluate_predictor(predictor, test_trace)
+    cluster = prepared.cluster
+    evaluation = prepared.predictor_evaluation
+    if evaluation is not None:
         logger.info("predictor top-1 accuracy on the test episodes: %.3f", evaluation.top1_accuracy)
     wall["load_split_predictor"] = time.perf_counter() - t_start
-    routers: dict[str, Router] = {name: make_router(name) for name in job.routers}
-    config = ReplayConfig(
-        seed=job.seed,
-        mode=job.replay_mode,
-        timeline_sample_interval_s=job.timeline_sample_interval_s,
-    )
     training: JobTrainingResult | None = None
+    learned_eval: EvaluationResult | None = None
     if job.training is not None:
-        from ._training import train_job_routers
+        from routeplay.offline_rl import evaluate_scenario, train_scenario
 
         t0 = time.perf_counter()
-        training = train_job_routers(
-            job.training,
-            train,
-            cluster,
-            replay_config=config,
-            predictor=predictor,
-            run_dir=out_dir / "training",
-            seed=job.training.seed if job.training.seed is not None else job.seed,
-            show_progress=show_progress,
+        training = train_scenario(
+            prepared, job.training, out_dir / "training", show_progress=show_progress
         )
         wall["training"] = time.perf_counter() - t0
-        routers.update(training.routers)
-        last_arrival = max(float(e.trace["arrival_s"].max()) for e in test)
-        config = replace(config, max_sim_time_s=last_arrival + job.training.sim_slack_s)
-    t0 = time.perf_counter()
-    replays = replay_routers(
-        [e.trace for e in test],
-        cluster,
-        routers,
-        config=config,
-        predictor=predictor,
-        episode_ids=[e.index for e in test],
-        show_progress=show_progress,
-    )
+        t0 = time.perf_counter()
+        learned_eval = evaluate_scenario(
+            prepared,
+            training.routers,
+            job.routers,
+            baseline=job.baseline,
+            max_router_wait_s=job.training.max_router_wait_s,
+            fallback=job.training.fallback,
+            sim_slack_s=job.training.sim_slack_s,
+            n_boot=job.n_boot,
+            show_progress=show_progress,
+        )
+        replays = _paired(learned_eval.replays)
+    else:
+        t0 = time.perf_counter()
+        routers = {name: make_router(name) for name in job.routers}
+        replays = _paired(replay_scenario(prepared, routers, show_progress=show_progress))
     wall["replays"] = time.perf_counter() - t0
     t_cmp = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -604,10 +538,10 @@ def build_job_report(
         "cluster": f"{job.cluster} ({cluster.n_instances} instances: "
         + ", ".join(i.latency.name for i in cluster.instances)
         + ")",
-        "routers": list(routers),
+        "routers": replays.summaries["router"].unique(maintain_order=True).to_list(),
         "seed": job.seed,
         "replay_mode": job.replay_mode,
-        "predictor": job.predictor or "none",
+        "predictor": _predictor_description(job),
     }
     extra_sections: list[ReportSection] = []
     extra_tables: dict[str, pl.DataFrame] = {}
@@ -628,6 +562,8 @@ def build_job_report(
         )
         extra_tables["training_behaviours"] = training.behaviour_logs
         extra_tables["training_dataset"] = training.card.to_frame()
+        if learned_eval is not None:  # the table `routeplay evaluate` prints and stores
+            extra_tables["evaluation"] = learned_eval.to_frame()
         numbers["training"] = {
             **training.summary_numbers(out_dir),
             "test_episode_ids": [int(e.index) for e in test],
@@ -650,6 +586,13 @@ def build_job_report(
     result = write_report(report, out_dir, image_formats=job.images)
     logger.info("wrote %d files", len(result.files))
     return result.html_path
+
+
+def _predictor_description(job: ReportJobConfig) -> str:
+    if job.predictor is None:
+        return "none"
+    preset = job.predictor_preset or "the cluster's first instance"
+    return f"{job.predictor} (time buckets of {preset})"
 
 
 def _fallback_totals(training: JobTrainingResult, summaries: pl.DataFrame) -> dict[str, Any]:

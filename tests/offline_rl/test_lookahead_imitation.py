@@ -180,7 +180,7 @@ def test_cli_from_lookahead_writes_a_loadable_router(
          "--n-boot", "100", "--quiet"]
     )  # fmt: skip
     assert code == 0
-    assert "Learned router policy-bc+fallback" in capsys.readouterr().out
+    assert "Learned router bc" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

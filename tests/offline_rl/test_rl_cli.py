@@ -35,13 +35,9 @@ def test_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "paired replay evaluation: 2 episodes, baseline 'round-robin'" in printed
     # the verdict comes first, in words, and speaks of the learned router
     assert re.match(r".* (has|tie for) the lowest mean end-to-end latency", printed), printed
-    assert "Learned router policy-bc+fallback: mean E2E" in printed
+    assert "Learned router bc: mean E2E" in printed
     frame = pl.read_parquet(table)
-    assert sorted(frame["router"].to_list()) == [
-        "least-loaded",
-        "policy-bc+fallback",
-        "round-robin",
-    ]
+    assert sorted(frame["router"].to_list()) == ["bc", "least-loaded", "round-robin"]
     assert (frame["n_episodes"] == 2).all()
 
 

@@ -55,7 +55,8 @@ def _job(training: dict[str, Any], **episodes: Any) -> dict[str, Any]:
             "job: unknown key 'nsteps' in [training]. Did you mean 'n_steps'? Valid keys: "
             "['algorithms', 'batch_size', 'behaviours', 'epsilon', 'fallback', 'gamma', "
             "'hidden_units', 'learning_rate', 'max_router_wait_s', 'n_steps', "
-            "'n_steps_per_epoch', 'reward', 'seed', 'sim_slack_s', 'target_update_interval'].",
+            "'n_steps_per_epoch', 'reward', 'reward_normalization', 'reward_scale', 'seed', "
+            "'sim_slack_s', 'target_update_interval'].",
         ),
         (_job({"n_steps": 0}), "job: [training] n_steps = 0; expected an integer >= 1."),
         (_job({"n_steps": "5"}), "job: [training] n_steps = '5'; expected an integer >= 1."),
