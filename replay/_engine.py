@@ -430,9 +430,12 @@ class Engine:
                 return ts, _SNAPSHOT, 1, 0
             if ts < 0:
                 self._snap_arrival += 1
-        if heap and (heap[0][0], heap[0][1]) < (na, _ARRIVAL):
-            t, kind, _, a, b = heapq.heappop(heap)
-            return t, kind, a, b
+        if heap:
+            top = heap[0]
+            t0 = top[0]
+            if t0 < na or (t0 == na and top[1] < _ARRIVAL):  # (t0, kind) < (na, _ARRIVAL)
+                t, kind, _, a, b = heapq.heappop(heap)
+                return t, kind, a, b
         if i < self._n_limit:
             self._next_arrival = i + 1
             self._na = self.arrival.item(i + 1) if i + 1 < self._n_limit else math.inf
@@ -518,8 +521,10 @@ class Engine:
             ts = self.arrival.item(self._snap_arrival) - self._delay
             if ts >= 0 and (not heap or (ts, _SNAPSHOT) < heap[0][:2]) and ts < na:
                 return float(ts)
-        if heap and (heap[0][0], heap[0][1]) < (na, _ARRIVAL):
-            return heap[0][0]
+        if heap:
+            t0 = heap[0][0]
+            if t0 < na or (t0 == na and heap[0][1] < _ARRIVAL):  # (t0, kind) < (na, _ARRIVAL)
+                return t0
         if self._next_arrival < self._n_limit:
             return na
         return None
