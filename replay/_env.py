@@ -40,7 +40,7 @@ import gymnasium as gym
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-from routeplay.estimator._impact import impact_penalty
+from routeplay.estimator._impact import ImpactEstimate, impact_penalty
 from routeplay.estimator._protocols import OutputLengthPredictor
 
 from ._engine import Engine
@@ -157,6 +157,9 @@ class RoutingEnv(gym.Env[_Obs, np.int64]):
         self._engine: Engine | None = None
         self._tracker: OutcomeTracker | None = None
         self._decision: tuple[RequestView, ClusterState] | None = None
+        # the pending decision's impact estimate, from its encoding (None: not shared)
+        self._impact: ImpactEstimate | None = None
+        self._share_impact = False
         self._n_episodes = 0
         self._episode = -1
         self._trace_index: int | None = None
@@ -211,6 +214,7 @@ class RoutingEnv(gym.Env[_Obs, np.int64]):
             self.expert.reset(self.cluster, self._engine.router_rng())
             self._engine.bind_router(self.expert)
         self._tracker = OutcomeTracker(self._engine, self.outcome_config)
+        self._share_impact = self._tracker.shares_impact_with(self.encoder)
         self._episode = self._n_episodes
         self._n_episodes += 1
         self._steps = 0
@@ -225,7 +229,15 @@ class RoutingEnv(gym.Env[_Obs, np.int64]):
             "request_id": request.request_id,
         }
         self._add_expert(info, request, state)
-        return self.encoder(request, state), info
+        return self._encode(request, state), info
+
+    def _encode(self, request: RequestView, state: ClusterState) -> _Obs:
+        """Encode the decision the env presents next (keeping its impact estimate)."""
+        if self._share_impact:
+            obs, self._impact = self.encoder.encode(request, state)
+            return obs
+        self._impact = None
+        return self.encoder(request, state)
 
     def _add_expert(self, info: dict[str, Any], request: RequestView, state: ClusterState) -> None:
         if self.expert is None:
@@ -259,11 +271,15 @@ class RoutingEnv(gym.Env[_Obs, np.int64]):
                 "RoutingEnv.step called without a pending decision; expected reset() first "
                 "(and again after terminated or truncated)."
             )
-        idx = action.item() if isinstance(action, np.ndarray) else action
-        router_action = index_to_action(idx, self.n_instances)  # type: ignore[arg-type]
+        m = self.n_instances
+        if type(action) is int and 0 <= action <= m:  # the common case, checked
+            router_action = WAIT if action == m else action
+        else:
+            idx = action.item() if isinstance(action, np.ndarray) else action
+            router_action = index_to_action(idx, m)  # type: ignore[arg-type]
         request, state = decision
         time_s = engine.now_s
-        terms = tracker.decision_terms(request, state, router_action)
+        terms = tracker.decision_terms(request, state, router_action, self._impact)
         engine.apply(router_action)
         nxt = engine.next_decision()
         self._steps += 1
@@ -276,7 +292,11 @@ class RoutingEnv(gym.Env[_Obs, np.int64]):
             request, state, router_action, next_state, terms, episode=self._episode
         )
         reward = float(self.reward_fn(outcome))
-        obs = self.encoder(nxt[0], nxt[1]) if nxt is not None else self._zeros
+        if nxt is not None:
+            obs = self._encode(nxt[0], nxt[1])
+        else:
+            obs = self._zeros
+            self._impact = None
         self._decision = None if (terminated or truncated) else nxt
         info = _info(outcome, time_s, self._episode, terminated)
         if nxt is not None and not truncated:
@@ -303,14 +323,20 @@ class RoutingEnv(gym.Env[_Obs, np.int64]):
         self._engine = None
         self._tracker = None
         self._decision = None
+        self._impact = None
         super().close()  # type: ignore[no-untyped-call]
 
 
 def _info(outcome: StepOutcome, time_s: float, episode: int, terminated: bool) -> dict[str, Any]:
     estimate = outcome.impact_estimate()
     penalty = 0.0
-    if estimate is not None and outcome.action != WAIT:
-        penalty = impact_penalty(estimate, outcome.action)
+    action = outcome.action
+    if estimate is not None and action != WAIT:
+        r_mix = estimate.r_mix
+        if 0 <= action < r_mix.shape[0]:  # impact_penalty's formula, without its checks
+            penalty = float(r_mix[estimate.best_instance] - r_mix[action])
+        else:
+            penalty = impact_penalty(estimate, action)
     return {
         "episode": episode,
         "time_s": time_s,

@@ -47,6 +47,14 @@ Definitions:
   latency model (:func:`impact_relative_cost`); the same estimate the paper reward's
   penalty uses (:class:`~routeplay.replay._outcomes.OutcomeTracker`).
 
+*Speed.* An encoding is one step of :class:`~routeplay.replay.RoutingEnv` and of the
+transition writer, so the encoder computes its cluster constants once and, for up to
+:data:`SCALAR_MAX_INSTANCES` instances, prices the request per instance in Python floats
+with exactly the operations of ``estimate_completion_s`` and ``estimate_impact`` (the
+same numbers bit for bit, tested against those functions: a change to min-min's estimate
+fails that test), then log-scales every entry with one numpy call per operation.
+Larger clusters call the numpy functions themselves.
+
 *Choice: no saturation in overload.* Version 1 divided counts by 64 and clipped: on the
 paper's overload regime (4 x ``llama2-7b/v100-paper``, 2,000 task-mix requests at
 20 req/s) 84.7 % of round-robin decisions had a clipped feature. Counts, tokens, times
@@ -81,6 +89,7 @@ __all__ = [
     "REFERENCE_CONTEXT_TOKENS",
     "REFERENCE_DECODE_SEQS",
     "REFERENCE_PREFILL_TOKENS",
+    "SCALAR_MAX_INSTANCES",
     "ObservationEncoder",
     "ObservationLayout",
     "encode_observation",
@@ -331,9 +340,111 @@ def _lg(x: npt.ArrayLike, cap: float) -> npt.NDArray[np.float64]:
     return np.minimum(v, 1.0)
 
 
+#: Clusters of up to this many instances are encoded with per-instance Python arithmetic
+#: (a few numpy calls per decision); larger ones with the numpy functions vectorised over
+#: instances. Both give the same numbers, bit for bit (tested). Measured crossover on
+#: this project's machine: about 70 instances (4 instances: ~20 us vs ~120 us).
+SCALAR_MAX_INSTANCES = 64
+
+#: Per instance: the latency coefficients in :meth:`ClusterLatency.iteration_s` order
+#: (intercept, prefill batch, per prompt token, per prompt token squared, per decoding
+#: sequence, per context token), then the partial sum of a decode-only iteration up to
+#: its decode terms (``intercept + batch * 0 + per_token * 0 + per_token2 * 0``).
+_Coefs = tuple[float, float, float, float, float, float, float]
+
+
+class _Constants:
+    """What an encoder precomputes from its layout and cluster (constant per cluster)."""
+
+    __slots__ = (
+        "alpha",
+        "coefs",
+        "decode_scale_s",
+        "den",
+        "eps_s",
+        "g1c",
+        "g2c",
+        "m",
+        "one_minus_alpha",
+        "p_d",
+        "p_end",
+        "prompt_power",
+        "raw_mask",
+        "scalar",
+        "speed",
+        "tail",
+    )
+
+    def __init__(
+        self,
+        layout: ObservationLayout,
+        latency: ClusterLatency,
+        speed: npt.NDArray[np.float64],
+        impact_cost: npt.NDArray[np.float64],
+        config: ImpactConfig,
+    ) -> None:
+        m = layout.n_instances
+        self.m = m
+        self.scalar = m <= SCALAR_MAX_INSTANCES
+        cols = (
+            latency.intercept_s,
+            latency.prefill_batch_s,
+            latency.prefill_s_per_token,
+            latency.prefill_s_per_token2,
+            latency.decode_s_per_seq,
+            latency.decode_s_per_context_token,
+        )
+        self.coefs: tuple[_Coefs, ...] = tuple(
+            (c0, c1, c2, c3, c4, c5, c0 + c1 * 0.0 + c2 * 0.0 + c3 * 0.0)
+            for c0, c1, c2, c3, c4, c5 in zip(*(c.tolist() for c in cols), strict=True)
+        )
+        self.speed: list[float] = speed.tolist()
+        # the impact estimator's per-instance gradients, as estimate_impact forms them
+        self.g1c: list[float] = (config.grad1_s_per_token * impact_cost).tolist()
+        self.g2c: list[float] = (config.grad2_s_per_token * impact_cost).tolist()
+        self.eps_s = float(config.eps_s)
+        self.decode_scale_s = float(config.decode_scale_s)
+        self.alpha = float(config.alpha)
+        self.one_minus_alpha = 1.0 - config.alpha
+        self.prompt_power = int(config.prompt_power)
+        # positions: [queue, prompt, decode_bucket..., P..., D..., per-instance blocks...]
+        self.p_d = 2 + layout.n_decode_buckets
+        self.p_end = self.p_d + m * layout.n_prompt_buckets
+        self.tail = self.p_end + m * layout.n_decode_buckets
+        # log1p(cap) per entry of a log-scaled block; the other entries keep their value
+        den = np.ones(layout.size, dtype=np.float64)
+        raw = np.zeros(layout.size, dtype=bool)
+        den[0] = math.log1p(layout.queue_cap)
+        den[1] = math.log1p(layout.prompt_scale_tokens)
+        raw[2 : self.p_d] = True
+        den[self.p_d : self.tail] = math.log1p(layout.count_cap)
+        caps = {
+            "local_queue": layout.count_cap,
+            "prefill_pending": layout.tokens_cap,
+            "minmin_eta": layout.eta_cap_s,
+            "impact_cost": layout.impact_cap,
+        }
+        for block in _PER_INSTANCE_BLOCKS:
+            where = layout.block_slice(block)
+            if block in caps:
+                den[where] = math.log1p(caps[block])
+            else:
+                raw[where] = True
+        self.den = den
+        self.raw_mask = raw
+
+
 @dataclass(frozen=True, slots=True)
 class ObservationEncoder:
     """Encodes decisions of one cluster (latency-derived terms computed once).
+
+    Everything that depends only on the layout and the cluster (latency coefficients,
+    the ``speed`` block, the impact gradients, the log-scale denominators) is computed
+    at construction; ``speed`` and ``impact_cost`` are read-only. Clusters of up to
+    :data:`SCALAR_MAX_INSTANCES` instances are priced with per-instance Python
+    arithmetic that performs the same floating-point operations as
+    :func:`~routeplay.replay._routers_paper.estimate_completion_s` and
+    :func:`instance_impact` (bit-identical, tested); larger ones call those functions.
 
     Args:
         layout: shape and scales.
@@ -359,6 +470,7 @@ class ObservationEncoder:
     latency: ClusterLatency = field(init=False)
     speed: npt.NDArray[np.float64] = field(init=False)
     impact_cost: npt.NDArray[np.float64] = field(init=False)
+    _c: _Constants = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.cluster.n_instances != self.layout.n_instances:
@@ -367,10 +479,16 @@ class ObservationEncoder:
                 f"cluster has {self.cluster.n_instances}; expected them equal. Fix: build the "
                 "layout for this cluster (default_layout(cluster)) or use the training cluster."
             )
-        object.__setattr__(self, "latency", ClusterLatency.from_cluster(self.cluster))
-        object.__setattr__(self, "speed", instance_speed_index(self.cluster))
+        latency = ClusterLatency.from_cluster(self.cluster)
+        speed = instance_speed_index(self.cluster)
+        cost = impact_relative_cost(self.cluster, self.impact_config)
+        speed.setflags(write=False)
+        cost.setflags(write=False)
+        object.__setattr__(self, "latency", latency)
+        object.__setattr__(self, "speed", speed)
+        object.__setattr__(self, "impact_cost", cost)
         object.__setattr__(
-            self, "impact_cost", impact_relative_cost(self.cluster, self.impact_config)
+            self, "_c", _Constants(self.layout, latency, speed, cost, self.impact_config)
         )
 
     def predicted_output_tokens(self, request: RequestView) -> float:
@@ -397,52 +515,202 @@ class ObservationEncoder:
 
     def __call__(self, request: RequestView, state: ClusterState) -> npt.NDArray[np.float32]:
         """Encode one decision (see :func:`encode_observation`)."""
+        return self._encode(request, state, want_estimate=False)[0]
+
+    def encode(
+        self, request: RequestView, state: ClusterState
+    ) -> tuple[npt.NDArray[np.float32], ImpactEstimate]:
+        """Encode one decision; also return the impact estimate behind ``impact_cost``.
+
+        The estimate equals :meth:`impact` of the same decision (callers that need both,
+        such as the outcome tracker, reuse it instead of computing it again).
+
+        Returns:
+            ``(observation, impact estimate)``; the observation is a new array.
+        """
+        obs, estimate = self._encode(request, state, want_estimate=True)
+        assert estimate is not None
+        return obs, estimate
+
+    def _encode(
+        self, request: RequestView, state: ClusterState, *, want_estimate: bool
+    ) -> tuple[npt.NDArray[np.float32], ImpactEstimate | None]:
         layout = self.layout
         _check_shape(layout, state)
-        m = layout.n_instances
-        out = np.empty(layout.size, dtype=np.float64)
-        out[0] = _lg(state.router_queue_len, layout.queue_cap)
-        out[1] = _lg(request.prompt_tokens, layout.prompt_scale_tokens)
-        k = 2
-        one_hot = out[k : k + layout.n_decode_buckets]
-        one_hot[:] = 0.0
         bucket = request.predicted_bucket
+        if bucket is not None and not 0 <= bucket < layout.n_decode_buckets:
+            raise ValueError(
+                f"request {request.request_id} has predicted_bucket={bucket}; expected a "
+                f"bucket in range({layout.n_decode_buckets}). Fix: use the predictor the "
+                "layout was built for."
+            )
+        c = self._c
+        x = np.empty(layout.size, dtype=np.float64)
+        x[0] = state.router_queue_len
+        x[1] = request.prompt_tokens
+        x[2 : c.p_d] = 0.0
         if bucket is not None:
-            if not 0 <= bucket < layout.n_decode_buckets:
-                raise ValueError(
-                    f"request {request.request_id} has predicted_bucket={bucket}; expected a "
-                    f"bucket in range({layout.n_decode_buckets}). Fix: use the predictor the "
-                    "layout was built for."
-                )
-            one_hot[bucket] = 1.0
-        k += layout.n_decode_buckets
-        for counts in (state.prompt_bucket_counts, state.decode_bucket_counts):
-            flat = np.asarray(counts, dtype=np.float64).ravel()
-            out[k : k + flat.size] = _lg(flat, layout.count_cap)
-            k += flat.size
-        out[k : k + m] = _lg(state.n_queued, layout.count_cap)
-        k += m
+            x[2 + bucket] = 1.0
+        x[c.p_d : c.p_end] = state.prompt_bucket_counts.reshape(-1)
+        x[c.p_end : c.tail] = state.decode_bucket_counts.reshape(-1)
+        estimate = None
+        impact = self._scalar_tail(request, state, x) if c.scalar else None
+        if impact is None:
+            estimate = self._vector_tail(request, state, x)
+        elif want_estimate:
+            r_p, r_d, r_mix, best = impact
+            estimate = ImpactEstimate(
+                r_p=np.array(r_p, dtype=np.float64),
+                r_d=r_d,
+                r_mix=np.array(r_mix, dtype=np.float64),
+                best_instance=best,
+            )
+        # every log-scaled entry at once, min(log1p(max(x, 0)) / log1p(cap), 1), computed
+        # in float64 and rounded to float32 on output; the other entries copied over
+        scaled = np.log1p(np.maximum(x, 0.0))
+        np.divide(scaled, c.den, out=scaled)
+        obs = np.empty(layout.size, dtype=np.float32)
+        np.minimum(scaled, 1.0, out=obs)
+        np.copyto(obs, x, where=c.raw_mask)
+        return obs, estimate
+
+    def _vector_tail(
+        self, request: RequestView, state: ClusterState, x: npt.NDArray[np.float64]
+    ) -> ImpactEstimate:
+        """The per-instance blocks (before log scaling) with numpy over instances."""
+        c = self._c
         max_seqs = np.maximum(np.asarray(state.max_running_seqs, dtype=np.float64), 1.0)
         free_seqs = max_seqs - np.asarray(state.n_running, dtype=np.float64)
-        out[k : k + m] = np.clip(free_seqs / max_seqs, 0.0, 1.0)
-        k += m
         kv_cap = np.maximum(np.asarray(state.kv_capacity_tokens, dtype=np.float64), 1.0)
-        out[k : k + m] = np.clip(1.0 - np.asarray(state.kv_used_tokens) / kv_cap, 0.0, 1.0)
-        k += m
-        out[k : k + m] = _lg(state.prefill_tokens_pending, layout.tokens_cap)
-        k += m
-        out[k : k + m] = self.speed
-        k += m
         wait = np.maximum(
             np.asarray(state.earliest_completion_s, dtype=np.float64) - state.now_s, 0
         )
-        out[k : k + m] = wait / (wait + layout.time_scale_s)
-        k += m
-        out[k : k + m] = _lg(self.minmin_eta_s(request, state), layout.eta_cap_s)
-        k += m
-        cost = np.maximum(1.0 - self.impact(request, state).r_mix, 0.0)
-        out[k : k + m] = _lg(cost, layout.impact_cap)
-        return out.astype(np.float32)
+        estimate = self.impact(request, state)
+        x[c.tail :] = np.concatenate(
+            [
+                np.asarray(state.n_queued, dtype=np.float64),
+                np.clip(free_seqs / max_seqs, 0.0, 1.0),
+                np.clip(1.0 - np.asarray(state.kv_used_tokens) / kv_cap, 0.0, 1.0),
+                np.asarray(state.prefill_tokens_pending, dtype=np.float64),
+                self.speed,
+                wait / (wait + self.layout.time_scale_s),
+                self.minmin_eta_s(request, state),
+                1.0 - estimate.r_mix,
+            ]
+        )
+        return estimate
+
+    def _scalar_tail(
+        self, request: RequestView, state: ClusterState, x: npt.NDArray[np.float64]
+    ) -> tuple[list[float], npt.NDArray[np.float64], list[float], int] | None:
+        """The per-instance blocks (before log scaling) with per-instance Python floats.
+
+        The same floating-point operations, in the same order, as :meth:`_vector_tail`
+        (min-min's :func:`estimate_completion_s`, :func:`instance_impact`,
+        ``ClusterLatency.iteration_s``); only ``tanh`` goes through numpy (numpy's
+        result, not ``math.tanh``'s). Returns the impact terms ``(r_p, r_d, r_mix,
+        best instance)``, or ``None`` (nothing written) when the impact estimator would
+        refuse the inputs: :meth:`_vector_tail` then raises its error.
+        """
+        c = self._c
+        m = c.m
+        tokens = state.tokens_in_system
+        s_tok = tokens.tolist() if tokens.shape == (m,) else [0] * m
+        p = float(request.prompt_tokens)
+        d = float(self.predicted_output_tokens(request))
+        if not (0.0 <= p < math.inf and 0.0 <= d < math.inf) or not all(
+            0 <= v < math.inf for v in s_tok
+        ):
+            return None
+        now = state.now_s
+        n_queued = state.n_queued.tolist()
+        n_running = state.n_running.tolist()
+        max_seqs = np.asarray(state.max_running_seqs).tolist()
+        kv_used = state.kv_used_tokens.tolist()
+        kv_cap = np.asarray(state.kv_capacity_tokens).tolist()
+        pending = state.prefill_tokens_pending.tolist()
+        earliest = state.earliest_completion_s.tolist()
+        # impact estimate (estimate_impact's _rewards, per instance)
+        pp = p * p
+        p_imp = pp if c.prompt_power == 2 else p
+        p_plus_d = p + d
+        eps_s, scale = c.eps_s, c.decode_scale_s
+        r_p: list[float] = []
+        r_d_arg: list[float] = []
+        for g1, g2, s in zip(c.g1c, c.g2c, s_tok, strict=True):
+            t_p = g1 * (p_imp + s)
+            r_p.append(1.0 if t_p <= eps_s else 1.0 - t_p / eps_s)
+            r_d_arg.append(g2 * (p_plus_d - s) / scale)
+        r_d = np.tanh(r_d_arg)
+        alpha, beta = c.alpha, c.one_minus_alpha
+        r_mix = [alpha * a + beta * b for a, b in zip(r_p, r_d.tolist(), strict=True)]
+        best, top = 0, r_mix[0]
+        nan = top != top
+        for i in range(1, m):
+            v = r_mix[i]
+            if v > top:
+                best, top = i, v
+            elif v != v:
+                nan = True
+        if nan:  # argmax's rule: the first NaN
+            best = int(np.argmax(r_mix))
+        # capacity, kv_free, earliest_completion and min-min's estimate_completion_s
+        k = max(d - 1.0, 0.0)
+        p_flag = 1.0 if p > 0 else 0.0
+        time_scale = self.layout.time_scale_s
+        capacity: list[float] = []
+        kv_free: list[float] = []
+        wait_share: list[float] = []
+        eta: list[float] = []
+        # (ints from the snapshot enter float arithmetic exactly as numpy's int64 ->
+        # float64 conversion; only a product of two of them needs float() first)
+        for i in range(m):
+            c0, c1, c2, c3, c4, c5, decode_base = c.coefs[i]
+            n_run = n_running[i]
+            n_q = n_queued[i]
+            ctx = kv_used[i]
+            seqs = float(max_seqs[i])
+            if 1.0 > seqs:
+                seqs = 1.0
+            v = (seqs - n_run) / seqs
+            capacity.append(0.0 if v < 0.0 else (1.0 if v > 1.0 else v))
+            cap = float(kv_cap[i])
+            if 1.0 > cap:
+                cap = 1.0
+            v = 1.0 - ctx / cap
+            kv_free.append(0.0 if v < 0.0 else (1.0 if v > 1.0 else v))
+            wait = earliest[i] - now
+            if 0.0 > wait:
+                wait = 0.0
+            wait_share.append(wait / (wait + time_scale))
+            slot_wait = wait if n_run + n_q >= max_seqs[i] else 0.0
+            pend = float(pending[i])
+            backlog = 0.0
+            if pend > 0:
+                queued = float(n_q)
+                if 1.0 > queued:
+                    queued = 1.0
+                backlog = (
+                    c0 + c1 * 1.0 + c2 * pend + c3 * (pend * pend / queued) + c4 * n_run + c5 * ctx
+                )
+            prefill = 0.0
+            if not (p <= 0 and n_run <= 0):
+                prefill = c0 + c1 * p_flag + c2 * p + c3 * pp + c4 * n_run + c5 * ctx
+            n_dec = n_run + 1.0
+            first_decode = 0.0 if n_dec <= 0 else decode_base + c4 * n_dec + c5 * (ctx + p + 1.0)
+            decode = k * first_decode + c5 * k * (k - 1.0) / 2.0
+            eta.append(now + slot_wait + backlog + prefill + decode - now)
+        x[c.tail :] = (
+            n_queued
+            + capacity
+            + kv_free
+            + pending
+            + c.speed
+            + wait_share
+            + eta
+            + [1.0 - v for v in r_mix]
+        )
+        return r_p, r_d, r_mix, best
 
 
 def _check_shape(layout: ObservationLayout, state: ClusterState) -> None:

@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 from routeplay.estimator._impact import ImpactConfig, ImpactEstimate
+from routeplay.estimator._latency import LinearLatencyModel
 
 from ._observation import impact_relative_cost, instance_impact
 from ._rewards import StepOutcome
@@ -68,6 +69,7 @@ from ._types import WAIT, ClusterState, RequestView
 
 if TYPE_CHECKING:
     from ._engine import Engine
+    from ._observation import ObservationEncoder
 
 __all__ = ["OutcomeConfig", "OutcomeTracker", "running_generated_tokens"]
 
@@ -127,11 +129,55 @@ def running_generated_tokens(engine: Engine) -> tuple[_I64, _I64]:
     return engine.running_tokens()
 
 
+def _linear_coefficients(latency: LinearLatencyModel) -> tuple[float, ...] | None:
+    """A plain :class:`LinearLatencyModel`'s coefficients for :func:`_request_time_s`.
+
+    ``(intercept, batch, per prompt token, per prompt token squared, per sequence, per
+    context token, decode-only partial sum)``; ``None`` for any other model (subclasses
+    included), whose own ``request_time_s`` is called instead.
+    """
+    if type(latency) is not LinearLatencyModel:
+        return None
+    c0 = float(latency.intercept_s)
+    c1 = float(latency.prefill_batch_s)
+    c2 = float(latency.prefill_s_per_token)
+    c3 = float(latency.prefill_s_per_token2)
+    c4 = float(latency.decode_s_per_seq)
+    c5 = float(latency.decode_s_per_context_token)
+    return (c0, c1, c2, c3, c4, c5, c0 + c1 * 0.0 + c2 * 0.0 + c3 * 0.0)
+
+
+def _request_time_s(
+    c: tuple[float, ...], p: float, output_tokens: float, n_other: int, other_ctx: int
+) -> float:
+    """``LinearLatencyModel.request_time_s`` of one request in Python floats.
+
+    The same floating-point operations in the same order as the model's numpy code
+    (its ``iteration_time_s`` for the prefill and the first decode iteration, then the
+    arithmetic series of the decode run), so the result is identical bit for bit.
+    """
+    others = float(n_other)
+    ctx = float(other_ctx)
+    prefill = 0.0
+    if not (p <= 0 and others <= 0):
+        prefill = c[0] + c[1] * (1.0 if p > 0 else 0.0) + c[2] * p + c[3] * (p * p)
+        prefill = prefill + c[4] * others + c[5] * ctx
+    k = max(output_tokens - 1.0, 0.0)
+    n_dec = others + 1.0
+    first_decode = 0.0 if n_dec <= 0 else c[6] + c[4] * n_dec + c[5] * (ctx + p + 1.0)
+    decode = k * first_decode + c[5] * k * (k - 1.0) / 2.0
+    return prefill + decode
+
+
 class OutcomeTracker:
     """Builds the :class:`StepOutcome` of each decision of one engine run.
 
     Use: for every decision call :meth:`decision_terms` *before* ``engine.apply``, then
     advance the engine to the next decision (or the end) and call :meth:`outcome`.
+
+    Per-episode constants (predicted lengths, ideal service times, impact multipliers,
+    latency coefficients) are computed once here; each :meth:`advance` touches only the
+    requests in the system.
 
     Args:
         engine: the engine of the episode (fresh: no decision applied yet).
@@ -185,40 +231,80 @@ class OutcomeTracker:
                 "a positive per-iteration or per-token cost."
             )
         self._inv_ideal = 1.0 / ideal if n else ideal
+        # every request produces >= 1 token: the share's denominator is max(d_j, 1)
+        self._d_floor = np.maximum(d_hat, 1.0)
+        self._floor = self.config.min_remaining_fraction
         self._impact_cost = impact_relative_cost(engine.cluster, self.config.impact)
+        self._impact_key = (repr(self.config.impact), self._impact_cost.tobytes())
+        # latency coefficients for estimated_time_s, per instance (None: call the model)
+        self._coefs: list[tuple[float, ...] | None] = [
+            _linear_coefficients(inst.latency) for inst in engine.cluster.instances
+        ]
         self._decision_s = 0.0
         self._in_flight: _I64 = np.empty(0, np.int64)
+        self._waiting: _I64 = np.empty(0, np.int64)  # in flight, never admitted
+        self._position = np.zeros(n, dtype=np.int64)  # row -> index in _in_flight
         self._next_arrival = 0
-        self._admitted = np.zeros(n, dtype=bool)
-        self._scratch = np.zeros(n, dtype=np.int64)
-        self._running = np.zeros(n, dtype=bool)
 
     def predicted_output_tokens(self, request: RequestView) -> float:
         """The request's predicted output ``d_i`` (prediction, else the fallback)."""
         pred = request.predicted_output_tokens
         return float(self.config.fallback_output_tokens if pred is None else pred)
 
+    def shares_impact_with(self, encoder: ObservationEncoder) -> bool:
+        """Whether ``encoder``'s impact estimates are this tracker's, bit for bit.
+
+        True when both use the same impact parameters and per-instance multipliers and
+        assume the same output length for a request without a prediction; then
+        :meth:`decision_terms` may take the estimate from
+        :meth:`ObservationEncoder.encode` instead of computing it again.
+        """
+        same_default = float(encoder.layout.default_output_tokens) == float(
+            self.config.fallback_output_tokens
+        )
+        key = (repr(encoder.impact_config), np.asarray(encoder.impact_cost).tobytes())
+        return same_default and key == self._impact_key
+
     def decision_terms(
-        self, request: RequestView, state: ClusterState, action: int
+        self,
+        request: RequestView,
+        state: ClusterState,
+        action: int,
+        impact: ImpactEstimate | None = None,
     ) -> tuple[ImpactEstimate, float | None]:
         """``(impact estimate, estimated_time_s)`` of a decision, from what the router saw.
 
         Also notes the engine's time, the start of the decision's interval (``dt_s``).
+
+        Args:
+            request: the request being routed.
+            state: the snapshot the router saw.
+            action: the instance index or ``WAIT``.
+            impact: the decision's impact estimate when the caller already has it from
+                an encoder for which :meth:`shares_impact_with` is True (the same
+                numbers this method would compute); ``None``: compute it.
         """
         self._decision_s = float(self.engine.now_s)
         d_i = self.predicted_output_tokens(request)
-        impact = instance_impact(request, state, d_i, self._impact_cost, self.config.impact)
+        if impact is None:
+            impact = instance_impact(request, state, d_i, self._impact_cost, self.config.impact)
         if action == WAIT:
             return impact, None
-        lat = self.engine.cluster.instances[action].latency
-        est = float(
-            lat.request_time_s(
-                request.prompt_tokens,
-                d_i,
-                n_other_seqs=int(state.n_running[action]),
-                other_context_tokens=int(state.kv_used_tokens[action]),
+        coefs = self._coefs[action]
+        n_other = int(state.n_running[action])
+        other_ctx = int(state.kv_used_tokens[action])
+        if coefs is None:
+            lat = self.engine.cluster.instances[action].latency
+            est = float(
+                lat.request_time_s(
+                    request.prompt_tokens,
+                    d_i,
+                    n_other_seqs=n_other,
+                    other_context_tokens=other_ctx,
+                )
             )
-        )
+        else:
+            est = _request_time_s(coefs, float(request.prompt_tokens), d_i, n_other, other_ctx)
         return impact, est
 
     def advance(self) -> tuple[int, int, tuple[float, ...], float]:
@@ -228,32 +314,59 @@ class OutcomeTracker:
         """
         eng = self.engine
         now = eng.now_s
-        hi = int(np.searchsorted(eng.arrival, now, side="right"))
+        arrival = eng.arrival
+        # rows with arrival_s <= now (arrivals are sorted; now never decreases)
+        lo = hi = self._next_arrival
+        n = arrival.shape[0]
+        while hi < n and arrival.item(hi) <= now:
+            hi += 1
         cand = self._in_flight
-        if hi > self._next_arrival:
-            cand = np.concatenate([cand, np.arange(self._next_arrival, hi, dtype=np.int64)])
+        waiting = self._waiting
+        if hi > lo:
+            new = np.arange(lo, hi, dtype=np.int64)
+            cand = np.concatenate([cand, new]) if cand.size else new
+            waiting = np.concatenate([waiting, new]) if waiting.size else new
             self._next_arrival = hi
-        adm = ~np.isnan(eng.admitted_s[cand]) & ~self._admitted[cand]
-        self._admitted[cand[adm]] = True
-        fin = ~np.isnan(eng.finish_s[cand])
-        done = cand[fin]
-        response = tuple((eng.finish_s[done] - eng.arrival[done]).tolist())
-        live = cand[~fin]
-        self._in_flight = live
+        # first admissions: admitted_s is set once, at a request's first admission
+        n_admitted = 0
+        if waiting.size:
+            admitted = eng.admitted_s[waiting]
+            newly = admitted == admitted  # not NaN
+            n_admitted = int(np.count_nonzero(newly))
+            if n_admitted:
+                waiting = waiting[~newly]
+        self._waiting = waiting
+        response: tuple[float, ...] = ()
+        n_completed = 0
+        live = cand
+        if cand.size:
+            finish = eng.finish_s[cand]
+            fin = finish == finish  # not NaN
+            n_completed = int(np.count_nonzero(fin))
+            if n_completed:
+                done = cand[fin]
+                response = tuple((finish[fin] - arrival[done]).tolist())
+                live = cand[~fin]
+        position = self._position
+        if live is not self._in_flight:
+            position[live] = np.arange(live.size)
+            self._in_flight = live
         deficit = 0.0
         if live.size:
-            scratch = self._scratch
+            # live holds every running request (arrived, not finished): running ones
+            # take their tokens now, the others (at the router, queued, preempted) the
+            # tokens they saved
+            tokens = eng.saved_gen[live]
             r_idx, r_gen = running_generated_tokens(eng)
-            scratch[r_idx] = r_gen
-            running = self._running
-            running[r_idx] = True
-            gen = np.where(running[live], scratch[live], eng.saved_gen[live]).astype(np.float64)
-            running[r_idx] = False
-            d_hat = self._d_hat[live]
-            share = gen / np.maximum(d_hat, 1.0)  # every request produces >= 1 token
-            remaining = np.maximum(1.0 - share, self.config.min_remaining_fraction)
-            deficit = float((self._inv_ideal[live] * remaining).sum())
-        return int(done.size), int(np.count_nonzero(adm)), response, deficit
+            if r_idx.size:
+                tokens[position[r_idx]] = r_gen
+            # max(1 - gen / max(d, 1), floor) / T, summed in row order
+            gen = np.divide(tokens, self._d_floor[live], dtype=np.float64)
+            np.subtract(1.0, gen, out=gen)
+            np.maximum(gen, self._floor, out=gen)
+            np.multiply(self._inv_ideal[live], gen, out=gen)
+            deficit = float(gen.sum())
+        return n_completed, n_admitted, response, deficit
 
     def _interval_end_s(self) -> float:
         eng = self.engine

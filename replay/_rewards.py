@@ -191,7 +191,9 @@ class PaperReward:
             >>> w.heuristic_weight(0), round(w.heuristic_weight(2), 6)
             (1.0, 0.367879)
         """
-        if isinstance(episode, bool) or not isinstance(episode, int | np.integer) or episode < 0:
+        if (type(episode) is not int or episode < 0) and (
+            isinstance(episode, bool) or not isinstance(episode, int | np.integer) or episode < 0
+        ):
             raise ValueError(
                 f"PaperReward.heuristic_weight: episode = {episode!r}; expected a training "
                 "episode index (int >= 0)."
@@ -206,10 +208,17 @@ class PaperReward:
         """The reward of one decision."""
         reward = -outcome.progress_deficit + self.completion_reward * outcome.n_completed
         weight = self.heuristic_weight(outcome.episode)
-        if weight and outcome.action != WAIT:
+        action = outcome.action
+        if weight and action != WAIT:
             estimate = outcome.impact_estimate()
             if estimate is not None:
-                reward -= weight * impact_penalty(estimate, outcome.action)
+                r_mix = estimate.r_mix
+                if type(action) is int and 0 <= action < r_mix.shape[0]:
+                    # impact_penalty's formula; it also validates the action
+                    penalty = float(r_mix[estimate.best_instance] - r_mix[action])
+                else:
+                    penalty = impact_penalty(estimate, action)
+                reward -= weight * penalty
         return float(reward)
 
 

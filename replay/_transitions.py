@@ -98,6 +98,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 from routeplay.datasets._workloads import Episode
+from routeplay.estimator._impact import ImpactEstimate
 from routeplay.estimator._protocols import OutputLengthPredictor
 
 from ._engine import Engine
@@ -836,6 +837,7 @@ def log_transitions(
     )
     writer = TransitionWriter(path, meta)
     encoder = ObservationEncoder(layout, cluster)
+    encode = encoder.encode
     markov = behaviour_is_markov(router)
     n_act = m + 1
     p_own = 1.0 - eps + eps / n_act
@@ -867,8 +869,11 @@ def log_transitions(
             router.reset(cluster, router_rng)
             engine.bind_router(router)
             tracker = OutcomeTracker(engine, outcome_config)
+            # the encoder's impact estimate of a decision is the tracker's (same inputs)
+            share = tracker.shares_impact_with(encoder)
             decision = engine.next_decision()
             next_obs: npt.NDArray[np.float32] | None = None
+            impact: ImpactEstimate | None = None
             step = 0
             total = 0.0
             truncated = False
@@ -876,7 +881,9 @@ def log_transitions(
                 request, state = decision
                 time_s = engine.now_s
                 # the previous row's next_obs encoded this very decision
-                obs = next_obs if next_obs is not None else encoder(request, state)
+                if next_obs is None:
+                    next_obs, impact = encode(request, state)
+                obs = next_obs
                 proposed = router.route(request, state)
                 try:
                     own = action_to_index(proposed, m)
@@ -892,7 +899,7 @@ def log_transitions(
                     index = int(explore_rng.integers(n_act))
                 propensity = p_own if index == own else p_other
                 action = index_to_action(index, m)
-                terms = tracker.decision_terms(request, state, action)
+                terms = tracker.decision_terms(request, state, action, impact if share else None)
                 engine.apply(action)
                 decision = engine.next_decision()
                 step += 1
@@ -900,7 +907,10 @@ def log_transitions(
                 next_state = decision[1] if decision is not None else engine.state()
                 outcome = tracker.outcome(request, state, action, next_state, terms, episode=pos)
                 r = float(reward_fn(outcome))
-                next_obs = encoder(decision[0], decision[1]) if decision is not None else None
+                if decision is not None:
+                    next_obs, impact = encode(decision[0], decision[1])
+                else:
+                    next_obs, impact = None, None
                 writer.add(
                     episode=k,
                     step=step - 1,

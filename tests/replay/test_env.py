@@ -14,6 +14,7 @@ from routeplay.datasets import TaskMixConfig, generate_task_mix, split_episodes
 from routeplay.estimator._latency import LinearLatencyModel
 from routeplay.replay._engine import run_replay
 from routeplay.replay._env import RoutingEnv
+from routeplay.replay._outcomes import OutcomeTracker
 from routeplay.replay._rewards import PaperReward
 from routeplay.replay._routers import RoundRobinRouter
 from routeplay.replay._transitions import log_transitions, read_transitions
@@ -232,3 +233,34 @@ def test_lookahead_oracle_expert_labels_the_env(episodes) -> None:
     assert all(0 <= a <= 2 for a in labels)
     assert expert.n_decisions == len(labels)  # type: ignore[attr-defined]
     assert all(dt >= 0 for dt in dts)
+
+
+def _trajectory(env: RoutingEnv, seed: int) -> list[tuple[object, ...]]:
+    """Every observation (bytes), reward (hex), flag and info value of one episode."""
+
+    def info_key(info: dict[str, object]) -> tuple[object, ...]:
+        return tuple((k, repr(v)) for k, v in sorted(info.items()))
+
+    rng = np.random.default_rng(seed)
+    obs, info = env.reset(seed=seed)
+    rows: list[tuple[object, ...]] = [(obs.tobytes(), info_key(info))]
+    while True:
+        a = env.n_instances if rng.random() < 0.05 else int(rng.integers(env.n_instances))
+        obs, r, term, trunc, info = env.step(a)
+        rows.append((obs.tobytes(), float(r).hex(), term, trunc, info_key(info)))
+        if term or trunc:
+            return rows
+
+
+def test_shared_impact_estimate_changes_nothing(monkeypatch, episodes) -> None:
+    """The tracker reusing the encoder's impact estimate gives the same numbers, bit for bit."""
+    env = RoutingEnv(episodes, _hetero(), reward="paper-workload-aware")
+    shared = _trajectory(env, seed=2)
+    assert env._share_impact
+    monkeypatch.setattr(OutcomeTracker, "shares_impact_with", lambda self, encoder: False)
+    env = RoutingEnv(episodes, _hetero(), reward="paper-workload-aware")
+    separate = _trajectory(env, seed=2)
+    assert not env._share_impact
+    assert shared == separate
+    penalties = [dict(row[4])["impact_penalty"] for row in shared[1:]]  # type: ignore[arg-type]
+    assert any(p != "0.0" for p in penalties)  # impact penalties were charged

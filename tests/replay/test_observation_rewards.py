@@ -1,19 +1,30 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
 import numpy as np
+import polars as pl
 import pytest
+from routeplay.estimator._impact import ImpactConfig, ImpactEstimate
 from routeplay.estimator._latency import LinearLatencyModel
+from routeplay.replay import _observation as observation_module
 from routeplay.replay._check import make_cluster_state, make_uniform_cluster
 from routeplay.replay._clusters import make_cluster
+from routeplay.replay._engine import Engine
 from routeplay.replay._observation import (
     ObservationEncoder,
     ObservationLayout,
     encode_observation,
     impact_relative_cost,
     instance_speed_index,
+)
+from routeplay.replay._outcomes import (
+    OutcomeConfig,
+    OutcomeTracker,
+    _linear_coefficients,
+    _request_time_s,
 )
 from routeplay.replay._rewards import PaperReward, Seed000Reward, StepOutcome, make_reward
 from routeplay.replay._routers import MinMinRouter
@@ -246,3 +257,215 @@ def test_seed000_reward_terms() -> None:
     assert late == -5.0
     with pytest.raises(ValueError, match="unknown reward 'paper'"):
         make_reward("paper")
+
+
+# -- fast paths: the same numbers, bit for bit, as the numpy reference functions --------
+
+
+def _random_cluster(rng: np.random.Generator, m: int) -> ClusterConfig:
+    def lat() -> LinearLatencyModel:
+        return LinearLatencyModel(
+            intercept_s=float(rng.choice([0.0, 0.01])),
+            prefill_batch_s=float(rng.choice([0.0, 0.005])),
+            prefill_s_per_token=float(rng.random() * 1e-3),
+            prefill_s_per_token2=float(rng.random() * 1e-8),
+            decode_s_per_seq=float(rng.random() * 1e-3),
+            decode_s_per_context_token=float(rng.random() * 1e-6),
+        )
+
+    return ClusterConfig(
+        instances=tuple(InstanceConfig(name=f"i{k}", latency=lat()) for k in range(m))
+    )
+
+
+def _random_decision(
+    rng: np.random.Generator, m: int, bp: int, bd: int
+) -> tuple[RequestView, ClusterState]:
+    hi = 10**9 if rng.random() < 0.1 else 50
+    now = float(rng.choice([0.0, rng.random() * 100, 1e6 * rng.random()]))
+    kv_cap = rng.integers(0, 3000, m)
+    earliest = now + (rng.random(m) - 0.3) * float(rng.choice([0.0, 1.0, 1e4]))
+    state = ClusterState(
+        now_s=now,
+        router_queue_len=int(rng.integers(0, 600)),
+        n_queued=rng.integers(0, 5, m) * (rng.random() < 0.7),
+        n_running=rng.integers(0, 8, m),
+        prefill_tokens_pending=rng.integers(0, hi, m) * (rng.random() < 0.5),
+        decode_tokens_done=rng.integers(0, 100, m),
+        predicted_decode_tokens_left=rng.random(m),
+        kv_used_tokens=np.minimum(rng.integers(0, 3500, m), kv_cap + 100),
+        kv_capacity_tokens=kv_cap,
+        max_running_seqs=rng.integers(0, 6, m),
+        prompt_bucket_counts=rng.integers(0, hi, (m, bp)),
+        decode_bucket_counts=rng.integers(0, hi, (m, bd)),
+        earliest_completion_s=earliest,
+        tokens_in_system=rng.integers(0, hi, m) if rng.random() < 0.9 else np.zeros(0, np.int64),
+    )
+    prompt = int(rng.choice([0, 1, int(rng.integers(1, 5000)), int(rng.integers(1, 10**6))]))
+    pred = rng.choice([None, 0.0, 0.5, 1.0, 2.0, float(rng.random() * 3000), 1e7])
+    bucket = None if rng.random() < 0.5 else int(rng.integers(bd))
+    request = RequestView(
+        0,
+        0.0,
+        prompt,
+        predicted_bucket=bucket,
+        predicted_output_tokens=None if pred is None else float(pred),
+    )
+    return request, state
+
+
+def _same_estimate(a: ImpactEstimate, b: ImpactEstimate) -> bool:
+    return (
+        a.best_instance == b.best_instance
+        and a.r_p.tobytes() == b.r_p.tobytes()
+        and a.r_d.tobytes() == b.r_d.tobytes()
+        and a.r_mix.tobytes() == b.r_mix.tobytes()
+    )
+
+
+@pytest.mark.parametrize("m", [1, 3, 5])
+def test_scalar_encoder_is_the_vectorised_one_bit_for_bit(monkeypatch, m: int) -> None:
+    rng = np.random.default_rng(m)
+    cluster = _random_cluster(rng, m)
+    layouts = [
+        ObservationLayout(n_instances=m, n_prompt_buckets=1, n_decode_buckets=1),
+        ObservationLayout(
+            n_instances=m, n_prompt_buckets=3, n_decode_buckets=5, default_output_tokens=1.0
+        ),
+    ]
+    configs = [ImpactConfig(), ImpactConfig(prompt_power=1, alpha=0.3, eps_s=2.0)]
+    for layout, config in zip(layouts, configs, strict=True):
+        fast = ObservationEncoder(layout, cluster, config)
+        monkeypatch.setattr(observation_module, "SCALAR_MAX_INSTANCES", 0)
+        slow = ObservationEncoder(layout, cluster, config)  # numpy over instances
+        monkeypatch.undo()
+        assert fast._c.scalar and not slow._c.scalar
+        for _ in range(400):
+            request, state = _random_decision(
+                rng, m, layout.n_prompt_buckets, layout.n_decode_buckets
+            )
+            obs, est = fast.encode(request, state)
+            ref_obs, ref_est = slow.encode(request, state)
+            assert obs.dtype == np.float32 and obs.tobytes() == ref_obs.tobytes()
+            assert fast(request, state).tobytes() == obs.tobytes()
+            # the estimate is instance_impact's and the min-min block is estimate_completion_s's
+            assert _same_estimate(est, ref_est) and _same_estimate(est, fast.impact(request, state))
+            eta = np.minimum(
+                np.log1p(fast.minmin_eta_s(request, state)) / math.log1p(layout.eta_cap_s), 1.0
+            )
+            assert (
+                obs[layout.block_slice("minmin_eta")].tobytes() == eta.astype(np.float32).tobytes()
+            )
+
+
+def test_scalar_encoder_refuses_bad_impact_inputs_like_the_estimator() -> None:
+    cluster = make_uniform_cluster(2)
+    layout = ObservationLayout(n_instances=2, n_prompt_buckets=4, n_decode_buckets=5)
+    enc = ObservationEncoder(layout, cluster)
+    bad = make_cluster_state(tokens_in_system=[-5, 0])
+    with pytest.raises(ValueError, match=re.escape("tokens_in_system has value -5.0 at index 0")):
+        enc(RequestView(0, 0.0, 10), bad)
+    with pytest.raises(ValueError, match="predicted_output_tokens has value nan"):
+        enc(RequestView(0, 0.0, 10, predicted_output_tokens=math.nan), make_cluster_state(2))
+
+
+def test_encoder_cluster_constants_are_read_only() -> None:
+    enc = ObservationEncoder(
+        ObservationLayout(n_instances=2, n_prompt_buckets=4, n_decode_buckets=5),
+        make_uniform_cluster(2),
+    )
+    for arr in (enc.speed, enc.impact_cost):
+        with pytest.raises(ValueError, match="read-only"):
+            arr[0] = 2.0
+
+
+def test_request_time_fast_path_is_the_latency_model_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(2000):
+        lat = _random_cluster(rng, 1).instances[0].latency
+        coefs = _linear_coefficients(lat)
+        assert coefs is not None
+        p = float(rng.choice([0, 1, int(rng.integers(1, 10**5))]))
+        d = float(rng.choice([0.0, 0.5, 1.0, 2.0, rng.random() * 4000]))
+        n_other = int(rng.choice([0, int(rng.integers(1, 300))]))
+        ctx = int(rng.choice([0, int(rng.integers(1, 10**6))]))
+        ref = float(lat.request_time_s(p, d, n_other_seqs=n_other, other_context_tokens=ctx))
+        assert _request_time_s(coefs, p, d, n_other, ctx).hex() == ref.hex()
+
+
+def test_tracker_shares_impact_only_with_an_identical_encoder() -> None:
+    cluster = make_cluster("seed000-hetero")
+    trace = pl.DataFrame(
+        {"request_id": [0], "arrival_s": [0.0], "prompt_tokens": [10], "output_tokens": [5]}
+    )
+    layout = ObservationLayout(n_instances=3, n_prompt_buckets=4, n_decode_buckets=1)
+    tracker = OutcomeTracker(Engine(trace, cluster))
+    assert tracker.shares_impact_with(ObservationEncoder(layout, cluster))
+    assert not tracker.shares_impact_with(
+        ObservationEncoder(layout, cluster, ImpactConfig(alpha=0.4))
+    )
+    other_default = dataclasses.replace(layout, default_output_tokens=64.0)
+    assert not tracker.shares_impact_with(ObservationEncoder(other_default, cluster))
+    assert not tracker.shares_impact_with(ObservationEncoder(layout, make_uniform_cluster(3)))
+    tracker64 = OutcomeTracker(Engine(trace, cluster), OutcomeConfig(fallback_output_tokens=64.0))
+    assert tracker64.shares_impact_with(ObservationEncoder(other_default, cluster))
+
+
+def _reference_outcomes(
+    engine: Engine, tracker: OutcomeTracker
+) -> tuple[int, int, list[float], float]:
+    """The progress terms from their definition (module docstring of _outcomes), over all rows."""
+    now = engine.now_s
+    arrived = np.flatnonzero(engine.arrival <= now)
+    fin = ~np.isnan(engine.finish_s[arrived])
+    live = arrived[~fin]
+    r_idx, r_gen = engine.running_tokens()
+    gen = engine.saved_gen.astype(np.int64).copy()
+    gen[r_idx] = r_gen
+    d = np.maximum(tracker._d_hat[live], 1.0)
+    remaining = np.maximum(
+        1.0 - gen[live].astype(np.float64) / d, tracker.config.min_remaining_fraction
+    )
+    deficit = float((tracker._inv_ideal[live] * remaining).sum()) if live.size else 0.0
+    done = arrived[fin]
+    return (
+        int(np.count_nonzero(~np.isnan(engine.admitted_s))),
+        done.size,
+        (engine.finish_s[done] - engine.arrival[done]).tolist(),
+        deficit,
+    )
+
+
+def test_outcome_tracker_matches_its_definition_under_preemption() -> None:
+    from routeplay.datasets import TaskMixConfig, generate_task_mix
+    from routeplay.estimator import fit_length_predictor, quantile_buckets
+
+    trace = generate_task_mix(TaskMixConfig(n_requests=300, rate_per_s=40.0, seed=2))
+    predictor = fit_length_predictor(trace, quantile_buckets(trace["output_tokens"], 3))
+    lat = make_cluster("a100x4").instances[0].latency
+    cluster = ClusterConfig(  # small KV caches: requests get preempted and re-admitted
+        instances=tuple(
+            InstanceConfig(name=f"i{k}", latency=lat, kv_capacity_tokens=6000) for k in range(3)
+        )
+    )
+    eng = Engine(trace, cluster, predictor=predictor)
+    tracker = OutcomeTracker(eng, OutcomeConfig(min_remaining_fraction=0.25))
+    admitted = completed = 0
+    responses: list[float] = []
+    k = 0
+    while (d := eng.next_decision()) is not None:
+        action = WAIT if k % 17 == 5 else k % 3
+        terms = tracker.decision_terms(d[0], d[1], action)
+        eng.apply(action)
+        nxt = eng.next_decision()
+        out = tracker.outcome(d[0], d[1], action, nxt[1] if nxt else eng.state(), terms)
+        n_adm, n_done, all_responses, deficit = _reference_outcomes(eng, tracker)
+        admitted += out.n_admitted
+        completed += out.n_completed
+        responses.extend(out.response_times_s)
+        assert (admitted, completed) == (n_adm, n_done)
+        assert sorted(responses) == sorted(all_responses)
+        assert out.progress_deficit.hex() == deficit.hex()
+        k += 1
+    assert int(eng.n_preempt.sum()) > 0
+    assert completed == trace.height
