@@ -1076,13 +1076,12 @@ class Engine:
             >>> idx.tolist(), gen.tolist()
             ([0], [401])
         """
-        idx: list[int] = []
-        gen: list[int] = []
-        for inst in self.inst:
-            rows, tokens = inst.running(self.now_s)
-            idx += rows
-            gen += tokens
-        return np.array(idx, np.int64), np.array(gen, np.int64)
+        parts = [inst.running(self.now_s) for inst in self.inst if inst.slots]
+        if not parts:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _snapshot(self, t: float, *, grid: bool) -> None:
         if self.done:

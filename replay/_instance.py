@@ -155,6 +155,7 @@ class Instance:
         self.paused = False  # vllm-v0: this iteration is prefill-only (decodes wait)
         # running sequences, in admission order (see _RID.._STALL)
         self.slots: list[list[Any]] = []
+        self._running: tuple[_I64, _I64] | None = None  # cache of running(); never mutated
         self.n_prefilling = 0
         # local queue: preempted first, then policy structure
         self.preempted: deque[int] = deque()
@@ -316,11 +317,24 @@ class Instance:
         self.version += 1
         return True
 
-    def running(self, now: float) -> tuple[list[int], list[int]]:
-        """Trace rows and generated tokens of the running sequences at ``now``."""
+    def running(self, now: float) -> tuple[_I64, _I64]:
+        """Trace rows and generated tokens of the running sequences at ``now`` (new arrays).
+
+        The rows and the tokens at the start of the current iteration or decode run are
+        cached as numpy arrays until the slots change (:meth:`form`,
+        :meth:`iteration_end`): a learner's reward reads them at every decision.
+        """
+        cached = self._running
+        if cached is None:
+            slots = self.slots
+            n = len(slots)
+            cached = (
+                np.fromiter([sl[_RID] for sl in slots], np.int64, n),
+                np.fromiter([sl[_GEN] for sl in slots], np.int64, n),
+            )
+            self._running = cached
         k = self.k_done(now - self.t0) if self.busy and self.run_k > 1 else 0
-        slots = self.slots
-        return [sl[_RID] for sl in slots], [sl[_GEN] + k for sl in slots]
+        return cached[0].copy(), cached[1] + k
 
     def enqueue(self, i: int, rec: _Record, seq: int) -> None:
         """Put request ``i`` (just routed here) in the local queue; ``seq`` breaks ties."""
@@ -452,6 +466,7 @@ class Instance:
 
     def form(self, t: float) -> bool:
         """Form the next iteration at ``t``; True if one runs (its end is ``t_end``)."""
+        self._running = None
         if self.v0:
             return self.form_v0(t)
         self.form_pending = False
@@ -730,6 +745,7 @@ class Instance:
     # -- iteration end -----------------------------------------------------------------
     def iteration_end(self, t: float) -> int:
         """End the running iteration (or decode run) at ``t``; returns how many finished."""
+        self._running = None
         slots = self.slots
         n = len(slots)
         k = self.run_k
