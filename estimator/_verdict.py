@@ -31,8 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from ._power import episodes_needed, power_of
+from ._stats import compare_routers
+
 if TYPE_CHECKING:
-    from routeplay.estimator import ComparisonResult
+    from ._stats import ComparisonResult
 
 __all__ = [
     "VERDICT_ALPHA",
@@ -518,8 +521,6 @@ def _paired(
     same paired bootstrap (``n_boot``, ``confidence``, ``seed`` of the comparison), the
     paired t-test and Holm's adjustment across ``routers``.
     """
-    from routeplay.estimator import compare_routers
-
     frame = pl.concat(
         [_episode_values(comparison, metric, statistic, r) for r in [reference, *routers]]
     )
@@ -643,7 +644,6 @@ def _episode_check(
     # Imported before the filter below: importing it installs an "always" filter for
     # statsmodels' ConvergenceWarning, which would override the "ignore".
     import statsmodels.tools.sm_exceptions  # noqa: F401
-    from routeplay.estimator import episodes_needed, power_of
 
     row = comparison.get(router, metric, statistic)
     effect = row.relative_improvement  # the number the verdict states
