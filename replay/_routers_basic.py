@@ -16,8 +16,12 @@ from ._routers_common import (
     DEFAULT_OUTPUT_TOKENS,
     PredictedLengthRouter,
     RouterBase,
+    argmax_list,
+    argmin_list,
     check_positive,
     decode_tokens_left,
+    decode_tokens_left_list,
+    np_minimum,
 )
 from ._types import ClusterConfig, ClusterState, RequestView
 
@@ -117,7 +121,9 @@ class WeightedRoundRobinRouter(RouterBase):
                 check_positive("WeightedRoundRobinRouter", f"weights[{k}]", w)
         self._weights_param = weights
         self._weights = np.zeros(0)
-        self._current = np.zeros(0)
+        self._weight_list: list[float] = []
+        self._total = 0.0
+        self._current: list[float] = []
 
     def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
         """Resolve the weights for ``cluster`` and zero the running counters."""
@@ -133,14 +139,17 @@ class WeightedRoundRobinRouter(RouterBase):
                 )
             w = np.array(self._weights_param, dtype=np.float64)
         self._weights = w
-        self._current = np.zeros_like(w)
+        self._weight_list = w.tolist()
+        self._total = float(w.sum())
+        self._current = [0.0] * len(self._weight_list)
 
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return the instance with the largest smoothed credit."""
         self._m(state)
-        self._current += self._weights
-        choice = int(np.argmax(self._current))
-        self._current[choice] -= self._weights.sum()
+        current = [c + w for c, w in zip(self._current, self._weight_list, strict=True)]
+        choice = argmax_list(current)
+        current[choice] -= self._total
+        self._current = current
         return choice
 
 
@@ -194,7 +203,10 @@ class LeastConnectionsRouter(RouterBase):
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return the instance with the fewest outstanding requests (ties: lowest index)."""
         self._m(state)
-        return int(np.argmin(state.n_queued + state.n_running))
+        load = [
+            q + r for q, r in zip(state.n_queued.tolist(), state.n_running.tolist(), strict=True)
+        ]
+        return load.index(min(load))  # ints: the first minimum, as np.argmin
 
 
 def outstanding_tokens(
@@ -237,7 +249,9 @@ class JSQTokensRouter(PredictedLengthRouter):
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return argmin of outstanding tokens (ties: lowest index)."""
         self._m(state)
-        return int(np.argmin(outstanding_tokens(state, request, self.default_output_tokens)))
+        left = decode_tokens_left_list(state, request, self.default_output_tokens)
+        pending = state.prefill_tokens_pending.tolist()
+        return argmin_list([float(p) + d for p, d in zip(pending, left, strict=True)])
 
 
 class LeastLoadedRouter(RouterBase):
@@ -268,8 +282,16 @@ class LeastLoadedRouter(RouterBase):
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return argmin of outstanding requests / max_running_seqs."""
         self._m(state)
-        load = (state.n_queued + state.n_running) / np.maximum(state.max_running_seqs, 1)
-        return int(np.argmin(load))
+        load = [
+            float(q + r) / float(s if s > 1 else 1)  # numpy: int64 / int64 -> float64
+            for q, r, s in zip(
+                state.n_queued.tolist(),
+                state.n_running.tolist(),
+                state.max_running_seqs.tolist(),
+                strict=True,
+            )
+        ]
+        return argmin_list(load)
 
 
 class LeastWorkLeftRouter(PredictedLengthRouter):
@@ -300,7 +322,7 @@ class LeastWorkLeftRouter(PredictedLengthRouter):
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return argmin of predicted remaining decode tokens (see decode_tokens_left)."""
         self._m(state)
-        return int(np.argmin(decode_tokens_left(state, request, self.default_output_tokens)))
+        return argmin_list(decode_tokens_left_list(state, request, self.default_output_tokens))
 
 
 class PowerOfTwoRouter(RouterBase):
@@ -333,9 +355,12 @@ class PowerOfTwoRouter(RouterBase):
         m = self._m(state)
         if m == 1:
             return 0
-        a, b = (int(x) for x in self._rng.choice(m, size=2, replace=False))
-        load = state.n_queued + state.n_running
-        return b if load[b] < load[a] else a
+        a: int
+        b: int
+        a, b = self._rng.choice(m, size=2, replace=False).tolist()
+        n_q = state.n_queued.tolist()
+        n_run = state.n_running.tolist()
+        return b if n_q[b] + n_run[b] < n_q[a] + n_run[a] else a
 
 
 class MaxCapacityRouter(RouterBase):
@@ -392,15 +417,34 @@ class MaxCapacityRouter(RouterBase):
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return the instance with the most (or, best-fit, the least sufficient) free capacity."""
         self._m(state)
-        kv_cap = np.maximum(state.kv_capacity_tokens, 1).astype(np.float64)
-        free_kv_tokens = kv_cap - state.kv_used_tokens - state.prefill_tokens_pending
-        slots = np.maximum(state.max_running_seqs, 1).astype(np.float64)
-        free_slots = slots - state.n_running - state.n_queued
-        capacity = np.minimum(free_kv_tokens / kv_cap, free_slots / slots)
+        free_kv_tokens: list[float] = []
+        free_slots: list[float] = []
+        capacity: list[float] = []
+        for kv_cap_i, kv_used, pending, max_seqs, n_run, n_q in zip(
+            state.kv_capacity_tokens.tolist(),
+            state.kv_used_tokens.tolist(),
+            state.prefill_tokens_pending.tolist(),
+            state.max_running_seqs.tolist(),
+            state.n_running.tolist(),
+            state.n_queued.tolist(),
+            strict=True,
+        ):
+            # the numpy formula's operations, in its order, on Python floats
+            kv_cap = float(kv_cap_i if kv_cap_i > 1 else 1)
+            free_kv = kv_cap - float(kv_used) - float(pending)
+            slots = float(max_seqs if max_seqs > 1 else 1)
+            free = slots - float(n_run) - float(n_q)
+            free_kv_tokens.append(free_kv)
+            free_slots.append(free)
+            capacity.append(np_minimum(free_kv / kv_cap, free / slots))
         if self.mode == "best-fit":
             out = request.predicted_output_tokens
             need = request.prompt_tokens + (self.default_output_tokens if out is None else out)
-            fits = (free_kv_tokens >= need) & (free_slots >= 1)
-            if fits.any():
-                return int(np.argmin(np.where(fits, capacity, np.inf)))
-        return int(np.argmax(capacity))
+            fits = [
+                kv >= need and sl >= 1 for kv, sl in zip(free_kv_tokens, free_slots, strict=True)
+            ]
+            if any(fits):
+                return argmin_list(
+                    [c if f else np.inf for c, f in zip(capacity, fits, strict=True)]
+                )
+        return argmax_list(capacity)

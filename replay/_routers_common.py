@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -16,10 +17,16 @@ from ._types import ClusterConfig, ClusterState, OracleRequestView, RequestView
 
 __all__ = [
     "ClusterLatency",
+    "InstanceLatency",
     "PrefixBlockIndex",
     "RouterBase",
+    "argmax_list",
+    "argmin_list",
     "check_non_negative",
     "check_positive",
+    "decode_tokens_left_list",
+    "np_maximum",
+    "np_minimum",
     "request_block_keys",
     "require_oracle_view",
 ]
@@ -52,6 +59,75 @@ def require_oracle_view(router_name: str, request: RequestView) -> OracleRequest
             "predicted variant."
         )
     return request
+
+
+def argmin_list(values: Sequence[float]) -> int:
+    """Index of the smallest of ``values`` by ``np.argmin``'s rules, without numpy.
+
+    The first minimum wins ties; a NaN counts as the minimum (the first NaN wins), as in
+    numpy. On the 2-8 values of a cluster a Python loop is several times cheaper than
+    building an array.
+
+    Example:
+        >>> argmin_list([3.0, 1.0, 1.0]), argmin_list([2.0, float("nan"), 0.0])
+        (1, 1)
+    """
+    best = values[0]
+    if best != best:
+        return 0
+    k = 0
+    for i in range(1, len(values)):
+        v = values[i]
+        if v < best:
+            best = v
+            k = i
+        elif v != v:
+            return i
+    return k
+
+
+def argmax_list(values: Sequence[float]) -> int:
+    """Index of the largest of ``values`` by ``np.argmax``'s rules (first maximum, first NaN).
+
+    Example:
+        >>> argmax_list([1.0, 3.0, 3.0]), argmax_list([float("nan"), 5.0])
+        (1, 0)
+    """
+    best = values[0]
+    if best != best:
+        return 0
+    k = 0
+    for i in range(1, len(values)):
+        v = values[i]
+        if v > best:
+            best = v
+            k = i
+        elif v != v:
+            return i
+    return k
+
+
+def np_maximum(x: float, y: float) -> float:
+    """``np.maximum(x, y)`` on two floats, bit for bit: NaN propagates, ties return ``y``.
+
+    (Python's ``max`` returns the *first* of equal values, which differs from numpy
+    for ``-0.0`` and ``0.0``; and it drops a NaN in second place.)
+
+    Example:
+        >>> np_maximum(-0.0, 0.0), np_maximum(0.0, -0.0), np_maximum(float("nan"), 1.0)
+        (0.0, -0.0, nan)
+    """
+    return x if x > y or x != x else y
+
+
+def np_minimum(x: float, y: float) -> float:
+    """``np.minimum(x, y)`` on two floats, bit for bit: NaN propagates, ties return ``y``.
+
+    Example:
+        >>> np_minimum(1.0, 2.0), np_minimum(0.0, -0.0), np_minimum(1.0, float("nan"))
+        (1.0, -0.0, nan)
+    """
+    return x if x < y or x != x else y
 
 
 def _require_reset(router_name: str, n_instances: int | None, state: ClusterState) -> int:
@@ -93,7 +169,10 @@ class RouterBase:
         self._rng = rng
 
     def _m(self, state: ClusterState) -> int:
-        return _require_reset(self.name, self._n_instances, state)
+        m = self._n_instances
+        if m is None or len(state.n_running) != m:
+            return _require_reset(self.name, m, state)  # raises, saying why
+        return m
 
     def route(self, request: RequestView, state: ClusterState) -> int:  # pragma: no cover
         """Return an instance index or WAIT."""
@@ -131,6 +210,26 @@ def decode_tokens_left(
     return (state.n_queued + state.n_running).astype(np.float64) * default_output_tokens
 
 
+def decode_tokens_left_list(
+    state: ClusterState, request: RequestView, default_output_tokens: float
+) -> list[float]:
+    """:func:`decode_tokens_left` as a list of Python floats (the same values, bit for bit).
+
+    Example:
+        >>> from routeplay.replay._check import make_cluster_state
+        >>> s = make_cluster_state(n_queued=[1, 0], n_running=[2, 1])
+        >>> decode_tokens_left_list(s, RequestView(0, 0.0, 5), 100.0)
+        [300.0, 100.0]
+    """
+    if request.predicted_output_tokens is not None:
+        left: list[float] = state.predicted_decode_tokens_left.tolist()
+        return left
+    return [
+        float(q + r) * default_output_tokens
+        for q, r in zip(state.n_queued.tolist(), state.n_running.tolist(), strict=True)
+    ]
+
+
 class PredictedLengthRouter(RouterBase):
     """A router that reads predicted output lengths.
 
@@ -141,6 +240,49 @@ class PredictedLengthRouter(RouterBase):
     def __init__(self, *, default_output_tokens: float = DEFAULT_OUTPUT_TOKENS) -> None:
         super().__init__()
         self.default_output_tokens = float(default_output_tokens)
+
+
+class InstanceLatency(NamedTuple):
+    """One instance's latency coefficients as Python floats, for routers' scalar fast paths.
+
+    :meth:`ClusterLatency.iteration_s` adds its six terms left to right, starting with
+    ``intercept_s + prefill_batch_s * (prefill_tokens > 0)``. ``with_prefill_s`` and
+    ``no_prefill_s`` are that first partial sum for an iteration with and without
+    prefill tokens, and ``decode_only_s`` the partial sum of a decode-only iteration
+    (no prefill tokens) before its decode terms. Scalar code that continues those sums
+    in the same order gets exactly the numpy result, bit for bit
+    (:meth:`iteration_s`); routers build these once per ``reset``
+    (:meth:`ClusterLatency.instances`).
+    """
+
+    intercept_s: float
+    prefill_batch_s: float
+    prefill_s_per_token: float
+    prefill_s_per_token2: float
+    decode_s_per_seq: float
+    decode_s_per_context_token: float
+    with_prefill_s: float
+    no_prefill_s: float
+    decode_only_s: float
+
+    def iteration_s(
+        self,
+        prefill_tokens: float,
+        prefill_sq_tokens: float,
+        n_decode_seqs: float,
+        decode_context_tokens: float,
+    ) -> float:
+        """This instance's entry of :meth:`ClusterLatency.iteration_s`, bit for bit."""
+        if prefill_tokens <= 0 and n_decode_seqs <= 0:
+            return 0.0
+        base = self.with_prefill_s if prefill_tokens > 0 else self.no_prefill_s
+        return (
+            base
+            + self.prefill_s_per_token * prefill_tokens
+            + self.prefill_s_per_token2 * prefill_sq_tokens
+            + self.decode_s_per_seq * n_decode_seqs
+            + self.decode_s_per_context_token * decode_context_tokens
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +349,39 @@ class ClusterLatency:
         zero = np.zeros_like(n_seqs, dtype=np.float64)
         return self.iteration_s(zero, zero, n_seqs, context_tokens)
 
+    def instances(self) -> tuple[InstanceLatency, ...]:
+        """Every instance's coefficients as an :class:`InstanceLatency` of Python floats.
+
+        Example:
+            >>> from routeplay.replay._check import make_uniform_cluster
+            >>> lat = ClusterLatency.from_cluster(make_uniform_cluster(2))
+            >>> one = lat.instances()[1]
+            >>> x = lat.iteration_s(*(np.array([v, v]) for v in (300.0, 9e4, 3.0, 800.0)))
+            >>> one.iteration_s(300.0, 9e4, 3.0, 800.0) == float(x[1])
+            True
+        """
+        rows: list[InstanceLatency] = []
+        for k in range(self.intercept_s.shape[0]):
+            c0 = float(self.intercept_s[k])
+            pb = float(self.prefill_batch_s[k])
+            cp = float(self.prefill_s_per_token[k])
+            cp2 = float(self.prefill_s_per_token2[k])
+            no_prefill = c0 + pb * 0.0  # the numpy sum multiplies by the bool as 0.0 / 1.0
+            rows.append(
+                InstanceLatency(
+                    intercept_s=c0,
+                    prefill_batch_s=pb,
+                    prefill_s_per_token=cp,
+                    prefill_s_per_token2=cp2,
+                    decode_s_per_seq=float(self.decode_s_per_seq[k]),
+                    decode_s_per_context_token=float(self.decode_s_per_context_token[k]),
+                    with_prefill_s=c0 + pb * 1.0,
+                    no_prefill_s=no_prefill,
+                    decode_only_s=no_prefill + cp * 0.0 + cp2 * 0.0,
+                )
+            )
+        return tuple(rows)
+
 
 class PrefixBlockIndex:
     """An approximate, bounded index of the prefix blocks a router sent to each instance.
@@ -249,7 +424,11 @@ class PrefixBlockIndex:
 
     def match(self, blocks: Sequence[Hashable]) -> npt.NDArray[np.int64]:
         """Leading blocks of ``blocks`` held by each instance."""
-        matched = np.full(self._n, len(blocks), dtype=np.int64)
+        return np.array(self.match_list(blocks), dtype=np.int64)
+
+    def match_list(self, blocks: Sequence[Hashable]) -> list[int]:
+        """:meth:`match` as a list of Python ints (what the routers use)."""
+        matched = [len(blocks)] * self._n
         alive = (1 << self._n) - 1
         for k, block in enumerate(blocks):
             bits = self._owners.get(block, 0) & alive
@@ -284,7 +463,11 @@ class PrefixBlockIndex:
 
     def size_blocks(self) -> npt.NDArray[np.int64]:
         """Blocks currently indexed per instance."""
-        return np.array([len(lru) for lru in self._lru], dtype=np.int64)
+        return np.array(self.size_list(), dtype=np.int64)
+
+    def size_list(self) -> list[int]:
+        """:meth:`size_blocks` as a list of Python ints."""
+        return [len(lru) for lru in self._lru]
 
 
 def request_block_keys(

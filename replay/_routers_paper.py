@@ -7,15 +7,19 @@ and min-min (earliest predicted completion). The impact-greedy router lives in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 from routeplay.datasets._taskmix import PAPER_HEAVY_DECODE_TOKENS, PAPER_HEAVY_PROMPT_TOKENS
 
 from ._routers_common import (
     ClusterLatency,
+    InstanceLatency,
     RouterBase,
+    argmin_list,
     check_positive,
-    decode_tokens_left,
+    decode_tokens_left_list,
     require_oracle_view,
 )
 from ._types import ClusterConfig, ClusterState, RequestView
@@ -25,6 +29,7 @@ __all__ = [
     "DecodeBalancerRouter",
     "DedicatedSmallLargeRouter",
     "MinMinRouter",
+    "completion_s_list",
     "estimate_completion_s",
 ]
 
@@ -76,8 +81,13 @@ class DecodeBalancerOracleRouter(RouterBase):
                 "Fix: the engine fills it for routers with oracle=True; when building states "
                 "by hand pass oracle_decode_tokens_left=[...]."
             )
-        slots = np.maximum(state.max_running_seqs, 1)
-        return int(np.argmin((left + view.output_tokens) / slots))
+        out = view.output_tokens
+        return argmin_list(
+            [
+                float(n + out) / float(s if s > 1 else 1)  # numpy: int64 / int64 -> float64
+                for n, s in zip(left.tolist(), state.max_running_seqs.tolist(), strict=True)
+            ]
+        )
 
 
 class DecodeBalancerRouter(RouterBase):
@@ -122,9 +132,13 @@ class DecodeBalancerRouter(RouterBase):
         self._m(state)
         pred = request.predicted_output_tokens
         add = self.default_output_tokens if pred is None else float(pred)
-        slots = np.maximum(state.max_running_seqs, 1)
-        left = decode_tokens_left(state, request, self.default_output_tokens)
-        return int(np.argmin((left + add) / slots))
+        left = decode_tokens_left_list(state, request, self.default_output_tokens)
+        return argmin_list(
+            [
+                (n + add) / float(s if s > 1 else 1)
+                for n, s in zip(left, state.max_running_seqs.tolist(), strict=True)
+            ]
+        )
 
 
 class DedicatedSmallLargeRouter(RouterBase):
@@ -205,10 +219,15 @@ class DedicatedSmallLargeRouter(RouterBase):
         m = self._m(state)
         if m == 1:
             return 0
-        load = state.n_queued + state.n_running
+        load = [
+            q + r for q, r in zip(state.n_queued.tolist(), state.n_running.tolist(), strict=True)
+        ]
+        small = self._n_small
         if self.is_large(request):
-            return self._n_small + int(np.argmin(load[self._n_small :]))
-        return int(np.argmin(load[: self._n_small]))
+            large = load[small:]
+            return small + large.index(min(large))  # ints: the first minimum, as np.argmin
+        group = load[:small]
+        return group.index(min(group))
 
 
 def estimate_completion_s(
@@ -266,6 +285,72 @@ def estimate_completion_s(
     return now + slot_wait + backlog + prefill + decode
 
 
+def completion_s_list(
+    rows: Sequence[InstanceLatency],
+    state: ClusterState,
+    prompt_tokens: float,
+    output_tokens: float,
+) -> list[float]:
+    """:func:`estimate_completion_s` in plain Python: the same floats, bit for bit.
+
+    ``rows`` are the instances' coefficients (:meth:`ClusterLatency.instances`). Every
+    term is computed with the same floating-point operations in the same order as the
+    numpy version (see :class:`InstanceLatency`), so routers taking the argmin of this
+    list choose exactly what they would on the array; on the 2-8 instances of a cluster
+    it is several times cheaper than the dozens of tiny numpy operations.
+
+    Example:
+        >>> from routeplay.replay._check import make_cluster_state, make_uniform_cluster
+        >>> lat = ClusterLatency.from_cluster(make_uniform_cluster(2))
+        >>> s = make_cluster_state(n_running=[3, 0], prefill_tokens_pending=[0, 500],
+        ...                        n_queued=[0, 2], kv_used_tokens=[900, 0])
+        >>> fast = completion_s_list(lat.instances(), s, 200, 40)
+        >>> fast == estimate_completion_s(lat, s, 200, 40).tolist()
+        True
+    """
+    now = state.now_s
+    p = float(prompt_tokens)
+    pp = p * p
+    k = max(float(output_tokens) - 1.0, 0.0)
+    km1 = k - 1.0
+    out: list[float] = []
+    for row, n_run_i, n_q_i, max_seqs, earliest, pend_i, kv_i in zip(
+        rows,
+        state.n_running.tolist(),
+        state.n_queued.tolist(),
+        state.max_running_seqs.tolist(),
+        state.earliest_completion_s.tolist(),
+        state.prefill_tokens_pending.tolist(),
+        state.kv_used_tokens.tolist(),
+        strict=True,
+    ):
+        _c0, _pb, cp, cp2, cd, ckv, with_prefill, no_prefill, decode_only = row
+        n_run = float(n_run_i)
+        ctx = float(kv_i)
+        if n_run_i + n_q_i >= max_seqs:
+            wait = earliest - now
+            slot_wait = wait if wait > 0.0 or wait != wait else 0.0  # np.maximum(wait, 0.0)
+        else:
+            slot_wait = 0.0
+        pending = float(pend_i)
+        if pending > 0:
+            n_q = float(n_q_i)
+            sq = pending * pending / (n_q if n_q > 1.0 else 1.0)  # np.maximum(n_q, 1.0)
+            backlog = with_prefill + cp * pending + cp2 * sq + cd * n_run + ckv * ctx
+        else:
+            backlog = 0.0
+        if p <= 0 and n_run <= 0:
+            prefill = 0.0
+        else:
+            first = with_prefill if p > 0 else no_prefill
+            prefill = first + cp * p + cp2 * pp + cd * n_run + ckv * ctx
+        n_dec = n_run + 1.0
+        first_decode = 0.0 if n_dec <= 0 else decode_only + cd * n_dec + ckv * (ctx + p + 1.0)
+        decode = k * first_decode + ckv * k * km1 / 2.0
+        out.append(now + slot_wait + backlog + prefill + decode)
+    return out
+
+
 class MinMinRouter(RouterBase):
     """Min-min: route to the instance with the earliest estimated completion of this request.
 
@@ -305,18 +390,20 @@ class MinMinRouter(RouterBase):
         check_positive("MinMinRouter", "default_output_tokens", default_output_tokens)
         self.default_output_tokens = float(default_output_tokens)
         self._latency: ClusterLatency | None = None
+        self._rows: tuple[InstanceLatency, ...] = ()
+        self._cluster: ClusterConfig | None = None
 
     def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
-        """Read every instance's latency model."""
+        """Read every instance's latency model (kept while the same cluster comes back)."""
         super().reset(cluster, rng)
-        self._latency = ClusterLatency.from_cluster(cluster)
+        if cluster is not self._cluster:  # a frozen config: its coefficients cannot change
+            self._latency = ClusterLatency.from_cluster(cluster)
+            self._rows = self._latency.instances()
+            self._cluster = cluster
 
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return the instance with the earliest estimated completion."""
         self._m(state)
-        latency = self._latency
-        if latency is None:  # pragma: no cover - _m() already refused an un-reset router
-            raise RuntimeError(f"router {self.name!r}: call reset(cluster, rng) first.")
         pred = request.predicted_output_tokens
         out = self.default_output_tokens if pred is None else float(pred)
-        return int(np.argmin(estimate_completion_s(latency, state, request.prompt_tokens, out)))
+        return argmin_list(completion_s_list(self._rows, state, request.prompt_tokens, out))

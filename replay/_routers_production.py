@@ -9,6 +9,7 @@ KV-cache events from the engines.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections import OrderedDict
 from typing import Any
@@ -18,8 +19,11 @@ import numpy.typing as npt
 
 from ._routers_common import (
     ClusterLatency,
+    InstanceLatency,
     PrefixBlockIndex,
     RouterBase,
+    argmax_list,
+    argmin_list,
     check_non_negative,
     check_positive,
     request_block_keys,
@@ -33,6 +37,10 @@ __all__ = [
     "SGLangCacheAwareRouter",
     "SessionAffinityRouter",
 ]
+
+
+#: what the tie-break among equal trees gives the instances it leaves out (np.int64's max)
+_INT64_MAX = int(np.iinfo(np.int64).max)
 
 
 def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
@@ -62,7 +70,7 @@ class _PrefixRouter(RouterBase):
         self.capacity_blocks = capacity_blocks
         self.max_blocks = int(max_blocks)
         self._index = PrefixBlockIndex(n_instances=1, capacity_blocks=1)
-        self._block_tokens = np.ones(1, dtype=np.int64)
+        self._block_tokens: list[int] = [1]
 
     def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
         """Empty the prefix index (one LRU per instance)."""
@@ -71,19 +79,20 @@ class _PrefixRouter(RouterBase):
             n_instances=cluster.n_instances,
             capacity_blocks=_auto_capacity(cluster, self.capacity_blocks),
         )
-        self._block_tokens = np.array(
-            [inst.prefix_block_tokens for inst in cluster.instances], dtype=np.int64
-        )
+        self._block_tokens = [int(inst.prefix_block_tokens) for inst in cluster.instances]
 
     def _keys(self, request: RequestView) -> list[Any]:
-        return request_block_keys(request, int(self._block_tokens[0]), self.max_blocks)
+        return request_block_keys(request, self._block_tokens[0], self.max_blocks)
 
-    def _matched_tokens(self, request: RequestView, matched_blocks: npt.NDArray[np.int64]) -> Any:
+    def _matched_tokens(self, request: RequestView, keys: list[Any]) -> list[float]:
+        """Prompt tokens of ``request`` each instance holds by the index (0 without prefixes)."""
         if not request.prefix_blocks:
-            return np.zeros(matched_blocks.shape, dtype=np.float64)
-        return np.minimum(matched_blocks * self._block_tokens, request.prompt_tokens).astype(
-            np.float64
-        )
+            return [0.0] * len(self._block_tokens)
+        prompt = request.prompt_tokens
+        return [
+            float(min(n * block, prompt))
+            for n, block in zip(self._index.match_list(keys), self._block_tokens, strict=True)
+        ]
 
 
 class LLMDWeightedScorerRouter(_PrefixRouter):
@@ -155,19 +164,33 @@ class LLMDWeightedScorerRouter(_PrefixRouter):
 
     def scores(self, request: RequestView, state: ClusterState) -> npt.NDArray[np.float64]:
         """Weighted total score of every instance for ``request`` (higher is better)."""
-        q = state.n_queued.astype(np.float64)
-        spread = q.max() - q.min()
-        queue = np.ones_like(q) if spread == 0 else (q.max() - q) / spread
-        kv = 1.0 - state.kv_used_tokens / np.maximum(state.kv_capacity_tokens, 1)
-        keys = self._keys(request)
-        prefix = self._index.match(keys) / len(keys) if request.prefix_blocks else np.zeros_like(q)
-        return self.queue_weight * queue + self.kv_weight * kv + self.prefix_weight * prefix
+        return np.array(self._scores(request, state, self._keys(request)), dtype=np.float64)
+
+    def _scores(self, request: RequestView, state: ClusterState, keys: list[Any]) -> list[float]:
+        q = [float(n) for n in state.n_queued.tolist()]
+        q_max = max(q)
+        spread = q_max - min(q)
+        if request.prefix_blocks:
+            n_keys = len(keys)
+            prefix = [float(n) / float(n_keys) for n in self._index.match_list(keys)]
+        else:
+            prefix = [0.0] * len(q)
+        w_queue, w_kv, w_prefix = self.queue_weight, self.kv_weight, self.prefix_weight
+        out: list[float] = []
+        for q_i, kv_used, kv_cap, prefix_i in zip(
+            q, state.kv_used_tokens.tolist(), state.kv_capacity_tokens.tolist(), prefix, strict=True
+        ):
+            queue = 1.0 if spread == 0 else (q_max - q_i) / spread
+            kv = 1.0 - float(kv_used) / float(kv_cap if kv_cap > 1 else 1)
+            out.append(w_queue * queue + w_kv * kv + w_prefix * prefix_i)
+        return out
 
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return the best-scoring instance and record the request's blocks there."""
         self._m(state)
-        choice = int(np.argmax(self.scores(request, state)))
-        self._index.insert(choice, self._keys(request))
+        keys = self._keys(request)
+        choice = argmax_list(self._scores(request, state, keys))
+        self._index.insert(choice, keys)
         return choice
 
 
@@ -245,22 +268,27 @@ class SGLangCacheAwareRouter(_PrefixRouter):
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return the least-loaded, best-matching or smallest-tree worker (see class doc)."""
         self._m(state)
-        load = state.n_queued + state.n_running
-        lo, hi = int(load.min()), int(load.max())
+        load = [
+            q + r for q, r in zip(state.n_queued.tolist(), state.n_running.tolist(), strict=True)
+        ]
+        lo, hi = min(load), max(load)
         keys = self._keys(request)
         if hi - lo > self.balance_abs_threshold and hi > self.balance_rel_threshold * lo:
-            choice = int(np.argmin(load))
+            choice = load.index(lo)  # the first least-loaded, as np.argmin
         else:
-            matched = self._matched_tokens(request, self._index.match(keys))
-            best = int(np.argmax(matched))
+            matched = self._matched_tokens(request, keys)
+            best = argmax_list(matched)
             rate = matched[best] / max(request.prompt_tokens, 1)
             if rate > self.cache_threshold:
                 choice = best
             else:
                 # smallest tree; among equal sizes (e.g. every tree full) the least loaded
-                sizes = np.asarray(self._index.size_blocks())
-                tied_load = np.where(sizes == sizes.min(), load, np.iinfo(np.int64).max)
-                choice = int(np.argmin(tied_load))
+                sizes = self._index.size_list()
+                smallest = min(sizes)
+                tied_load = [
+                    n if s == smallest else _INT64_MAX for n, s in zip(load, sizes, strict=True)
+                ]
+                choice = tied_load.index(min(tied_load))
         self._index.insert(choice, keys)
         return choice
 
@@ -327,37 +355,49 @@ class DynamoKVRouter(_PrefixRouter):
         check_non_negative("DynamoKVRouter", "temperature", temperature)
         self.overlap_score_weight = float(overlap_score_weight)
         self.temperature = float(temperature)
-        self._kv_block = np.ones(1)
+        self._kv_block: list[float] = [1.0]
 
     def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
         """Empty the index and read each instance's KV block size."""
         super().reset(cluster, rng)
-        self._kv_block = np.array(
-            [inst.kv_block_tokens for inst in cluster.instances], dtype=np.float64
-        )
+        self._kv_block = [float(inst.kv_block_tokens) for inst in cluster.instances]
 
     def costs(self, request: RequestView, state: ClusterState) -> npt.NDArray[np.float64]:
         """Dynamo's routing cost of every instance for ``request`` (lower is better)."""
+        return np.array(self._costs(request, state, self._keys(request)), dtype=np.float64)
+
+    def _costs(self, request: RequestView, state: ClusterState, keys: list[Any]) -> list[float]:
         p = float(request.prompt_tokens)
-        overlap = self._matched_tokens(request, self._index.match(self._keys(request)))
-        block = self._kv_block
-        prefill_blocks = (state.prefill_tokens_pending + p - overlap) / block
-        decode_blocks = np.ceil(state.kv_used_tokens / block) + np.ceil(p / block)
-        return np.asarray(self.overlap_score_weight * prefill_blocks + decode_blocks, dtype=float)
+        weight = self.overlap_score_weight
+        out: list[float] = []
+        for block, pending, kv_used, overlap in zip(
+            self._kv_block,
+            state.prefill_tokens_pending.tolist(),
+            state.kv_used_tokens.tolist(),
+            self._matched_tokens(request, keys),
+            strict=True,
+        ):
+            prefill_blocks = (float(pending) + p - overlap) / block
+            # math.ceil of a finite float is exact as an int, and so back as a float
+            decode_blocks = float(math.ceil(float(kv_used) / block)) + float(math.ceil(p / block))
+            out.append(weight * prefill_blocks + decode_blocks)
+        return out
 
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return the lowest-cost instance (or a softmax sample) and index its blocks."""
         self._m(state)
-        cost = self.costs(request, state)
-        if self.temperature > 0 and cost.size > 1:
+        keys = self._keys(request)
+        costs = self._costs(request, state, keys)
+        if self.temperature > 0 and len(costs) > 1:
+            cost = np.array(costs, dtype=np.float64)
             spread = cost.max() - cost.min()
             norm = (cost - cost.min()) / spread if spread > 0 else np.zeros_like(cost)
             logits = -norm / self.temperature
             prob = np.exp(logits - logits.max())
             choice = int(self._rng.choice(cost.size, p=prob / prob.sum()))
         else:
-            choice = int(np.argmin(cost))
-        self._index.insert(choice, self._keys(request))
+            choice = argmin_list(costs)
+        self._index.insert(choice, keys)
         return choice
 
 
@@ -401,6 +441,8 @@ class AIBrixLeastLatencyRouter(RouterBase):
     def __init__(self) -> None:
         super().__init__()
         self._latency: ClusterLatency | None = None
+        self._rows: tuple[InstanceLatency, ...] = ()
+        self._cluster: ClusterConfig | None = None
         self._n_seen = 0
         self._sum_prompt = 0.0
         self._n_pred = 0
@@ -409,7 +451,10 @@ class AIBrixLeastLatencyRouter(RouterBase):
     def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
         """Read the latency models and forget the running means."""
         super().reset(cluster, rng)
-        self._latency = ClusterLatency.from_cluster(cluster)
+        if cluster is not self._cluster:  # a frozen config: its coefficients cannot change
+            self._latency = ClusterLatency.from_cluster(cluster)
+            self._rows = self._latency.instances()
+            self._cluster = cluster
         self._n_seen = 0
         self._sum_prompt = 0.0
         self._n_pred = 0
@@ -418,23 +463,65 @@ class AIBrixLeastLatencyRouter(RouterBase):
     def expected_latency_s(
         self, state: ClusterState, prompt_tokens: float, output_tokens: float
     ) -> npt.NDArray[np.float64]:
-        """Expected queueing + prefill + decode time of a (p, d) request on every instance."""
-        lat = self._latency
-        if lat is None:
+        """Expected queueing + prefill + decode time of a (p, d) request on every instance.
+
+        Per instance, with its latency model (:meth:`ClusterLatency.iteration_s`):
+        ``slot_wait`` (``max(earliest_completion_s - now_s, 0)`` when every sequence
+        slot is taken, else 0) + ``backlog`` (one iteration prefilling
+        ``prefill_tokens_pending``, attention work ``pending**2 / max(n_queued, 1)``,
+        beside the running decodes; 0 without pending prompts) + ``prefill`` (one
+        iteration prefilling ``p`` beside the running decodes) + ``d`` x one decode
+        iteration of ``n_running + 1`` sequences with context ``kv_used_tokens + p``.
+        """
+        return np.array(
+            self._expected_latency(state, prompt_tokens, output_tokens), dtype=np.float64
+        )
+
+    def _expected_latency(
+        self, state: ClusterState, prompt_tokens: float, output_tokens: float
+    ) -> list[float]:
+        if self._cluster is None:
             raise RuntimeError(
                 f"router {self.name!r}: call reset(cluster, rng) before estimating latencies."
             )
-        n_run = state.n_running.astype(np.float64)
-        ctx = state.kv_used_tokens.astype(np.float64)
-        full = (state.n_running + state.n_queued) >= state.max_running_seqs
-        slot_wait = np.where(full, np.maximum(state.earliest_completion_s - state.now_s, 0.0), 0.0)
-        pending = state.prefill_tokens_pending.astype(np.float64)
-        n_q = np.maximum(state.n_queued, 1).astype(np.float64)
-        backlog = np.where(pending > 0, lat.iteration_s(pending, pending**2 / n_q, n_run, ctx), 0.0)
-        p = np.full_like(n_run, prompt_tokens)
-        prefill = lat.iteration_s(p, p * p, n_run, ctx)
-        decode = output_tokens * lat.decode_iteration_s(n_run + 1.0, ctx + p)
-        return np.asarray(slot_wait + backlog + prefill + decode, dtype=np.float64)
+        now = state.now_s
+        p = float(prompt_tokens)
+        pp = p * p
+        d = float(output_tokens)
+        out: list[float] = []
+        for row, n_run_i, n_q_i, max_seqs, earliest, pend_i, kv_i in zip(
+            self._rows,
+            state.n_running.tolist(),
+            state.n_queued.tolist(),
+            state.max_running_seqs.tolist(),
+            state.earliest_completion_s.tolist(),
+            state.prefill_tokens_pending.tolist(),
+            state.kv_used_tokens.tolist(),
+            strict=True,
+        ):
+            _c0, _pb, cp, cp2, cd, ckv, with_prefill, no_prefill, decode_only = row
+            n_run = float(n_run_i)
+            ctx = float(kv_i)
+            if n_run_i + n_q_i >= max_seqs:
+                wait = earliest - now
+                slot_wait = wait if wait > 0.0 or wait != wait else 0.0  # np.maximum(wait, 0.0)
+            else:
+                slot_wait = 0.0
+            pending = float(pend_i)
+            if pending > 0:
+                sq = pending * pending / float(n_q_i if n_q_i > 1 else 1)
+                backlog = with_prefill + cp * pending + cp2 * sq + cd * n_run + ckv * ctx
+            else:
+                backlog = 0.0
+            if p <= 0 and n_run <= 0:
+                prefill = 0.0
+            else:
+                first = with_prefill if p > 0 else no_prefill
+                prefill = first + cp * p + cp2 * pp + cd * n_run + ckv * ctx
+            n_dec = n_run + 1.0
+            step = 0.0 if n_dec <= 0 else decode_only + cd * n_dec + ckv * (ctx + p)
+            out.append(slot_wait + backlog + prefill + d * step)
+        return out
 
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return the instance with the lowest expected latency of a typical request."""
@@ -446,7 +533,7 @@ class AIBrixLeastLatencyRouter(RouterBase):
             self._sum_output += float(request.predicted_output_tokens)
         typical_p = self._sum_prompt / self._n_seen
         typical_d = self._sum_output / self._n_pred if self._n_pred else 100.0
-        return int(np.argmin(self.expected_latency_s(state, typical_p, typical_d)))
+        return argmin_list(self._expected_latency(state, typical_p, typical_d))
 
 
 class SessionAffinityRouter(RouterBase):

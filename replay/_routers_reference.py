@@ -28,13 +28,16 @@ from ._engine import Engine, is_scheduler
 from ._routers_common import (
     DEFAULT_OUTPUT_TOKENS,
     ClusterLatency,
+    InstanceLatency,
     RouterBase,
+    argmin_list,
     check_non_negative,
     check_positive,
-    decode_tokens_left,
+    decode_tokens_left_list,
+    np_minimum,
     require_oracle_view,
 )
-from ._routers_paper import MinMinRouter, estimate_completion_s
+from ._routers_paper import MinMinRouter, completion_s_list
 from ._types import WAIT, ClusterConfig, ClusterState, RequestView, Router
 
 __all__ = [
@@ -137,29 +140,58 @@ class MinTotalLatencyRouter(RouterBase):
         self.weight = float(weight)
         self.default_output_tokens = float(default_output_tokens)
         self._latency: ClusterLatency | None = None
+        self._rows: tuple[InstanceLatency, ...] = ()
+        self._cluster: ClusterConfig | None = None
 
     def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
-        """Read every instance's latency model."""
+        """Read every instance's latency model (kept while the same cluster comes back)."""
         super().reset(cluster, rng)
-        self._latency = ClusterLatency.from_cluster(cluster)
+        if cluster is not self._cluster:  # a frozen config: its coefficients cannot change
+            self._latency = ClusterLatency.from_cluster(cluster)
+            self._rows = self._latency.instances()
+            self._cluster = cluster
 
     def scores_s(self, request: RequestView, state: ClusterState) -> npt.NDArray[np.float64]:
-        """The score of every instance (seconds; lower is better)."""
+        """The score of every instance (seconds; lower is better).
+
+        ``estimate_completion_s(...) - now_s + weight * imposed_delay_s(...)``, computed
+        in plain Python with the same floating-point operations in the same order
+        (:meth:`route` takes the argmin of these exact values).
+        """
+        return np.array(self._scores(request, state), dtype=np.float64)
+
+    def _scores(self, request: RequestView, state: ClusterState) -> list[float]:
         self._m(state)
-        latency = self._latency
-        if latency is None:  # pragma: no cover - _m() already refused an un-reset router
-            raise RuntimeError(f"router {self.name!r}: call reset(cluster, rng) first.")
         pred = request.predicted_output_tokens
         out = self.default_output_tokens if pred is None else float(pred)
-        own = estimate_completion_s(latency, state, request.prompt_tokens, out) - state.now_s
+        rows = self._rows
+        est = completion_s_list(rows, state, request.prompt_tokens, out)
+        now = state.now_s
         if self.weight == 0.0:
-            return own
-        left = decode_tokens_left(state, request, self.default_output_tokens)
-        return own + self.weight * imposed_delay_s(latency, state, request.prompt_tokens, out, left)
+            return [e - now for e in est]
+        left = decode_tokens_left_list(state, request, self.default_output_tokens)
+        # imposed_delay_s, term by term in its order of operations
+        p = float(request.prompt_tokens)
+        d = max(float(out), 1.0)
+        d_minus_1 = d - 1.0
+        mean_context = p + d / 2.0
+        weight = self.weight
+        scores: list[float] = []
+        for row, e, n_run, n_q, left_i in zip(
+            rows, est, state.n_running.tolist(), state.n_queued.tolist(), left, strict=True
+        ):
+            n_others = float(n_run + n_q)
+            prefill = row.prefill_batch_s + row.prefill_s_per_token * p
+            prefill = prefill + row.prefill_s_per_token2 * p * p
+            step = row.decode_s_per_seq + row.decode_s_per_context_token * mean_context
+            left_pos = left_i if left_i > 0.0 or left_i != left_i else 0.0  # np.maximum(., 0.0)
+            overlap = np_minimum(n_others * d_minus_1, left_pos)
+            scores.append((e - now) + weight * (n_others * prefill + step * overlap))
+        return scores
 
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return the instance with the least own + imposed latency."""
-        return int(np.argmin(self.scores_s(request, state)))
+        return argmin_list(self._scores(request, state))
 
 
 class MinMinOracleRouter(MinMinRouter):
@@ -199,11 +231,8 @@ class MinMinOracleRouter(MinMinRouter):
         """Return the instance with the earliest completion for the true output length."""
         view = require_oracle_view(self.name, request)
         self._m(state)
-        latency = self._latency
-        if latency is None:  # pragma: no cover - _m() already refused an un-reset router
-            raise RuntimeError(f"router {self.name!r}: call reset(cluster, rng) first.")
-        est = estimate_completion_s(latency, state, view.prompt_tokens, float(view.output_tokens))
-        return int(np.argmin(est))
+        output_tokens = float(view.output_tokens)
+        return argmin_list(completion_s_list(self._rows, state, view.prompt_tokens, output_tokens))
 
 
 ForkFn = Callable[[], Engine]
@@ -365,25 +394,31 @@ class LookaheadOracleRouter(RouterBase):
         lo = root.first_in_flight
         until_s = root.now_s + self.horizon_s
         seed = int(self._rng.integers(2**63))
-        actions = list(range(m)) + ([WAIT] if self.include_wait else [])
+        actions = (*range(m), WAIT) if self.include_wait else tuple(range(m))
         costs: list[float] = []
+        cluster = self._cluster
         base = self.base
         scheduler = is_scheduler(base)
+        last = len(actions) - 1
+        calls = 0
         for k, action in enumerate(actions):
-            sim = root if k == len(actions) - 1 else root.fork()
-            base.reset(self._cluster, np.random.default_rng(np.random.SeedSequence(seed)))
+            # one fork per action (the last one runs on the root fork itself); the base
+            # router restarts with the decision's seed (its reset keeps what only depends
+            # on the cluster, e.g. min-min's latency coefficients)
+            sim = root if k == last else root.fork()
+            base.reset(cluster, np.random.default_rng(np.random.SeedSequence(seed)))
             sim.apply(action)
             if scheduler:  # a scheduler base picks among the queued requests itself
-                calls = sim.run_until(until_s, schedule=base.schedule)  # type: ignore[attr-defined]
+                calls += sim.run_until(until_s, schedule=base.schedule)  # type: ignore[attr-defined]
                 calls += sim.drain(schedule=base.schedule)  # type: ignore[attr-defined]
             else:
-                calls = sim.run_until(until_s, base.route)
+                calls += sim.run_until(until_s, base.route)
                 calls += sim.drain(base.route)
             costs.append(sim.e2e_sum_s(lo))
-            self.n_policy_calls += calls
+        self.n_policy_calls += calls
         self.n_rollouts += len(actions)
         self.n_decisions += 1
-        self.last_actions = tuple(actions)
+        self.last_actions = actions
         self.last_costs_s = tuple(costs)
         self.wall_time_s += time.perf_counter() - start
-        return actions[int(np.argmin(costs))]
+        return actions[argmin_list(costs)]

@@ -25,11 +25,13 @@ import numpy.typing as npt
 from ._routers_common import (
     DEFAULT_OUTPUT_TOKENS,
     ClusterLatency,
+    InstanceLatency,
     RouterBase,
+    argmin_list,
     check_positive,
     require_oracle_view,
 )
-from ._routers_paper import estimate_completion_s
+from ._routers_paper import completion_s_list
 from ._types import WAIT, ClusterConfig, ClusterState, RequestView
 
 __all__ = [
@@ -156,22 +158,27 @@ class LateBindingSPFScheduler(SchedulerBase):
         self.max_local_queue = max_local_queue
         self.default_output_tokens = float(default_output_tokens)
         self._latency: ClusterLatency | None = None
+        self._rows: tuple[InstanceLatency, ...] = ()
+        self._cluster: ClusterConfig | None = None
         self._mean: tuple[float, float, float, float, float, float] = (0.0,) * 6
         self._sizes: dict[int, float] = {}
 
     def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
         """Read the latency models; forget the cached job sizes."""
         super().reset(cluster, rng)
-        lat = ClusterLatency.from_cluster(cluster)
-        self._latency = lat
-        self._mean = (
-            float(lat.intercept_s.mean()),
-            float(lat.prefill_batch_s.mean()),
-            float(lat.prefill_s_per_token.mean()),
-            float(lat.prefill_s_per_token2.mean()),
-            float(lat.decode_s_per_seq.mean()),
-            float(lat.decode_s_per_context_token.mean()),
-        )
+        if cluster is not self._cluster:  # a frozen config: its coefficients cannot change
+            lat = ClusterLatency.from_cluster(cluster)
+            self._latency = lat
+            self._rows = lat.instances()
+            self._mean = (
+                float(lat.intercept_s.mean()),
+                float(lat.prefill_batch_s.mean()),
+                float(lat.prefill_s_per_token.mean()),
+                float(lat.prefill_s_per_token2.mean()),
+                float(lat.decode_s_per_seq.mean()),
+                float(lat.decode_s_per_context_token.mean()),
+            )
+            self._cluster = cluster
         self._sizes = {}
 
     def output_tokens(self, request: RequestView) -> float:
@@ -191,9 +198,6 @@ class LateBindingSPFScheduler(SchedulerBase):
     def schedule(self, queue: tuple[RequestView, ...], state: ClusterState) -> tuple[int, int]:
         """Release the shortest predicted job to a free instance, or hold everything."""
         self._m(state)
-        latency = self._latency
-        if latency is None:  # pragma: no cover - _m() already refused an un-reset scheduler
-            raise RuntimeError(f"scheduler {self.name!r}: call reset(cluster, rng) first.")
         if not queue:
             raise ValueError(
                 f"scheduler {self.name!r} was given an empty queue; expected at least one "
@@ -201,8 +205,17 @@ class LateBindingSPFScheduler(SchedulerBase):
             )
         if self.oracle:  # refuse plain views even when nothing would be released
             require_oracle_view(self.name, queue[0])
-        free = free_instances(state, self.max_local_queue)
-        if not free.any():
+        max_q = self.max_local_queue
+        free = [  # free_instances(state, max_local_queue), on Python ints
+            n_q <= max_q and n_run + n_q < max_seqs
+            for n_q, n_run, max_seqs in zip(
+                state.n_queued.tolist(),
+                state.n_running.tolist(),
+                state.max_running_seqs.tolist(),
+                strict=True,
+            )
+        ]
+        if not any(free):
             return HOLD
         sizes = self._sizes
         best = 0
@@ -215,10 +228,8 @@ class LateBindingSPFScheduler(SchedulerBase):
             if size < best_size:
                 best, best_size = pos, size
         chosen = queue[best]
-        est = estimate_completion_s(
-            latency, state, chosen.prompt_tokens, self.output_tokens(chosen)
-        )
-        instance = int(np.argmin(np.where(free, est, np.inf)))
+        est = completion_s_list(self._rows, state, chosen.prompt_tokens, self.output_tokens(chosen))
+        instance = argmin_list([e if f else np.inf for e, f in zip(est, free, strict=True)])
         del sizes[chosen.request_id]
         return best, instance
 

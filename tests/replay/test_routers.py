@@ -693,3 +693,313 @@ def test_session_affinity_keeps_each_session_on_one_instance_in_a_replay() -> No
     )
     assert per_session.height == 10
     assert per_session["n_instances"].to_list() == [1] * 10
+
+
+# ------------------------------------------------------ scalar fast paths = numpy formulas
+#
+# The routers score the 2-8 instances of a cluster in plain Python (cheaper than dozens of
+# numpy operations on tiny arrays). Their choices must stay exactly those of the numpy
+# formulas below (the routers' documented definitions), ties and floating-point rounding
+# included, so the formulas are kept here and compared on random states built to tie.
+
+
+def _random_cluster(rng: np.random.Generator, m: int) -> ClusterConfig:
+    instances = []
+    for k in range(m):
+        intercept = float(rng.choice([0.0, rng.uniform(0.001, 0.03)]))
+        model = LinearLatencyModel(
+            intercept_s=intercept,
+            prefill_s_per_token=float(rng.uniform(1e-5, 3e-4)),
+            prefill_s_per_token2=float(rng.choice([0.0, rng.uniform(0.0, 2e-8)])),
+            decode_s_per_seq=float(rng.uniform(0.0, 1e-3)),
+            decode_s_per_context_token=float(rng.choice([0.0, rng.uniform(0.0, 1e-6)])),
+            prefill_batch_s=float(rng.uniform(-intercept, 0.005)),  # negative as in presets
+        )
+        instances.append(
+            InstanceConfig(
+                name=f"i{k}",
+                latency=model,
+                max_running_seqs=int(rng.integers(1, 9)),
+                kv_block_tokens=int(rng.choice([1, 16, 32])),
+                prefix_block_tokens=int(rng.choice([16, 64])),
+            )
+        )
+    return ClusterConfig(instances=tuple(instances))
+
+
+def _random_state(rng: np.random.Generator, cluster: ClusterConfig, now_s: float) -> ClusterState:
+    m = cluster.n_instances
+
+    def small(hi: int) -> Any:
+        return rng.integers(0, hi, size=m)
+
+    def mixed(tied: list[float], hi: float) -> Any:  # values that tie, and values that round
+        return np.where(rng.random(m) < 0.5, rng.choice(tied, size=m), rng.uniform(0, hi, m))
+
+    return make_cluster_state(
+        now_s=now_s,
+        n_running=small(6),
+        n_queued=small(8),
+        max_running_seqs=[inst.max_running_seqs for inst in cluster.instances],
+        prefill_tokens_pending=mixed([0, 0, 512], 9000).astype(np.int64),
+        predicted_decode_tokens_left=mixed([0.0, 120.5, 300.0], 3000.0),
+        kv_used_tokens=mixed([0, 800, 20_000], 120_000).astype(np.int64),
+        kv_capacity_tokens=rng.choice([1, 30_000, 117_000], size=m),
+        earliest_completion_s=now_s + mixed([-0.5, 0.0, 0.2], 3.0),
+        oracle_decode_tokens_left=small(400),
+        tokens_in_system=small(5000),
+    )
+
+
+def _random_request(rng: np.random.Generator, k: int) -> OracleRequestView:
+    options = [None, float(rng.integers(1, 400)), float(rng.uniform(0.5, 700.0))]
+    pred = options[int(rng.integers(0, 3))]
+    blocks = tuple(int(b) for b in rng.integers(0, 6, size=int(rng.integers(0, 5))))
+    return OracleRequestView(
+        k,
+        0.0,
+        int(rng.choice([1, 40, int(rng.integers(1, 6000))])),
+        prefix_blocks=blocks,
+        predicted_output_tokens=pred,
+        output_tokens=int(rng.integers(1, 500)),
+    )
+
+
+def _ref_aibrix(
+    lat: ClusterLatency, state: ClusterState, p: float, d: float
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    n_run = state.n_running.astype(np.float64)
+    ctx = state.kv_used_tokens.astype(np.float64)
+    full = (state.n_running + state.n_queued) >= state.max_running_seqs
+    slot_wait = np.where(full, np.maximum(state.earliest_completion_s - state.now_s, 0.0), 0.0)
+    pending = state.prefill_tokens_pending.astype(np.float64)
+    n_q = np.maximum(state.n_queued, 1).astype(np.float64)
+    backlog = np.where(pending > 0, lat.iteration_s(pending, pending**2 / n_q, n_run, ctx), 0.0)
+    pa = np.full_like(n_run, p)
+    prefill = lat.iteration_s(pa, pa * pa, n_run, ctx)
+    decode = d * lat.decode_iteration_s(n_run + 1.0, ctx + pa)
+    out: np.ndarray[Any, np.dtype[np.float64]] = slot_wait + backlog + prefill + decode
+    return out
+
+
+def _ref_llmd(r: Any, request: RequestView, state: ClusterState) -> Any:
+    q = state.n_queued.astype(np.float64)
+    spread = q.max() - q.min()
+    queue = np.ones_like(q) if spread == 0 else (q.max() - q) / spread
+    kv = 1.0 - state.kv_used_tokens / np.maximum(state.kv_capacity_tokens, 1)
+    keys = r._keys(request)
+    prefix = r._index.match(keys) / len(keys) if request.prefix_blocks else np.zeros_like(q)
+    return r.queue_weight * queue + r.kv_weight * kv + r.prefix_weight * prefix
+
+
+def _ref_matched(r: Any, request: RequestView, cluster: ClusterConfig) -> Any:
+    blocks = np.array([inst.prefix_block_tokens for inst in cluster.instances], dtype=np.int64)
+    matched = r._index.match(r._keys(request))
+    if not request.prefix_blocks:
+        return np.zeros(matched.shape, dtype=np.float64)
+    return np.minimum(matched * blocks, request.prompt_tokens).astype(np.float64)
+
+
+def _ref_dynamo(r: Any, request: RequestView, state: ClusterState, cl: ClusterConfig) -> Any:
+    p = float(request.prompt_tokens)
+    block = np.array([inst.kv_block_tokens for inst in cl.instances], dtype=np.float64)
+    prefill_blocks = (state.prefill_tokens_pending + p - _ref_matched(r, request, cl)) / block
+    decode_blocks = np.ceil(state.kv_used_tokens / block) + np.ceil(p / block)
+    return r.overlap_score_weight * prefill_blocks + decode_blocks
+
+
+def _ref_choice(
+    name: str, r: Any, request: OracleRequestView, state: ClusterState, cl: ClusterConfig
+) -> Any:
+    """What router ``name`` chooses by its numpy formula (before ``r`` routes ``request``)."""
+    lat = ClusterLatency.from_cluster(cl)
+    pred = request.predicted_output_tokens
+    slots = np.maximum(state.max_running_seqs, 1)
+    load = state.n_queued + state.n_running
+    from routeplay.replay._routers_basic import outstanding_tokens
+    from routeplay.replay._routers_common import decode_tokens_left
+    from routeplay.replay._routers_reference import imposed_delay_s
+
+    if name in ("min-min", "min-total-latency"):
+        out = r.default_output_tokens if pred is None else float(pred)
+        own = estimate_completion_s(lat, state, request.prompt_tokens, out) - state.now_s
+        if name == "min-total-latency":
+            left = decode_tokens_left(state, request, r.default_output_tokens)
+            own = own + r.weight * imposed_delay_s(lat, state, request.prompt_tokens, out, left)
+            assert r.scores_s(request, state).tobytes() == own.tobytes()
+        return int(np.argmin(own))
+    if name == "min-min-oracle":
+        est = estimate_completion_s(lat, state, request.prompt_tokens, float(request.output_tokens))
+        return int(np.argmin(est))
+    if name == "aibrix-least-latency":
+        n_seen = r._n_seen + 1
+        sum_p = r._sum_prompt + request.prompt_tokens
+        n_pred = r._n_pred + (pred is not None)
+        sum_d = r._sum_output + (float(pred) if pred is not None else 0.0)
+        typical_d = sum_d / n_pred if n_pred else 100.0
+        est = _ref_aibrix(lat, state, sum_p / n_seen, typical_d)
+        assert r.expected_latency_s(state, sum_p / n_seen, typical_d).tobytes() == est.tobytes()
+        return int(np.argmin(est))
+    if name == "least-connections":
+        return int(np.argmin(load))
+    if name == "least-loaded":
+        return int(np.argmin(load / slots))
+    if name == "jsq-tokens":
+        return int(np.argmin(outstanding_tokens(state, request, r.default_output_tokens)))
+    if name == "least-work-left":
+        return int(np.argmin(decode_tokens_left(state, request, r.default_output_tokens)))
+    if name == "decode-balancer":
+        add = r.default_output_tokens if pred is None else float(pred)
+        return int(np.argmin((decode_tokens_left(state, request, 128.0) + add) / slots))
+    if name == "decode-balancer-oracle":
+        assert state.oracle_decode_tokens_left is not None
+        return int(np.argmin((state.oracle_decode_tokens_left + request.output_tokens) / slots))
+    if name == "dedicated-small-large":
+        n_small = r._n_small
+        if cl.n_instances == 1:
+            return 0
+        if r.is_large(request):
+            return n_small + int(np.argmin(load[n_small:]))
+        return int(np.argmin(load[:n_small]))
+    if name == "max-capacity":
+        kv_cap = np.maximum(state.kv_capacity_tokens, 1).astype(np.float64)
+        free_kv = kv_cap - state.kv_used_tokens - state.prefill_tokens_pending
+        seq_slots = np.maximum(state.max_running_seqs, 1).astype(np.float64)
+        free_slots = seq_slots - state.n_running - state.n_queued
+        capacity = np.minimum(free_kv / kv_cap, free_slots / seq_slots)
+        if r.mode == "best-fit":
+            need = request.prompt_tokens + (r.default_output_tokens if pred is None else pred)
+            fits = (free_kv >= need) & (free_slots >= 1)
+            if fits.any():
+                return int(np.argmin(np.where(fits, capacity, np.inf)))
+        return int(np.argmax(capacity))
+    if name == "weighted-round-robin":
+        r._ref_current = getattr(r, "_ref_current", np.zeros(cl.n_instances)) + r._weights
+        choice = int(np.argmax(r._ref_current))
+        r._ref_current[choice] -= r._weights.sum()
+        return choice
+    if name == "llm-d":
+        scores = _ref_llmd(r, request, state)
+        assert r.scores(request, state).tobytes() == scores.tobytes()
+        return int(np.argmax(scores))
+    if name == "dynamo-kv":
+        costs = _ref_dynamo(r, request, state, cl)
+        assert r.costs(request, state).tobytes() == costs.tobytes()
+        return int(np.argmin(costs))
+    if name == "sglang-cache-aware":
+        lo, hi = int(load.min()), int(load.max())
+        if hi - lo > r.balance_abs_threshold and hi > r.balance_rel_threshold * lo:
+            return int(np.argmin(load))
+        matched = _ref_matched(r, request, cl)
+        best = int(np.argmax(matched))
+        if matched[best] / max(request.prompt_tokens, 1) > r.cache_threshold:
+            return best
+        sizes = r._index.size_blocks()
+        return int(np.argmin(np.where(sizes == sizes.min(), load, np.iinfo(np.int64).max)))
+    raise AssertionError(name)  # pragma: no cover
+
+
+FAST_PATH_ROUTERS: dict[str, dict[str, Any]] = {
+    "min-min": {},
+    "min-total-latency": {},
+    "min-total-latency-w0": {"weight": 0.0},
+    "min-min-oracle": {},
+    "aibrix-least-latency": {},
+    "least-connections": {},
+    "least-loaded": {},
+    "jsq-tokens": {},
+    "least-work-left": {},
+    "decode-balancer": {},
+    "decode-balancer-oracle": {},
+    "dedicated-small-large": {},
+    "max-capacity": {},
+    "max-capacity-best-fit": {"mode": "best-fit"},
+    "weighted-round-robin": {},
+    "llm-d": {},
+    "dynamo-kv": {},
+    "sglang-cache-aware": {"balance_abs_threshold": 3, "cache_threshold": 0.1},
+}
+
+
+@pytest.mark.parametrize("key", list(FAST_PATH_ROUTERS))
+def test_fast_path_chooses_exactly_what_the_numpy_formula_does(key: str) -> None:
+    name = key.removesuffix("-w0").removesuffix("-best-fit")
+    rng = np.random.default_rng(np.random.SeedSequence([7, len(key)]))
+    for m in (1, 2, 3, 4, 8):
+        cluster = _random_cluster(rng, m)
+        r = make_router(name, **FAST_PATH_ROUTERS[key])
+        r.reset(cluster, np.random.default_rng(0))
+        for k in range(60):
+            state = _random_state(rng, cluster, now_s=float(rng.choice([0.0, 3.25, 7.1])))
+            request = _random_request(rng, k)
+            expected = _ref_choice(name, r, request, state, cluster)
+            assert r.route(request, state) == expected, (key, m, k)
+
+
+def test_scalar_helpers_follow_numpy_bit_for_bit() -> None:
+    from routeplay.replay._routers_common import (
+        argmax_list,
+        argmin_list,
+        decode_tokens_left,
+        decode_tokens_left_list,
+        np_maximum,
+        np_minimum,
+    )
+    from routeplay.replay._routers_paper import completion_s_list
+
+    nan = float("nan")
+    for values in ([1.0, 1.0], [2.0, nan, 0.0], [nan, nan], [0.0, -0.0], [-0.0, 0.0], [3, 1, 1]):
+        assert argmin_list(values) == int(np.argmin(values))
+        assert argmax_list(values) == int(np.argmax(values))
+    for x in (-0.0, 0.0, 1.0, -1.0, nan):
+        for y in (-0.0, 0.0, 1.0, nan):
+            for mine, ref in ((np_maximum, np.maximum), (np_minimum, np.minimum)):
+                got, want = np.float64(mine(x, y)), ref(np.float64(x), np.float64(y))
+                assert got.tobytes() == want.tobytes() or (np.isnan(got) and np.isnan(want))
+    rng = np.random.default_rng(3)
+    for m in (1, 4, 8):
+        cluster = _random_cluster(rng, m)
+        lat = ClusterLatency.from_cluster(cluster)
+        rows = lat.instances()
+        for k in range(100):
+            state = _random_state(rng, cluster, now_s=float(rng.uniform(0, 100)))
+            request = _random_request(rng, k)
+            p = float(rng.choice([request.prompt_tokens, rng.uniform(0.5, 3000.0)]))
+            d = float(rng.choice([0.5, 1.0, 37.0, rng.uniform(1.0, 1000.0)]))
+            est = estimate_completion_s(lat, state, p, d)
+            assert np.array(completion_s_list(rows, state, p, d)).tobytes() == est.tobytes()
+            left = decode_tokens_left(state, request, 128.0)
+            assert np.array(decode_tokens_left_list(state, request, 128.0)).tobytes() == (
+                left.tobytes()
+            )
+            args = [rng.choice([0.0, 1.0, 250.0], size=m) for _ in range(4)]
+            ref = lat.iteration_s(*args)
+            mine = [row.iteration_s(*(float(a[i]) for a in args)) for i, row in enumerate(rows)]
+            assert np.array(mine).tobytes() == ref.tobytes()
+
+
+@pytest.mark.parametrize("name", ["late-binding-spf", "late-binding-spf-oracle"])
+def test_late_binding_fast_path_releases_what_the_numpy_formula_does(name: str) -> None:
+    from routeplay.replay._schedulers import HOLD, free_instances
+
+    rng = np.random.default_rng(np.random.SeedSequence([11, len(name)]))
+    for m in (1, 3, 4, 8):
+        cluster = _random_cluster(rng, m)
+        lat = ClusterLatency.from_cluster(cluster)
+        s = make_router(name, max_local_queue=int(rng.integers(0, 2)))
+        s.reset(cluster, np.random.default_rng(0))
+        for k in range(60):
+            state = _random_state(rng, cluster, now_s=float(rng.uniform(0, 9)))
+            queue = tuple(_random_request(rng, 10 * k + j) for j in range(int(rng.integers(1, 5))))
+            free = free_instances(state, s.max_local_queue)
+            if not free.any():
+                expected = HOLD
+            else:
+                sizes = [s.size_s(v) for v in queue]
+                best = int(np.argmin(sizes))
+                chosen = queue[best]
+                est = estimate_completion_s(
+                    lat, state, chosen.prompt_tokens, s.output_tokens(chosen)
+                )
+                expected = (best, int(np.argmin(np.where(free, est, np.inf))))
+            assert s.schedule(queue, state) == expected, (m, k)
