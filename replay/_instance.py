@@ -42,6 +42,51 @@ _MGAP = 8  # longest token gap so far (float, s)
 _STALL = 9  # vllm-v0: paused time since the last token (float, s)
 
 
+def pairwise_sum(a: list[float], lo: int, n: int) -> float:
+    """``float(np.array(a[lo:lo + n]).sum())`` for float64, bit for bit, without numpy.
+
+    numpy sums a contiguous float64 array pairwise: fewer than 8 values in order; up to
+    128 in eight interleaved partial sums combined as ``((r0 + r1) + (r2 + r3)) + ((r4
+    + r5) + (r6 + r7))`` and the remainder added in order; longer arrays split at
+    ``n // 2`` rounded down to a multiple of 8. The state's predicted tokens left have
+    always been summed by numpy; this keeps them identical at a fraction of the cost
+    (checked against numpy on 20,000 random arrays of 1-400 values in
+    tests/replay/test_engine.py).
+
+    Example:
+        >>> a = [0.1] * 10
+        >>> pairwise_sum(a, 0, 10) == float(np.array(a).sum())
+        True
+    """
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    if n <= 128:
+        r0, r1, r2, r3, r4, r5, r6, r7 = a[lo : lo + 8]
+        end = lo + n - (n % 8)
+        j = lo + 8
+        while j < end:
+            r0 += a[j]
+            r1 += a[j + 1]
+            r2 += a[j + 2]
+            r3 += a[j + 3]
+            r4 += a[j + 4]
+            r5 += a[j + 5]
+            r6 += a[j + 6]
+            r7 += a[j + 7]
+            j += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while j < lo + n:
+            res += a[j]
+            j += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return pairwise_sum(a, lo, n2) + pairwise_sum(a, lo + n2, n - n2)
+
+
 def _by_rid(slot: list[Any]) -> int:
     return int(slot[_RID])
 
@@ -870,7 +915,7 @@ class Instance:
         k = 0
         if self.busy and self.run_k > 1:
             k = self.k_done(t - self.t0)
-        nq = self.n_queued()
+        nq = len(self.preempted) + self.n_waiting
         if n:
             gsum = self.gen_sum + n * k
             ctx_sum = self.ctx_sum + n * k
@@ -882,8 +927,9 @@ class Instance:
             oracle_left = self.out_sum - gsum
             if has_predictor:
                 pred_run = [sl[_PRED] - sl[_GEN] - k for sl in slots]
-                # numpy's (pairwise) summation, as the state has always used
-                pred_left = float(np.maximum(np.array(pred_run, np.float64), 0.0).sum())
+                # np.maximum(pred_run, 0.0) (NaN kept), summed as numpy does
+                left = [x if x > 0.0 or x != x else 0.0 for x in pred_run]
+                pred_left = pairwise_sum(left, 0, n)
                 r_min = max(min(pred_run), 1.0)
             else:
                 pred_left = 0.0

@@ -545,3 +545,23 @@ def test_progress_bar_replays_bit_for_bit(
     assert plain.summary == shown.summary
     err = capsys.readouterr().err
     assert re.search(r"replay \S+: 100%\|.*\| 300/300 \[", err), err[-500:]
+
+
+def test_pairwise_sum_matches_numpy_bit_for_bit() -> None:
+    # the state's predicted tokens left are summed in Python exactly as numpy sums a
+    # contiguous float64 array (pinned figures depend on the last bit)
+    from routeplay.replay._instance import pairwise_sum
+
+    rng = np.random.default_rng(7)
+    for trial in range(20_000):
+        n = int(rng.integers(0, 400))
+        kind = trial % 3
+        if kind == 0:
+            x = rng.random(n) * 10.0 ** rng.integers(-3, 6, n)
+        elif kind == 1:
+            x = np.maximum(rng.normal(100, 300, n), 0.0)
+        else:
+            x = rng.integers(0, 2000, n) + rng.random(n)
+        lo = int(rng.integers(0, 3))
+        values = [0.5] * lo + x.tolist()
+        assert pairwise_sum(values, lo, n).hex() == float(x.sum()).hex(), (trial, n)
