@@ -380,6 +380,7 @@ class Engine:
         )
         self._idle_wait_since_s: float | None = None
         self._timeline: list[tuple[float, int, int, int, int, bool]] = []
+        self._sampling = True  # False in a fork(timelines=False): SAMPLE events do nothing
         if self.config.timeline_sample_interval_s is not None and n:
             # samples on a grid anchored at the first arrival (a trace whose arrivals are
             # epoch seconds would otherwise be sampled from t = 0, ~1.7e9 samples)
@@ -712,12 +713,12 @@ class Engine:
             )
 
     # -- forks and run-until helpers -------------------------------------------------
-    def fork(self) -> Engine:
+    def fork(self, *, timelines: bool = True) -> Engine:
         """An independent copy of the simulation, continuing bit-identically.
 
         The fork holds copies of every piece of *mutable* state — the running
-        sequences of every instance, local queues and prefix caches, the event heap and its sequence
-        counter, the router queue, the records of the requests in flight, the
+        sequences of every instance, local queues and prefix caches, the event heap and
+        its sequence counter, the router queue, the records of the requests in flight, the
         per-request result columns, the stale-state snapshots and the timeline samples
         — and shares everything immutable: the trace and its read-only input columns,
         the predictions, the cluster and replay configs, the frozen request views and
@@ -733,6 +734,11 @@ class Engine:
         memcpy of the eight result columns (41 bytes per row); see
         ``docs/notes/speed.md`` for measurements (tens of microseconds for 4 instances
         with ~100 requests in flight, vs ~100 ms for ``copy.deepcopy``).
+
+        Args:
+            timelines: False for a fork that stops sampling instance timelines (its
+                :meth:`result` has none): everything else, every request's numbers
+                included, is the same; rollouts that only read latencies use it.
 
         Returns:
             A new :class:`Engine` at the same simulated time.
@@ -768,7 +774,8 @@ class Engine:
         d["_heap"] = self._heap.copy()  # events are immutable tuples
         d["_rq"] = self._rq.copy()
         d["_snapshots"] = self._snapshots.copy()
-        d["_timeline"] = self._timeline.copy()
+        d["_timeline"] = self._timeline.copy() if timelines else []
+        d["_sampling"] = self._sampling and timelines
         new.__dict__.update(d)
         new._set_result_arrays(book)
         return new
@@ -1092,6 +1099,8 @@ class Engine:
             self._push_grid_snapshot()
 
     def _sample(self, t: float) -> None:
+        if not self._sampling:
+            return  # a pending SAMPLE event of a fork without timelines: no state change
         for inst in self.inst:
             nums = inst.numbers(t, self.has_predictor)
             self._timeline.append((t, inst.idx, nums[0], nums[1], nums[4], bool(nums[10])))

@@ -235,7 +235,7 @@ class MinMinOracleRouter(MinMinRouter):
         return argmin_list(completion_s_list(self._rows, state, view.prompt_tokens, output_tokens))
 
 
-ForkFn = Callable[[], Engine]
+ForkFn = Callable[..., Engine]  # Engine.fork: (*, timelines=True) -> Engine
 
 
 class LookaheadOracleRouter(RouterBase):
@@ -383,7 +383,7 @@ class LookaheadOracleRouter(RouterBase):
                 "yourself after router.reset(...)."
             )
         start = time.perf_counter()
-        root = self._fork()
+        root = self._fork(timelines=False)  # rollouts read latencies only
         pending = root.next_decision()
         if pending is None or pending[0].request_id != request.request_id:
             raise RuntimeError(
