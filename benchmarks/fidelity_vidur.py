@@ -33,9 +33,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from routeplay.datasets import load_trace
-from routeplay.replay import make_cluster, make_router, run_replay
-from routeplay.replay._result import ReplayConfig
-from routeplay.replay._types import ClusterConfig
+from routeplay.replay import (
+    ClusterConfig,
+    ReplayConfig,
+    make_cluster,
+    make_router,
+    run_replay,
+    with_instance_settings,
+)
 
 #: Vidur at 1x on the same trace and cluster (issue 14's table; no per-request file):
 #: mean / p50 / p99 E2E and mean TTFT, seconds. p50 TTFT was not reported.
@@ -120,12 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loader: {w.message}")
     cluster = make_cluster(args.cluster)
     if args.scheduler is not None:
-        cluster = dataclasses.replace(
-            cluster,
-            instances=tuple(
-                dataclasses.replace(i, scheduler=args.scheduler) for i in cluster.instances
-            ),
-        )
+        cluster = with_instance_settings(cluster, scheduler=args.scheduler)
     schedulers = sorted({i.scheduler for i in cluster.instances})
     print(f"cluster {args.cluster} (scheduler {', '.join(schedulers)}), round-robin, fast mode\n")
     v4, v4_restarts = vidur_4x(args.data_dir)

@@ -53,12 +53,18 @@ from typing import Any
 import polars as pl
 from routeplay.datasets import (
     TaskMixConfig,
-    generate_task_mix,
+    generate_task_mix_episodes,
     load_trace,
     scale_arrival_rate,
     split_episodes,
 )
-from routeplay.estimator import compare_routers, fit_length_predictor, get_preset, time_buckets
+from routeplay.estimator import (
+    compare_routers,
+    fit_length_predictor,
+    fit_task_mix_predictor,
+    get_preset,
+    time_buckets,
+)
 from routeplay.replay import (
     ClusterConfig,
     make_cluster,
@@ -111,20 +117,14 @@ def hetero_cluster() -> ClusterConfig:
 
 
 def taskmix_predictor() -> Any:
-    """The length predictor of the task-mix regimes (its own 20,000-request trace)."""
-    train = generate_task_mix(TaskMixConfig(n_requests=20_000, seed=7))
-    scheme = time_buckets(get_preset("llama2-7b/v100-paper"))
-    return fit_length_predictor(train, scheme, features=("task", "prompt_tokens"))
+    """The length predictor of the task-mix regimes (its own 20,000-request trace, seed 7)."""
+    return fit_task_mix_predictor("llama2-7b/v100-paper", TaskMixConfig(n_requests=20_000, seed=7))
 
 
 def taskmix_episodes(n_episodes: int, n_requests: int, rate_per_s: float) -> list[pl.DataFrame]:
     """Task-mix episodes, seeds 1000, 1001, ... (the same for every router)."""
-    return [
-        generate_task_mix(
-            TaskMixConfig(n_requests=n_requests, rate_per_s=rate_per_s, seed=1000 + k)
-        )
-        for k in range(n_episodes)
-    ]
+    workload = TaskMixConfig(n_requests=n_requests, rate_per_s=rate_per_s, seed=1000)
+    return generate_task_mix_episodes(workload, n_episodes)
 
 
 def azure_split(n_episodes: int, n_requests: int) -> tuple[Any, pl.DataFrame]:

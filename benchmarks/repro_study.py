@@ -1,4 +1,4 @@
-"""Reproduction study (issue 8): the seeds' experiments rerun with routeplay.
+"""Reproduction study: the seed systems' experiments rerun with routeplay.
 
 One command per part; each prints markdown tables on stdout (deterministic: every
 trace, replay and bootstrap is seeded) and its wall time on stderr::
@@ -7,22 +7,26 @@ trace, replay and bootstrap is seeded) and its wall time on stderr::
     .venv/bin/python benchmarks/repro_study.py section61  # Jain et al. section 6.1
     .venv/bin/python benchmarks/repro_study.py table3     # chunked prefill on/off, A100
     .venv/bin/python benchmarks/repro_study.py table3-code  # the same with long prompts
-    .venv/bin/python benchmarks/repro_study.py seed000    # seed 000's heterogeneous cluster
+    .venv/bin/python benchmarks/repro_study.py hetero-3k5k7k  # System B's heterogeneous cluster
     .venv/bin/python benchmarks/repro_study.py real       # Azure 2023 at 60/80/90 % utilisation
     .venv/bin/python benchmarks/repro_study.py real-conv  # one trace of `real` (or real-code)
 
 Table 2 of the paper is ``benchmarks/table2.py``. ``docs/reproduction.md`` pastes the
 output of every part and explains the setup; the definitions used here:
 
-* **Improvement over round robin** (``compare_routers``): ``1 - mean_e(router) /
-  mean_e(RR)`` of the per-episode statistic, with a paired episode-bootstrap 95 % CI
-  (2,000 resamples, seed 0) and Holm-corrected two-sided paired t-test and Wilcoxon
-  p-values across the routers of a table. Episodes are the unit of replication.
-* **Capacity** of a cluster for a workload (:func:`capacity_req_per_s`): every request of
-  a sample arrives at time 0 and round robin spreads them; capacity = requests finished
-  while every instance still had queued work, divided by that time (the saturated
-  throughput of the latency model with the instances' batching limits; the drain at the
-  end, dominated by the longest requests, is left out).
+* **Improvement over round robin** (``routeplay.reports.compare_on_episodes``):
+  ``1 - mean_e(router) / mean_e(RR)`` of the per-episode statistic, with a paired
+  episode-bootstrap 95 % CI (2,000 resamples, seed 0) and Holm-corrected two-sided
+  paired t-test and Wilcoxon p-values across the routers of a table. Episodes are the
+  unit of replication.
+* **Capacity** of a cluster for a workload (``routeplay.replay.capacity_req_per_s``):
+  every request of a sample arrives at time 0 and round robin spreads them; capacity =
+  requests finished while every instance still had queued work, divided by that time
+  (the saturated throughput of the latency model with the instances' batching limits;
+  the drain at the end, dominated by the longest requests, is left out).
+
+Section 6.1 and its smoke version are library code (``routeplay.reports.Section61Config``,
+``section61_tables``); the other parts are built here from the same pieces.
 * **Utilisation** = offered arrival rate / capacity. A trace is brought to a target
   utilisation ``u`` with ``scale_arrival_rate(trace, u * capacity / rate)`` where
   ``rate = n / last arrival``.
@@ -33,7 +37,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import polars as pl
@@ -47,47 +51,24 @@ from routeplay.datasets import (
     split_train_test,
 )
 from routeplay.estimator import (
-    ComparisonResult,
-    OutputLengthPredictor,
     compare_routers,
     fit_length_predictor,
     holm_adjust,
     time_buckets,
 )
-from routeplay.replay import (
-    ClusterConfig,
-    ReplayConfig,
-    list_routers,
-    make_cluster,
-    make_router,
-    replay_episodes,
-    run_replay,
-)
+from routeplay.replay import capacity_req_per_s, list_routers, make_cluster
+from routeplay.reports import Section61Config, compare_on_episodes, section61_tables
 
 #: Section 6.1's heuristic baselines and the impact estimator used greedily.
-SECTION61_ROUTERS: tuple[str, ...] = (
+SECTION61_ROUTERS: tuple[str, ...] = Section61Config().routers
+#: System B's baselines (docs/design.md: online RL on a heterogeneous cluster).
+HETERO_3K5K7K_ROUTERS: tuple[str, ...] = (
     "round-robin",
-    "jsq-tokens",
-    "max-capacity",
-    "min-min",
-    "impact-greedy",
+    "least-connections",
+    "least-loaded",
+    "random",
 )
-#: Section 6.1 settings: (cluster, utilisation); None = the paper's 20 req/s.
-SECTION61_SETTINGS: tuple[tuple[str, float | None], ...] = (
-    ("v100x4", None),
-    ("paper-4xv100", None),
-    ("paper-4xv100", 0.8),
-)
-#: Published improvement over round robin in mean E2E (Jain et al. 2025, section 6.1).
-PUBLISHED_61: dict[str, str] = {
-    "jsq-tokens": "0.46 %",
-    "max-capacity": "2.60 %",
-    "min-min": "1.50 %",
-    "impact-greedy": "n/a (estimator inside the RL reward)",
-}
-#: Seed 000's baselines.
-SEED000_ROUTERS: tuple[str, ...] = ("round-robin", "least-connections", "least-loaded", "random")
-#: Seed 000's response-time SLO.
+#: System B's response-time SLO.
 SLO_E2E_S = 2.0
 #: Every non-oracle router of the registry (the oracle gets its own labelled row).
 HEURISTIC_ROUTERS: tuple[str, ...] = tuple(
@@ -96,39 +77,11 @@ HEURISTIC_ROUTERS: tuple[str, ...] = tuple(
 UTILISATIONS: tuple[float, ...] = (0.6, 0.8, 0.9)
 N_BOOT = 2000
 #: Task-mix sample whose saturated throughput defines capacity (never an evaluation trace).
-CAPACITY_SAMPLE_REQUESTS = 8000
-CAPACITY_SAMPLE_SEED = 7
-CONFIDENCE = 0.95
+CAPACITY_SAMPLE_REQUESTS = Section61Config().capacity_sample_requests
+CAPACITY_SAMPLE_SEED = Section61Config().capacity_sample_seed
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def capacity_req_per_s(sample: pl.DataFrame, cluster: ClusterConfig) -> float:
-    """Saturated throughput (req/s) of ``cluster`` on the requests of ``sample``.
-
-    Every request of ``sample`` arrives at time 0 and round robin spreads them. While
-    every instance still has requests waiting in its queue the cluster runs flat out;
-    ``t_sat`` is the first time an instance admits its last queued request. Capacity
-    is the number of requests finished by ``t_sat`` divided by ``t_sat`` (the drain
-    after ``t_sat``, dominated by the longest requests, is left out). ``sample`` must be
-    large enough for queues to form (many more requests than sequence slots).
-
-    Raises:
-        ValueError: if no request finished while every instance was saturated.
-    """
-    burst = sample.with_columns(pl.lit(0.0).alias("arrival_s"))
-    res = run_replay(burst, cluster, make_router("round-robin"), config=ReplayConfig(seed=0))
-    req = res.requests
-    t_sat = float(req.group_by("instance_id").agg(pl.col("admitted_s").max())["admitted_s"].min())
-    n_done = int((req["finish_s"] <= t_sat).sum())
-    if n_done == 0 or t_sat <= 0.0:
-        raise ValueError(
-            f"capacity undefined: {n_done} of {sample.height} requests finished before every "
-            f"instance emptied its queue (t_sat = {t_sat} s); expected a sample much larger "
-            "than the cluster's sequence slots. Fix: pass a bigger sample."
-        )
-    return n_done / t_sat
 
 
 def capacity_sample() -> pl.DataFrame:
@@ -166,42 +119,6 @@ def _p(x: float) -> str:
     return f"{x:.2g}"
 
 
-def comparison_table(
-    cmp: ComparisonResult,
-    *,
-    metric: str = "e2e_s",
-    statistic: str = "mean",
-    published: Mapping[str, str] | None = None,
-    unit: str = "s",
-) -> str:
-    """One markdown table: each router's statistic and its improvement over the baseline."""
-    head = (
-        f"| router | {statistic} {metric} ({unit}) | improvement over {cmp.baseline} "
-        f"| {int(100 * cmp.confidence)} % CI | p t-test (Holm) | p Wilcoxon (Holm) "
-        "| episodes better |"
-    )
-    sep = "|---|---|---|---|---|---|---|"
-    if published is not None:
-        head += " published |"
-        sep += "---|"
-    first = cmp.get(cmp.routers[0], metric, statistic)
-    base_row = f"| {cmp.baseline} | {first.baseline_value_s:.3f} | (baseline) | | | | |"
-    if published is not None:
-        base_row += " |"
-    lines = [head, sep, base_row]
-    for router in cmp.routers:
-        c = cmp.get(router, metric, statistic)
-        row = (
-            f"| {router} | {c.router_value_s:.3f} | {_pct(c.relative_improvement)} "
-            f"| [{_pct(c.ci_low)}, {_pct(c.ci_high)}] | {_p(c.p_ttest_holm)} "
-            f"| {_p(c.p_wilcoxon_holm)} | {c.n_episodes_improved}/{c.n_episodes} |"
-        )
-        if published is not None:
-            row += f" {published.get(router, '')} |"
-        lines.append(row)
-    return "\n".join(lines)
-
-
 def task_mix_episodes(
     *, n_requests: int, episode_requests: int, rate_per_s: float, test_fraction: float, seed: int
 ) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
@@ -217,42 +134,7 @@ def task_mix_episodes(
 
 def original_clock(episodes: Sequence[Episode]) -> pl.DataFrame:
     """The requests of consecutive episodes on the original trace clock (a valid trace)."""
-    frame: pl.DataFrame = pl.concat(
-        [e.trace.with_columns(pl.col("arrival_s") + e.offset_s) for e in episodes]
-    )
-    return frame
-
-
-def run_comparison(
-    episodes: Sequence[pl.DataFrame],
-    cluster: ClusterConfig,
-    routers: Sequence[str],
-    *,
-    predictor: OutputLengthPredictor | None,
-    metrics: Sequence[str] = ("e2e_s",),
-    statistics: Sequence[str] = ("mean", "p99"),
-    requests_hook: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
-) -> tuple[ComparisonResult, pl.DataFrame]:
-    """Paired replays of ``routers`` (first = baseline) and their comparison."""
-    factories = {name: partial(make_router, name) for name in routers}
-    out = replay_episodes(
-        list(episodes),
-        cluster,
-        factories,
-        config=ReplayConfig(seed=0),
-        predictor=predictor,
-    )
-    requests = out.requests if requests_hook is None else requests_hook(out.requests)
-    cmp = compare_routers(
-        requests,
-        baseline=routers[0],
-        metrics=metrics,
-        statistics=statistics,
-        n_boot=N_BOOT,
-        confidence=CONFIDENCE,
-        seed=0,
-    )
-    return cmp, out.summaries
+    return pl.concat([e.original_trace() for e in episodes])
 
 
 def _emit(text: str = "") -> None:
@@ -262,75 +144,15 @@ def _emit(text: str = "") -> None:
 # --------------------------------------------------------------------------- parts
 
 
-def section61(
-    *,
-    settings: Sequence[tuple[str, float | None]] = SECTION61_SETTINGS,
-    n_requests: int = 44_000,
-    episode_requests: int = 2000,
-    test_fraction: float = 0.9,
-    rate_per_s: float = 20.0,
-    routers: Sequence[str] = SECTION61_ROUTERS,
-    title: str = "Section 6.1",
-) -> None:
-    """Task mix, held-out episodes of ``episode_requests``, for each (cluster, utilisation).
-
-    A utilisation of ``None`` keeps the paper's ``rate_per_s``; a number scales the
-    episodes' arrivals (``scale_arrival_rate``) to that share of the cluster's capacity.
-    """
-    train, episodes = task_mix_episodes(
-        n_requests=n_requests,
-        episode_requests=episode_requests,
-        rate_per_s=rate_per_s,
-        test_fraction=test_fraction,
-        seed=0,
-    )
-    for name, utilisation in settings:
-        cluster = make_cluster(name)
-        latency = cluster.instances[0].latency
-        predictor = fit_length_predictor(train, time_buckets(latency))
-        capacity = capacity_req_per_s(capacity_sample(), cluster)
-        factor = 1.0 if utilisation is None else utilisation * capacity / rate_per_s
-        eps = [scale_arrival_rate(e, factor) for e in episodes]
-        cmp, summaries = run_comparison(eps, cluster, routers, predictor=predictor)
-        _emit(
-            f"#### {title}: `{name}` ({latency.name}), task mix (all-random) at "
-            f"{rate_per_s * factor:.3g} req/s, {len(eps)} held-out episodes of "
-            f"{episode_requests} requests (predictor: task + prompt, {train.height} "
-            "training requests)"
-        )
-        _emit()
-        _emit(
-            f"Capacity {capacity:.2f} req/s ({CAPACITY_SAMPLE_REQUESTS} task-mix requests "
-            f"of seed {CAPACITY_SAMPLE_SEED} at t = 0), "
-            f"utilisation {rate_per_s * factor / capacity:.2f}; mean preemptions per episode under "
-            f"round robin {summary_mean(summaries, 'round-robin', 'n_preemptions'):.1f}."
-        )
-        _emit()
-        _emit("Mean E2E:")
-        _emit()
-        _emit(comparison_table(cmp, published=PUBLISHED_61))
-        _emit()
-        _emit("p99 E2E:")
-        _emit()
-        _emit(comparison_table(cmp, statistic="p99"))
-        _emit()
-
-
-def summary_mean(summaries: pl.DataFrame, router: str, column: str) -> float:
-    """Mean over episodes of one summary column for one router."""
-    return float(summaries.filter(pl.col("router") == router)[column].mean())  # type: ignore[arg-type]
+def section61(config: Section61Config | None = None) -> None:
+    """Section 6.1 (``routeplay.reports.section61_tables``), one table per setting."""
+    for block in section61_tables(config or Section61Config()):
+        print(block, end="", flush=True)
 
 
 def smoke() -> None:
     """The small, fast version of section 6.1 that the acceptance test reruns."""
-    section61(
-        settings=(("v100x4", None),),
-        n_requests=1800,
-        episode_requests=300,
-        test_fraction=0.67,
-        routers=("round-robin", "jsq-tokens", "min-min"),
-        title="Smoke (section 6.1 pipeline, small)",
-    )
+    section61(Section61Config.smoke())
 
 
 def table3() -> None:
@@ -351,13 +173,13 @@ def table3() -> None:
         _emit()
         results: dict[str, pl.DataFrame] = {}
         for cluster, tag in ((off, "off"), (on, "on")):
-            cmp, _ = run_comparison(eps, cluster, SECTION61_ROUTERS, predictor=predictor)
+            cmp, _ = compare_on_episodes(eps, cluster, SECTION61_ROUTERS, predictor=predictor)
             _emit(
                 f"Chunked prefill {tag} (`{cluster.instances[0].name[:4]}` x4, "
                 f"max batched tokens {cluster.instances[0].max_batched_tokens}), mean E2E:"
             )
             _emit()
-            _emit(comparison_table(cmp))
+            _emit(cmp.to_markdown())
             _emit()
             results[tag] = cmp.per_episode
         _emit("Chunked on vs off, per router (improvement = 1 - on/off; Holm across routers):")
@@ -392,7 +214,7 @@ def table3_code() -> None:
     _emit()
     results: dict[str, pl.DataFrame] = {}
     for cluster, tag in ((off, "off"), (on, "on")):
-        cmp, _ = run_comparison(
+        cmp, _ = compare_on_episodes(
             eps, cluster, SECTION61_ROUTERS, predictor=predictor, metrics=CHUNK_METRICS
         )
         _emit(
@@ -400,7 +222,7 @@ def table3_code() -> None:
             f"{cluster.instances[0].max_batched_tokens}), mean E2E:"
         )
         _emit()
-        _emit(comparison_table(cmp))
+        _emit(cmp.to_markdown())
         _emit()
         results[tag] = cmp.per_episode
     for metric in CHUNK_METRICS:
@@ -465,26 +287,26 @@ def chunked_vs_unchunked(off: pl.DataFrame, on: pl.DataFrame, *, metric: str = "
     return "\n".join(lines)
 
 
-def seed000() -> None:
-    """Seed 000: 3000/5000/7000 tok/s servers, Azure code trace, its four baselines."""
+def hetero_3k5k7k() -> None:
+    """System B: 3000/5000/7000 tok/s servers, Azure code trace, its four baselines."""
     trace = load_trace("azure-2023-code")
-    cluster = make_cluster("seed000-hetero")
+    cluster = make_cluster("hetero-3k5k7k")
     episodes = [e.trace for e in split_episodes(trace, n_requests=400, drop_partial=True)]
     capacity = capacity_req_per_s(trace, cluster)
     rate = offered_rate_req_per_s(trace)
     for label, factor in (("logged rate", 1.0), ("utilisation 0.6", 0.6 * capacity / rate)):
         eps = [scale_arrival_rate(e, factor) for e in episodes]
-        cmp, summaries = run_comparison(
+        cmp, summaries = compare_on_episodes(
             eps,
             cluster,
-            SEED000_ROUTERS,
+            HETERO_3K5K7K_ROUTERS,
             predictor=None,
             metrics=("e2e_s", "service_s", "slo_violation"),
             statistics=("mean",),
             requests_hook=add_slo_column,
         )
         _emit(
-            f"#### Seed 000 at the {label}: `seed000-hetero` (3000/5000/7000 tok/s, "
+            f"#### System B at the {label}: `hetero-3k5k7k` (3000/5000/7000 tok/s, "
             f"concurrency 3/5/7), Azure 2023 code, {len(eps)} episodes of 400 requests, "
             f"rate {rate * factor:.2f} req/s, capacity {capacity:.2f} req/s "
             f"(utilisation {rate * factor / capacity:.2f})"
@@ -492,15 +314,15 @@ def seed000() -> None:
         _emit()
         _emit("Mean response time (E2E, queueing included):")
         _emit()
-        _emit(comparison_table(cmp))
+        _emit(cmp.to_markdown())
         _emit()
         _emit(f"SLO violation rate (share of requests with E2E > {SLO_E2E_S:g} s):")
         _emit()
-        _emit(comparison_table(cmp, metric="slo_violation", unit="share"))
+        _emit(cmp.to_markdown("slo_violation", unit="share"))
         _emit()
         _emit("Mean response time without queueing (E2E - router wait - instance queue wait):")
         _emit()
-        _emit(comparison_table(cmp, metric="service_s"))
+        _emit(cmp.to_markdown("service_s"))
         _emit()
 
 
@@ -531,7 +353,7 @@ def real(sources: Sequence[str] = tuple(REAL_TRACES)) -> None:
                 train.append(test.pop(0))
             train_trace = original_clock(train)
             predictor = fit_length_predictor(train_trace, scheme, features=("prompt_tokens",))
-            cmp, _ = run_comparison(
+            cmp, _ = compare_on_episodes(
                 [e.trace for e in test],
                 cluster,
                 routers,
@@ -544,11 +366,11 @@ def real(sources: Sequence[str] = tuple(REAL_TRACES)) -> None:
                 f"(prompt tokens) on {train_trace.height} earlier requests"
             )
             _emit()
-            _emit(comparison_table(cmp))
+            _emit(cmp.to_markdown())
             _emit()
             _emit("p99 E2E:")
             _emit()
-            _emit(comparison_table(cmp, statistic="p99"))
+            _emit(cmp.to_markdown(statistic="p99"))
             _emit()
 
 
@@ -557,7 +379,7 @@ PARTS: dict[str, Callable[[], None]] = {
     "section61": section61,
     "table3": table3,
     "table3-code": table3_code,
-    "seed000": seed000,
+    "hetero-3k5k7k": hetero_3k5k7k,
     "real": real,
     "real-conv": partial(real, ("azure-2023-conv",)),
     "real-code": partial(real, ("azure-2023-code",)),

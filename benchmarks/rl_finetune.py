@@ -15,7 +15,7 @@ offline CQL and the five heuristics are replayed on the 20 held-out episodes wit
 
 Reward units: the offline Q-function was fitted on standardised rewards
 ``(r - mean) * factor`` (mean/std of the training logs' workload-guided rewards). The online
-rewards get the same transform (:class:`TransformedReward`), so the fine-tuned Q-values
+rewards get the same transform (``RewardTransform.wrap``), so the fine-tuned Q-values
 stay in the units the offline policy learned; the learning curves' ``return`` column is in
 those transformed units. The replay buffer is NOT seeded with the offline logs: they carry
 raw workload-guided rewards, which are neither in transformed units nor the baseline /
@@ -33,13 +33,12 @@ import argparse
 import dataclasses
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import polars as pl
-from routeplay.datasets import TaskMixConfig, generate_task_mix
-from routeplay.estimator import fit_length_predictor, get_preset, time_buckets
+from routeplay.datasets import TaskMixConfig, generate_task_mix_episodes
+from routeplay.estimator import fit_task_mix_predictor
 from routeplay.offline_rl import (
     OnlineConfig,
     PolicyRouter,
@@ -49,12 +48,10 @@ from routeplay.offline_rl import (
     fine_tune_online,
     train_router,
 )
-from routeplay.replay._rewards import make_reward
-from routeplay.replay._transitions import default_layout
+from routeplay.replay import ClusterConfig, default_layout, make_cluster
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rl_headline import HEURISTICS, get_cluster  # noqa: E402
-
+#: the heuristics of ``benchmarks/rl_headline.py`` (behaviours and evaluation baselines)
+HEURISTICS = ("round-robin", "least-connections", "jsq-tokens", "min-min", "impact-greedy")
 VARIANTS = ("paper-baseline", "paper-workload-aware", "paper-workload-guided")
 SHORT = {
     "paper-baseline": "ft-baseline",
@@ -78,20 +75,9 @@ CQL_CONFIG = TrainConfig(
 )
 
 
-class TransformedReward:
-    """``(base(outcome) - shift) * factor``: a paper reward in the offline policy's units."""
-
-    def __init__(self, base: str, shift: float, factor: float) -> None:
-        self._base = make_reward(base)
-        self.shift = shift
-        self.factor = factor
-
-    @property
-    def name(self) -> str:
-        return str(self._base.name)
-
-    def __call__(self, outcome: object) -> float:
-        return float((self._base(outcome) - self.shift) * self.factor)
+def get_cluster(name: str) -> ClusterConfig:
+    """A built-in cluster; ``hetero`` is short for ``hetero-a100x2-v100x2``."""
+    return make_cluster("hetero-a100x2-v100x2" if name == "hetero" else name)
 
 
 def log(msg: str) -> None:
@@ -126,9 +112,9 @@ def main() -> None:
     t_all = time.perf_counter()
 
     cluster = get_cluster(args.cluster)
-    scheme = time_buckets(get_preset("llama2-7b/v100-scaled"))
-    pred_trace = generate_task_mix(TaskMixConfig(n_requests=4000, seed=999))
-    predictor = fit_length_predictor(pred_trace, scheme, features=("task", "prompt_tokens"))
+    predictor = fit_task_mix_predictor(
+        "llama2-7b/v100-scaled", TaskMixConfig(n_requests=4000, seed=999)
+    )
     layout = default_layout(cluster, None, predictor)
 
     # -- the offline CQL policy (second pass, setting B) --
@@ -156,10 +142,9 @@ def main() -> None:
     )
 
     # -- online fine-tuning, once per reward variant, training seeds only --
-    train_eps = [
-        generate_task_mix(TaskMixConfig(n_requests=n_req_train, rate_per_s=20.0, seed=10_000 + k))
-        for k in range(40)
-    ]
+    train_eps = generate_task_mix_episodes(
+        TaskMixConfig(n_requests=n_req_train, rate_per_s=20.0, seed=10_000), 40
+    )
     cfg = OnlineConfig(
         n_steps=n_steps,
         n_steps_per_epoch=min(1000, n_steps),
@@ -185,7 +170,7 @@ def main() -> None:
             start,
             train_eps,
             cluster,
-            reward=TransformedReward(variant, tf.shift, tf.factor),
+            reward=tf.wrap(variant),
             run_dir=args.out / f"ft-{variant}",
             config=cfg,
             predictor=predictor,
@@ -207,10 +192,9 @@ def main() -> None:
     pl.concat(curves).write_parquet(args.out / "learning-curves.parquet")
 
     # -- paired evaluation on the held-out seeds --
-    test = [
-        generate_task_mix(TaskMixConfig(n_requests=n_req_test, rate_per_s=20.0, seed=20_000 + k))
-        for k in range(n_test)
-    ]
+    test = generate_task_mix_episodes(
+        TaskMixConfig(n_requests=n_req_test, rate_per_s=20.0, seed=20_000), n_test
+    )
     t0 = time.perf_counter()
     ev = evaluate_routers(
         learned,

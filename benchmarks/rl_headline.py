@@ -1,6 +1,6 @@
 """Headline experiment: offline RL routers (CQL, BCQ, BC) vs heuristics, paired by replay.
 
-Setup (issue 5, the Intelligent Router paper's testbed): 4 instances of Llama-2-7B on
+Setup (the Intelligent Router paper's testbed): 4 instances of Llama-2-7B on
 V100 (cluster ``v100x4``: the ``llama2-7b/v100-scaled`` preset, realistic iteration
 times; ``paper-4xv100`` with the paper's gradients is overloaded at 20 req/s, mean
 E2E ~200 s, where every router queues for minutes), the five-task mix at 20 req/s,
@@ -24,7 +24,7 @@ Options (defaults reproduce the first run): ``--reward-normalization none|scale|
 and ``--reward-scale`` (``TrainConfig``; statistics from the training logs only),
 ``--cql-alpha``, ``--gamma``, ``--bcq-flexibility``, ``--target-update``,
 ``--reward paper-workload-guided|latency-area`` (the logged reward; latency-area:
-:class:`LatencyAreaReward`),
+``routeplay.replay.LatencyAreaReward``),
 ``--n-steps``, ``--n-train`` / ``--n-test`` (episodes),
 ``--algorithms``, ``--cluster v100x4|hetero`` (``hetero``: 2 x llama2-7b/a100 +
 2 x llama2-7b/v100-scaled, a setting where routing matters), ``--rate`` (req/s),
@@ -40,8 +40,18 @@ import time
 from pathlib import Path
 
 import polars as pl
-from routeplay.datasets import TaskMixConfig, generate_task_mix, load_trace, split_episodes
-from routeplay.estimator import fit_length_predictor, get_preset, time_buckets
+from routeplay.datasets import (
+    TaskMixConfig,
+    generate_task_mix_episodes,
+    load_trace,
+    split_episodes,
+)
+from routeplay.estimator import (
+    fit_length_predictor,
+    fit_task_mix_predictor,
+    get_preset,
+    time_buckets,
+)
 from routeplay.offline_rl import (
     OPEConfig,
     PolicyRouter,
@@ -51,42 +61,20 @@ from routeplay.offline_rl import (
     evaluate_routers,
     train_router,
 )
-from routeplay.replay import make_cluster, make_router
-from routeplay.replay._transitions import default_layout, log_transitions
-from routeplay.replay._types import ClusterConfig
+from routeplay.replay import (
+    ClusterConfig,
+    default_layout,
+    log_transitions,
+    make_cluster,
+    make_router,
+)
 
 HEURISTICS = ("round-robin", "least-connections", "jsq-tokens", "min-min", "impact-greedy")
 REWARD = "paper-workload-guided"
 
 
-#: 2 x A100 + 2 x V100 (same KV/batch limits as the builtin ``a100x4`` / ``v100x4``).
-
-
-class LatencyAreaReward:
-    """Minus the request-seconds spent in the system between two decisions (trapezoid).
-
-    ``r_t = -(N(t) + N(t')) / 2 * (t' - t)`` with ``N`` = requests at the router, queued
-    and running. Summed over an episode it is minus the total time requests spend in
-    the system (= minus the summed E2E latency, Little's law), so maximising the return
-    minimises mean latency, without the paper reward's completion bursts (``r_w = 60``
-    per completion credited to whichever decision precedes it). An experiment option of
-    this script, not one of the library's rewards.
-    """
-
-    name = "latency-area"
-
-    @staticmethod
-    def _n(state: object) -> float:
-        s = state
-        return float(s.router_queue_len + s.n_queued.sum() + s.n_running.sum())  # type: ignore[attr-defined]
-
-    def __call__(self, outcome: object) -> float:
-        o = outcome
-        dt = float(o.next_state.now_s - o.state.now_s)  # type: ignore[attr-defined]
-        return -0.5 * (self._n(o.state) + self._n(o.next_state)) * dt  # type: ignore[attr-defined]
-
-
 def get_cluster(name: str) -> ClusterConfig:
+    """A built-in cluster; ``hetero`` is short for ``hetero-a100x2-v100x2``."""
     return make_cluster("hetero-a100x2-v100x2" if name == "hetero" else name)
 
 
@@ -108,7 +96,7 @@ def run_setup(
     train_options: dict[str, object] | None = None,
     reuse_logs: bool = False,
     tag: str = "",
-    reward: object = REWARD,
+    reward: str = REWARD,
 ) -> dict[str, object]:
     cluster = get_cluster(cluster_name)
     layout = default_layout(cluster, None, predictor)
@@ -206,7 +194,7 @@ def run_setup(
         "n_test": len(test_eps),
         "n_steps": n_steps,
         "train_options": options,
-        "reward": getattr(reward, "name", reward),
+        "reward": reward,
     }
 
 
@@ -234,7 +222,7 @@ def main() -> None:
         "--reward",
         choices=(REWARD, "latency-area"),
         default=REWARD,
-        help="reward logged with the transitions (latency-area: see LatencyAreaReward)",
+        help="logged reward (latency-area: routeplay.replay.LatencyAreaReward)",
     )
     parser.add_argument("--reuse-logs", action="store_true")
     parser.add_argument("--tag", default="", help="subfolder for runs + evaluation")
@@ -261,22 +249,24 @@ def main() -> None:
         train_options=train_options,
         reuse_logs=args.reuse_logs,
         tag=args.tag,
-        reward=LatencyAreaReward() if args.reward == "latency-area" else REWARD,
+        reward=args.reward,
     )
     suffix = "" if args.reward == REWARD else f"-{args.reward}"
     t_all = time.perf_counter()
 
     # -- task mix (the paper's setup) --
     scheme = time_buckets(get_preset("llama2-7b/v100-scaled"))
-    pred_trace = generate_task_mix(TaskMixConfig(n_requests=4000, seed=999))
-    predictor = fit_length_predictor(pred_trace, scheme, features=("task", "prompt_tokens"))
+    predictor = fit_task_mix_predictor(
+        "llama2-7b/v100-scaled", TaskMixConfig(n_requests=4000, seed=999)
+    )
 
-    def mix(seed: int) -> pl.DataFrame:
-        return generate_task_mix(TaskMixConfig(n_requests=n_req, rate_per_s=args.rate, seed=seed))
+    def mix(first_seed: int, n: int) -> list[pl.DataFrame]:
+        workload = TaskMixConfig(n_requests=n_req, rate_per_s=args.rate, seed=first_seed)
+        return generate_task_mix_episodes(workload, n)
 
-    train = [mix(10_000 + k) for k in range(n_train)]
-    ope_eps = [mix(30_000 + k) for k in range(2 if quick else 4)]
-    test = [mix(20_000 + k) for k in range(n_test)]
+    train = mix(10_000, n_train)
+    ope_eps = mix(30_000, 2 if quick else 4)
+    test = mix(20_000, n_test)
     if not args.skip_taskmix:
         info.append(
             run_setup(

@@ -1,4 +1,4 @@
-"""Imitation of the lookahead + DAgger on the hetero cluster (tracker issue 12, items 2, 3, 5).
+"""Imitation of the lookahead + DAgger on the hetero cluster.
 
 What it measures: a small network trained with d3rlpy DiscreteBC on
 ``lookahead-oracle``'s choices (labels from an ORACLE teacher: true output lengths and
@@ -45,12 +45,9 @@ from typing import Any
 
 import polars as pl
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from headroom import hetero_cluster, taskmix_predictor  # noqa: E402
-from routeplay.datasets import TaskMixConfig, generate_task_mix  # noqa: E402
-from routeplay.estimator import compare_routers  # noqa: E402
-from routeplay.offline_rl import (  # noqa: E402
+from routeplay.datasets import TaskMixConfig, generate_task_mix_episodes
+from routeplay.estimator import compare_routers, fit_task_mix_predictor
+from routeplay.offline_rl import (
     ImitationConfig,
     LookaheadLabels,
     evaluate_routers,
@@ -58,6 +55,12 @@ from routeplay.offline_rl import (  # noqa: E402
     load_router,
     save_router,
 )
+from routeplay.replay import make_cluster
+
+#: The regime's cluster (built in) and the headroom benchmark's task-mix predictor.
+CLUSTER = "hetero-a100x2-v100x2"
+PREDICTOR_PRESET = "llama2-7b/v100-paper"
+PREDICTOR_WORKLOAD = TaskMixConfig(n_requests=20_000, seed=7)
 
 
 def log(msg: str) -> None:
@@ -65,10 +68,8 @@ def log(msg: str) -> None:
 
 
 def episodes(base: int, n: int, n_requests: int, rate: float) -> list[pl.DataFrame]:
-    return [
-        generate_task_mix(TaskMixConfig(n_requests=n_requests, rate_per_s=rate, seed=base + k))
-        for k in range(n)
-    ]
+    workload = TaskMixConfig(n_requests=n_requests, rate_per_s=rate, seed=base)
+    return generate_task_mix_episodes(workload, n)
 
 
 def _pct(x: float) -> str:
@@ -102,8 +103,10 @@ def main() -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
 
-    cluster = hetero_cluster()
-    predictor: Any = None if args.no_predictor else taskmix_predictor()
+    cluster = make_cluster(CLUSTER)
+    predictor: Any = (
+        None if args.no_predictor else fit_task_mix_predictor(PREDICTOR_PRESET, PREDICTOR_WORKLOAD)
+    )
     n_train_eps = max(4, 2 * (args.dagger_rounds + 1) * n_labels // n_req + 2)
     train_eps = episodes(10_000, n_train_eps, n_req, args.rate)
     held_out = episodes(20_000, n_eval, n_req, args.rate)

@@ -6,7 +6,7 @@ Commands (from the repository root; progress goes to stderr, the table to stdout
     .venv/bin/python benchmarks/speed.py --baseline 7988ebe  # + figure 2 against that commit
     .venv/bin/python benchmarks/speed.py --quick             # no 1M replay, shorter lookahead
     .venv/bin/python benchmarks/speed.py --only fork,env     # some figures only
-    .venv/bin/python benchmarks/speed.py --smoke --out /tmp/speed  # seconds (the test's run)
+    .venv/bin/python benchmarks/speed.py --smoke --out runs/speed-smoke  # seconds (the test's run)
 
 Options: ``--only`` takes a comma-separated subset of ``conv, baseline, scale, fork, env,
 lookahead`` (default: all; ``baseline`` runs only with ``--baseline REF``); ``--rounds N``

@@ -24,6 +24,7 @@ from ._taskmix import (
     TaskSpec,
     fit_task_lengths,
     generate_task_mix,
+    generate_task_mix_episodes,
     request_class,
 )
 from ._vidur import load_lengths, scan_lengths, scan_vidur
@@ -67,6 +68,7 @@ __all__ = [
     "TaskSpec",
     "fit_task_lengths",
     "generate_task_mix",
+    "generate_task_mix_episodes",
     "request_class",
     "Episode",
     "attach_arrivals",

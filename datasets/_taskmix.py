@@ -52,7 +52,7 @@ import importlib
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -98,6 +98,7 @@ __all__ = [
     "TaskSpec",
     "fit_task_lengths",
     "generate_task_mix",
+    "generate_task_mix_episodes",
     "request_class",
 ]
 
@@ -684,6 +685,37 @@ def generate_task_mix(config: TaskMixConfig) -> pl.DataFrame:
         }
     )
     return validate_trace(frame)
+
+
+def generate_task_mix_episodes(config: TaskMixConfig, n_episodes: int) -> list[pl.DataFrame]:
+    """Independent task-mix episodes: ``config`` drawn with seeds ``seed, seed + 1, ...``.
+
+    Each episode is its own :func:`generate_task_mix` trace (arrivals from 0), so
+    episodes are independent draws of the same workload. Experiments give training,
+    validation and evaluation episodes disjoint seed ranges (e.g. ``10_000 + k`` and
+    ``20_000 + k``) so that no evaluation episode is ever trained on.
+
+    Args:
+        config: the workload of every episode; its ``seed`` is the first episode's.
+        n_episodes: number of episodes (>= 1).
+
+    Returns:
+        ``n_episodes`` validated traces; episode ``k`` uses seed ``config.seed + k``.
+
+    Raises:
+        ValueError: if ``n_episodes`` is not an integer >= 1.
+
+    Example:
+        >>> from routeplay.datasets import TaskMixConfig, generate_task_mix_episodes
+        >>> eps = generate_task_mix_episodes(TaskMixConfig(n_requests=5, seed=1000), 3)
+        >>> [e.height for e in eps]
+        [5, 5, 5]
+        >>> eps[1].equals(generate_task_mix(TaskMixConfig(n_requests=5, seed=1001)))
+        True
+    """
+    if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
+        raise ValueError(f"n_episodes={n_episodes!r} is invalid; expected an integer >= 1.")
+    return [generate_task_mix(replace(config, seed=config.seed + k)) for k in range(n_episodes)]
 
 
 def _draw(

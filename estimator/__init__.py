@@ -36,6 +36,7 @@ from ._predictor import (
     PredictorEvaluation,
     evaluate_predictor,
     fit_length_predictor,
+    fit_task_mix_predictor,
 )
 from ._presets import PresetInfo, get_preset, list_presets, preset_info
 from ._protocols import LengthPrediction, OutputLengthPredictor
@@ -73,6 +74,7 @@ __all__ = [
     "equal_width_buckets",
     "evaluate_predictor",
     "fit_length_predictor",
+    "fit_task_mix_predictor",
     "quantile_buckets",
     "time_buckets",
     "LinearLatencyModel",

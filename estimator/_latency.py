@@ -112,9 +112,10 @@ class LinearLatencyModel:
     def from_throughput(cls, tokens_per_s: float, *, name: str | None = None) -> LinearLatencyModel:
         """A server that processes ``tokens_per_s`` tokens per second, shared by its batch.
 
-        This is seed 000's "tokens per second" server: a request alone takes
-        ``(prompt + output - 1) / tokens_per_s`` seconds (the prefill iteration yields the
-        first output token); concurrent requests share the rate.
+        The servers of System B's heterogeneous cluster (docs/design.md) are of this kind:
+        a request alone takes ``(prompt + output - 1) / tokens_per_s`` seconds (the
+        prefill iteration yields the first output token); concurrent requests share the
+        rate.
 
         Example:
             >>> m = LinearLatencyModel.from_throughput(5000.0)

@@ -30,6 +30,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -39,12 +40,18 @@ from routeplay.datasets._schema import validate_trace
 from ._buckets import BucketScheme
 from ._protocols import LengthPrediction, OutputLengthPredictor
 
+if TYPE_CHECKING:
+    from routeplay.datasets import TaskMixConfig
+
+    from ._latency import LinearLatencyModel
+
 __all__ = [
     "ConstantLengthPredictor",
     "HistogramLengthPredictor",
     "PredictorEvaluation",
     "evaluate_predictor",
     "fit_length_predictor",
+    "fit_task_mix_predictor",
 ]
 
 _FORBIDDEN_FEATURES = ("output_tokens", "request_id")
@@ -454,6 +461,46 @@ def fit_length_predictor(
         n_train=trace.height,
         levels=tuple(levels),
     )
+
+
+def fit_task_mix_predictor(
+    latency: LinearLatencyModel | str,
+    workload: TaskMixConfig,
+    *,
+    features: Sequence[str] = ("task", "prompt_tokens"),
+) -> HistogramLengthPredictor:
+    """A length predictor fitted on its own task-mix trace (never an evaluation trace).
+
+    The task-mix experiments fit their predictor on a separate draw of the workload
+    (its own seed), with the paper's time buckets of one latency model:
+    ``fit_length_predictor(generate_task_mix(workload), time_buckets(latency))``.
+
+    Args:
+        latency: the latency model whose decode time defines the buckets, or a preset
+            name (``routeplay.estimator.list_presets()``).
+        workload: the training workload (size, ordering, seed); use a seed that no
+            evaluation episode uses.
+        features: predictor features (default: task, then prompt length).
+
+    Returns:
+        The fitted :class:`HistogramLengthPredictor`.
+
+    Example:
+        >>> from routeplay.datasets import TaskMixConfig
+        >>> from routeplay.estimator import fit_task_mix_predictor
+        >>> p = fit_task_mix_predictor("llama2-7b/v100-paper",
+        ...                            TaskMixConfig(n_requests=500, seed=7))
+        >>> p.n_train, p.features
+        (500, ('task', 'prompt_tokens'))
+    """
+    from routeplay.datasets import generate_task_mix
+
+    from ._buckets import time_buckets
+    from ._presets import get_preset
+
+    model = get_preset(latency) if isinstance(latency, str) else latency
+    trace = generate_task_mix(workload)
+    return fit_length_predictor(trace, time_buckets(model), features=features)
 
 
 @dataclass(frozen=True, slots=True)

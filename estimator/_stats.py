@@ -261,6 +261,74 @@ class ComparisonResult:
             )
         return "\n".join(lines)
 
+    def to_markdown(
+        self,
+        metric: str = "e2e_s",
+        statistic: str = "mean",
+        *,
+        published: Mapping[str, str] | None = None,
+        unit: str = "s",
+    ) -> str:
+        """A markdown table of one metric and statistic: value and improvement per router.
+
+        Columns: the router's statistic, the relative improvement over the baseline
+        with its bootstrap CI, the Holm-adjusted paired t-test and Wilcoxon p-values,
+        and how many episodes improved; ``published`` adds a column of figures quoted
+        per router (a paper's). The baseline is the first row.
+
+        Args:
+            metric: a compared metric column.
+            statistic: a compared statistic.
+            published: router -> text of the extra ``published`` column.
+            unit: unit shown in the value column's header.
+
+        Returns:
+            The table (no trailing newline).
+
+        Example:
+            >>> import polars as pl
+            >>> from routeplay.estimator import compare_routers
+            >>> f = pl.DataFrame({"router": ["rr"] * 3 + ["mm"] * 3, "episode": [0, 1, 2] * 2,
+            ...                   "e2e_s": [2.0, 3.0, 4.0, 1.0, 2.5, 3.0]})
+            >>> print(compare_routers(f, baseline="rr", n_boot=100, seed=0).to_markdown())
+            | router | mean e2e_s (s) | improvement over rr | 95 % CI | ... | episodes better |
+            |---|---|---|---|---|---|---|
+            | rr | 3.000 | (baseline) | | | | |
+            | mm | 2.167 | 27.78 % | [16.67 %, 50.00 %] | 0.038 | 0.25 | 3/3 |
+        """
+
+        def pct(x: float) -> str:
+            return f"{100.0 * x:.2f} %"
+
+        def p(x: float) -> str:
+            return f"{x:.2g}"
+
+        head = (
+            f"| router | {statistic} {metric} ({unit}) | improvement over {self.baseline} "
+            f"| {int(100 * self.confidence)} % CI | p t-test (Holm) | p Wilcoxon (Holm) "
+            "| episodes better |"
+        )
+        sep = "|---|---|---|---|---|---|---|"
+        if published is not None:
+            head += " published |"
+            sep += "---|"
+        first = self.get(self.routers[0], metric, statistic)
+        base_row = f"| {self.baseline} | {first.baseline_value_s:.3f} | (baseline) | | | | |"
+        if published is not None:
+            base_row += " |"
+        lines = [head, sep, base_row]
+        for router in self.routers:
+            c = self.get(router, metric, statistic)
+            row = (
+                f"| {router} | {c.router_value_s:.3f} | {pct(c.relative_improvement)} "
+                f"| [{pct(c.ci_low)}, {pct(c.ci_high)}] | {p(c.p_ttest_holm)} "
+                f"| {p(c.p_wilcoxon_holm)} | {c.n_episodes_improved}/{c.n_episodes} |"
+            )
+            if published is not None:
+                row += f" {published.get(router, '')} |"
+            lines.append(row)
+        return "\n".join(lines)
+
 
 def _as_frame(results: pl.DataFrame | Mapping[str, pl.DataFrame], router_col: str) -> pl.DataFrame:
     if isinstance(results, pl.DataFrame):

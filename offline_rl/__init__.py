@@ -27,24 +27,31 @@ from ._pipeline import (
     train_scenario,
 )
 from ._policy import ROUTER_FILES, PolicyRouter, load_router, save_router
-from ._train import ALGORITHMS, RewardTransform, TrainConfig, TrainResult, train_router
+from ._train import (
+    ALGORITHMS,
+    RewardTransform,
+    TrainConfig,
+    TrainResult,
+    TransformedReward,
+    train_router,
+)
 
 __all__ = [
-    # one experiment pipeline (issue 13)
+    # one experiment pipeline
     "DEFAULT_BEHAVIOURS",
     "LearningConfig",
     "LearningResult",
     "evaluate_scenario",
     "learned_routers",
     "train_scenario",
-    # imitation of the lookahead + DAgger (issue 12)
+    # imitation of the lookahead + DAgger
     "ImitationConfig",
     "ImitationResult",
     "LookaheadLabels",
     "imitate_lookahead",
     "label_states",
     "plain_view",
-    # OPE, replay evaluation, online fine-tuning (H12)
+    # OPE, replay evaluation, online fine-tuning
     "BoundedWaitRouter",
     "CURVE_SCHEMA",
     "OnlineConfig",
@@ -55,7 +62,7 @@ __all__ = [
     "OPEResult",
     "evaluate_off_policy",
     "evaluate_routers",
-    # datasets, training, policy routers (H-offline-rl)
+    # datasets, training, policy routers
     "ALGORITHMS",
     "ROUTER_FILES",
     "DatasetCard",
@@ -64,6 +71,7 @@ __all__ = [
     "RoutingDataset",
     "TrainConfig",
     "TrainResult",
+    "TransformedReward",
     "build_dataset",
     "load_router",
     "save_router",

@@ -1,8 +1,9 @@
 """Offline-to-online fine-tuning against :class:`~routeplay.replay.RoutingEnv` (d3rlpy fit_online).
 
 :func:`fine_tune_online` continues a policy trained offline (or starts a fresh one
-from a :class:`~routeplay.offline_rl.TrainConfig`, e.g. DoubleDQN for seed 000's
-online setup) with ``algo.fit_online`` in the replay simulator.
+from a :class:`~routeplay.offline_rl.TrainConfig`, e.g. DoubleDQN for online RL on a
+heterogeneous cluster, System B of docs/design.md) with ``algo.fit_online`` in the
+replay simulator.
 
 *Choice*: the offline algorithm itself is continued (DiscreteCQL/DiscreteBCQ keep
 their conservative penalty / action filter online), rather than a DoubleDQN
@@ -268,7 +269,7 @@ def fine_tune_online(
             seeded generator) or a callable ``rng -> trace``.
         cluster: the cluster.
         reward: reward function or name (``paper-baseline``, ``paper-workload-aware``,
-            ``paper-workload-guided``, ``seed000``).
+            ``paper-workload-guided``, ``queue-balance``, ``latency-area``).
         run_dir: output folder (created).
         config: online settings (default :class:`OnlineConfig`).
         predictor: output-length predictor (the one the offline policy was trained with).

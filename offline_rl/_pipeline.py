@@ -156,6 +156,7 @@ class LearningConfig:
 
     def __post_init__(self) -> None:
         from routeplay.replay import REWARD_VARIANTS, list_routers
+        from routeplay.replay._rewards import canonical_reward_name
 
         def bad(key: str, message: str) -> ValueError:
             return ValueError(f"LearningConfig.{key} = {message}")
@@ -180,6 +181,9 @@ class LearningConfig:
             and 0.0 <= self.epsilon <= 1.0
         ):
             raise bad("epsilon", f"{self.epsilon!r}; expected a probability in [0, 1].")
+        # a former reward name (job files of earlier versions): warn, use the current one;
+        # stacklevel 3 = whoever built the LearningConfig (__post_init__ <- __init__ <- it)
+        object.__setattr__(self, "reward", canonical_reward_name(self.reward, stacklevel=3))
         if self.reward not in REWARD_VARIANTS:
             raise bad("reward", f"{self.reward!r}; expected one of {list(REWARD_VARIANTS)}.")
         if not self.algorithms:

@@ -56,12 +56,15 @@ from ._files import (
 if TYPE_CHECKING:
     from d3rlpy.base import LearnableBase, LearnableConfig
     from d3rlpy.logging import LoggerAdapterFactory
+    from routeplay.replay import StepOutcome
+    from routeplay.replay._rewards import RewardFunction
 
 __all__ = [
     "ALGORITHMS",
     "RewardTransform",
     "TrainConfig",
     "TrainResult",
+    "TransformedReward",
     "dataset_sha256",
     "run_fingerprint",
     "train_router",
@@ -274,9 +277,57 @@ class RewardTransform:
             return raw.astype(np.float32, copy=False)
         return ((raw.astype(np.float64) - self.shift) * self.factor).astype(np.float32)
 
+    def wrap(self, reward: str | RewardFunction) -> TransformedReward:
+        """A reward function in this run's units: ``(reward(outcome) - shift) * factor``.
+
+        Online fine-tuning of an offline policy trained on normalised rewards must see
+        rewards in the same units, or its Q-values are off by the transform; this gives
+        the online environment that reward (any variant, not only the logged one).
+
+        Args:
+            reward: a reward name (``routeplay.replay.REWARD_VARIANTS``) or function.
+
+        Example:
+            >>> from routeplay.offline_rl import RewardTransform
+            >>> t = RewardTransform(normalization="standardize", shift=2.0, factor=0.5,
+            ...                     raw_mean=2.0, raw_std=2.0)
+            >>> t.wrap("paper-workload-guided").name
+            'paper-workload-guided'
+        """
+        from routeplay.replay import make_reward
+
+        base = make_reward(reward) if isinstance(reward, str) else reward
+        return TransformedReward(base=base, shift=self.shift, factor=self.factor)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransformedReward:
+    """``(base(outcome) - shift) * factor``: a reward in a trained run's units.
+
+    Built by :meth:`RewardTransform.wrap`; its ``name`` is the base reward's.
+
+    Attributes:
+        base: the reward function.
+        shift: subtracted from every reward.
+        factor: multiplier after the shift.
+    """
+
+    base: RewardFunction
+    shift: float
+    factor: float
+
+    @property
+    def name(self) -> str:
+        """The base reward's name."""
+        return str(self.base.name)
+
+    def __call__(self, outcome: StepOutcome) -> float:
+        """The transformed reward of one decision."""
+        return float((self.base(outcome) - self.shift) * self.factor)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

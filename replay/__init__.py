@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._capacity import capacity_req_per_s
 from ._check import RouterCheckResult, check_router, make_cluster_state
 from ._clusters import (
     cluster_from_dict,
@@ -9,6 +10,7 @@ from ._clusters import (
     load_cluster,
     make_cluster,
     pooled_cluster,
+    with_instance_settings,
 )
 from ._engine import Engine, RouteFn, ScheduleFn, is_scheduler, run_replay
 from ._env import RoutingEnv
@@ -17,8 +19,22 @@ from ._metrics import slo_attainment, summarize_requests, utilisation_imbalance
 from ._observation import OBSERVATION_LAYOUT_VERSION, ObservationLayout, encode_observation
 from ._outcomes import OutcomeConfig, OutcomeTracker
 from ._result import REQUEST_SCHEMA, TIMELINE_SCHEMA, ReplayConfig, ReplayResult
-from ._rewards import REWARD_VARIANTS, PaperReward, Seed000Reward, StepOutcome, make_reward
-from ._router_registry import ROUTERS, RouterSpec, list_routers, make_router
+from ._rewards import (
+    REWARD_VARIANTS,
+    LatencyAreaReward,
+    PaperReward,
+    QueueBalanceReward,
+    StepOutcome,
+    make_reward,
+)
+from ._router_registry import (
+    ROUTERS,
+    RouterSpec,
+    list_routers,
+    make_router,
+    register_router,
+    unregister_router,
+)
 from ._routers import (
     AIBrixLeastLatencyRouter,
     DecodeBalancerOracleRouter,
@@ -68,6 +84,7 @@ from ._sweep import (
     run_sweep,
     sweep_from_dict,
 )
+from ._table2 import TABLE2_RATES_PER_S, Table2Config, run_table2, table2_cell_means
 from ._transitions import (
     TRANSITION_COLUMNS,
     TransitionLogResult,
@@ -94,7 +111,7 @@ from ._types import (
 )
 
 __all__ = [
-    # one experiment pipeline (issue 13)
+    # one experiment pipeline
     "BehaviourLog",
     "PreparedScenario",
     "Scenario",
@@ -102,7 +119,14 @@ __all__ = [
     "episode_seed",
     "log_behaviours",
     "replay_scenario",
-    # sweeps (H-scale)
+    # experiment building blocks
+    "TABLE2_RATES_PER_S",
+    "Table2Config",
+    "capacity_req_per_s",
+    "run_table2",
+    "table2_cell_means",
+    "with_instance_settings",
+    # sweeps
     "SweepCallConfig",
     "SweepCellConfig",
     "SweepGrid",
@@ -111,7 +135,7 @@ __all__ = [
     "register_sweep_function",
     "run_sweep",
     "sweep_from_dict",
-    # RL interface (H7)
+    # RL interface: transitions, environment, observations, rewards, clusters
     "TRANSITION_COLUMNS",
     "OutcomeConfig",
     "OutcomeTracker",
@@ -128,8 +152,9 @@ __all__ = [
     "REWARD_VARIANTS",
     "EpisodeReplays",
     "ObservationLayout",
+    "LatencyAreaReward",
     "PaperReward",
-    "Seed000Reward",
+    "QueueBalanceReward",
     "StepOutcome",
     "cluster_from_dict",
     "encode_observation",
@@ -139,7 +164,7 @@ __all__ = [
     "make_reward",
     "pooled_cluster",
     "replay_episodes",
-    # engine (H6)
+    # engine
     "Engine",
     "REQUEST_SCHEMA",
     "ReplayConfig",
@@ -152,7 +177,7 @@ __all__ = [
     "slo_attainment",
     "summarize_requests",
     "utilisation_imbalance",
-    # routers (H3)
+    # routers
     "ROUTERS",
     "AIBrixLeastLatencyRouter",
     "DecodeBalancerOracleRouter",
@@ -168,11 +193,11 @@ __all__ = [
     "MaxCapacityRouter",
     "MinMinRouter",
     "PowerOfTwoRouter",
-    # reference policies (issue 11)
+    # reference policies
     "LookaheadOracleRouter",
     "MinMinOracleRouter",
     "MinTotalLatencyRouter",
-    # router-queue schedulers (issue 11)
+    # router-queue schedulers
     "HOLD",
     "LateBindingSPFOracleScheduler",
     "LateBindingSPFScheduler",
@@ -189,6 +214,8 @@ __all__ = [
     "list_routers",
     "make_cluster_state",
     "make_router",
+    "register_router",
+    "unregister_router",
     "BATCHING_POLICIES",
     "WAIT",
     "ClusterConfig",

@@ -55,7 +55,7 @@ def _ro(a: Any, dtype: Any) -> npt.NDArray[Any]:
 
 
 def make_uniform_cluster(n_instances: int, *, tokens_per_s: float = 1000.0) -> ClusterConfig:
-    """``n_instances`` identical seed-000 style servers (for examples and tests).
+    """``n_instances`` identical tokens-per-second servers (for examples and tests).
 
     Example:
         >>> [i.name for i in make_uniform_cluster(2).instances]

@@ -130,9 +130,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_routers(args: argparse.Namespace) -> int:
     from ._router_registry import ROUTERS
 
-    for name, spec in ROUTERS.items():
+    # name, source (built-in or the installed package whose `routeplay.routers` entry
+    # point registered it), description
+    specs = list(ROUTERS.values())
+    width = max(len(spec.source) for spec in specs) + 2
+    for spec in specs:
         label = " [oracle]" if spec.oracle else ""
-        print(f"{name:<26}{spec.description}{label}")
+        print(f"{spec.name:<26}{spec.source:<{width}}{spec.description}{label}")
     return 0
 
 
@@ -181,7 +185,12 @@ def register(subparsers: Any) -> None:
         "--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway)"
     )
     p.set_defaults(func=_cmd_replay)
-    r = subparsers.add_parser("routers", help="list the built-in routers")
+    r = subparsers.add_parser(
+        "routers",
+        help="list the routers (built-in and from installed packages)",
+        description="List every registered router: name, source (built-in or the installed "
+        "package whose 'routeplay.routers' entry point registered it) and description.",
+    )
     r.set_defaults(func=_cmd_routers)
     c = subparsers.add_parser("clusters", help="list the built-in clusters")
     c.set_defaults(func=_cmd_clusters)

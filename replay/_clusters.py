@@ -1,7 +1,7 @@
 """Clusters from TOML files or by name.
 
 A cluster file lists instance groups; each group names a latency model (a preset,
-explicit coefficients, or a seed-000 style tokens-per-second rate) and its limits:
+explicit coefficients, or a tokens-per-second rate shared by the batch) and its limits:
 
 .. code-block:: toml
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import tomllib
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,15 @@ from routeplay._checks import check_int, check_number
 
 from ._types import ClusterConfig, InstanceConfig
 
-__all__ = ["cluster_from_dict", "list_clusters", "load_cluster", "make_cluster", "pooled_cluster"]
+__all__ = [
+    "canonical_cluster_name",
+    "cluster_from_dict",
+    "list_clusters",
+    "load_cluster",
+    "make_cluster",
+    "pooled_cluster",
+    "with_instance_settings",
+]
 
 _KV_TOKENS_80GB = 117_000
 _KV_TOKENS_V100_32GB = 30_000
@@ -153,8 +162,8 @@ def load_cluster(path: str | Path) -> ClusterConfig:
     """
     if str(path).startswith(_POOLED):
         return pooled_cluster(load_cluster(str(path)[len(_POOLED) :]))
-    if str(path) in _BUILTIN:
-        return make_cluster(str(path))
+    if str(path) in _BUILTIN or str(path) in _DEPRECATED_CLUSTER_NAMES:
+        return make_cluster(canonical_cluster_name(str(path), stacklevel=2))
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(
@@ -270,7 +279,7 @@ def _hetero_a100_v100(n_each: int) -> ClusterConfig:
     )
 
 
-def _seed000() -> ClusterConfig:
+def _hetero_3k5k7k() -> ClusterConfig:
     return cluster_from_dict(
         {
             "instances": [
@@ -290,8 +299,34 @@ _BUILTIN: dict[str, Callable[[], ClusterConfig]] = {
     "a100x4-chunked": lambda: _a100(4, chunked_prefill=True, max_batched_tokens=2048),
     "vidur-a100x4": lambda: _vidur_a100(4),
     "hetero-a100x2-v100x2": lambda: _hetero_a100_v100(2),
-    "seed000-hetero": _seed000,
+    "hetero-3k5k7k": _hetero_3k5k7k,
 }
+
+#: Former built-in cluster names still accepted (with a ``DeprecationWarning``).
+_DEPRECATED_CLUSTER_NAMES: dict[str, str] = {"seed000-hetero": "hetero-3k5k7k"}
+
+
+def canonical_cluster_name(name: str, *, stacklevel: int = 1) -> str:
+    """``name``, or the current name of a deprecated built-in cluster name (with a warning).
+
+    Job and sweep files written for earlier versions may name a built-in cluster by its
+    former name; this maps it to its name in :func:`list_clusters` and emits a
+    ``DeprecationWarning``. Any other string is returned unchanged. ``stacklevel`` 1
+    attributes the warning to the caller, 2 to the caller's caller, and so on.
+
+    Example:
+        >>> canonical_cluster_name("a100x4")
+        'a100x4'
+    """
+    new = _DEPRECATED_CLUSTER_NAMES.get(name)
+    if new is None:
+        return name
+    warnings.warn(
+        f"cluster name {name!r} is deprecated; use {new!r} (the same cluster).",
+        DeprecationWarning,
+        stacklevel=stacklevel + 1,
+    )
+    return new
 
 
 def list_clusters() -> list[str]:
@@ -316,14 +351,15 @@ def make_cluster(name: str) -> ClusterConfig:
     batching overhead) with Vidur's defaults (7,424 KV blocks of 16 tokens, batch cap 128,
     4,096 tokens per batch, ``scheduler="vllm-v0"``, 1 % watermark; prompts must then
     be cut to prompt + output <= 4,096, e.g. ``load_trace(..., max_tokens=4096)``);
-    ``seed000-hetero``: seed 000's servers of 3000/5000/7000 tokens/s with concurrency
-    3/5/7.
+    ``hetero-3k5k7k``: three servers of 3,000/5,000/7,000 tokens/s with concurrency
+    3/5/7 (System B's heterogeneous cluster, docs/design.md).
 
     Example:
         >>> inst = make_cluster("vidur-a100x4").instances[0]
         >>> inst.scheduler, inst.kv_capacity_tokens, inst.max_running_seqs, inst.max_batched_tokens
         ('vllm-v0', 118784, 128, 4096)
     """
+    name = canonical_cluster_name(name, stacklevel=2)
     try:
         return _BUILTIN[name]()
     except KeyError:
@@ -332,6 +368,45 @@ def make_cluster(name: str) -> ClusterConfig:
         raise ValueError(
             f"unknown cluster {name!r}; expected one of {list_clusters()}.{hint}"
         ) from None
+
+
+def with_instance_settings(cluster: ClusterConfig, **settings: Any) -> ClusterConfig:
+    """``cluster`` with the same instance settings applied to every instance.
+
+    Experiments vary one setting of a built-in cluster (the local batching policy, the
+    scheduler rules, chunked prefill, ...) and keep the rest; the instances are
+    rebuilt, so every value is validated as in a cluster file.
+
+    Args:
+        cluster: the cluster to copy.
+        **settings: :class:`~routeplay.replay.InstanceConfig` fields and their values
+            (``name`` excluded), e.g. ``batching="bin-packing"``.
+
+    Returns:
+        A new cluster; the router settings (tick, queue cap, state delay) are kept.
+
+    Raises:
+        ValueError: no setting, or a name that is not an instance setting.
+
+    Example:
+        >>> from routeplay.replay import make_cluster, with_instance_settings
+        >>> c = with_instance_settings(make_cluster("paper-2xv100"), batching="bin-packing")
+        >>> [i.batching for i in c.instances]
+        ['bin-packing', 'bin-packing']
+        >>> with_instance_settings(c, batch="fcfs")
+        Traceback (most recent call last):
+        ...
+        ValueError: with_instance_settings: unknown instance setting(s) ['batch']; ...
+    """
+    valid = _INSTANCE_FIELDS | {"latency"}
+    unknown = sorted(k for k in settings if k not in valid)
+    if not settings or unknown:
+        raise ValueError(
+            f"with_instance_settings: unknown instance setting(s) {unknown}; expected at least "
+            f"one of {sorted(valid)}."
+        )
+    instances = tuple(dataclasses.replace(i, **settings) for i in cluster.instances)
+    return dataclasses.replace(cluster, instances=instances)
 
 
 _POOLED = "pooled:"

@@ -4,7 +4,7 @@ A reward is computed for each routing decision from a :class:`StepOutcome`: what
 router saw, what it did, and what happened until the next decision. The transition
 writer and the gymnasium environment build the outcome; rewards never touch the engine.
 
-Four rewards are provided:
+Five rewards are provided:
 
 * :class:`PaperReward` with ``variant="baseline"`` / ``"workload-aware"`` /
   ``"workload-guided"`` — the Intelligent Router paper's reward (docs/design.md, System A)::
@@ -28,14 +28,18 @@ Four rewards are provided:
   that logged it nor a file's ``episode`` numbering: two behaviours logging the same
   episodes get the same weights (``StepOutcome.episode``; the ``train_episode``
   column of a transition file).
-* :class:`Seed000Reward` — seed 000's reward: ``-0.01 * estimated_time
+* :class:`QueueBalanceReward` (``"queue-balance"``) — the reward of System B's online
+  RL router on heterogeneous servers (docs/design.md): ``-0.01 * estimated_time
   - 0.1 * queue_length - 10 [chosen server full] + 0.1 * balance + 1 per admitted
   request - 5 per response over 2 s``, with response time including queueing.
+* :class:`LatencyAreaReward` (``"latency-area"``) — minus the request-seconds spent in
+  the system during the step: summed over an episode, minus the summed E2E latency.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -47,10 +51,12 @@ from ._types import WAIT, ClusterState, RequestView
 
 __all__ = [
     "REWARD_VARIANTS",
+    "LatencyAreaReward",
     "PaperReward",
+    "QueueBalanceReward",
     "RewardFunction",
-    "Seed000Reward",
     "StepOutcome",
+    "canonical_reward_name",
     "make_reward",
 ]
 
@@ -223,15 +229,18 @@ class PaperReward:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Seed000Reward:
-    """Seed 000's reward for its heterogeneous cluster (docs/design.md, System B).
+class QueueBalanceReward:
+    """Queue length, slot overflow and load balance per decision (reward ``"queue-balance"``).
+
+    The reward of System B, online RL on a heterogeneous cluster (docs/design.md; cluster
+    ``hetero-3k5k7k``):
 
     ``-time_weight * estimated_time - queue_weight * queue_length - full_penalty
     [chosen instance full] + balance_weight * balance + admit_reward * admitted
     - slo_penalty * (responses over slo_s)``. ``queue_length`` is the chosen
     instance's local queue at decision time; ``balance = 1 - CV`` of the instances'
     outstanding requests after the decision (1 = perfectly balanced). Response times
-    include queueing (seed 000's code excluded it; we do not).
+    include queueing (System B's code excluded it; we do not).
 
     Example:
         >>> import numpy as np
@@ -246,7 +255,7 @@ class Seed000Reward:
         ...     earliest_completion_s=np.zeros(2))
         >>> out = StepOutcome(request=RequestView(0, 0.0, 10), action=0, state=s,
         ...     next_state=s, n_admitted=1, response_times_s=(2.5,), estimated_time_s=1.0)
-        >>> round(Seed000Reward()(out), 4)  # -0.01 - 0.2 - 10 + 0.1*(1-CV) + 1 - 5
+        >>> round(QueueBalanceReward()(out), 4)  # -0.01 - 0.2 - 10 + 0.1*(1-CV) + 1 - 5
         -14.1814
     """
 
@@ -257,7 +266,7 @@ class Seed000Reward:
     admit_reward: float = 1.0
     slo_penalty: float = 5.0
     slo_s: float = 2.0
-    name: str = "seed000"
+    name: str = "queue-balance"
 
     def __call__(self, outcome: StepOutcome) -> float:
         """The reward of one decision."""
@@ -280,24 +289,102 @@ class Seed000Reward:
         return float(reward)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LatencyAreaReward:
+    """Minus the request-seconds spent in the system between two decisions (trapezoid).
+
+    ``r_t = -(N(t) + N(t')) / 2 * (t' - t)`` with ``N`` = requests in the system:
+    waiting at the router, queued at an instance and running. Summed over an episode it
+    is (up to the trapezoid) minus the total time requests spend in the system, i.e.
+    minus the summed E2E latency (Little's law), so maximising the return minimises mean
+    latency — without the paper reward's completion bursts (``r_w = 60`` per completion
+    credited to whichever decision precedes it). It reads only the two snapshots, so it
+    needs no predictor and no impact estimate.
+
+    Example:
+        >>> import numpy as np
+        >>> from routeplay.replay import ClusterState, LatencyAreaReward, RequestView
+        >>> from routeplay.replay import StepOutcome
+        >>> def state(now_s, queued, running):
+        ...     z = np.zeros(2, dtype=np.int64)
+        ...     return ClusterState(now_s=now_s, router_queue_len=1,
+        ...         n_queued=np.array(queued), n_running=np.array(running),
+        ...         prefill_tokens_pending=z, decode_tokens_done=z,
+        ...         predicted_decode_tokens_left=np.zeros(2), kv_used_tokens=z,
+        ...         kv_capacity_tokens=z + 100, max_running_seqs=z + 4,
+        ...         prompt_bucket_counts=np.zeros((2, 1), dtype=np.int64),
+        ...         decode_bucket_counts=np.zeros((2, 1), dtype=np.int64),
+        ...         earliest_completion_s=np.zeros(2))
+        >>> out = StepOutcome(request=RequestView(0, 0.0, 10), action=0,
+        ...     state=state(0.0, [1, 0], [2, 1]), next_state=state(0.5, [0, 0], [2, 2]))
+        >>> LatencyAreaReward()(out)  # -(5 + 5) / 2 * 0.5
+        -2.5
+    """
+
+    name: str = "latency-area"
+
+    @staticmethod
+    def _in_system(state: ClusterState) -> float:
+        return float(state.router_queue_len + state.n_queued.sum() + state.n_running.sum())
+
+    def __call__(self, outcome: StepOutcome) -> float:
+        """The reward of one decision."""
+        dt = float(outcome.next_state.now_s - outcome.state.now_s)
+        return -0.5 * (self._in_system(outcome.state) + self._in_system(outcome.next_state)) * dt
+
+
 #: Reward names accepted by :func:`make_reward`.
 REWARD_VARIANTS: tuple[str, ...] = (
     "paper-baseline",
     "paper-workload-aware",
     "paper-workload-guided",
-    "seed000",
+    "queue-balance",
+    "latency-area",
 )
 
+#: Former reward names still accepted (with a ``DeprecationWarning``) -> current names.
+_DEPRECATED_REWARD_NAMES: dict[str, str] = {"seed000": "queue-balance"}
 
-def make_reward(name: str) -> PaperReward | Seed000Reward:
+
+def canonical_reward_name(name: str, *, stacklevel: int = 1) -> str:
+    """``name``, or the current name of a deprecated reward name (with a ``DeprecationWarning``).
+
+    Job files written for earlier versions may name a reward by its former name; this maps
+    it to its name in :data:`REWARD_VARIANTS` and warns. Any other string is returned
+    unchanged (validation is the caller's). ``stacklevel`` 1 attributes the warning to the
+    caller, 2 to the caller's caller, and so on.
+
+    Example:
+        >>> canonical_reward_name("latency-area")
+        'latency-area'
+    """
+    new = _DEPRECATED_REWARD_NAMES.get(name)
+    if new is None:
+        return name
+    warnings.warn(
+        f"reward name {name!r} is deprecated; use {new!r} (the same reward).",
+        DeprecationWarning,
+        stacklevel=stacklevel + 1,
+    )
+    return new
+
+
+def make_reward(name: str) -> PaperReward | QueueBalanceReward | LatencyAreaReward:
     """A reward function by name (one of :data:`REWARD_VARIANTS`).
 
     Example:
         >>> make_reward("paper-workload-aware").name
         'paper-workload-aware'
+        >>> make_reward("latency-area").name
+        'latency-area'
+        >>> make_reward("queue-balance").name
+        'queue-balance'
     """
-    if name == "seed000":
-        return Seed000Reward()
+    name = canonical_reward_name(name, stacklevel=2)
+    if name == "queue-balance":
+        return QueueBalanceReward()
+    if name == "latency-area":
+        return LatencyAreaReward()
     if name.startswith("paper-") and name[len("paper-") :] in (
         "baseline",
         "workload-aware",

@@ -42,7 +42,7 @@ class RoundRobinRouter(RouterBase):
     """Cycle through the instances 0, 1, ..., m-1, 0, ... regardless of load.
 
     Source: the classic baseline of every system compared here (Vidur's ``round_robin``
-    global scheduler, the paper's RR reference, seed 000/003 baselines).
+    global scheduler, the paper's RR reference, System B baselines).
 
     Example:
         >>> from routeplay.replay._check import make_cluster_state
@@ -90,7 +90,7 @@ class WeightedRoundRobinRouter(RouterBase):
 
     Args:
         weights: positive weight per instance; ``None`` (default) uses each
-            instance's capacity ``max_running_seqs`` (seed 000's 3/5/7 concurrency
+            instance's capacity ``max_running_seqs`` (System B's 3/5/7 concurrency
             servers then get 3:5:7 of the traffic).
 
     Example:
@@ -156,7 +156,7 @@ class WeightedRoundRobinRouter(RouterBase):
 class RandomRouter(RouterBase):
     """Uniformly random instance, drawn from the generator handed to ``reset``.
 
-    Source: Vidur's ``random`` global scheduler; AIBrix ``random``; seed 000 baseline.
+    Source: Vidur's ``random`` global scheduler; AIBrix ``random``; System B baseline.
 
     Example:
         >>> from routeplay.replay._check import make_cluster_state
@@ -183,7 +183,7 @@ class LeastConnectionsRouter(RouterBase):
     """Join the shortest queue by request count: argmin of ``n_queued + n_running``.
 
     Source: least connections / JSQ by count (nginx ``least_conn``; AIBrix
-    ``least-request``; Vidur's LOR "least outstanding requests"; seed 000 baseline).
+    ``least-request``; Vidur's LOR "least outstanding requests"; System B baseline).
 
     Example:
         >>> from routeplay.replay._check import make_cluster_state
@@ -255,13 +255,13 @@ class JSQTokensRouter(PredictedLengthRouter):
 
 
 class LeastLoadedRouter(RouterBase):
-    """Least loaded in seed 000's sense: fewest outstanding requests per unit of concurrency.
+    """Least loaded in System B's sense: fewest outstanding requests per unit of concurrency.
 
     load_i = (n_queued_i + n_running_i) / max_running_seqs_i, so a 7-slot server with 3
     requests (0.43) is less loaded than a 3-slot server with 2 (0.67). On a homogeneous
     cluster it equals least-connections.
 
-    Source: seed 000 (online RL router README, baseline "least loaded" on servers of
+    Source: System B (online RL router README, baseline "least loaded" on servers of
     3/5/7 concurrency) and seed 003's strategy catalogue ("least loaded").
 
     Example:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ._router_registry import make_router
 from ._routers_common import (
     ClusterLatency,
     InstanceLatency,
@@ -594,8 +595,6 @@ class SessionAffinityRouter(RouterBase):
                 "SessionAffinityRouter: fallback = 'session-affinity' would recurse; expected "
                 "another router name, e.g. 'least-connections'."
             )
-        from ._router_registry import make_router  # deferred: the registry imports us
-
         try:
             self._fallback: Router = make_router(fallback, **fallback_params)
         except ValueError as exc:

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._engine import Engine, is_scheduler
+from ._router_registry import make_router
 from ._routers_common import (
     DEFAULT_OUTPUT_TOKENS,
     ClusterLatency,
@@ -315,8 +316,6 @@ class LookaheadOracleRouter(RouterBase):
                 f"LookaheadOracleRouter: include_wait = {include_wait!r}; expected a bool."
             )
         if isinstance(base, str):
-            from ._router_registry import make_router  # the registry imports this module
-
             base_router = make_router(base)
         else:
             base_router = base

@@ -282,7 +282,7 @@ class TransitionMetadata:
 
     Example:
         >>> layout = ObservationLayout(n_instances=2, n_prompt_buckets=1, n_decode_buckets=1)
-        >>> meta = TransitionMetadata.for_layout(layout, reward="seed000", cluster={})
+        >>> meta = TransitionMetadata.for_layout(layout, reward="queue-balance", cluster={})
         >>> meta.n_actions, meta.obs_size
         (3, 23)
         >>> TransitionMetadata.from_parquet_metadata(meta.to_parquet_metadata()) == meta
@@ -395,7 +395,7 @@ class TransitionWriter:
     Example:
         >>> import tempfile, numpy as np
         >>> layout = ObservationLayout(n_instances=1, n_prompt_buckets=1, n_decode_buckets=1)
-        >>> meta = TransitionMetadata.for_layout(layout, reward="seed000", cluster={})
+        >>> meta = TransitionMetadata.for_layout(layout, reward="queue-balance", cluster={})
         >>> out = Path(tempfile.mkdtemp()) / "t.parquet"
         >>> with TransitionWriter(out, meta) as w:
         ...     w.add(episode=0, step=0, time_s=0.0, request_id=7,

@@ -24,12 +24,11 @@ from ._charts import (
 from ._job import (
     JobFileError,
     ReportJobConfig,
-    ReportJobResult,
     list_builtin_jobs,
     load_job,
     parse_job,
-    run_job,
 )
+from ._job_run import ReportJobResult, run_job
 from ._pipeline import (
     SIGNIFICANCE_METHOD,
     PairedReplays,
@@ -47,9 +46,20 @@ from ._report import (
     render_html,
     write_report,
 )
+from ._reproduction import (
+    PUBLISHED_SECTION61,
+    Section61Config,
+    compare_on_episodes,
+    section61_tables,
+)
 from ._training import DEFAULT_BEHAVIOURS, JobTrainingConfig, JobTrainingResult
 
 __all__ = [
+    # the reproduction study's building blocks
+    "PUBLISHED_SECTION61",
+    "Section61Config",
+    "compare_on_episodes",
+    "section61_tables",
     "DEFAULT_BEHAVIOURS",
     "JobTrainingConfig",
     "JobTrainingResult",

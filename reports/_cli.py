@@ -1,7 +1,7 @@
 """``routeplay report [JOB] --out DIR``: run a report job file.
 
 ``JOB`` is a TOML job file or the name of a built-in job (``default``, ``paper``,
-``azure-conv``, ``seed000``); see ``docs/reports.md``.
+``azure-conv``, ``hetero-3k5k7k``); see ``docs/reports.md``.
 
 What it prints:
 
@@ -31,7 +31,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     from routeplay._console import one_line, progress_enabled, stage_lines
 
-    from ._job import load_job, run_job
+    from ._job import load_job
+    from ._job_run import run_job
 
     show = progress_enabled(quiet=args.quiet)
     job = None

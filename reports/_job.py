@@ -1,27 +1,21 @@
-"""The batch report job: a TOML job file in, a dated report folder out.
+"""The batch report job's file: a TOML job file in, a validated :class:`ReportJobConfig` out.
 
 A job file names the traces, their windowing into episodes, the cluster, the routers,
 the statistics and (optionally) an output-length predictor; see ``docs/reports.md``
 for the reference and ``reports/jobs/*.toml`` for examples. :func:`load_job` parses
-and validates it (unknown keys and bad values are errors with close-match hints);
-:func:`run_job` runs it and writes ``<out>/<name>-<run id>/`` atomically: everything
-is built in ``<out>/.tmp-<name>-<run id>-<pid>/`` and renamed at the end, so a
-crashed or killed job never leaves a complete-looking report behind.
+and validates it (unknown keys and bad values are errors with close-match hints).
+Running a job (:func:`~routeplay.reports.run_job`) lives in ``_job_run.py``, which
+imports this module and the report pipeline; this module imports neither.
 """
 
 from __future__ import annotations
 
 import difflib
-import logging
 import math
-import os
 import re
-import shutil
-import time
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +27,11 @@ __all__ = [
     "BUILTIN_JOBS_DIR",
     "JobFileError",
     "ReportJobConfig",
-    "ReportJobResult",
     "builtin_job_path",
     "list_builtin_jobs",
     "load_job",
     "parse_job",
-    "run_job",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: Folder of the job files shipped with routeplay (``routeplay report NAME``).
 BUILTIN_JOBS_DIR = Path(__file__).parent / "jobs"
@@ -486,6 +476,7 @@ def _parse_value(section: str, key: str, value: Any, values: dict[str, Any], whe
 def _check_values(v: dict[str, Any], where: str) -> None:
     from routeplay.datasets import list_traces
     from routeplay.replay import list_clusters, list_routers
+    from routeplay.replay._clusters import canonical_cluster_name
 
     def bad(label: str, message: str) -> JobFileError:
         return _err(where, f"{label} = {message}")
@@ -542,7 +533,7 @@ def _check_values(v: dict[str, Any], where: str) -> None:
             "[episodes] max_episodes",
             f"{v['episodes_max']!r}; expected >= 2 (paired tests need at least 2 episodes).",
         )
-    cluster = v["cluster"]
+    cluster = v["cluster"] = canonical_cluster_name(v["cluster"])  # former names warn
     if cluster not in list_clusters() and not (base / cluster).expanduser().is_file():
         raise bad(
             "[cluster] name",
@@ -684,21 +675,6 @@ def builtin_job_path(name: str) -> Path | None:
     return p if name in list_builtin_jobs() else None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReportJobResult:
-    """A finished job.
-
-    Attributes:
-        run_dir: the completed run folder.
-        report_path: its ``report.html``.
-        wall_time_s: how long the job took.
-    """
-
-    run_dir: Path
-    report_path: Path
-    wall_time_s: float
-
-
 def _resolve(base: Path, value: str) -> str:
     p = (base / value).expanduser()
     return str(p) if p.is_file() else value
@@ -711,86 +687,3 @@ def _load_trace(job: ReportJobConfig) -> pl.DataFrame:
 
 
 ProgressFactory = Callable[[int, str], Any]
-
-
-def run_job(
-    job: ReportJobConfig,
-    out_dir: str | Path,
-    *,
-    run_id: str | None = None,
-    overwrite: bool = False,
-    show_progress: bool = False,
-) -> ReportJobResult:
-    """Run a report job into ``out_dir/<name>-<run id>/``, atomically.
-
-    The run folder is built under ``out_dir/.tmp-<name>-<run id>-<pid>/`` (with the
-    job's log, ``job.log``) and renamed into place only when everything was written.
-    On failure the temporary folder is left for inspection (its log says what
-    happened) and no run folder appears.
-
-    Args:
-        job: the job.
-        out_dir: parent folder of run folders (created).
-        run_id: the run folder's suffix (default: UTC time ``YYYYmmddTHHMMSSZ``).
-        overwrite: replace an existing run folder of the same name.
-        show_progress: tqdm progress bars on stderr.
-
-    Returns:
-        A :class:`ReportJobResult`.
-
-    Raises:
-        FileExistsError: if the run folder exists and ``overwrite`` is False.
-        ValueError: if ``run_id`` is not a plain name.
-    """
-    start = time.perf_counter()
-    run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    if not _NAME.match(run_id):
-        raise ValueError(
-            f"run id {run_id!r} is invalid; expected letters, digits, '.', '_' or '-'."
-        )
-    out = Path(out_dir)
-    final = out / f"{job.name}-{run_id}"
-    if final.exists() and not overwrite:
-        raise FileExistsError(
-            f"run folder {final} already exists; pass --overwrite to replace it or choose "
-            "another --run-id."
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".tmp-{job.name}-{run_id}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    handler = logging.FileHandler(tmp / "job.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("routeplay")
-    previous_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        logger.info("job %s (run id %s) building in %s", job.name, run_id, tmp)
-        stale = sorted(p.name for p in out.glob(f".tmp-{job.name}-*") if p != tmp)
-        if stale:
-            logger.warning("left-over temporary folders of killed or failed runs: %s", stale)
-        from ._pipeline import build_job_report
-
-        build_job_report(job, tmp, run_id=run_id, show_progress=show_progress)
-        logger.info(
-            "job %s finished in %.1f s; moving into place", job.name, time.perf_counter() - start
-        )
-    except BaseException:
-        logger.exception("job %s failed; the partial output stays in %s", job.name, tmp)
-        raise
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous_level)
-        handler.close()
-    if final.exists():  # overwrite: move the old run aside first, then swap
-        old = out / f".old-{final.name}-{os.getpid()}"
-        os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.rename(tmp, final)
-    return ReportJobResult(
-        run_dir=final, report_path=final / "report.html", wall_time_s=time.perf_counter() - start
-    )

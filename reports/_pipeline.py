@@ -2,7 +2,8 @@
 
 :func:`build_replay_report` is the Python-API entry (notebooks): it takes the frames
 of a paired replay and a :class:`~routeplay.estimator.ComparisonResult` and lays out
-the standard report. :func:`build_job_report` runs a whole job file's pipeline.
+the standard report. A whole job file's pipeline (``build_job_report``) is in
+``_job_run.py``: it uses this module and the job's config; this module uses neither.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -29,24 +29,18 @@ from ._charts import (
     improvement_forest_chart,
     instance_timeline_chart,
     latency_cdf_chart,
-    learning_curve_chart,
     load_imbalance_chart,
     routing_heatmap_chart,
 )
-from ._report import PageTable, Report, ReportSection, write_report
+from ._report import PageTable, Report, ReportSection
 
 if TYPE_CHECKING:
     from routeplay.estimator import ComparisonResult, OutputLengthPredictor, PredictorEvaluation
-    from routeplay.offline_rl import EvaluationResult
     from routeplay.replay import ClusterConfig, EpisodeReplays, ReplayConfig, Router
-
-    from ._job import ReportJobConfig
-    from ._training import JobTrainingResult
 
 __all__ = [
     "SIGNIFICANCE_METHOD",
     "PairedReplays",
-    "build_job_report",
     "build_replay_report",
     "replay_routers",
     "router_summary_table",
@@ -439,198 +433,4 @@ def build_replay_report(
             _glance_table(summary, comparison, verdict, learned),
             _change_table(comparison, learned),
         ),
-    )
-
-
-def build_job_report(
-    job: ReportJobConfig, out_dir: Path, *, run_id: str, show_progress: bool = False
-) -> Path:
-    """Run a job's pipeline and write its report into ``out_dir``.
-
-    Args:
-        job: the validated job.
-        out_dir: the (temporary) run folder.
-        run_id: the run's id (recorded in the metadata).
-        show_progress: tqdm bars.
-
-    Returns:
-        The report's HTML path.
-    """
-    import json
-    import time
-    import warnings
-
-    from routeplay.estimator import compare_routers
-    from routeplay.replay import make_router, replay_scenario
-
-    t_start = time.perf_counter()
-    wall: dict[str, float] = {}
-    (out_dir / "job.json").write_text(json.dumps(job.to_dict(), indent=2, default=str) + "\n")
-    prepared = job.scenario.prepare()
-    trace = prepared.trace
-    assert trace is not None
-    episodes, train, test = prepared.episodes, prepared.train, prepared.test
-    logger.info("trace %s: %d requests", job.trace_source, trace.height)
-    logger.info("%d episodes: %d for training, %d replayed", len(episodes), len(train), len(test))
-    cluster = prepared.cluster
-    evaluation = prepared.predictor_evaluation
-    if evaluation is not None:
-        logger.info("predictor top-1 accuracy on the test episodes: %.3f", evaluation.top1_accuracy)
-    wall["load_split_predictor"] = time.perf_counter() - t_start
-    training: JobTrainingResult | None = None
-    learned_eval: EvaluationResult | None = None
-    if job.training is not None:
-        from routeplay.offline_rl import evaluate_scenario, train_scenario
-
-        t0 = time.perf_counter()
-        training = train_scenario(
-            prepared, job.training, out_dir / "training", show_progress=show_progress
-        )
-        wall["training"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        learned_eval = evaluate_scenario(
-            prepared,
-            training.routers,
-            job.routers,
-            baseline=job.baseline,
-            max_router_wait_s=job.training.max_router_wait_s,
-            fallback=job.training.fallback,
-            sim_slack_s=job.training.sim_slack_s,
-            n_boot=job.n_boot,
-            show_progress=show_progress,
-        )
-        replays = _paired(learned_eval.replays)
-    else:
-        t0 = time.perf_counter()
-        routers = {name: make_router(name) for name in job.routers}
-        replays = _paired(replay_scenario(prepared, routers, show_progress=show_progress))
-    wall["replays"] = time.perf_counter() - t0
-    t_cmp = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        comparison = compare_routers(
-            replays.requests,
-            baseline=job.baseline,
-            metrics=job.metrics,
-            statistics=job.statistics,
-            n_boot=job.n_boot,
-            confidence=job.confidence,
-            seed=job.seed,
-        )
-    notes = [str(w.message) for w in caught]
-    for note in notes:
-        logger.warning("%s", note)
-    metadata = {
-        "job": job.name,
-        "run_id": run_id,
-        "data": (
-            f"{job.trace_source}: {trace.height} requests"
-            + (f" (first {job.trace_first_requests})" if job.trace_first_requests else "")
-            + (f", arrival rate x{job.trace_rate_scale:g}" if job.trace_rate_scale != 1 else "")
-            + f"; {len(episodes)} episodes of "
-            + (
-                f"{job.episodes_n_requests} requests"
-                if job.episodes_n_requests
-                else f"{job.episodes_duration_s:g} s"
-            )
-            + f", {len(test)} replayed (ids {[e.index for e in test]})"
-        ),
-        "cluster": f"{job.cluster} ({cluster.n_instances} instances: "
-        + ", ".join(i.latency.name for i in cluster.instances)
-        + ")",
-        "routers": replays.summaries["router"].unique(maintain_order=True).to_list(),
-        "seed": job.seed,
-        "replay_mode": job.replay_mode,
-        "predictor": _predictor_description(job),
-    }
-    extra_sections: list[ReportSection] = []
-    extra_tables: dict[str, pl.DataFrame] = {}
-    numbers: dict[str, Any] = {}
-    if training is not None:
-        metadata["training"] = _training_description(training, test_ids=[e.index for e in test])
-        notes = [*training.notes, *notes, *_fallback_notes(training, replays.summaries)]
-        extra_sections.append(
-            ReportSection(
-                key="learning-curve",
-                title="Training losses (learning curves)",
-                chart=learning_curve_chart(training.losses),
-                caption=(
-                    f"Mean of each loss over {training.config.n_steps_per_epoch} gradient steps; "
-                    f"{training.card.n_transitions} logged transitions of the training episodes."
-                ),
-            )
-        )
-        extra_tables["training_behaviours"] = training.behaviour_logs
-        extra_tables["training_dataset"] = training.card.to_frame()
-        if learned_eval is not None:  # the table `routeplay evaluate` prints and stores
-            extra_tables["evaluation"] = learned_eval.to_frame()
-        numbers["training"] = {
-            **training.summary_numbers(out_dir),
-            "test_episode_ids": [int(e.index) for e in test],
-            "fallbacks": _fallback_totals(training, replays.summaries),
-        }
-    numbers["wall_time_s"] = {**wall, "comparison": time.perf_counter() - t_cmp}
-    report = build_replay_report(
-        replays,
-        comparison,
-        title=job.title or f"routeplay report: {job.name}",
-        metadata=metadata,
-        predictor_evaluation=evaluation,
-        extra_sections=extra_sections,
-        extra_tables=extra_tables,
-        extra_numbers=numbers,
-        notes=notes,
-        learned_routers=tuple(training.routers) if training is not None else (),
-    )
-    logger.info("writing the report (%d charts)", len(report.sections))
-    result = write_report(report, out_dir, image_formats=job.images)
-    logger.info("wrote %d files", len(result.files))
-    return result.html_path
-
-
-def _predictor_description(job: ReportJobConfig) -> str:
-    if job.predictor is None:
-        return "none"
-    preset = job.predictor_preset or "the cluster's first instance"
-    return f"{job.predictor} (time buckets of {preset})"
-
-
-def _fallback_totals(training: JobTrainingResult, summaries: pl.DataFrame) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for label in training.routers:
-        rows = summaries.filter(pl.col("router") == label)
-        out[label] = {
-            "n_fallback_routes": int(rows["n_fallback_routes"].sum()),
-            "n_requests": int(rows["n_requests"].sum()) if "n_requests" in rows.columns else None,
-            "per_episode": {
-                str(e): int(n) for e, n in rows.select("episode", "n_fallback_routes").iter_rows()
-            },
-            "max_router_wait_s": training.config.max_router_wait_s,
-            "fallback": training.config.fallback,
-        }
-    return out
-
-
-def _fallback_notes(training: JobTrainingResult, summaries: pl.DataFrame) -> list[str]:
-    notes = []
-    for label, total in _fallback_totals(training, summaries).items():
-        requests = f" of {total['n_requests']} requests" if total["n_requests"] is not None else ""
-        notes.append(
-            f"Learned router {label}: {total['n_fallback_routes']} routing decision(s){requests} "
-            f"were taken by the fallback heuristic {training.config.fallback} because the "
-            f"policy kept a request waiting >= {training.config.max_router_wait_s:g} s at the "
-            "router (column n_fallback_routes)."
-        )
-    return notes
-
-
-def _training_description(training: JobTrainingResult, *, test_ids: Sequence[int]) -> str:
-    cfg = training.config
-    return (
-        f"{', '.join(training.routers)} trained offline with d3rlpy ({cfg.n_steps} steps, batch "
-        f"{cfg.batch_size}, lr {cfg.learning_rate:g}, seed {training.seed}) on "
-        f"{training.card.n_transitions} transitions logged by "
-        f"{', '.join(cfg.behaviours)} (epsilon {cfg.epsilon:g}, reward {cfg.reward}) on "
-        f"training episodes {list(training.train_episode_ids)}; evaluated on test episodes "
-        f"{list(test_ids)} only"
     )

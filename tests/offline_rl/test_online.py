@@ -43,7 +43,7 @@ def _run(tmp: Path, reward: str, start: object = None, **kw: object) -> object:
 
 
 @pytest.mark.parametrize(
-    "reward", ["paper-baseline", "paper-workload-aware", "paper-workload-guided", "seed000"]
+    "reward", ["paper-baseline", "paper-workload-aware", "paper-workload-guided", "queue-balance"]
 )
 def test_each_reward_variant_runs_and_writes_a_curve(tmp_path: Path, reward: str) -> None:
     res = _run(tmp_path, reward)

@@ -25,10 +25,21 @@ def test_toml_file_round_trip(tmp_path: Path) -> None:
     assert cluster.instances[2].batching == "bin-packing"
 
 
-def test_seed000_cluster() -> None:
-    c = make_cluster("seed000-hetero")
+def test_hetero_3k5k7k_cluster() -> None:
+    c = make_cluster("hetero-3k5k7k")
     assert [i.max_running_seqs for i in c.instances] == [3, 5, 7]
     assert [round(1 / i.latency.prefill_s_per_token) for i in c.instances] == [3000, 5000, 7000]
+
+
+def test_former_cluster_name_still_builds_with_a_deprecation_warning() -> None:
+    new = make_cluster("hetero-3k5k7k")
+    with pytest.warns(
+        DeprecationWarning, match="'seed000-hetero' is deprecated; use 'hetero-3k5k7k'"
+    ):
+        assert make_cluster("seed000-hetero") == new
+    with pytest.warns(DeprecationWarning, match="use 'hetero-3k5k7k'"):
+        assert load_cluster("seed000-hetero") == new
+    assert "seed000-hetero" not in list_clusters()
 
 
 @pytest.mark.parametrize("name", list_clusters())
@@ -53,4 +64,3 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
     bad.write_text("[[instances]\n")
     with pytest.raises(ValueError, match="not valid TOML"):
         load_cluster(bad)
-

@@ -51,7 +51,7 @@ def test_check_env_with_callable_episodes(cluster) -> None:
         seed = int(rng.integers(2**31))
         return generate_task_mix(TaskMixConfig(n_requests=8, rate_per_s=20.0, seed=seed))
 
-    env = RoutingEnv(make, cluster, reward="seed000", max_steps=30)
+    env = RoutingEnv(make, cluster, reward="queue-balance", max_steps=30)
     check_env(env, skip_render_check=True)
 
 

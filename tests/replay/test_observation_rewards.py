@@ -26,7 +26,14 @@ from routeplay.replay._outcomes import (
     _linear_coefficients,
     _request_time_s,
 )
-from routeplay.replay._rewards import PaperReward, Seed000Reward, StepOutcome, make_reward
+from routeplay.replay._rewards import (
+    REWARD_VARIANTS,
+    LatencyAreaReward,
+    PaperReward,
+    QueueBalanceReward,
+    StepOutcome,
+    make_reward,
+)
 from routeplay.replay._routers import MinMinRouter
 from routeplay.replay._types import (
     WAIT,
@@ -163,7 +170,7 @@ def test_speed_index_and_impact_cost_of_builtin_clusters() -> None:
     assert instance_speed_index(paper).tolist() == [1.0] * 4
     # the paper's gradients are the v100-paper coefficients: its reward is unchanged
     assert impact_relative_cost(paper).tolist() == pytest.approx([1.0] * 4, rel=1e-12)
-    hetero = make_cluster("seed000-hetero")  # 3000 / 5000 / 7000 tokens per second
+    hetero = make_cluster("hetero-3k5k7k")  # 3000 / 5000 / 7000 tokens per second
     assert instance_speed_index(hetero).tolist() == pytest.approx([3 / 7, 5 / 7, 1.0])
     assert impact_relative_cost(hetero).tolist() == pytest.approx(
         [544 / r / REF_IMPACT_S for r in (3000, 5000, 7000)]
@@ -246,17 +253,60 @@ def test_paper_reward_variants() -> None:
         guided.heuristic_weight(-1)
 
 
-def test_seed000_reward_terms() -> None:
+def test_queue_balance_reward_terms() -> None:
     z = np.zeros(2, dtype=np.int64)
     s = _state(m=2, n_queued=z, n_running=z)
-    idle = Seed000Reward()(_outcome(state=s, next_state=s, action=1))
+    idle = QueueBalanceReward()(_outcome(state=s, next_state=s, action=1))
     assert idle == pytest.approx(0.1 * (1 - 1.0))  # outstanding [0, 1]: CV = 1
-    late = Seed000Reward()(
+    late = QueueBalanceReward()(
         _outcome(state=s, next_state=s, action=WAIT, response_times_s=(2.1, 1.0))
     )
     assert late == -5.0
+    assert make_reward("queue-balance") == QueueBalanceReward()
+    assert "queue-balance" in REWARD_VARIANTS
     with pytest.raises(ValueError, match="unknown reward 'paper'"):
         make_reward("paper")
+
+
+def test_former_reward_name_still_works_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="'seed000' is deprecated; use 'queue-balance'"):
+        reward = make_reward("seed000")
+    assert reward == QueueBalanceReward() and reward.name == "queue-balance"
+    assert "seed000" not in REWARD_VARIANTS
+
+
+def test_latency_area_reward_is_minus_the_request_seconds_of_the_step() -> None:
+    # N(t) = router 3 + queued [1, 0] + running [2, 1] = 7; N(t') = 1 + 0 + 4 = 5
+    s0 = _state(
+        m=2, now_s=2.0, router_queue_len=3, n_queued=np.array([1, 0]), n_running=np.array([2, 1])
+    )
+    s1 = _state(
+        m=2, now_s=2.5, router_queue_len=1, n_queued=np.array([0, 0]), n_running=np.array([2, 2])
+    )
+    reward = make_reward("latency-area")
+    assert isinstance(reward, LatencyAreaReward) and reward.name == "latency-area"
+    assert reward(_outcome(state=s0, next_state=s1)) == pytest.approx(-(7 + 5) / 2 * 0.5)
+    # no time passes: no cost, whatever the action (WAIT included)
+    assert reward(_outcome(state=s0, next_state=s0, action=WAIT)) == 0.0
+    assert "latency-area" in REWARD_VARIANTS
+
+
+def test_transformed_reward_is_in_the_trained_units() -> None:
+    from routeplay.offline_rl import RewardTransform
+
+    s0 = _state(
+        m=2, now_s=0.0, router_queue_len=0, n_queued=np.array([1, 0]), n_running=np.array([1, 0])
+    )
+    s1 = _state(
+        m=2, now_s=1.0, router_queue_len=0, n_queued=np.array([0, 0]), n_running=np.array([2, 0])
+    )
+    out = _outcome(state=s0, next_state=s1)
+    t = RewardTransform(
+        normalization="standardize", shift=-1.0, factor=0.5, raw_mean=-1.0, raw_std=2.0
+    )
+    wrapped = t.wrap("latency-area")
+    assert wrapped.name == "latency-area"
+    assert wrapped(out) == pytest.approx((-2.0 - (-1.0)) * 0.5)
 
 
 # -- fast paths: the same numbers, bit for bit, as the numpy reference functions --------
@@ -394,7 +444,7 @@ def test_request_time_fast_path_is_the_latency_model_bit_for_bit() -> None:
 
 
 def test_tracker_shares_impact_only_with_an_identical_encoder() -> None:
-    cluster = make_cluster("seed000-hetero")
+    cluster = make_cluster("hetero-3k5k7k")
     trace = pl.DataFrame(
         {"request_id": [0], "arrival_s": [0.0], "prompt_tokens": [10], "output_tokens": [5]}
     )

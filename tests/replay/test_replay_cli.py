@@ -85,7 +85,7 @@ def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     assert "decode-balancer-oracle" in text and "[oracle]" in text
     assert main(["clusters"]) == 0
-    assert "seed000-hetero    3 instances" in capsys.readouterr().out
+    assert "hetero-3k5k7k     3 instances" in capsys.readouterr().out
 
 
 def _replay(out: Path, routers: str, *extra: str) -> int:

@@ -250,13 +250,13 @@ def test_weighted_round_robin_is_smooth_and_defaults_to_capacity() -> None:
     s = make_cluster_state(3)
     # nginx's documented sequence for weights 5,1,1: a a b a c a a
     assert [r.route(_req(k), s) for k in range(7)] == [0, 0, 1, 0, 2, 0, 0]
-    seed000 = ClusterConfig(
+    slots_3_5_7 = ClusterConfig(
         instances=tuple(
             InstanceConfig(name=f"s{c}", latency=LAT, max_running_seqs=c) for c in (3, 5, 7)
         )
     )
     r = WeightedRoundRobinRouter()
-    r.reset(seed000, np.random.default_rng(0))
+    r.reset(slots_3_5_7, np.random.default_rng(0))
     picks = [r.route(_req(k), s) for k in range(15)]
     assert [picks.count(i) for i in range(3)] == [3, 5, 7]
 

@@ -1,6 +1,6 @@
 """The Intelligent Router paper's Table 2 setup, small: what of its shape robustly holds.
 
-Setup (``benchmarks/table2.py``, explained in ``docs/notes/table2.md``): cluster
+Setup (``routeplay.replay.run_table2``, explained in ``docs/notes/table2.md``): cluster
 ``paper-2xv100`` (2 x Llama-2-7B, V100 gradients, 30k KV tokens), the three local
 batching policies, the routers dedicated small-large, round robin and the (oracle)
 decode balancer, the task-mix workload at 0.5 req/s (all-random) and 0.25 req/s (LH/HL),
@@ -21,47 +21,29 @@ the published claim pass.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import polars as pl
 import pytest
+from routeplay.replay import TABLE2_RATES_PER_S, Table2Config, run_table2, table2_cell_means
 
 ROUTERS = ("dedicated-small-large", "round-robin", "decode-balancer-oracle")
 ORDERINGS = ("all-random", "lh-hl-random")
-EPISODES = range(4)
+EPISODES = tuple(range(4))
 N_REQUESTS = 300
 
 
-def _load_table2() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "table2.py"
-    spec = importlib.util.spec_from_file_location("routeplay_bench_table2", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def table2() -> ModuleType:
-    return _load_table2()
-
-
-@pytest.fixture(scope="module")
-def cells(table2: ModuleType) -> pl.DataFrame:
-    grid = table2.run_grid(
-        n_requests=N_REQUESTS,
-        episodes=EPISODES,
-        orderings=ORDERINGS,
-        routers=ROUTERS,
-        n_train_requests=5_000,
+def cells() -> pl.DataFrame:
+    grid = run_table2(
+        Table2Config(
+            n_requests=N_REQUESTS,
+            episodes=EPISODES,
+            orderings=ORDERINGS,
+            routers=ROUTERS,
+            n_train_requests=5_000,
+        )
     )
     assert grid.height == len(ORDERINGS) * 3 * len(ROUTERS) * len(EPISODES)
-    means: pl.DataFrame = table2.cell_means(grid)
-    return means
+    return table2_cell_means(grid)
 
 
 def _e2e(cells: pl.DataFrame, ordering: str, batching: str) -> dict[str, float]:
@@ -92,10 +74,10 @@ def test_decode_balancer_not_worse_than_round_robin(
     assert e2e["decode-balancer-oracle"] <= e2e["round-robin"], e2e
 
 
-def test_load_is_busy_but_stable(table2: ModuleType, cells: pl.DataFrame) -> None:
+def test_load_is_busy_but_stable(cells: pl.DataFrame) -> None:
     # Round robin keeps both instances busy most of the time without preempting: the
     # chosen load exercises the cluster but does not overload the 30k-token KV caches.
     rr = cells.filter(pl.col("router") == "round-robin")
     assert (rr["busy_0"] > 0.6).all() and (rr["busy_1"] > 0.6).all(), rr
     assert (rr["n_preemptions"] == 0).all(), rr
-    assert table2.RATES_PER_S["all-random"] == 2 * table2.RATES_PER_S["lh-hl-random"]
+    assert TABLE2_RATES_PER_S["all-random"] == 2 * TABLE2_RATES_PER_S["lh-hl-random"]

@@ -111,7 +111,11 @@ def test_contract_columns_dtypes_metadata(tmp_path: Path, cluster, episodes) -> 
 def test_propensities_eps0_and_eps(tmp_path: Path, cluster, episodes) -> None:
     f0, _ = read_transitions(
         log_transitions(
-            episodes, cluster, RoundRobinRouter(), reward="seed000", path=tmp_path / "a.parquet"
+            episodes,
+            cluster,
+            RoundRobinRouter(),
+            reward="queue-balance",
+            path=tmp_path / "a.parquet",
         ).path
     )
     assert (f0["propensity"] == 1.0).all()
@@ -120,7 +124,7 @@ def test_propensities_eps0_and_eps(tmp_path: Path, cluster, episodes) -> None:
         episodes,
         cluster,
         RoundRobinRouter(),
-        reward="seed000",
+        reward="queue-balance",
         path=tmp_path / "b.parquet",
         epsilon=eps,
         seed=11,
@@ -145,14 +149,18 @@ def test_propensities_eps0_and_eps(tmp_path: Path, cluster, episodes) -> None:
 def test_terminal_timeout_flags(tmp_path: Path, cluster, episodes) -> None:
     full, _ = read_transitions(
         log_transitions(
-            episodes, cluster, RoundRobinRouter(), reward="seed000", path=tmp_path / "a.parquet"
+            episodes,
+            cluster,
+            RoundRobinRouter(),
+            reward="queue-balance",
+            path=tmp_path / "a.parquet",
         ).path
     )
     cut_res = log_transitions(
         episodes,
         cluster,
         RoundRobinRouter(),
-        reward="seed000",
+        reward="queue-balance",
         path=tmp_path / "b.parquet",
         max_steps=7,
     )
@@ -216,7 +224,11 @@ def test_log_is_deterministic(tmp_path: Path, cluster, episodes) -> None:
 
 def test_eps0_log_matches_run_replay(tmp_path: Path, cluster, episodes) -> None:
     res = log_transitions(
-        episodes[0], cluster, RoundRobinRouter(), reward="seed000", path=tmp_path / "a.parquet"
+        episodes[0],
+        cluster,
+        RoundRobinRouter(),
+        reward="queue-balance",
+        path=tmp_path / "a.parquet",
     )
     ref = run_replay(episodes[0], cluster, RoundRobinRouter())
     assert res.results[0] is not None
@@ -337,7 +349,9 @@ def test_invalid_router_action_raises(tmp_path: Path, cluster, episodes) -> None
             return 7
 
     with pytest.raises(RouterError, match=re.escape("router 'bad' returned 7 for request")):
-        log_transitions(episodes[0], cluster, Bad(), reward="seed000", path=tmp_path / "x.parquet")
+        log_transitions(
+            episodes[0], cluster, Bad(), reward="queue-balance", path=tmp_path / "x.parquet"
+        )
     assert not (tmp_path / "x.parquet").exists()
 
 
@@ -347,7 +361,7 @@ def test_bad_epsilon(tmp_path: Path, cluster, episodes) -> None:
             episodes[0],
             cluster,
             RoundRobinRouter(),
-            reward="seed000",
+            reward="queue-balance",
             path=tmp_path / "x.parquet",
             epsilon=1.5,
         )
@@ -355,27 +369,35 @@ def test_bad_epsilon(tmp_path: Path, cluster, episodes) -> None:
 
 def test_read_transitions_mismatch_and_renumbering(tmp_path: Path, cluster, episodes) -> None:
     a = log_transitions(
-        episodes[:2], cluster, RoundRobinRouter(), reward="seed000", path=tmp_path / "a.parquet"
+        episodes[:2],
+        cluster,
+        RoundRobinRouter(),
+        reward="queue-balance",
+        path=tmp_path / "a.parquet",
     )
     b = log_transitions(
         episodes[2:],
         cluster,
         RoundRobinRouter(),
-        reward="seed000",
+        reward="queue-balance",
         path=tmp_path / "b.parquet",
         episode_offset=2,
     )
     frame, _ = read_transitions([a.path, b.path])
     assert frame["episode"].unique().sort().to_list() == [0, 1, 2]
     c = log_transitions(
-        episodes[2:], cluster, RoundRobinRouter(), reward="seed000", path=tmp_path / "c.parquet"
+        episodes[2:],
+        cluster,
+        RoundRobinRouter(),
+        reward="queue-balance",
+        path=tmp_path / "c.parquet",
     )
     with pytest.warns(UserWarning, match="episode indices overlap"):
         frame, _ = read_transitions([a.path, c.path])
     assert frame["episode"].unique().sort().to_list() == [0, 1, 2]
     two = make_cluster("paper-2xv100")
     d = log_transitions(
-        episodes[0], two, RoundRobinRouter(), reward="seed000", path=tmp_path / "d.parquet"
+        episodes[0], two, RoundRobinRouter(), reward="queue-balance", path=tmp_path / "d.parquet"
     )
     with pytest.raises(ValueError, match=re.escape("transition files disagree on obs_names")):
         read_transitions([a.path, d.path])
@@ -394,7 +416,7 @@ def test_writer_validates_rows(tmp_path: Path) -> None:
     from routeplay.replay._observation import ObservationLayout
 
     layout = ObservationLayout(n_instances=1, n_prompt_buckets=1, n_decode_buckets=1)
-    meta = TransitionMetadata.for_layout(layout, reward="seed000", cluster={})
+    meta = TransitionMetadata.for_layout(layout, reward="queue-balance", cluster={})
     z = np.zeros(meta.obs_size, np.float32)
     row = dict(
         episode=0,
@@ -555,7 +577,11 @@ def test_guided_weight_depends_on_the_training_episode_only(tmp_path: Path, clus
 
 def test_dt_s_spans_to_the_next_decision(tmp_path: Path, cluster, episodes) -> None:
     res = log_transitions(
-        episodes[:2], cluster, RoundRobinRouter(), reward="seed000", path=tmp_path / "t.parquet"
+        episodes[:2],
+        cluster,
+        RoundRobinRouter(),
+        reward="queue-balance",
+        path=tmp_path / "t.parquet",
     )
     frame, _ = read_transitions(res.path)
     for k, result in enumerate(res.results):
@@ -578,12 +604,16 @@ def test_behaviour_markov_flag(tmp_path: Path, cluster, episodes) -> None:
         episodes[0],
         cluster,
         make_router("min-min"),
-        reward="seed000",
+        reward="queue-balance",
         path=tmp_path / "mm.parquet",
         epsilon=0.2,
     )
     rr = log_transitions(
-        episodes[0], cluster, RoundRobinRouter(), reward="seed000", path=tmp_path / "rr.parquet"
+        episodes[0],
+        cluster,
+        RoundRobinRouter(),
+        reward="queue-balance",
+        path=tmp_path / "rr.parquet",
     )
     assert mm.behaviour_markov and not rr.behaviour_markov
     assert read_transitions(mm.path)[0]["behaviour_markov"].all()
@@ -635,7 +665,8 @@ def test_old_layout_version_is_refused(tmp_path: Path) -> None:
 
     layout = ObservationLayout(n_instances=1, n_prompt_buckets=1, n_decode_buckets=1)
     meta = dataclasses.replace(
-        TransitionMetadata.for_layout(layout, reward="seed000", cluster={}), layout_version="1"
+        TransitionMetadata.for_layout(layout, reward="queue-balance", cluster={}),
+        layout_version="1",
     )
     z = np.zeros(meta.obs_size, np.float32)
     with TransitionWriter(tmp_path / "old.parquet", meta) as w:

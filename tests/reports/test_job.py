@@ -107,7 +107,7 @@ def test_job_file_errors_are_pinned(data: dict[str, object], message: str) -> No
 
 def test_builtin_jobs_are_valid() -> None:
     names = list_builtin_jobs()
-    assert {"default", "paper", "azure-conv", "seed000"} <= set(names)
+    assert {"default", "paper", "azure-conv", "hetero-3k5k7k"} <= set(names)
     for name in names:
         job = load_job(name)
         assert job.baseline in job.routers

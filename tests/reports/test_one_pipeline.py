@@ -1,4 +1,4 @@
-"""One scenario, three entry points, one table (issue 13's acceptance test).
+"""One scenario, three entry points, one table (the one-pipeline acceptance test).
 
 The same small scenario — a task mix of 4 windows of 12 requests (2 train, 2 held out),
 2 x V100, a histogram predictor, seed 5, BC trained for a few steps on round-robin

@@ -77,7 +77,7 @@ def _job(training: dict[str, Any], **episodes: Any) -> dict[str, Any]:
         (
             _job({"reward": "paper"}),
             "job: [training] reward = 'paper'; expected one of ['paper-baseline', "
-            "'paper-workload-aware', 'paper-workload-guided', 'seed000'].",
+            "'paper-workload-aware', 'paper-workload-guided', 'queue-balance', 'latency-area'].",
         ),
         (
             _job({"epsilon": 1.5}),
