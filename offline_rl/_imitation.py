@@ -242,7 +242,7 @@ def plain_view(view: RequestView) -> RequestView:
     """The request as a deployable router sees it: a plain ``RequestView`` (no true length).
 
     Example:
-        >>> from routeplay.replay._types import OracleRequestView
+        >>> from routeplay.replay import OracleRequestView
         >>> v = plain_view(OracleRequestView(3, 1.0, 100, predicted_output_tokens=9.0,
         ...                                  output_tokens=250))
         >>> type(v).__name__, v.predicted_output_tokens, hasattr(v, "output_tokens")
@@ -514,7 +514,7 @@ def label_states(
             ``n_labels``/``label_every`` < 1.
 
     Example:
-        >>> from routeplay.estimator._latency import LinearLatencyModel
+        >>> from routeplay.estimator import LinearLatencyModel
         >>> from routeplay.replay import ClusterConfig, InstanceConfig, make_router
         >>> slow = LinearLatencyModel.from_throughput(1000.0)
         >>> fast = LinearLatencyModel.from_throughput(4000.0)

@@ -132,14 +132,14 @@ class PolicyRouter:
 
     Example:
         >>> import torch
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
         >>> layout = ObservationLayout(n_instances=2, n_prompt_buckets=4, n_decode_buckets=5)
         >>> class Wait(torch.nn.Module):  # always the last action index (WAIT)
         ...     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ...         return torch.full((x.shape[0],), 2, dtype=torch.int64)
         >>> router = PolicyRouter(Wait(), layout=layout, name="wait")
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_uniform_cluster
         >>> router.reset(make_uniform_cluster(2), np.random.default_rng(0))
         >>> router.route(RequestView(0, 0.0, 10), make_cluster_state(2))
         -1

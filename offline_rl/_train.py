@@ -576,7 +576,7 @@ def dataset_sha256(dataset: RoutingDataset) -> str:
     another reward) have different hashes.
 
     Example:
-        >>> from routeplay.offline_rl._dataset import build_dataset
+        >>> from routeplay.offline_rl import build_dataset
         >>> import polars as pl
         >>> def ds(r):
         ...     return build_dataset(pl.DataFrame({"episode": [0, 0], "step": [0, 1],
@@ -726,7 +726,7 @@ def train_router(
     Example:
         >>> import tempfile
         >>> from d3rlpy.logging import NoopAdapterFactory
-        >>> from routeplay.offline_rl._dataset import build_dataset
+        >>> from routeplay.offline_rl import build_dataset
         >>> import numpy as np, polars as pl
         >>> rng = np.random.default_rng(0)
         >>> obs = rng.random((20, 3), dtype=np.float32)

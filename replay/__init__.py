@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._capacity import capacity_req_per_s
-from ._check import RouterCheckResult, check_router, make_cluster_state
+from ._check import RouterCheckResult, check_router, make_cluster_state, make_uniform_cluster
 from ._clusters import (
     cluster_from_dict,
     list_clusters,
@@ -213,6 +213,7 @@ __all__ = [
     "check_router",
     "list_routers",
     "make_cluster_state",
+    "make_uniform_cluster",
     "make_router",
     "register_router",
     "unregister_router",

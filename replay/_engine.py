@@ -259,8 +259,8 @@ class Engine:
 
     Example:
         >>> import polars as pl
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
+        >>> from routeplay.estimator import LinearLatencyModel
+        >>> from routeplay.replay import ClusterConfig, InstanceConfig
         >>> lat = LinearLatencyModel.from_throughput(1000.0)
         >>> cluster = ClusterConfig(instances=(InstanceConfig(name="a", latency=lat),))
         >>> trace = pl.DataFrame({"request_id": [0, 1], "arrival_s": [0.0, 0.5],
@@ -653,7 +653,7 @@ class Engine:
 
         Example:
             >>> import polars as pl
-            >>> from routeplay.replay._check import make_uniform_cluster
+            >>> from routeplay.replay import make_uniform_cluster
             >>> trace = pl.DataFrame({"request_id": [7, 8], "arrival_s": [0.0, 0.0],
             ...                       "prompt_tokens": [100, 10], "output_tokens": [5, 5]})
             >>> eng = Engine(trace, make_uniform_cluster(1))
@@ -745,8 +745,8 @@ class Engine:
 
         Example:
             >>> import polars as pl
-            >>> from routeplay.estimator._latency import LinearLatencyModel
-            >>> from routeplay.replay._check import make_uniform_cluster
+            >>> from routeplay.estimator import LinearLatencyModel
+            >>> from routeplay.replay import make_uniform_cluster
             >>> trace = pl.DataFrame({"request_id": [0, 1], "arrival_s": [0.0, 0.05],
             ...                       "prompt_tokens": [100, 100], "output_tokens": [50, 1]})
             >>> eng = Engine(trace, make_uniform_cluster(2))
@@ -829,7 +829,7 @@ class Engine:
 
         Example:
             >>> import polars as pl
-            >>> from routeplay.replay._check import make_uniform_cluster
+            >>> from routeplay.replay import make_uniform_cluster
             >>> trace = pl.DataFrame({"request_id": [0, 1], "arrival_s": [0.0, 1.0],
             ...                       "prompt_tokens": [100, 100], "output_tokens": [300, 1]})
             >>> eng = Engine(trace, make_uniform_cluster(1))
@@ -1070,8 +1070,8 @@ class Engine:
 
         Example:
             >>> import polars as pl
-            >>> from routeplay.estimator._latency import LinearLatencyModel
-            >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
+            >>> from routeplay.estimator import LinearLatencyModel
+            >>> from routeplay.replay import ClusterConfig, InstanceConfig
             >>> lat = LinearLatencyModel.from_throughput(1000.0)
             >>> cluster = ClusterConfig(instances=(InstanceConfig(name="a", latency=lat),))
             >>> trace = pl.DataFrame({"request_id": [0, 1], "arrival_s": [0.0, 0.5],
@@ -1230,8 +1230,8 @@ def run_replay(
 
     Example:
         >>> import polars as pl
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
+        >>> from routeplay.estimator import LinearLatencyModel
+        >>> from routeplay.replay import ClusterConfig, InstanceConfig
         >>> class First:
         ...     name, oracle = "first", False
         ...     def reset(self, cluster, rng): pass

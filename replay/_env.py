@@ -76,8 +76,8 @@ class RoutingEnv(gym.Env[_Obs, np.int64]):
             ``info["expert_action"]`` (module docstring).
 
     Example:
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
+        >>> from routeplay.estimator import LinearLatencyModel
+        >>> from routeplay.replay import ClusterConfig, InstanceConfig
         >>> lat = LinearLatencyModel.from_throughput(1000.0)
         >>> cluster = ClusterConfig(instances=(InstanceConfig(name="a", latency=lat),
         ...                                    InstanceConfig(name="b", latency=lat)))

@@ -244,8 +244,8 @@ def instance_speed_index(cluster: ClusterConfig) -> npt.NDArray[np.float64]:
     """Per instance ``min_j t_j / t_i``, ``t`` = predicted time of the reference iteration.
 
     Example:
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
+        >>> from routeplay.estimator import LinearLatencyModel
+        >>> from routeplay.replay import ClusterConfig, InstanceConfig
         >>> fast = LinearLatencyModel.from_throughput(4000.0)
         >>> slow = LinearLatencyModel.from_throughput(1000.0)
         >>> cluster = ClusterConfig(instances=(InstanceConfig(name="s", latency=slow),
@@ -279,7 +279,7 @@ def impact_relative_cost(
     :data:`MIN_IMPACT_COST` (the estimator needs multipliers > 0).
 
     Example:
-        >>> from routeplay.replay._clusters import make_cluster
+        >>> from routeplay.replay import make_cluster
         >>> impact_relative_cost(make_cluster("paper-2xv100")).tolist()
         [1.0, 1.0]
     """
@@ -317,7 +317,7 @@ def instance_impact(
     The one call behind both the ``impact_cost`` block and the paper reward's penalty.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
+        >>> from routeplay.replay import make_cluster_state
         >>> s = make_cluster_state(tokens_in_system=[5000, 0, 1200])
         >>> est = instance_impact(RequestView(0, 0.0, 20), s, 100.0, np.ones(3))
         >>> est.best_instance
@@ -456,7 +456,7 @@ class ObservationEncoder:
         ValueError: when the cluster's instance count differs from the layout's.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state, make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state, make_uniform_cluster
         >>> layout = ObservationLayout(n_instances=2, n_prompt_buckets=4, n_decode_buckets=5)
         >>> enc = ObservationEncoder(layout, make_uniform_cluster(2))
         >>> obs = enc(RequestView(0, 0.0, 100), make_cluster_state(2, n_queued=[3, 0]))
@@ -754,8 +754,8 @@ def encode_observation(
 
     Example:
         >>> import numpy as np
-        >>> from routeplay.replay._check import make_uniform_cluster
-        >>> from routeplay.replay._types import ClusterState, RequestView
+        >>> from routeplay.replay import make_uniform_cluster
+        >>> from routeplay.replay import ClusterState, RequestView
         >>> z = np.zeros(2, dtype=np.int64)
         >>> state = ClusterState(now_s=0.0, router_queue_len=3, n_queued=z, n_running=z,
         ...     prefill_tokens_pending=z, decode_tokens_done=z,

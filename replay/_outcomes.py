@@ -189,9 +189,9 @@ class OutcomeTracker:
 
     Example:
         >>> import polars as pl
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> from routeplay.replay._engine import Engine
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
+        >>> from routeplay.estimator import LinearLatencyModel
+        >>> from routeplay.replay import Engine
+        >>> from routeplay.replay import ClusterConfig, InstanceConfig
         >>> lat = LinearLatencyModel.from_throughput(1000.0)
         >>> cluster = ClusterConfig(instances=(InstanceConfig(name="a", latency=lat),))
         >>> trace = pl.DataFrame({"request_id": [0, 1], "arrival_s": [0.0, 0.5],

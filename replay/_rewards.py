@@ -149,7 +149,7 @@ class PaperReward:
 
     Example:
         >>> import numpy as np
-        >>> from routeplay.replay._types import ClusterState, RequestView
+        >>> from routeplay.replay import ClusterState, RequestView
         >>> z = np.zeros(2, dtype=np.int64)
         >>> s = ClusterState(now_s=0.0, router_queue_len=0, n_queued=z, n_running=z,
         ...     prefill_tokens_pending=z, decode_tokens_done=z,
@@ -244,7 +244,7 @@ class QueueBalanceReward:
 
     Example:
         >>> import numpy as np
-        >>> from routeplay.replay._types import ClusterState, RequestView
+        >>> from routeplay.replay import ClusterState, RequestView
         >>> z = np.zeros(2, dtype=np.int64)
         >>> s = ClusterState(now_s=0.0, router_queue_len=0, n_queued=np.array([2, 0]),
         ...     n_running=np.array([3, 1]), prefill_tokens_pending=z, decode_tokens_done=z,

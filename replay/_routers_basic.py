@@ -45,9 +45,9 @@ class RoundRobinRouter(RouterBase):
     global scheduler, the paper's RR reference, System B baselines).
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(3)
         >>> r = RoundRobinRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
@@ -94,9 +94,9 @@ class WeightedRoundRobinRouter(RouterBase):
             servers then get 3:5:7 of the traffic).
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(3)
         >>> r = WeightedRoundRobinRouter(weights=(5, 1, 1))
         >>> r.reset(cluster, np.random.default_rng(0))
@@ -159,9 +159,9 @@ class RandomRouter(RouterBase):
     Source: Vidur's ``random`` global scheduler; AIBrix ``random``; System B baseline.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(4)
         >>> r = RandomRouter()
         >>> r.reset(cluster, np.random.default_rng(7))
@@ -186,10 +186,10 @@ class LeastConnectionsRouter(RouterBase):
     ``least-request``; Vidur's LOR "least outstanding requests"; System B baseline).
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
         >>> r = LeastConnectionsRouter()
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(3)
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> r.route(RequestView(0, 0.0, 10), make_cluster_state(n_queued=[1, 0, 0],
@@ -232,10 +232,10 @@ class JSQTokensRouter(PredictedLengthRouter):
     JSQ baseline (0.46% lower mean E2E than round robin in their Table 3).
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
         >>> r = JSQTokensRouter()
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(2)
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> r.route(RequestView(0, 0.0, 10, predicted_output_tokens=20.0), make_cluster_state(
@@ -265,10 +265,10 @@ class LeastLoadedRouter(RouterBase):
     3/5/7 concurrency) and seed 003's strategy catalogue ("least loaded").
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
         >>> r = LeastLoadedRouter()
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(2)
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> r.route(RequestView(0, 0.0, 10), make_cluster_state(
@@ -305,10 +305,10 @@ class LeastWorkLeftRouter(PredictedLengthRouter):
     Table 2 batching column) lifted to the router, as seed 003's "token-aware" routing.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
         >>> r = LeastWorkLeftRouter()
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(3)
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> r.route(RequestView(0, 0.0, 10, predicted_output_tokens=5.0), make_cluster_state(
@@ -337,9 +337,9 @@ class PowerOfTwoRouter(RouterBase):
     docs.ray.io "Request routing"); AIBrix ``power-of-two``.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(2)
         >>> r = PowerOfTwoRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
@@ -389,10 +389,10 @@ class MaxCapacityRouter(RouterBase):
             has no prediction.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
         >>> r = MaxCapacityRouter()
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(2)
         >>> r.reset(cluster, np.random.default_rng(0))
         >>> s = make_cluster_state(kv_used_tokens=[10_000, 60_000], n_running=[200, 10])

@@ -199,7 +199,7 @@ def decode_tokens_left(
     instead (the router degrades to join-the-shortest-queue, never to a constant).
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
+        >>> from routeplay.replay import make_cluster_state
         >>> s = make_cluster_state(n_queued=[1, 0], n_running=[2, 1],
         ...                        predicted_decode_tokens_left=[0.0, 0.0])
         >>> decode_tokens_left(s, RequestView(0, 0.0, 5), 100.0).tolist()
@@ -216,7 +216,7 @@ def decode_tokens_left_list(
     """:func:`decode_tokens_left` as a list of Python floats (the same values, bit for bit).
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
+        >>> from routeplay.replay import make_cluster_state
         >>> s = make_cluster_state(n_queued=[1, 0], n_running=[2, 1])
         >>> decode_tokens_left_list(s, RequestView(0, 0.0, 5), 100.0)
         [300.0, 100.0]
@@ -290,8 +290,8 @@ class ClusterLatency:
     """Per-instance latency-model coefficients as arrays, so routers price all instances at once.
 
     Example:
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
+        >>> from routeplay.estimator import LinearLatencyModel
+        >>> from routeplay.replay import ClusterConfig, InstanceConfig
         >>> fast = LinearLatencyModel(intercept_s=0.01, prefill_s_per_token=1e-4,
         ...     prefill_s_per_token2=0.0, decode_s_per_seq=1e-3, decode_s_per_context_token=0.0)
         >>> cl = ClusterConfig(instances=(InstanceConfig(name="a", latency=fast),))
@@ -353,7 +353,7 @@ class ClusterLatency:
         """Every instance's coefficients as an :class:`InstanceLatency` of Python floats.
 
         Example:
-            >>> from routeplay.replay._check import make_uniform_cluster
+            >>> from routeplay.replay import make_uniform_cluster
             >>> lat = ClusterLatency.from_cluster(make_uniform_cluster(2))
             >>> one = lat.instances()[1]
             >>> x = lat.iteration_s(*(np.array([v, v]) for v in (300.0, 9e4, 3.0, 800.0)))
@@ -482,7 +482,7 @@ def request_block_keys(
     can never match another request but do fill (and evict from) the LRU.
 
     Example:
-        >>> from routeplay.replay._types import RequestView
+        >>> from routeplay.replay import RequestView
         >>> request_block_keys(RequestView(1, 0.0, 100, prefix_blocks=(7, 8)), 64, 256)
         [7, 8]
         >>> request_block_keys(RequestView(5, 0.0, 100), 64, 256)

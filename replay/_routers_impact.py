@@ -38,9 +38,9 @@ class ImpactGreedyRouter(RouterBase):
             instance.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(3)
         >>> r = ImpactGreedyRouter()
         >>> r.reset(cluster, np.random.default_rng(0))

@@ -56,9 +56,9 @@ class DecodeBalancerOracleRouter(RouterBase):
     Table 2 "decode balancer" (which assumes known decode lengths).
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import OracleRequestView, RequestView
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import OracleRequestView, RequestView
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(2)
         >>> r = DecodeBalancerOracleRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
@@ -107,9 +107,9 @@ class DecodeBalancerRouter(RouterBase):
         default_output_tokens: prediction used when the request carries none.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(2)
         >>> r = DecodeBalancerRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
@@ -165,9 +165,9 @@ class DedicatedSmallLargeRouter(RouterBase):
         heavy_decode_tokens: predicted output length from which a decode is heavy.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(4)
         >>> r = DedicatedSmallLargeRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
@@ -255,9 +255,9 @@ def estimate_completion_s(
     Returns ``now_s + slot_wait + backlog + service`` per instance.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
-        >>> from routeplay.estimator._latency import LinearLatencyModel
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import ClusterConfig, InstanceConfig
+        >>> from routeplay.estimator import LinearLatencyModel
         >>> lat = LinearLatencyModel(intercept_s=0.0, prefill_s_per_token=1e-3,
         ...     prefill_s_per_token2=0.0, decode_s_per_seq=0.01, decode_s_per_context_token=0.0)
         >>> cl = ClusterLatency.from_cluster(ClusterConfig(instances=(
@@ -300,7 +300,7 @@ def completion_s_list(
     it is several times cheaper than the dozens of tiny numpy operations.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state, make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state, make_uniform_cluster
         >>> lat = ClusterLatency.from_cluster(make_uniform_cluster(2))
         >>> s = make_cluster_state(n_running=[3, 0], prefill_tokens_pending=[0, 500],
         ...                        n_queued=[0, 2], kv_used_tokens=[900, 0])
@@ -368,9 +368,9 @@ class MinMinRouter(RouterBase):
         default_output_tokens: output length assumed when the request has no prediction.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig, RequestView
-        >>> from routeplay.estimator._latency import LinearLatencyModel
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import ClusterConfig, InstanceConfig, RequestView
+        >>> from routeplay.estimator import LinearLatencyModel
         >>> slow = LinearLatencyModel.from_throughput(1000.0)
         >>> fast = LinearLatencyModel.from_throughput(4000.0)
         >>> cluster = ClusterConfig(instances=(InstanceConfig(name="slow", latency=slow),

@@ -126,9 +126,9 @@ class LLMDWeightedScorerRouter(_PrefixRouter):
             ``maxPrefixBlocksToMatch``, 256).
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(2)
         >>> r = LLMDWeightedScorerRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
@@ -223,9 +223,9 @@ class SGLangCacheAwareRouter(_PrefixRouter):
         max_blocks: most leading blocks of a prompt considered.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(2)
         >>> r = SGLangCacheAwareRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
@@ -322,9 +322,9 @@ class DynamoKVRouter(_PrefixRouter):
         max_blocks: most leading prefix blocks of a prompt considered.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig, RequestView
-        >>> from routeplay.estimator._latency import LinearLatencyModel
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import ClusterConfig, InstanceConfig, RequestView
+        >>> from routeplay.estimator import LinearLatencyModel
         >>> lat = LinearLatencyModel.from_throughput(1000.0)
         >>> cluster = ClusterConfig(instances=tuple(InstanceConfig(name=f"i{k}",
         ...     latency=lat, kv_block_tokens=16, prefix_block_tokens=64) for k in range(2)))
@@ -425,9 +425,9 @@ class AIBrixLeastLatencyRouter(RouterBase):
     ``least-latency``) and the AIBrix router design doc (aibrix.readthedocs.io).
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(2)
         >>> r = AIBrixLeastLatencyRouter()
         >>> r.reset(cluster, np.random.default_rng(0))
@@ -558,9 +558,9 @@ class SessionAffinityRouter(RouterBase):
         **fallback_params: parameters of the fallback router.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import RequestView
-        >>> from routeplay.replay._check import make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import RequestView
+        >>> from routeplay.replay import make_uniform_cluster
         >>> cluster = make_uniform_cluster(3)
         >>> r = SessionAffinityRouter()
         >>> r.reset(cluster, np.random.default_rng(0))

@@ -75,7 +75,7 @@ def imposed_delay_s(
     for a score, like min-min's own.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state, make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state, make_uniform_cluster
         >>> lat = ClusterLatency.from_cluster(make_uniform_cluster(2))   # 1 ms per token
         >>> s = make_cluster_state(n_running=[10, 0], n_queued=[0, 1])
         >>> imposed_delay_s(lat, s, 100, 11, np.array([1000.0, 50.0])).round(6).tolist()
@@ -116,7 +116,7 @@ class MinTotalLatencyRouter(RouterBase):
         default_output_tokens: output length assumed without a prediction.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state, make_uniform_cluster
+        >>> from routeplay.replay import make_cluster_state, make_uniform_cluster
         >>> r = MinTotalLatencyRouter()
         >>> r.reset(make_uniform_cluster(2), np.random.default_rng(0))
         >>> s = make_cluster_state(n_running=[10, 0], n_queued=[0, 1],
@@ -208,9 +208,9 @@ class MinMinOracleRouter(MinMinRouter):
     as in clairvoyant scheduling bounds; tracker issue 11.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig, OracleRequestView
-        >>> from routeplay.estimator._latency import LinearLatencyModel
+        >>> from routeplay.replay import make_cluster_state
+        >>> from routeplay.replay import ClusterConfig, InstanceConfig, OracleRequestView
+        >>> from routeplay.estimator import LinearLatencyModel
         >>> slow = LinearLatencyModel.from_throughput(1000.0)
         >>> fast = LinearLatencyModel.from_throughput(4000.0)
         >>> cluster = ClusterConfig(instances=(InstanceConfig(name="slow", latency=slow),
@@ -286,7 +286,7 @@ class LookaheadOracleRouter(RouterBase):
 
     Example:
         >>> import polars as pl
-        >>> from routeplay.estimator._latency import LinearLatencyModel
+        >>> from routeplay.estimator import LinearLatencyModel
         >>> from routeplay.replay import ClusterConfig, InstanceConfig, run_replay
         >>> slow = LinearLatencyModel.from_throughput(1000.0)
         >>> fast = LinearLatencyModel.from_throughput(4000.0)

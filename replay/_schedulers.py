@@ -56,7 +56,7 @@ def free_instances(state: ClusterState, max_local_queue: int = 0) -> npt.NDArray
     as a request that stays in the local queue, which makes the instance busy.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state
+        >>> from routeplay.replay import make_cluster_state
         >>> s = make_cluster_state(n_running=[4, 2, 0], n_queued=[0, 1, 0],
         ...                        max_running_seqs=[4, 8, 8])
         >>> free_instances(s).tolist(), free_instances(s, max_local_queue=1).tolist()
@@ -126,8 +126,8 @@ class LateBindingSPFScheduler(SchedulerBase):
     Example:
         >>> import polars as pl
         >>> from routeplay.replay import run_replay
-        >>> from routeplay.replay._check import make_uniform_cluster
-        >>> from routeplay.replay._types import InstanceConfig, ClusterConfig
+        >>> from routeplay.replay import make_uniform_cluster
+        >>> from routeplay.replay import InstanceConfig, ClusterConfig
         >>> c = make_uniform_cluster(1)          # 1,000 tok/s, one slot: one at a time
         >>> one_slot = ClusterConfig(instances=(
         ...     InstanceConfig(name="a", latency=c.instances[0].latency, max_running_seqs=1),))
@@ -247,8 +247,8 @@ class LateBindingSPFOracleScheduler(LateBindingSPFScheduler):
     tracker issue 11.
 
     Example:
-        >>> from routeplay.replay._check import make_cluster_state, make_uniform_cluster
-        >>> from routeplay.replay._types import OracleRequestView
+        >>> from routeplay.replay import make_cluster_state, make_uniform_cluster
+        >>> from routeplay.replay import OracleRequestView
         >>> s = LateBindingSPFOracleScheduler()
         >>> s.reset(make_uniform_cluster(2), np.random.default_rng(0))
         >>> queue = (OracleRequestView(0, 0.0, 100, predicted_output_tokens=5.0,

@@ -169,7 +169,7 @@ def behaviour_is_markov(router: object) -> bool:
     :data:`MARKOV_ROUTERS` (oracle routers never are).
 
     Example:
-        >>> from routeplay.replay._router_registry import make_router
+        >>> from routeplay.replay import make_router
         >>> behaviour_is_markov(make_router("min-min")), behaviour_is_markov(make_router(
         ...     "round-robin")), behaviour_is_markov(make_router("min-min-oracle"))
         (True, False, False)
@@ -713,7 +713,7 @@ def default_layout(
     """The observation layout of replays of ``cluster`` with ``config`` and ``predictor``.
 
     Example:
-        >>> from routeplay.replay._clusters import make_cluster
+        >>> from routeplay.replay import make_cluster
         >>> default_layout(make_cluster("paper-2xv100")).n_instances
         2
     """
@@ -796,9 +796,9 @@ def log_transitions(
 
     Example:
         >>> import tempfile
-        >>> from routeplay.estimator._latency import LinearLatencyModel
-        >>> from routeplay.replay._routers import RoundRobinRouter
-        >>> from routeplay.replay._types import ClusterConfig, InstanceConfig
+        >>> from routeplay.estimator import LinearLatencyModel
+        >>> from routeplay.replay import RoundRobinRouter
+        >>> from routeplay.replay import ClusterConfig, InstanceConfig
         >>> lat = LinearLatencyModel.from_throughput(1000.0)
         >>> cluster = ClusterConfig(instances=(InstanceConfig(name="a", latency=lat),
         ...                                    InstanceConfig(name="b", latency=lat)))

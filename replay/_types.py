@@ -80,7 +80,7 @@ class InstanceConfig:
             ``watermark_blocks_fraction``).
 
     Example:
-        >>> from routeplay.estimator._latency import LinearLatencyModel
+        >>> from routeplay.estimator import LinearLatencyModel
         >>> lat = LinearLatencyModel.from_throughput(1000.0)
         >>> InstanceConfig(name="a", latency=lat, scheduler="vllm-v0").scheduler
         'vllm-v0'
