@@ -45,6 +45,9 @@ Heavy thresholds (classes are named prompt letter first: ``LL``, ``LH``, ``HL``,
 See ``docs/notes/taskmix.md`` for the fitted parameters and generated statistics.
 """
 
+# Why this module is long: the task mix's five task distributions, their solved
+# parameters and the generator are one published workload (Table 1 of the paper).
+
 from __future__ import annotations
 
 import functools

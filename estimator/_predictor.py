@@ -24,6 +24,9 @@ bucket's midpoint (lower edge for an open top bucket).
 ``output_tokens`` when predicting.
 """
 
+# Why this module is long: the predictor's fitting, bucketing, prediction and held-out
+# evaluation are one model.
+
 from __future__ import annotations
 
 import math

@@ -25,6 +25,9 @@ both positive when the router is better (lower latency). ``0.08`` reads "8 % low
 latency than the baseline".
 """
 
+# Why this module is long: the paired comparison, its statistics and its result table
+# are one method (docs/design.md, statistics).
+
 from __future__ import annotations
 
 import math

@@ -21,6 +21,10 @@ several routers form the family) paired t-test p-value is strictly below
 :data:`VERDICT_ALPHA` (0.05). Every paired test runs over episodes, never requests.
 """
 
+# Why this module is long: each statement of the verdict (leader, runner-up, learned
+# routers, enough episodes) needs its own small computation and wording, and they share
+# the formatting helpers.
+
 from __future__ import annotations
 
 import math

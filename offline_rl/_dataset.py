@@ -40,6 +40,9 @@ NaN when an input lacks it), ``behaviour_markov`` (False when absent) and
 semi-MDP discounts ``gamma_per_s ** dt_s``.
 """
 
+# Why this module is long: reading, validating and converting transition logs and
+# writing the dataset card form one contract (the transition file format).
+
 from __future__ import annotations
 
 import contextlib

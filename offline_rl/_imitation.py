@@ -50,6 +50,9 @@ Cost: the lookahead costs ~50-150 ms per labelled decision on a loaded 4-instanc
 cluster (``m + 1`` forks and rollouts each); the rest is negligible.
 """
 
+# Why this module is long: labelling, DAgger rounds, validation selection and the run
+# folder are one algorithm whose steps share the run's fingerprint and files.
+
 from __future__ import annotations
 
 import dataclasses

@@ -29,6 +29,10 @@ How it differs from ``algo.fit`` (and why):
   thread during training and the previous thread count is restored afterwards.
 """
 
+# Why this module is long: the training config, its validation, the d3rlpy algorithm
+# builders, fingerprinted run folders and the training loop with its learning curve
+# belong to one entry point.
+
 from __future__ import annotations
 
 import dataclasses

@@ -6,6 +6,9 @@ rule; :func:`make_cluster_state` builds a read-only :class:`ClusterState` from a
 arrays (everything else defaulted), for tests and docstring examples.
 """
 
+# Why this module is long: the contract checker spells out every rule a router must
+# follow, each with its own precise error message.
+
 from __future__ import annotations
 
 import random as _stdlib_random

@@ -158,6 +158,11 @@ State fields
     instance is idle with a queue, ``now`` when empty.
 """
 
+# Why this module is long: its docstring is the engine's rule-by-rule specification, and
+# the event loop, the routing API, forks, run_until/drain and the state handed to
+# routers share the engine's private state (the per-instance rules live in
+# _instance.py).
+
 from __future__ import annotations
 
 import heapq

@@ -8,6 +8,10 @@ reference mode only makes every decode iteration its own event (``reference=True
 plans runs of one iteration).
 """
 
+# Why this module is long: the per-instance rules of both scheduler variants (vllm-v1,
+# vllm-v0) share one slot layout and one KV accounting; split, one specification would
+# be scattered over files.
+
 from __future__ import annotations
 
 import heapq

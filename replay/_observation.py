@@ -70,6 +70,9 @@ with a message naming both versions (re-log or retrain); its columns meant other
 things.
 """
 
+# Why this module is long: one observation layout serves logging, the environment and
+# serving; its blocks and their exact arithmetic must stay in one place.
+
 from __future__ import annotations
 
 import math

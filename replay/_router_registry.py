@@ -38,6 +38,9 @@ its docstring's first line is its description unless one is given. A factory may
 an ``oracle`` attribute (default: not an oracle).
 """
 
+# Why this module is long: the table of the built-in routers (one entry each) and the
+# open registry with its entry-point discovery and error messages are one contract.
+
 from __future__ import annotations
 
 import difflib

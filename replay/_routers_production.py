@@ -7,6 +7,9 @@ instance (:class:`PrefixBlockIndex`), as those routers do when they do not recei
 KV-cache events from the engines.
 """
 
+# Why this module is long: the production routers (llm-d, SGLang, Dynamo, AIBrix) share
+# the prefix-block index and scoring helpers.
+
 from __future__ import annotations
 
 import math

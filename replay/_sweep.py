@@ -37,6 +37,10 @@ Trace identity: the key holds the trace's name or path, not the file's bytes; af
 changing a file in place, use a new ``results_dir`` or ``resume=False``.
 """
 
+# Why this module is long: the grid, cell keys, resume, the three backends (serial,
+# process pool, Ray) and their shared retry logic are one contract (the guarantees
+# above), tested as one.
+
 from __future__ import annotations
 
 import dataclasses

@@ -81,6 +81,9 @@ message naming both versions: their observation columns mean other things and th
 lack the ``dt_s``/``train_episode``/``behaviour_markov`` columns. Re-log them.
 """
 
+# Why this module is long: the transition file format (schema, metadata, writer, reader)
+# and the logging loop that fills it are one contract read by offline_rl.
+
 from __future__ import annotations
 
 import dataclasses

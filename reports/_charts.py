@@ -11,6 +11,9 @@ Charts that show several routers or metrics use the ``row``/``column`` encodings
 :func:`routeplay.reports.write_report`.
 """
 
+# Why this module is long: one short builder per chart of the report, sharing encodings
+# and the inline-data convention.
+
 from __future__ import annotations
 
 import math

@@ -8,6 +8,9 @@ Running a job (:func:`~routeplay.reports.run_job`) lives in ``_job_run.py``, whi
 imports this module and the report pipeline; this module imports neither.
 """
 
+# Why this module is long: the job file schema, its parser with one error message per
+# mistake, and the run folder are one contract with users' files.
+
 from __future__ import annotations
 
 import difflib

@@ -265,3 +265,17 @@ def test_test_module_basenames_are_unique() -> None:
     # the same basename in different folders break collection of the whole suite.
     names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def test_long_modules_say_why() -> None:
+    # a module over ~600 lines must say, near its top, why it is kept in one piece
+    long = []
+    for pkg in [*ORDER, "routeplay"]:
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            tree = ast.parse(text)
+            doc_end = tree.body[0].end_lineno if tree.body else 0
+            head = "\n".join(text.splitlines()[: (doc_end or 0) + 10])  # right after the docstring
+            if text.count("\n") > 600 and "# Why this module is long:" not in head:
+                long.append(f"{path.relative_to(REPO)} ({text.count(chr(10))} lines)")
+    assert long == [], long
