@@ -40,9 +40,9 @@ from routeplay.offline_rl import (
     train_router,
 )
 from routeplay.replay import make_cluster
-from routeplay.replay._check import make_cluster_state
-from routeplay.replay._observation import ObservationLayout
 from routeplay.replay._types import RequestView
+from routeplay.replay.rl._observation import ObservationLayout
+from routeplay.replay.routers._check import make_cluster_state
 
 LAYOUT = ObservationLayout(n_instances=4, n_prompt_buckets=4, n_decode_buckets=5)
 #: the cluster the observations are priced on (layout v2 reads each instance's latency model)
@@ -118,7 +118,7 @@ def time_decisions(router: PolicyRouter, inputs: list[tuple[RequestView, Any]]) 
     import torch
 
     torch.set_num_threads(1)
-    from routeplay.replay._observation import encode_observation
+    from routeplay.replay.rl._observation import encode_observation
 
     router.reset(CLUSTER, np.random.default_rng(0))
     for request, state in inputs[:100]:  # warm-up

@@ -414,7 +414,7 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
         args.behaviours = default_behaviours
     from routeplay.offline_rl import TrainConfig, build_dataset, save_router, train_router
     from routeplay.replay import log_behaviours, make_router, read_transitions
-    from routeplay.replay._rewards import make_reward
+    from routeplay.replay.rl._rewards import make_reward
 
     from ._files import sha256_file
     from ._output import Mode, commit_output, plan_output, start_output

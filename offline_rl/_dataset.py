@@ -32,7 +32,7 @@ flat arrays use the logged ``next_obs``. When the two disagree the builder warns
 the count (the logs then skip decisions, and the two views differ).
 
 Observation layout: files must carry the current
-:data:`~routeplay.replay._observation.OBSERVATION_LAYOUT_VERSION`; older files are
+:data:`~routeplay.replay.rl._observation.OBSERVATION_LAYOUT_VERSION`; older files are
 refused with a message naming both versions (re-log them). The optional columns of
 layout version 2 are carried into flat arrays: ``dt_s`` (seconds to the next decision;
 NaN when an input lacks it), ``behaviour_markov`` (False when absent) and
@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-from routeplay.replay._observation import OBSERVATION_LAYOUT_VERSION
+from routeplay.replay.rl._observation import OBSERVATION_LAYOUT_VERSION
 
 if TYPE_CHECKING:
     from d3rlpy.dataset import MDPDataset
@@ -226,7 +226,7 @@ class RoutingDataset:
             (NaN where an input had no ``dt_s`` column).
         behaviour_markov: ``(n_transitions,)`` bool, True where the behaviour policy is
             a function of the decision state (its propensity is usable for importance
-            weighting; ``routeplay.replay._transitions``).
+            weighting; ``routeplay.replay.rl._transitions``).
         train_episode: ``(n_transitions,)`` int64 training episode ``k`` of each row's
             reward weight.
     """
@@ -348,7 +348,7 @@ def _with_optional_columns(frame: pl.DataFrame, label: str) -> pl.DataFrame:
         elif frame.schema[name] != dtype:
             raise ValueError(
                 f"{label} column {name!r} has dtype {frame.schema[name]}; expected {dtype} "
-                "(routeplay.replay._transitions)."
+                "(routeplay.replay.rl._transitions)."
             )
     return frame
 
@@ -407,7 +407,7 @@ def build_dataset(
     Paths carry their own metadata (``routeplay.layout_version``,
     ``routeplay.n_actions``, ``routeplay.obs_names``); for frames pass ``n_actions``
     (and ``layout_version``, default the current
-    :data:`~routeplay.replay._observation.OBSERVATION_LAYOUT_VERSION`). Given
+    :data:`~routeplay.replay.rl._observation.OBSERVATION_LAYOUT_VERSION`). Given
     explicitly, both are also checked against every file. Episodes are keyed by
     ``(input position, episode)``, so episode indices may repeat across inputs.
 

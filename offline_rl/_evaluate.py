@@ -31,10 +31,10 @@ import numpy as np
 import polars as pl
 from routeplay.estimator._protocols import OutputLengthPredictor
 from routeplay.estimator._stats import ComparisonResult, compare_routers
-from routeplay.replay._episodes import EpisodeReplays, replay_episodes
-from routeplay.replay._result import ReplayConfig
-from routeplay.replay._router_registry import make_router
 from routeplay.replay._types import WAIT, ClusterConfig, ClusterState, RequestView, Router
+from routeplay.replay.engine._result import ReplayConfig
+from routeplay.replay.experiments._episodes import EpisodeReplays, replay_episodes
+from routeplay.replay.routers._registry import make_router
 
 __all__ = [
     "DEFAULT_FALLBACK",

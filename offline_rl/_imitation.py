@@ -1,7 +1,7 @@
 """Imitate the lookahead: counterfactual labels from an oracle teacher, a deployable student.
 
 A small network learns to route like ``lookahead-oracle``
-(:class:`~routeplay.replay._routers_reference.LookaheadOracleRouter`) from
+(:class:`~routeplay.replay.routers._reference.LookaheadOracleRouter`) from
 (observation, lookahead action) pairs, with d3rlpy's DiscreteBC, and one or more DAgger
 rounds (Ross, Gordon & Bagnell, "A reduction of imitation learning and structured
 prediction to no-regret online learning", AISTATS 2011):
@@ -28,7 +28,7 @@ Honesty about what is oracle and what is not:
   arrivals for ``horizon_s`` simulated seconds. The teacher exists only at training
   time.
 * The **student is a deployable router**: it sees the observation of
-  :class:`~routeplay.replay._observation.ObservationEncoder` (the one encoder of the
+  :class:`~routeplay.replay.rl._observation.ObservationEncoder` (the one encoder of the
   logger, ``RoutingEnv`` and ``PolicyRouter``), which is computed from a plain
   :class:`~routeplay.replay._types.RequestView` (predicted lengths at most) and the
   cluster state. Here the engine runs in oracle mode (the teacher needs it), so every
@@ -68,12 +68,12 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 from routeplay.estimator._protocols import OutputLengthPredictor
-from routeplay.replay._engine import Engine
-from routeplay.replay._observation import ObservationEncoder, ObservationLayout
-from routeplay.replay._result import ReplayConfig
-from routeplay.replay._routers_reference import LookaheadOracleRouter
-from routeplay.replay._transitions import action_to_index, default_layout
 from routeplay.replay._types import ClusterConfig, RequestView, Router
+from routeplay.replay.engine._engine import Engine
+from routeplay.replay.engine._result import ReplayConfig
+from routeplay.replay.rl._observation import ObservationEncoder, ObservationLayout
+from routeplay.replay.rl._transitions import action_to_index, default_layout
+from routeplay.replay.routers._reference import LookaheadOracleRouter
 
 from routeplay._checks import check_bool, check_int, check_number
 
@@ -226,7 +226,7 @@ class ImitationConfig:
 
 
 def _make(name: str) -> Router:
-    from routeplay.replay._router_registry import make_router
+    from routeplay.replay.routers._registry import make_router
 
     return make_router(name)
 
@@ -673,7 +673,7 @@ def _mean_e2e_s(
     predictor: OutputLengthPredictor | None,
 ) -> float:
     """Mean over episodes of each episode's mean E2E under ``router``."""
-    from routeplay.replay._engine import run_replay
+    from routeplay.replay.engine._engine import run_replay
 
     means = [
         float(

@@ -50,9 +50,9 @@ import gymnasium as gym
 import numpy as np
 import polars as pl
 from routeplay.estimator._protocols import OutputLengthPredictor
-from routeplay.replay._env import RoutingEnv
-from routeplay.replay._rewards import RewardFunction, make_reward
 from routeplay.replay._types import ClusterConfig
+from routeplay.replay.rl._env import RoutingEnv
+from routeplay.replay.rl._rewards import RewardFunction, make_reward
 
 from ._dataset import RoutingDataset, quiet_d3rlpy
 from ._train import TrainConfig, TrainResult, make_learnable

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-from routeplay.replay._transitions import read_transitions
+from routeplay.replay.rl._transitions import read_transitions
 
 from ._dataset import build_dataset, quiet_d3rlpy
 from ._train import TrainResult

@@ -156,7 +156,7 @@ class LearningConfig:
 
     def __post_init__(self) -> None:
         from routeplay.replay import REWARD_VARIANTS, list_routers
-        from routeplay.replay._rewards import canonical_reward_name
+        from routeplay.replay.rl._rewards import canonical_reward_name
 
         def bad(key: str, message: str) -> ValueError:
             return ValueError(f"LearningConfig.{key} = {message}")

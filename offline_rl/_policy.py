@@ -1,7 +1,7 @@
 """A trained policy served as a replay router, and its on-disk format.
 
 :class:`PolicyRouter` encodes every decision with an
-:class:`~routeplay.replay._observation.ObservationEncoder` built at ``reset`` from the
+:class:`~routeplay.replay.rl._observation.ObservationEncoder` built at ``reset`` from the
 stored layout and the replayed cluster — the same encoder the transition logger and
 ``RoutingEnv`` use — so training and serving cannot drift apart. It works with a
 d3rlpy learnable (``predict``) or with a TorchScript policy (greedy action).
@@ -40,14 +40,14 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from routeplay.replay._observation import (
+from routeplay.replay._types import WAIT, ClusterConfig, ClusterState, RequestView, Router
+from routeplay.replay.rl._observation import (
     OBSERVATION_LAYOUT_VERSION,
     ObservationEncoder,
     ObservationLayout,
 )
-from routeplay.replay._routers import LeastLoadedRouter
-from routeplay.replay._transitions import index_to_action
-from routeplay.replay._types import WAIT, ClusterConfig, ClusterState, RequestView, Router
+from routeplay.replay.rl._transitions import index_to_action
+from routeplay.replay.routers._builtin import LeastLoadedRouter
 
 from ._dataset import quiet_d3rlpy
 from ._files import LOAD_ERRORS, one_line, sha256_file, write_json_atomic

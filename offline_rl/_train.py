@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from d3rlpy.base import LearnableBase, LearnableConfig
     from d3rlpy.logging import LoggerAdapterFactory
     from routeplay.replay import StepOutcome
-    from routeplay.replay._rewards import RewardFunction
+    from routeplay.replay.rl._rewards import RewardFunction
 
 __all__ = [
     "ALGORITHMS",

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from ._capacity import capacity_req_per_s
-from ._check import RouterCheckResult, check_router, make_cluster_state, make_uniform_cluster
-from ._clusters import (
+from ._types import (
+    BATCHING_POLICIES,
+    WAIT,
+    ClusterConfig,
+    ClusterState,
+    InstanceConfig,
+    OracleRequestView,
+    RequestView,
+    Router,
+    RouterError,
+    Scheduler,
+)
+from .engine._capacity import capacity_req_per_s
+from .engine._clusters import (
     cluster_from_dict,
     list_clusters,
     load_cluster,
@@ -12,14 +23,32 @@ from ._clusters import (
     pooled_cluster,
     with_instance_settings,
 )
-from ._engine import Engine, RouteFn, ScheduleFn, is_scheduler, run_replay
-from ._env import RoutingEnv
-from ._episodes import EpisodeReplays, episode_seed, replay_episodes
-from ._metrics import slo_attainment, summarize_requests, utilisation_imbalance
-from ._observation import OBSERVATION_LAYOUT_VERSION, ObservationLayout, encode_observation
-from ._outcomes import OutcomeConfig, OutcomeTracker
-from ._result import REQUEST_SCHEMA, TIMELINE_SCHEMA, ReplayConfig, ReplayResult
-from ._rewards import (
+from .engine._engine import Engine, RouteFn, ScheduleFn, is_scheduler, run_replay
+from .engine._metrics import slo_attainment, summarize_requests, utilisation_imbalance
+from .engine._result import REQUEST_SCHEMA, TIMELINE_SCHEMA, ReplayConfig, ReplayResult
+from .experiments._episodes import EpisodeReplays, episode_seed, replay_episodes
+from .experiments._scenario import (
+    BehaviourLog,
+    PreparedScenario,
+    Scenario,
+    log_behaviours,
+    replay_scenario,
+)
+from .experiments._sweep import (
+    SweepCallConfig,
+    SweepCellConfig,
+    SweepGrid,
+    SweepResult,
+    load_sweep,
+    register_sweep_function,
+    run_sweep,
+    sweep_from_dict,
+)
+from .experiments._table2 import TABLE2_RATES_PER_S, Table2Config, run_table2, table2_cell_means
+from .rl._env import RoutingEnv
+from .rl._observation import OBSERVATION_LAYOUT_VERSION, ObservationLayout, encode_observation
+from .rl._outcomes import OutcomeConfig, OutcomeTracker
+from .rl._rewards import (
     REWARD_VARIANTS,
     LatencyAreaReward,
     PaperReward,
@@ -27,15 +56,19 @@ from ._rewards import (
     StepOutcome,
     make_reward,
 )
-from ._router_registry import (
-    ROUTERS,
-    RouterSpec,
-    list_routers,
-    make_router,
-    register_router,
-    unregister_router,
+from .rl._transitions import (
+    TRANSITION_COLUMNS,
+    TransitionLogResult,
+    TransitionMetadata,
+    TransitionWriter,
+    action_to_index,
+    default_layout,
+    index_to_action,
+    log_transitions,
+    read_transitions,
+    transition_schema,
 )
-from ._routers import (
+from .routers._builtin import (
     AIBrixLeastLatencyRouter,
     DecodeBalancerOracleRouter,
     DecodeBalancerRouter,
@@ -56,58 +89,30 @@ from ._routers import (
     SGLangCacheAwareRouter,
     WeightedRoundRobinRouter,
 )
-from ._routers_reference import (
+from .routers._check import (
+    RouterCheckResult,
+    check_router,
+    make_cluster_state,
+    make_uniform_cluster,
+)
+from .routers._reference import (
     LookaheadOracleRouter,
     MinMinOracleRouter,
     MinTotalLatencyRouter,
 )
-from ._scenario import (
-    BehaviourLog,
-    PreparedScenario,
-    Scenario,
-    log_behaviours,
-    replay_scenario,
+from .routers._registry import (
+    ROUTERS,
+    RouterSpec,
+    list_routers,
+    make_router,
+    register_router,
+    unregister_router,
 )
-from ._schedulers import (
+from .routers._schedulers import (
     HOLD,
     LateBindingSPFOracleScheduler,
     LateBindingSPFScheduler,
     free_instances,
-)
-from ._sweep import (
-    SweepCallConfig,
-    SweepCellConfig,
-    SweepGrid,
-    SweepResult,
-    load_sweep,
-    register_sweep_function,
-    run_sweep,
-    sweep_from_dict,
-)
-from ._table2 import TABLE2_RATES_PER_S, Table2Config, run_table2, table2_cell_means
-from ._transitions import (
-    TRANSITION_COLUMNS,
-    TransitionLogResult,
-    TransitionMetadata,
-    TransitionWriter,
-    action_to_index,
-    default_layout,
-    index_to_action,
-    log_transitions,
-    read_transitions,
-    transition_schema,
-)
-from ._types import (
-    BATCHING_POLICIES,
-    WAIT,
-    ClusterConfig,
-    ClusterState,
-    InstanceConfig,
-    OracleRequestView,
-    RequestView,
-    Router,
-    RouterError,
-    Scheduler,
 )
 
 __all__ = [

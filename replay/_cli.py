@@ -71,10 +71,10 @@ def _prepare_trace(args: argparse.Namespace, cluster: Any) -> tuple[Any, Any]:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ._clusters import load_cluster
-    from ._engine import run_replay
-    from ._result import ReplayConfig
-    from ._router_registry import make_router
+    from .engine._clusters import load_cluster
+    from .engine._engine import run_replay
+    from .engine._result import ReplayConfig
+    from .routers._registry import make_router
 
     cluster = load_cluster(args.cluster)
     names = [n.strip() for n in args.router.split(",") if n.strip()]
@@ -128,7 +128,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_routers(args: argparse.Namespace) -> int:
-    from ._router_registry import ROUTERS
+    from .routers._registry import ROUTERS
 
     # name, source (built-in or the installed package whose `routeplay.routers` entry
     # point registered it), description
@@ -141,7 +141,7 @@ def _cmd_routers(args: argparse.Namespace) -> int:
 
 
 def _cmd_clusters(args: argparse.Namespace) -> int:
-    from ._clusters import list_clusters, make_cluster
+    from .engine._clusters import list_clusters, make_cluster
 
     for name in list_clusters():
         cluster = make_cluster(name)
@@ -195,12 +195,12 @@ def register(subparsers: Any) -> None:
     c = subparsers.add_parser("clusters", help="list the built-in clusters")
     c.set_defaults(func=_cmd_clusters)
     try:
-        from ._cli_log import register_log
+        from .rl._cli_log import register_log
     except ModuleNotFoundError as exc:  # the transition logger is optional here
         if exc.name != f"{__package__}._cli_log":
             raise
     else:
         register_log(subparsers)
-    from ._cli_sweep import register_sweep
+    from .experiments._cli_sweep import register_sweep
 
     register_sweep(subparsers)

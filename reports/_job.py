@@ -479,7 +479,7 @@ def _parse_value(section: str, key: str, value: Any, values: dict[str, Any], whe
 def _check_values(v: dict[str, Any], where: str) -> None:
     from routeplay.datasets import list_traces
     from routeplay.replay import list_clusters, list_routers
-    from routeplay.replay._clusters import canonical_cluster_name
+    from routeplay.replay.engine._clusters import canonical_cluster_name
 
     def bad(label: str, message: str) -> JobFileError:
         return _err(where, f"{label} = {message}")

@@ -181,7 +181,7 @@ def _cycle_path(graph: dict[str, dict[str, int]], component: list[str]) -> str:
 def test_import_graph_sees_relative_deferred_and_type_checking_imports() -> None:
     graph = _import_graph()
     # relative imports resolve against the module's package (a package's own __init__ too)
-    assert "routeplay.replay._types" in graph["routeplay.replay._engine"]
+    assert "routeplay.replay._types" in graph["routeplay.replay.engine._engine"]
     assert "routeplay.reports._pipeline" in graph["routeplay.reports"]
     # TYPE_CHECKING-only imports count (reports/_pipeline.py's replay types)
     assert "routeplay.replay" in graph["routeplay.reports._pipeline"]

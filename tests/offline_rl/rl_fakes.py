@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from routeplay.replay._observation import OBSERVATION_LAYOUT_VERSION
+from routeplay.replay.rl._observation import OBSERVATION_LAYOUT_VERSION
 
 
 def make_frame(

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from rl_fakes import make_frame, write_frame
 from routeplay.offline_rl import DatasetCard, build_dataset
-from routeplay.replay._observation import OBSERVATION_LAYOUT_VERSION
+from routeplay.replay.rl._observation import OBSERVATION_LAYOUT_VERSION
 
 
 def test_card_numbers_match_hand_counts(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from routeplay.offline_rl import (
     load_router,
 )
 from routeplay.replay import RoutingEnv, make_cluster, make_router, run_replay
-from routeplay.replay._transitions import default_layout
 from routeplay.replay._types import OracleRequestView, RequestView
+from routeplay.replay.rl._transitions import default_layout
 
 from routeplay.cli import main
 

@@ -19,7 +19,7 @@ from routeplay.offline_rl import (
     train_router,
 )
 from routeplay.replay import make_cluster, make_router
-from routeplay.replay._transitions import log_transitions
+from routeplay.replay.rl._transitions import log_transitions
 
 CLUSTER = make_cluster("v100x2")
 EPISODES = [generate_task_mix(TaskMixConfig(n_requests=8, seed=s)) for s in range(2)]

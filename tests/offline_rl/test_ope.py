@@ -19,7 +19,7 @@ from routeplay.offline_rl import (
     train_router,
 )
 from routeplay.replay import make_cluster, make_router, read_transitions
-from routeplay.replay._transitions import log_transitions
+from routeplay.replay.rl._transitions import log_transitions
 
 
 def _log(tmp: Path, name: str, seeds: range, epsilon: float) -> Path:

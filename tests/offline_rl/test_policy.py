@@ -23,11 +23,11 @@ from routeplay.offline_rl import (
     train_router,
 )
 from routeplay.replay import WAIT, check_router
-from routeplay.replay._check import make_cluster_state
-from routeplay.replay._engine import run_replay
-from routeplay.replay._observation import OBSERVATION_LAYOUT_VERSION, ObservationLayout
-from routeplay.replay._transitions import default_layout, log_transitions
 from routeplay.replay._types import ClusterConfig, InstanceConfig, RequestView
+from routeplay.replay.engine._engine import run_replay
+from routeplay.replay.rl._observation import OBSERVATION_LAYOUT_VERSION, ObservationLayout
+from routeplay.replay.rl._transitions import default_layout, log_transitions
+from routeplay.replay.routers._check import make_cluster_state
 
 TINY = {
     "hidden_units": (16, 16),
@@ -202,7 +202,7 @@ def test_logged_heuristic_to_trained_router_to_replay(tmp_path: Path) -> None:
             "output_tokens": pl.UInt32,
         },
     )
-    from routeplay.replay._routers import LeastLoadedRouter
+    from routeplay.replay.routers._builtin import LeastLoadedRouter
 
     log = log_transitions(
         [trace, trace],

@@ -29,7 +29,7 @@ from routeplay.offline_rl import (
     save_router,
     train_router,
 )
-from routeplay.replay._observation import ObservationLayout
+from routeplay.replay.rl._observation import ObservationLayout
 
 from routeplay.cli import main
 

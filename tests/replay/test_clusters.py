@@ -4,7 +4,12 @@ import re
 from pathlib import Path
 
 import pytest
-from routeplay.replay._clusters import cluster_from_dict, list_clusters, load_cluster, make_cluster
+from routeplay.replay.engine._clusters import (
+    cluster_from_dict,
+    list_clusters,
+    load_cluster,
+    make_cluster,
+)
 
 
 def test_toml_file_round_trip(tmp_path: Path) -> None:

@@ -19,8 +19,6 @@ from fakes import (
 from numpy.testing import assert_allclose
 from routeplay.estimator._latency import LinearLatencyModel
 from routeplay.estimator._protocols import LengthPrediction
-from routeplay.replay._engine import Engine, run_replay
-from routeplay.replay._result import ReplayConfig
 from routeplay.replay._types import (
     ClusterConfig,
     InstanceConfig,
@@ -28,6 +26,8 @@ from routeplay.replay._types import (
     RequestView,
     RouterError,
 )
+from routeplay.replay.engine._engine import Engine, run_replay
+from routeplay.replay.engine._result import ReplayConfig
 
 # 1 ms per token, no intercept: a prefill of p tokens takes p ms, a decode iteration
 # takes 1 ms per sequence in the batch.
@@ -406,7 +406,7 @@ def test_records_exist_only_in_flight_and_blocks_do_not_change_results(
     config = dataclasses.replace(CONFIG, mode=mode)
     reference = run_replay(trace, cluster, RoundRobinFake(), config=config)
     assert reference.requests["n_preemptions"].sum() > 0  # the case with preemption state
-    monkeypatch.setattr("routeplay.replay._engine._BLOCK", 7)  # many block boundaries
+    monkeypatch.setattr("routeplay.replay.engine._engine._BLOCK", 7)  # many block boundaries
     router = RecordingFake(oracle=True)
     eng = Engine(trace, cluster, config=config, oracle=True)
     router.reset(cluster, eng.router_rng())
@@ -550,7 +550,7 @@ def test_progress_bar_replays_bit_for_bit(
 def test_pairwise_sum_matches_numpy_bit_for_bit() -> None:
     # the state's predicted tokens left are summed in Python exactly as numpy sums a
     # contiguous float64 array (pinned figures depend on the last bit)
-    from routeplay.replay._instance import pairwise_sum
+    from routeplay.replay.engine._instance import pairwise_sum
 
     rng = np.random.default_rng(7)
     for trial in range(20_000):

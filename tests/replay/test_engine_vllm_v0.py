@@ -16,9 +16,9 @@ import pytest
 from fakes import AlwaysZeroFake
 from numpy.testing import assert_allclose
 from routeplay.estimator._latency import LinearLatencyModel
-from routeplay.replay._engine import run_replay
-from routeplay.replay._result import ReplayConfig
 from routeplay.replay._types import ClusterConfig, InstanceConfig
+from routeplay.replay.engine._engine import run_replay
+from routeplay.replay.engine._result import ReplayConfig
 
 # 1 ms per prefill token, 10 ms per decoding sequence: times are easy to add up
 LAT = LinearLatencyModel(

@@ -12,13 +12,13 @@ from gymnasium.utils.env_checker import check_env
 from polars.testing import assert_frame_equal
 from routeplay.datasets import TaskMixConfig, generate_task_mix, split_episodes
 from routeplay.estimator._latency import LinearLatencyModel
-from routeplay.replay._engine import run_replay
-from routeplay.replay._env import RoutingEnv
-from routeplay.replay._outcomes import OutcomeTracker
-from routeplay.replay._rewards import PaperReward
-from routeplay.replay._routers import RoundRobinRouter
-from routeplay.replay._transitions import log_transitions, read_transitions
 from routeplay.replay._types import ClusterConfig, InstanceConfig
+from routeplay.replay.engine._engine import run_replay
+from routeplay.replay.rl._env import RoutingEnv
+from routeplay.replay.rl._outcomes import OutcomeTracker
+from routeplay.replay.rl._rewards import PaperReward
+from routeplay.replay.rl._transitions import log_transitions, read_transitions
+from routeplay.replay.routers._builtin import RoundRobinRouter
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +198,7 @@ def _hetero() -> ClusterConfig:
 
 def test_minmin_expert_is_recoverable_from_the_observation(episodes) -> None:
     """Min-min's choice is the argmin of the observation's minmin_eta block, every step."""
-    from routeplay.replay._router_registry import make_router
+    from routeplay.replay.routers._registry import make_router
 
     env = RoutingEnv(episodes[0], _hetero(), expert=make_router("min-min"))
     block = env.layout.block_slice("minmin_eta")
@@ -217,7 +217,7 @@ def test_minmin_expert_is_recoverable_from_the_observation(episodes) -> None:
 
 
 def test_lookahead_oracle_expert_labels_the_env(episodes) -> None:
-    from routeplay.replay._router_registry import make_router
+    from routeplay.replay.routers._registry import make_router
 
     expert = make_router("lookahead-oracle")
     env = RoutingEnv(episodes[0], _hetero(), expert=expert)

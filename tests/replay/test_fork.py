@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 from routeplay.replay import WAIT, ClusterConfig, Engine, ReplayConfig, make_router, run_replay
-from routeplay.replay._check import make_uniform_cluster
-from routeplay.replay._result import ReplayResult
+from routeplay.replay.engine._result import ReplayResult
+from routeplay.replay.routers._check import make_uniform_cluster
 from test_properties import cases
 
 ROUTERS = [RoundRobinFake, LeastTokensFake, lambda: WaitThenRouteFake(n_waits=1)]

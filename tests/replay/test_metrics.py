@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 from fakes import AlwaysZeroFake, RoundRobinFake
 from routeplay.estimator._latency import LinearLatencyModel
-from routeplay.replay import _metrics as M
-from routeplay.replay._engine import run_replay
-from routeplay.replay._result import ReplayConfig
 from routeplay.replay._types import ClusterConfig, InstanceConfig
+from routeplay.replay.engine import _metrics as M
+from routeplay.replay.engine._engine import run_replay
+from routeplay.replay.engine._result import ReplayConfig
 
 LAT = LinearLatencyModel.from_throughput(1000.0)
 

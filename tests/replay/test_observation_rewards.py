@@ -9,32 +9,6 @@ import polars as pl
 import pytest
 from routeplay.estimator._impact import ImpactConfig, ImpactEstimate
 from routeplay.estimator._latency import LinearLatencyModel
-from routeplay.replay import _observation as observation_module
-from routeplay.replay._check import make_cluster_state, make_uniform_cluster
-from routeplay.replay._clusters import make_cluster
-from routeplay.replay._engine import Engine
-from routeplay.replay._observation import (
-    ObservationEncoder,
-    ObservationLayout,
-    encode_observation,
-    impact_relative_cost,
-    instance_speed_index,
-)
-from routeplay.replay._outcomes import (
-    OutcomeConfig,
-    OutcomeTracker,
-    _linear_coefficients,
-    _request_time_s,
-)
-from routeplay.replay._rewards import (
-    REWARD_VARIANTS,
-    LatencyAreaReward,
-    PaperReward,
-    QueueBalanceReward,
-    StepOutcome,
-    make_reward,
-)
-from routeplay.replay._routers import MinMinRouter
 from routeplay.replay._types import (
     WAIT,
     ClusterConfig,
@@ -43,6 +17,32 @@ from routeplay.replay._types import (
     OracleRequestView,
     RequestView,
 )
+from routeplay.replay.engine._clusters import make_cluster
+from routeplay.replay.engine._engine import Engine
+from routeplay.replay.rl import _observation as observation_module
+from routeplay.replay.rl._observation import (
+    ObservationEncoder,
+    ObservationLayout,
+    encode_observation,
+    impact_relative_cost,
+    instance_speed_index,
+)
+from routeplay.replay.rl._outcomes import (
+    OutcomeConfig,
+    OutcomeTracker,
+    _linear_coefficients,
+    _request_time_s,
+)
+from routeplay.replay.rl._rewards import (
+    REWARD_VARIANTS,
+    LatencyAreaReward,
+    PaperReward,
+    QueueBalanceReward,
+    StepOutcome,
+    make_reward,
+)
+from routeplay.replay.routers._builtin import MinMinRouter
+from routeplay.replay.routers._check import make_cluster_state, make_uniform_cluster
 
 #: the paper's gradients priced on the reference work (512-token prefill beside 32
 #: decoding sequences of 512 context): 3.2e-4 * 512 + 3.3e-5 * 32 * 512

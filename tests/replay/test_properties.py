@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from routeplay.estimator._latency import LinearLatencyModel
-from routeplay.replay._engine import run_replay
-from routeplay.replay._result import ReplayConfig
 from routeplay.replay._types import BATCHING_POLICIES, ClusterConfig, InstanceConfig
+from routeplay.replay.engine._engine import run_replay
+from routeplay.replay.engine._result import ReplayConfig
 
 TIME_COLUMNS = ["routed_s", "admitted_s", "first_token_s", "finish_s", "tbt_mean_s", "tbt_max_s"]
 

@@ -15,9 +15,9 @@ import polars as pl
 from fakes import AlwaysZeroFake
 from numpy.testing import assert_allclose
 from routeplay.estimator._latency import LinearLatencyModel
-from routeplay.replay._engine import run_replay
-from routeplay.replay._result import ReplayConfig
 from routeplay.replay._types import ClusterConfig, InstanceConfig
+from routeplay.replay.engine._engine import run_replay
+from routeplay.replay.engine._result import ReplayConfig
 
 RATE_TOKENS_PER_S = 1000.0
 CLUSTER = ClusterConfig(

@@ -27,7 +27,7 @@ from routeplay.replay import (
     pooled_cluster,
     run_replay,
 )
-from routeplay.replay._check import make_uniform_cluster
+from routeplay.replay.routers._check import make_uniform_cluster
 
 SLOW = LinearLatencyModel.from_throughput(1000.0)
 FAST = LinearLatencyModel.from_throughput(4000.0)

@@ -101,7 +101,7 @@ def test_replay_out_is_replaced_whole_never_mixed(
     first = json.loads((out / "summary.json").read_text())
     # a rerun with other routers killed half-way (here: the second router raises) leaves
     # the first output exactly as it was, with no new file beside it
-    import routeplay.replay._engine as engine
+    import routeplay.replay.engine._engine as engine
 
     real = engine.run_replay
     calls = []

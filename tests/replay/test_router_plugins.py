@@ -27,7 +27,7 @@ from routeplay.replay import (
     register_router,
     unregister_router,
 )
-from routeplay.replay import _router_registry as registry
+from routeplay.replay.routers import _registry as registry
 
 from routeplay.cli import main
 
@@ -187,7 +187,7 @@ def test_register_clashes_name_both_registrations(fresh_registry: None) -> None:
         register_router("round-robin", HeadRouter)
     assert str(info.value) == (
         "router 'round-robin' is already registered: the built-in router 'round-robin' "
-        "('routeplay.replay._routers_basic:RoundRobinRouter'). Fix: choose another name."
+        "('routeplay.replay.routers._basic:RoundRobinRouter'). Fix: choose another name."
     )
     with pytest.raises(ValueError, match="already registered: the built-in router"):
         register_router("round-robin", HeadRouter, replace=True)  # never a built-in
@@ -242,7 +242,7 @@ def test_an_entry_point_clashing_with_a_builtin_names_both(site: Path) -> None:
         assert str(info.value) == (
             "router name clash: entry point 'round-robin' = 'tinyrouter:FirstRouter' (group "
             "'routeplay.routers') of the package 'tinyrouter' 0.1 and the built-in router "
-            "'round-robin' ('routeplay.replay._routers_basic:RoundRobinRouter') are both named "
+            "'round-robin' ('routeplay.replay.routers._basic:RoundRobinRouter') are both named "
             "'round-robin'. Fix: rename the entry point in the package 'tinyrouter' "
             '([project.entry-points."routeplay.routers"] in its pyproject.toml), or uninstall '
             "it (pip uninstall tinyrouter)."

@@ -36,9 +36,9 @@ from routeplay.replay import (
     make_cluster_state,
     make_router,
 )
-from routeplay.replay._routers_common import ClusterLatency, PrefixBlockIndex
-from routeplay.replay._routers_paper import estimate_completion_s
-from routeplay.replay._routers_production import AIBrixLeastLatencyRouter
+from routeplay.replay.routers._common import ClusterLatency, PrefixBlockIndex
+from routeplay.replay.routers._paper import estimate_completion_s
+from routeplay.replay.routers._production import AIBrixLeastLatencyRouter
 
 LAT = LinearLatencyModel.from_throughput(1000.0)
 
@@ -657,7 +657,7 @@ def _trace(n: int = 80, seed: int = 0) -> Any:
 @pytest.mark.parametrize("name", list_routers())
 def test_every_router_drives_a_short_replay(name: str) -> None:
     from polars.testing import assert_frame_equal
-    from routeplay.replay._engine import run_replay
+    from routeplay.replay.engine._engine import run_replay
 
     cluster = ClusterConfig(
         instances=tuple(
@@ -681,7 +681,7 @@ def test_every_router_drives_a_short_replay(name: str) -> None:
 
 def test_session_affinity_keeps_each_session_on_one_instance_in_a_replay() -> None:
     import polars as pl
-    from routeplay.replay._engine import run_replay
+    from routeplay.replay.engine._engine import run_replay
 
     trace = _trace(120, seed=3)
     result = run_replay(trace, _cluster(4, max_running_seqs=8), make_router("session-affinity"))
@@ -816,9 +816,9 @@ def _ref_choice(
     pred = request.predicted_output_tokens
     slots = np.maximum(state.max_running_seqs, 1)
     load = state.n_queued + state.n_running
-    from routeplay.replay._routers_basic import outstanding_tokens
-    from routeplay.replay._routers_common import decode_tokens_left
-    from routeplay.replay._routers_reference import imposed_delay_s
+    from routeplay.replay.routers._basic import outstanding_tokens
+    from routeplay.replay.routers._common import decode_tokens_left
+    from routeplay.replay.routers._reference import imposed_delay_s
 
     if name in ("min-min", "min-total-latency"):
         out = r.default_output_tokens if pred is None else float(pred)
@@ -937,7 +937,7 @@ def test_fast_path_chooses_exactly_what_the_numpy_formula_does(key: str) -> None
 
 
 def test_scalar_helpers_follow_numpy_bit_for_bit() -> None:
-    from routeplay.replay._routers_common import (
+    from routeplay.replay.routers._common import (
         argmax_list,
         argmin_list,
         decode_tokens_left,
@@ -945,7 +945,7 @@ def test_scalar_helpers_follow_numpy_bit_for_bit() -> None:
         np_maximum,
         np_minimum,
     )
-    from routeplay.replay._routers_paper import completion_s_list
+    from routeplay.replay.routers._paper import completion_s_list
 
     nan = float("nan")
     for values in ([1.0, 1.0], [2.0, nan, 0.0], [nan, nan], [0.0, -0.0], [-0.0, 0.0], [3, 1, 1]):
@@ -980,7 +980,7 @@ def test_scalar_helpers_follow_numpy_bit_for_bit() -> None:
 
 @pytest.mark.parametrize("name", ["late-binding-spf", "late-binding-spf-oracle"])
 def test_late_binding_fast_path_releases_what_the_numpy_formula_does(name: str) -> None:
-    from routeplay.replay._schedulers import HOLD, free_instances
+    from routeplay.replay.routers._schedulers import HOLD, free_instances
 
     rng = np.random.default_rng(np.random.SeedSequence([11, len(name)]))
     for m in (1, 3, 4, 8):

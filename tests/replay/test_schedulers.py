@@ -38,7 +38,7 @@ from routeplay.replay import (
     replay_episodes,
     run_replay,
 )
-from routeplay.replay._check import make_uniform_cluster
+from routeplay.replay.routers._check import make_uniform_cluster
 from test_properties import TIME_COLUMNS, cases
 
 from routeplay.cli import main

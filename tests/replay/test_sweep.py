@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 from routeplay.replay import make_cluster, make_router, replay_episodes
-from routeplay.replay._cli_sweep import register_sweep
-from routeplay.replay._sweep import (
+from routeplay.replay.experiments._cli_sweep import register_sweep
+from routeplay.replay.experiments._sweep import (
     SweepCallConfig,
     SweepCellConfig,
     SweepGrid,
@@ -261,7 +261,8 @@ def test_sweep_files_name_only_registered_functions(
 def test_allow_code_and_registered_functions_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from routeplay.replay import _sweep, register_sweep_function
+    from routeplay.replay import register_sweep_function
+    from routeplay.replay.experiments import _sweep
 
     # the registry is process-wide: give this test its own, so other tests see none
     monkeypatch.setattr(_sweep, "_SWEEP_FUNCTIONS", set())

@@ -32,7 +32,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from routeplay.replay._sweep import load_sweep, run_sweep
+from routeplay.replay.experiments._sweep import load_sweep, run_sweep
 
 TIMEOUT_S = 180.0  # per subprocess; a cold `ray start` takes ~8 s on a 2-core machine
 BIN = Path(sys.executable).parent  # the venv's bin/: python, ray, routeplay

@@ -14,13 +14,13 @@ import pytest
 from polars.testing import assert_frame_equal
 from routeplay.datasets import TaskMixConfig, generate_task_mix, split_episodes
 from routeplay.estimator._latency import LinearLatencyModel
-from routeplay.replay._clusters import make_cluster
-from routeplay.replay._engine import Engine, run_replay
-from routeplay.replay._observation import OBSERVATION_LAYOUT_VERSION
-from routeplay.replay._outcomes import OutcomeConfig, OutcomeTracker, running_generated_tokens
-from routeplay.replay._rewards import PaperReward, StepOutcome
-from routeplay.replay._routers import RoundRobinRouter
-from routeplay.replay._transitions import (
+from routeplay.replay._types import WAIT, ClusterConfig, InstanceConfig, RouterError
+from routeplay.replay.engine._clusters import make_cluster
+from routeplay.replay.engine._engine import Engine, run_replay
+from routeplay.replay.rl._observation import OBSERVATION_LAYOUT_VERSION
+from routeplay.replay.rl._outcomes import OutcomeConfig, OutcomeTracker, running_generated_tokens
+from routeplay.replay.rl._rewards import PaperReward, StepOutcome
+from routeplay.replay.rl._transitions import (
     TRANSITION_COLUMNS,
     TransitionMetadata,
     TransitionWriter,
@@ -30,7 +30,7 @@ from routeplay.replay._transitions import (
     read_transitions,
     transition_schema,
 )
-from routeplay.replay._types import WAIT, ClusterConfig, InstanceConfig, RouterError
+from routeplay.replay.routers._builtin import RoundRobinRouter
 
 
 @pytest.fixture(scope="module")
@@ -413,7 +413,7 @@ def test_read_transitions_mismatch_and_renumbering(tmp_path: Path, cluster, epis
 
 
 def test_writer_validates_rows(tmp_path: Path) -> None:
-    from routeplay.replay._observation import ObservationLayout
+    from routeplay.replay.rl._observation import ObservationLayout
 
     layout = ObservationLayout(n_instances=1, n_prompt_buckets=1, n_decode_buckets=1)
     meta = TransitionMetadata.for_layout(layout, reward="queue-balance", cluster={})
@@ -493,7 +493,7 @@ def test_cli_log_writes_dataset(tmp_path: Path, capsys) -> None:
 
 def test_engine_running_tokens_matches_state_in_both_modes(cluster, episodes) -> None:
     """Engine.running_tokens sums to the state's decode_tokens_done, fast == reference."""
-    from routeplay.replay._result import ReplayConfig
+    from routeplay.replay.engine._result import ReplayConfig
 
     seen: dict[str, list[tuple[list[int], list[int]]]] = {}
     for mode in ("fast", "reference"):
@@ -597,8 +597,8 @@ def test_dt_s_spans_to_the_next_decision(tmp_path: Path, cluster, episodes) -> N
 
 
 def test_behaviour_markov_flag(tmp_path: Path, cluster, episodes) -> None:
-    from routeplay.replay._router_registry import make_router
-    from routeplay.replay._transitions import MARKOV_ROUTERS, behaviour_is_markov
+    from routeplay.replay.rl._transitions import MARKOV_ROUTERS, behaviour_is_markov
+    from routeplay.replay.routers._registry import make_router
 
     mm = log_transitions(
         episodes[0],
@@ -624,7 +624,7 @@ def test_behaviour_markov_flag(tmp_path: Path, cluster, episodes) -> None:
 
 
 def test_lookahead_oracle_logs_transitions(tmp_path: Path) -> None:
-    from routeplay.replay._router_registry import make_router
+    from routeplay.replay.routers._registry import make_router
 
     fast = LinearLatencyModel.from_throughput(4000.0)
     slow = LinearLatencyModel.from_throughput(1000.0)
@@ -661,7 +661,7 @@ def test_lookahead_oracle_logs_transitions(tmp_path: Path) -> None:
 def test_old_layout_version_is_refused(tmp_path: Path) -> None:
     import dataclasses
 
-    from routeplay.replay._observation import ObservationLayout
+    from routeplay.replay.rl._observation import ObservationLayout
 
     layout = ObservationLayout(n_instances=1, n_prompt_buckets=1, n_decode_buckets=1)
     meta = dataclasses.replace(

@@ -18,9 +18,9 @@ import polars as pl
 import pytest
 from fakes import RoundRobinFake
 from routeplay.estimator._latency import LinearLatencyModel
-from routeplay.replay._engine import run_replay
-from routeplay.replay._result import ReplayConfig
 from routeplay.replay._types import ClusterConfig, InstanceConfig
+from routeplay.replay.engine._engine import run_replay
+from routeplay.replay.engine._result import ReplayConfig
 
 LAT = LinearLatencyModel(
     intercept_s=0.0099,

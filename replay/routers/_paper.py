@@ -13,7 +13,8 @@ import numpy as np
 import numpy.typing as npt
 from routeplay.datasets._taskmix import PAPER_HEAVY_DECODE_TOKENS, PAPER_HEAVY_PROMPT_TOKENS
 
-from ._routers_common import (
+from .._types import ClusterConfig, ClusterState, RequestView
+from ._common import (
     ClusterLatency,
     InstanceLatency,
     RouterBase,
@@ -22,7 +23,6 @@ from ._routers_common import (
     decode_tokens_left_list,
     require_oracle_view,
 )
-from ._types import ClusterConfig, ClusterState, RequestView
 
 __all__ = [
     "DecodeBalancerOracleRouter",

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._engine import Engine, is_scheduler
-from ._router_registry import make_router
-from ._routers_common import (
+from .._types import WAIT, ClusterConfig, ClusterState, RequestView, Router
+from ..engine._engine import Engine, is_scheduler
+from ._common import (
     DEFAULT_OUTPUT_TOKENS,
     ClusterLatency,
     InstanceLatency,
@@ -38,8 +38,8 @@ from ._routers_common import (
     np_minimum,
     require_oracle_view,
 )
-from ._routers_paper import MinMinRouter, completion_s_list
-from ._types import WAIT, ClusterConfig, ClusterState, RequestView, Router
+from ._paper import MinMinRouter, completion_s_list
+from ._registry import make_router
 
 __all__ = [
     "LookaheadOracleRouter",

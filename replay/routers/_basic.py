@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ._routers_common import (
+from .._types import ClusterConfig, ClusterState, RequestView
+from ._common import (
     DEFAULT_OUTPUT_TOKENS,
     PredictedLengthRouter,
     RouterBase,
@@ -23,7 +24,6 @@ from ._routers_common import (
     decode_tokens_left_list,
     np_minimum,
 )
-from ._types import ClusterConfig, ClusterState, RequestView
 
 __all__ = [
     "JSQTokensRouter",

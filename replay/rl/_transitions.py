@@ -31,7 +31,7 @@ Choices:
   timed out.
 * A row is never both terminal and timeout; every episode ends with exactly one of
   them. A decision's transition spans to the next decision of the same episode
-  (:mod:`routeplay.replay._outcomes` defines the interval and the reward inputs).
+  (:mod:`routeplay.replay.rl._outcomes` defines the interval and the reward inputs).
 * Epsilon-random exploration: at every decision the behaviour router is asked (so its
   internal state advances as in a plain replay), then with probability ``epsilon`` its
   answer is replaced by a uniformly random action among all ``m + 1`` (WAIT included;
@@ -42,7 +42,7 @@ Choices:
   the policy's marginal probability: do not use such logs for importance-weighted
   off-policy evaluation.
 * ``dt_s`` (semi-MDP): the time the decision's interval spans, ``t' - t``
-  (:mod:`routeplay.replay._outcomes`); the last row of a terminal episode spans to
+  (:mod:`routeplay.replay.rl._outcomes`); the last row of a terminal episode spans to
   the end of the simulation. Decisions are irregularly spaced (one per arrival plus
   WAIT retries), so a per-second discount ``gamma_s ** dt_s`` in place of a constant
   per-decision ``gamma`` treats a decision followed by a long quiet spell differently
@@ -104,12 +104,12 @@ from routeplay.datasets._workloads import Episode
 from routeplay.estimator._impact import ImpactEstimate
 from routeplay.estimator._protocols import OutputLengthPredictor
 
-from ._engine import Engine
+from .._types import WAIT, ClusterConfig, Router, RouterError
+from ..engine._engine import Engine
+from ..engine._result import ReplayConfig, ReplayResult
 from ._observation import OBSERVATION_LAYOUT_VERSION, ObservationEncoder, ObservationLayout
 from ._outcomes import OutcomeConfig, OutcomeTracker
-from ._result import ReplayConfig, ReplayResult
 from ._rewards import RewardFunction, make_reward
-from ._types import WAIT, ClusterConfig, Router, RouterError
 
 __all__ = [
     "MARKOV_ROUTERS",
@@ -765,7 +765,7 @@ def log_transitions(
     :func:`run_replay`); the router is reset with the episode's seeded generator before
     it starts, then bound to the engine (``engine.bind_router``: routers that need the
     simulator, e.g. ``lookahead-oracle``, get their fork function). Rewards come from
-    :class:`~routeplay.replay._outcomes.OutcomeTracker` outcomes; rows are written to
+    :class:`~routeplay.replay.rl._outcomes.OutcomeTracker` outcomes; rows are written to
     ``path`` per the module docstring.
 
     Args:

@@ -44,17 +44,17 @@ import polars as pl
 
 from routeplay._checks import check_bool, check_int, check_number
 
+from .._types import ClusterConfig, Router
+from ..engine._result import ReplayConfig
 from ._episodes import EpisodeReplays, RouterFactory, replay_episodes
-from ._result import ReplayConfig
-from ._types import ClusterConfig, Router
 
 if TYPE_CHECKING:
     from routeplay.datasets import Episode
     from routeplay.estimator import OutputLengthPredictor, PredictorEvaluation
 
-    from ._observation import ObservationLayout
-    from ._rewards import RewardFunction
-    from ._transitions import TransitionLogResult
+    from ..rl._observation import ObservationLayout
+    from ..rl._rewards import RewardFunction
+    from ..rl._transitions import TransitionLogResult
 
 __all__ = [
     "BehaviourLog",
@@ -229,7 +229,7 @@ class Scenario:
 
     def load_cluster(self) -> ClusterConfig:
         """The cluster (a built-in name or a TOML file, relative to ``base_dir``)."""
-        from ._clusters import load_cluster
+        from ..engine._clusters import load_cluster
 
         return load_cluster(self._resolve(self.cluster))
 
@@ -380,7 +380,7 @@ class PreparedScenario:
     @property
     def layout(self) -> ObservationLayout:
         """The observation layout of behaviour logs and learned routers."""
-        from ._transitions import default_layout
+        from ..rl._transitions import default_layout
 
         return default_layout(self.cluster, self.log_config, self.predictor)
 
@@ -494,8 +494,8 @@ def log_behaviours(
     Raises:
         ValueError: no training episodes, no behaviours, a behaviour twice.
     """
-    from ._router_registry import make_router
-    from ._transitions import log_transitions
+    from ..rl._transitions import log_transitions
+    from ..routers._registry import make_router
 
     if not prepared.train:
         raise ValueError(

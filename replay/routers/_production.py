@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._router_registry import make_router
-from ._routers_common import (
+from .._types import WAIT, ClusterConfig, ClusterState, RequestView, Router
+from ._common import (
     ClusterLatency,
     InstanceLatency,
     PrefixBlockIndex,
@@ -32,7 +32,7 @@ from ._routers_common import (
     check_positive,
     request_block_keys,
 )
-from ._types import WAIT, ClusterConfig, ClusterState, RequestView, Router
+from ._registry import make_router
 
 __all__ = [
     "AIBrixLeastLatencyRouter",

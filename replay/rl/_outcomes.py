@@ -1,7 +1,7 @@
 """What happened between two routing decisions: the numbers a reward reads.
 
-:class:`OutcomeTracker` follows one :class:`~routeplay.replay._engine.Engine` run and
-turns each decision into a :class:`~routeplay.replay._rewards.StepOutcome`. The
+:class:`OutcomeTracker` follows one :class:`~routeplay.replay.engine._engine.Engine` run and
+turns each decision into a :class:`~routeplay.replay.rl._rewards.StepOutcome`. The
 transition writer (:func:`routeplay.replay.log_transitions`) and the gymnasium
 environment (:class:`routeplay.replay.RoutingEnv`) both use it, so a logged dataset and
 an online rollout compute the same rewards.
@@ -43,10 +43,10 @@ Definitions (the choices the paper leaves open are marked):
   (prompt, predicted output as above) against the router's snapshot
   ``tokens_in_system``, with :attr:`OutcomeConfig.impact` and *each instance's own
   latency model*: the gradients are scaled per instance by
-  :func:`~routeplay.replay._observation.impact_relative_cost` (exactly 1 on the paper's
+  :func:`~routeplay.replay.rl._observation.impact_relative_cost` (exactly 1 on the paper's
   V100 cluster, whose latency coefficients are the paper's gradients; 0.5 for an
   instance twice as fast). The observation's ``impact_cost`` block is the same
-  estimate (:func:`~routeplay.replay._observation.instance_impact`).
+  estimate (:func:`~routeplay.replay.rl._observation.instance_impact`).
 * ``estimated_time_s``: ``request_time_s(p_i, d_i)`` on the chosen instance's latency
   model beside its current load (``n_other_seqs = n_running``, ``other_context_tokens
   = kv_used_tokens`` of the snapshot); ``None`` for WAIT.
@@ -63,12 +63,12 @@ import numpy.typing as npt
 from routeplay.estimator._impact import ImpactConfig, ImpactEstimate
 from routeplay.estimator._latency import LinearLatencyModel
 
+from .._types import WAIT, ClusterState, RequestView
 from ._observation import impact_relative_cost, instance_impact
 from ._rewards import StepOutcome
-from ._types import WAIT, ClusterState, RequestView
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from ..engine._engine import Engine
     from ._observation import ObservationEncoder
 
 __all__ = ["OutcomeConfig", "OutcomeTracker", "running_generated_tokens"]

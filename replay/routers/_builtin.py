@@ -2,19 +2,19 @@
 
 | module                   | routers                                                      |
 |--------------------------|--------------------------------------------------------------|
-| ``_routers_basic``       | round robin, weighted RR, random, least connections, JSQ by  |
+| ``routers._basic``       | round robin, weighted RR, random, least connections, JSQ by  |
 |                          | tokens, least loaded, least work left, power of two, max     |
 |                          | capacity                                                     |
-| ``_routers_paper``       | decode balancer (oracle / predicted), dedicated small-large, |
+| ``routers._paper``       | decode balancer (oracle / predicted), dedicated small-large, |
 |                          | min-min                                                      |
-| ``_routers_impact``      | impact-greedy                                                |
-| ``_routers_production``  | llm-d, SGLang cache-aware, Dynamo KV, AIBrix least-latency,  |
+| ``routers._impact``      | impact-greedy                                                |
+| ``routers._production``  | llm-d, SGLang cache-aware, Dynamo KV, AIBrix least-latency,  |
 |                          | session affinity                                             |
 """
 
 from __future__ import annotations
 
-from ._routers_basic import (
+from ._basic import (
     JSQTokensRouter,
     LeastConnectionsRouter,
     LeastLoadedRouter,
@@ -25,14 +25,14 @@ from ._routers_basic import (
     RoundRobinRouter,
     WeightedRoundRobinRouter,
 )
-from ._routers_impact import ImpactGreedyRouter
-from ._routers_paper import (
+from ._impact import ImpactGreedyRouter
+from ._paper import (
     DecodeBalancerOracleRouter,
     DecodeBalancerRouter,
     DedicatedSmallLargeRouter,
     MinMinRouter,
 )
-from ._routers_production import (
+from ._production import (
     AIBrixLeastLatencyRouter,
     DynamoKVRouter,
     LLMDWeightedScorerRouter,

@@ -39,7 +39,7 @@ from routeplay.estimator._latency import LinearLatencyModel
 
 from routeplay._checks import check_int, check_number
 
-from ._types import ClusterConfig, InstanceConfig
+from .._types import ClusterConfig, InstanceConfig
 
 __all__ = [
     "canonical_cluster_name",

@@ -4,7 +4,7 @@ Every metric name used in summaries, reports and notes is a constant here, so th
 report, a CLI table and a test all spell it the same way (like vidur's
 ``metrics/constants.py``).
 
-Definitions (per request, see the rules in replay/_engine.py's module docstring):
+Definitions (per request, see the rules in replay/engine/_engine.py's module docstring):
 
 - ``ttft_s`` = first token - arrival; ``e2e_s`` = last token - arrival;
 - ``tbt_mean_s`` = (last token - first token) / (output_tokens - 1), null for one-token

@@ -12,8 +12,8 @@ from typing import cast
 
 import polars as pl
 
+from .._types import ClusterConfig
 from ._result import ReplayConfig
-from ._types import ClusterConfig
 
 __all__ = ["capacity_req_per_s"]
 
@@ -46,8 +46,8 @@ def capacity_req_per_s(sample: pl.DataFrame, cluster: ClusterConfig) -> float:
         >>> round(capacity_req_per_s(sample, make_cluster("v100x2")), 2)
         27.62
     """
+    from ..routers._registry import make_router
     from ._engine import run_replay
-    from ._router_registry import make_router
 
     burst = sample.with_columns(pl.lit(0.0).alias("arrival_s"))
     res = run_replay(burst, cluster, make_router("round-robin"), config=ReplayConfig(seed=0))

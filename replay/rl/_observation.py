@@ -5,7 +5,7 @@ Dataset building (transition logs), the gymnasium environment and ``PolicyRouter
 (or the one-shot :func:`encode_observation`), so training and serving cannot drift
 apart. The encoder needs the cluster (each instance's latency model) besides the
 snapshot: it prices the new request on every instance with min-min's own estimate
-(:func:`~routeplay.replay._routers_paper.estimate_completion_s`) and scores it with the
+(:func:`~routeplay.replay.routers._paper.estimate_completion_s`) and scores it with the
 workload-impact estimator (:func:`routeplay.estimator.estimate_impact`).
 
 Layout (version :data:`OBSERVATION_LAYOUT_VERSION` = ``"2"``), for ``m`` instances,
@@ -37,7 +37,7 @@ Definitions:
   :data:`REFERENCE_DECODE_SEQS` decoding sequences of :data:`REFERENCE_CONTEXT_TOKENS`
   context each) from its own latency model; the index is ``min_j t_j / t_i`` (1 = the
   cluster's fastest instance, 0.5 = half as fast). Constant within a cluster.
-* **min-min ETA**: :func:`~routeplay.replay._routers_paper.estimate_completion_s` of
+* **min-min ETA**: :func:`~routeplay.replay.routers._paper.estimate_completion_s` of
   ``(prompt, predicted output)``, the very function ``MinMinRouter`` minimises, so the
   router is recoverable from the observation as the argmin of this block (the log
   transform is monotone). The predicted output is the request's prediction, else
@@ -45,7 +45,7 @@ Definitions:
 * **impact cost**: ``1 - r_mix`` of the workload-impact estimate (``r_mix <= 1``, so the
   cost is >= 0 and unbounded above) with each instance's gradients scaled by its own
   latency model (:func:`impact_relative_cost`); the same estimate the paper reward's
-  penalty uses (:class:`~routeplay.replay._outcomes.OutcomeTracker`).
+  penalty uses (:class:`~routeplay.replay.rl._outcomes.OutcomeTracker`).
 
 *Speed.* An encoding is one step of :class:`~routeplay.replay.RoutingEnv` and of the
 transition writer, so the encoder computes its cluster constants once and, for up to
@@ -82,9 +82,9 @@ import numpy as np
 import numpy.typing as npt
 from routeplay.estimator._impact import ImpactConfig, ImpactEstimate, estimate_impact
 
-from ._routers_common import ClusterLatency
-from ._routers_paper import estimate_completion_s
-from ._types import ClusterConfig, ClusterState, RequestView
+from .._types import ClusterConfig, ClusterState, RequestView
+from ..routers._common import ClusterLatency
+from ..routers._paper import estimate_completion_s
 
 __all__ = [
     "MIN_IMPACT_COST",
@@ -446,7 +446,7 @@ class ObservationEncoder:
     at construction; ``speed`` and ``impact_cost`` are read-only. Clusters of up to
     :data:`SCALAR_MAX_INSTANCES` instances are priced with per-instance Python
     arithmetic that performs the same floating-point operations as
-    :func:`~routeplay.replay._routers_paper.estimate_completion_s` and
+    :func:`~routeplay.replay.routers._paper.estimate_completion_s` and
     :func:`instance_impact` (bit-identical, tested); larger ones call those functions.
 
     Args:

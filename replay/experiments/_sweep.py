@@ -104,7 +104,7 @@ def _jsonable(value: Any, where: str) -> Any:
 
 @functools.lru_cache(maxsize=64)
 def _cluster_digest(cluster: str) -> str:
-    from ._clusters import load_cluster
+    from ..engine._clusters import load_cluster
 
     spec = dataclasses.asdict(load_cluster(cluster))
     return hashlib.sha256(_canonical_json(spec).encode()).hexdigest()
@@ -232,7 +232,7 @@ class SweepGrid:
     calls: tuple[SweepCallConfig, ...] = ()
 
     def __post_init__(self) -> None:
-        from ._result import ReplayConfig
+        from ..engine._result import ReplayConfig
 
         routers = {str(k): _router_entry(str(k), v) for k, v in dict(self.routers).items()}
         object.__setattr__(self, "routers", routers)
@@ -290,8 +290,8 @@ class SweepGrid:
         ReplayConfig(mode=self.mode, timeline_sample_interval_s=self.timeline_sample_interval_s)
         # every router and cluster is built once here, so a misspelt name fails the grid
         # (one clear error) instead of every cell of it in the workers
-        from ._clusters import load_cluster
-        from ._router_registry import make_router
+        from ..engine._clusters import load_cluster
+        from ..routers._registry import make_router
 
         for label, entry in routers.items():
             try:
@@ -575,11 +575,11 @@ def _metric_dict(raw: Any, where: str) -> dict[str, Any]:
 
 
 def _run_replay_cell(cell: dict[str, Any]) -> tuple[dict[str, Any], pl.DataFrame | None]:
-    from ._clusters import load_cluster
-    from ._engine import run_replay
+    from ..engine._clusters import load_cluster
+    from ..engine._engine import run_replay
+    from ..engine._result import ReplayConfig
+    from ..routers._registry import make_router
     from ._episodes import episode_seed
-    from ._result import ReplayConfig
-    from ._router_registry import make_router
 
     spec = cell["spec"]
     episodes = _load_episodes(

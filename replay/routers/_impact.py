@@ -8,8 +8,8 @@ import numpy as np
 import numpy.typing as npt
 from routeplay.estimator._impact import ImpactConfig, ImpactEstimate, estimate_impact
 
-from ._routers_common import RouterBase, check_positive
-from ._types import ClusterConfig, ClusterState, RequestView
+from .._types import ClusterConfig, ClusterState, RequestView
+from ._common import RouterBase, check_positive
 
 __all__ = ["ImpactGreedyRouter"]
 

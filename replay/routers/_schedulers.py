@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ._routers_common import (
+from .._types import WAIT, ClusterConfig, ClusterState, RequestView
+from ._common import (
     DEFAULT_OUTPUT_TOKENS,
     ClusterLatency,
     InstanceLatency,
@@ -31,8 +32,7 @@ from ._routers_common import (
     check_positive,
     require_oracle_view,
 )
-from ._routers_paper import completion_s_list
-from ._types import WAIT, ClusterConfig, ClusterState, RequestView
+from ._paper import completion_s_list
 
 __all__ = [
     "HOLD",

@@ -55,9 +55,9 @@ def run_log(args: argparse.Namespace) -> int:
     """Run ``routeplay log`` with parsed arguments; prints a one-paragraph summary."""
     from routeplay.datasets import load_trace, split_episodes
 
-    from ._clusters import load_cluster, make_cluster
+    from ..engine._clusters import load_cluster, make_cluster
+    from ..routers._registry import make_router
     from ._rewards import make_reward
-    from ._router_registry import make_router
     from ._transitions import log_transitions
 
     trace = load_trace(args.trace)

@@ -10,8 +10,8 @@ import polars as pl
 
 from routeplay._checks import check_int, check_number
 
+from .._types import ClusterConfig
 from ._metrics import slo_attainment
-from ._types import ClusterConfig
 
 __all__ = ["REPLAY_MODES", "REQUEST_SCHEMA", "TIMELINE_SCHEMA", "ReplayConfig", "ReplayResult"]
 
@@ -159,7 +159,7 @@ class ReplayResult:
             trace has it), in trace order.
         timelines: per-instance samples (:data:`TIMELINE_SCHEMA`).
         summary: latency statistics, throughput, utilisation and imbalance (keys are
-            the constants of :mod:`routeplay.replay._metrics`, plus
+            the constants of :mod:`routeplay.replay.engine._metrics`, plus
             ``utilisation_<instance index>``).
         utilisation: busy fraction of each instance over the makespan.
         config: the replay settings; ``seed`` repeats ``config.seed``.

@@ -177,15 +177,7 @@ import polars as pl
 from routeplay.datasets._schema import validate_trace
 from routeplay.estimator._protocols import OutputLengthPredictor
 
-from ._instance import Instance, Record, RequestBook
-from ._metrics import (
-    IMBALANCE_MAX_MIN,
-    UTILISATION_CV,
-    summarize_requests,
-    utilisation_imbalance,
-)
-from ._result import REQUEST_SCHEMA, TIMELINE_SCHEMA, ReplayConfig, ReplayResult
-from ._types import (
+from .._types import (
     WAIT,
     ClusterConfig,
     ClusterState,
@@ -195,6 +187,14 @@ from ._types import (
     RouterError,
     Scheduler,
 )
+from ._instance import Instance, Record, RequestBook
+from ._metrics import (
+    IMBALANCE_MAX_MIN,
+    UTILISATION_CV,
+    summarize_requests,
+    utilisation_imbalance,
+)
+from ._result import REQUEST_SCHEMA, TIMELINE_SCHEMA, ReplayConfig, ReplayResult
 
 __all__ = ["Engine", "RouteFn", "ScheduleFn", "is_scheduler", "run_replay"]
 
@@ -1070,7 +1070,7 @@ class Engine:
 
         Read-only; counts the iterations of a decode run completed by ``now_s`` exactly
         as :meth:`state` does. Used by the RL reward's progress term
-        (:mod:`routeplay.replay._outcomes`). Requests queued after a preemption keep
+        (:mod:`routeplay.replay.rl._outcomes`). Requests queued after a preemption keep
         their tokens in :attr:`saved_gen`.
 
         Example:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from ._types import ClusterConfig, ClusterState, OracleRequestView, RequestView
+from .._types import ClusterConfig, ClusterState, OracleRequestView, RequestView
 
 __all__ = [
     "ClusterLatency",

@@ -9,7 +9,7 @@ name to its :class:`RouterSpec`.
 
 Three sources fill the registry, in this order:
 
-* **built-in** routers: a fixed table of ``"routeplay.replay._routers_x:Class"``
+* **built-in** routers: a fixed table of ``"routeplay.replay.routers._x:Class"``
   strings. This module imports no router module, so router modules may import
   :func:`make_router` at module level (a router built on another one, e.g.
   ``session-affinity``'s fallback) without an import circle.
@@ -52,7 +52,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
-from ._types import Router
+from .._types import Router
 
 __all__ = [
     "BUILTIN_SOURCE",
@@ -102,7 +102,7 @@ class RouterSpec:
         >>> from routeplay.replay import ROUTERS
         >>> spec = ROUTERS["round-robin"]
         >>> spec.entry_point, spec.source, spec.oracle
-        ('routeplay.replay._routers_basic:RoundRobinRouter', 'built-in', False)
+        ('routeplay.replay.routers._basic:RoundRobinRouter', 'built-in', False)
         >>> spec.router_class.__name__
         'RoundRobinRouter'
     """
@@ -203,124 +203,124 @@ def _builtin(name: str, entry_point: str, description: str, *, oracle: bool = Fa
 
 _BUILTINS: tuple[RouterSpec, ...] = (
     _builtin(
-        "round-robin", "_routers_basic:RoundRobinRouter", "cycle through the instances in order"
+        "round-robin", "routers._basic:RoundRobinRouter", "cycle through the instances in order"
     ),
     _builtin(
         "weighted-round-robin",
-        "_routers_basic:WeightedRoundRobinRouter",
+        "routers._basic:WeightedRoundRobinRouter",
         "smooth weighted round robin (nginx); weights default to max_running_seqs",
     ),
     _builtin(
         "random",
-        "_routers_basic:RandomRouter",
+        "routers._basic:RandomRouter",
         "uniformly random instance from the replay's seeded generator",
     ),
     _builtin(
         "least-connections",
-        "_routers_basic:LeastConnectionsRouter",
+        "routers._basic:LeastConnectionsRouter",
         "fewest outstanding requests (queued + running), JSQ by count",
     ),
     _builtin(
         "jsq-tokens",
-        "_routers_basic:JSQTokensRouter",
+        "routers._basic:JSQTokensRouter",
         "the paper's JSQ: fewest outstanding tokens (pending prefill + predicted decode)",
     ),
     _builtin(
         "least-loaded",
-        "_routers_basic:LeastLoadedRouter",
+        "routers._basic:LeastLoadedRouter",
         "fewest outstanding requests per sequence slot (System B's least loaded)",
     ),
     _builtin(
         "least-work-left",
-        "_routers_basic:LeastWorkLeftRouter",
+        "routers._basic:LeastWorkLeftRouter",
         "fewest predicted decode tokens left (never the true lengths)",
     ),
     _builtin(
         "power-of-two",
-        "_routers_basic:PowerOfTwoRouter",
+        "routers._basic:PowerOfTwoRouter",
         "two random distinct instances, keep the one with fewer requests",
     ),
     _builtin(
         "decode-balancer-oracle",
-        "_routers_paper:DecodeBalancerOracleRouter",
+        "routers._paper:DecodeBalancerOracleRouter",
         "ORACLE: balance true decode tokens per slot (paper's decode balancer)",
         oracle=True,
     ),
     _builtin(
         "decode-balancer",
-        "_routers_paper:DecodeBalancerRouter",
+        "routers._paper:DecodeBalancerRouter",
         "balance predicted decode tokens per slot (deployable decode balancer)",
     ),
     _builtin(
         "dedicated-small-large",
-        "_routers_paper:DedicatedSmallLargeRouter",
+        "routers._paper:DedicatedSmallLargeRouter",
         "instances dedicated to light (LL) vs heavy requests (paper's classes)",
     ),
     _builtin(
         "max-capacity",
-        "_routers_basic:MaxCapacityRouter",
+        "routers._basic:MaxCapacityRouter",
         "most free capacity: min(free KV share, free slot share); best-fit optional",
     ),
     _builtin(
         "min-min",
-        "_routers_paper:MinMinRouter",
+        "routers._paper:MinMinRouter",
         "earliest estimated completion from each instance's latency model",
     ),
     _builtin(
         "impact-greedy",
-        "_routers_impact:ImpactGreedyRouter",
+        "routers._impact:ImpactGreedyRouter",
         "argmax of the workload-impact reward r_mix (the paper's heuristic)",
     ),
     _builtin(
         "llm-d",
-        "_routers_production:LLMDWeightedScorerRouter",
+        "routers._production:LLMDWeightedScorerRouter",
         "llm-d default scorer: queue 2 + KV utilisation 2 + prefix cache 3",
     ),
     _builtin(
         "sglang-cache-aware",
-        "_routers_production:SGLangCacheAwareRouter",
+        "routers._production:SGLangCacheAwareRouter",
         "SGLang cache-aware: balance thresholds, prefix match, smallest tree",
     ),
     _builtin(
         "dynamo-kv",
-        "_routers_production:DynamoKVRouter",
+        "routers._production:DynamoKVRouter",
         "NVIDIA Dynamo KV cost: overlap-weighted prefill blocks + decode blocks",
     ),
     _builtin(
         "aibrix-least-latency",
-        "_routers_production:AIBrixLeastLatencyRouter",
+        "routers._production:AIBrixLeastLatencyRouter",
         "AIBrix least-latency: lowest expected queue + prefill + decode time",
     ),
     _builtin(
         "session-affinity",
-        "_routers_production:SessionAffinityRouter",
+        "routers._production:SessionAffinityRouter",
         "sticky sessions (or stable crc32 hash) with a fallback router",
     ),
     _builtin(
         "min-total-latency",
-        "_routers_reference:MinTotalLatencyRouter",
+        "routers._reference:MinTotalLatencyRouter",
         "min-min plus the delay the request imposes on the requests already on the instance",
     ),
     _builtin(
         "min-min-oracle",
-        "_routers_reference:MinMinOracleRouter",
+        "routers._reference:MinMinOracleRouter",
         "ORACLE: min-min with the request's true output length",
         oracle=True,
     ),
     _builtin(
         "lookahead-oracle",
-        "_routers_reference:LookaheadOracleRouter",
+        "routers._reference:LookaheadOracleRouter",
         "ORACLE reference: fork the simulator, try every action, roll out min-min, keep the best",
         oracle=True,
     ),
     _builtin(
         "late-binding-spf",
-        "_schedulers:LateBindingSPFScheduler",
+        "routers._schedulers:LateBindingSPFScheduler",
         "scheduler: hold requests until an instance is free, release the shortest predicted job",
     ),
     _builtin(
         "late-binding-spf-oracle",
-        "_schedulers:LateBindingSPFOracleScheduler",
+        "routers._schedulers:LateBindingSPFOracleScheduler",
         "ORACLE scheduler: late binding + shortest job first with true output lengths",
         oracle=True,
     ),

@@ -1,9 +1,9 @@
 """A gymnasium environment over the replay engine: one step = one routing decision.
 
-:class:`RoutingEnv` drives the same :class:`~routeplay.replay._engine.Engine` as
+:class:`RoutingEnv` drives the same :class:`~routeplay.replay.engine._engine.Engine` as
 :func:`routeplay.replay.run_replay` and the transition writer, with the same
 observation (:func:`encode_observation`), action indices (``0..m-1`` = instance,
-``m`` = WAIT) and reward inputs (:class:`~routeplay.replay._outcomes.OutcomeTracker`),
+``m`` = WAIT) and reward inputs (:class:`~routeplay.replay.rl._outcomes.OutcomeTracker`),
 so a policy trained offline on logged transitions sees the same MDP online.
 
 * ``reset(seed=...)`` picks an episode with the env's ``np_random``: uniformly from a
@@ -43,13 +43,13 @@ import polars as pl
 from routeplay.estimator._impact import ImpactEstimate, impact_penalty
 from routeplay.estimator._protocols import OutputLengthPredictor
 
-from ._engine import Engine
+from .._types import WAIT, ClusterConfig, ClusterState, RequestView, Router
+from ..engine._engine import Engine
+from ..engine._result import ReplayConfig, ReplayResult
 from ._observation import ObservationEncoder, ObservationLayout
 from ._outcomes import OutcomeConfig, OutcomeTracker
-from ._result import ReplayConfig, ReplayResult
 from ._rewards import RewardFunction, StepOutcome, make_reward
 from ._transitions import action_to_index, default_layout, index_to_action
-from ._types import WAIT, ClusterConfig, ClusterState, RequestView, Router
 
 __all__ = ["RoutingEnv"]
 

@@ -1,7 +1,7 @@
 """One instance of the cluster: running sequences, local queue, KV and batch formation.
 
 The rules it implements are specified in the engine's module docstring
-(:mod:`routeplay.replay._engine`: "Instance", "Scheduler variants", "Prefix cache", "Fast
+(:mod:`routeplay.replay.engine._engine`: "Instance", "Scheduler variants", "Prefix cache", "Fast
 mode"); this module holds the per-instance half of them, the engine the clock, the
 event queue, routing and the state handed to routers. Both modes share this code:
 reference mode only makes every decode iteration its own event (``reference=True``
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._types import InstanceConfig, RequestView
+from .._types import InstanceConfig, RequestView
 
 __all__ = ["Instance", "RequestBook"]
 

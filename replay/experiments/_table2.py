@@ -19,7 +19,7 @@ import polars as pl
 
 from routeplay._checks import check_int
 
-from ._result import ReplayConfig
+from ..engine._result import ReplayConfig
 
 if TYPE_CHECKING:
     from routeplay.estimator import LinearLatencyModel
@@ -154,9 +154,9 @@ def run_table2(config: Table2Config) -> pl.DataFrame:
     from routeplay.datasets import TaskMixConfig, generate_task_mix
     from routeplay.estimator import fit_task_mix_predictor
 
-    from ._clusters import make_cluster, with_instance_settings
-    from ._engine import run_replay
-    from ._router_registry import make_router
+    from ..engine._clusters import make_cluster, with_instance_settings
+    from ..engine._engine import run_replay
+    from ..routers._registry import make_router
 
     rows: list[dict[str, object]] = []
     base = make_cluster(config.cluster)

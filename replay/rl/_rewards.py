@@ -14,7 +14,7 @@ Five rewards are provided:
   ``f_jt`` = produced / predicted output tokens of in-flight request j, and ``1 - f_jt``
   is floored at ``OutcomeConfig.min_remaining_fraction`` (0.1) so that a request that
   outlives its predicted length keeps costing until it finishes (the paper's literal
-  ``min(f, 1)`` makes it free; :mod:`routeplay.replay._outcomes`),
+  ``min(f, 1)`` makes it free; :mod:`routeplay.replay.rl._outcomes`),
   ``T_j`` its ideal (alone-on-an-idle-instance) service time, ``r_w = 60`` per
   completion, ``h`` the impact penalty of not choosing the minimum-impact instance
   (:func:`routeplay.estimator.impact_penalty`, with each instance's gradients scaled by
@@ -47,7 +47,7 @@ import numpy as np
 import numpy.typing as npt
 from routeplay.estimator._impact import ImpactEstimate, impact_penalty
 
-from ._types import WAIT, ClusterState, RequestView
+from .._types import WAIT, ClusterState, RequestView
 
 __all__ = [
     "REWARD_VARIANTS",

@@ -21,7 +21,7 @@ import numpy.typing as npt
 import polars as pl
 from routeplay.estimator._latency import LinearLatencyModel
 
-from ._types import (
+from .._types import (
     WAIT,
     ClusterConfig,
     ClusterState,
@@ -403,7 +403,7 @@ def _schedule_on_engine(
     scheduler: Scheduler, cluster: ClusterConfig, trace: pl.DataFrame, seed: int, n: int
 ) -> list[tuple[int, int]]:
     """Drive a real replay with ``scheduler`` for ``n`` decisions (per-call rules checked)."""
-    from ._engine import Engine
+    from ..engine._engine import Engine
 
     oracle = bool(getattr(scheduler, "oracle", False))
     engine = Engine(trace, cluster, oracle=oracle, router_name=str(scheduler.name))
@@ -527,7 +527,7 @@ def _run_on_engine(
     Returns the decisions, a snapshot of the exact state after the last one, and the
     instance of every request.
     """
-    from ._engine import Engine
+    from ..engine._engine import Engine
 
     oracle = bool(getattr(router, "oracle", False))
     engine = Engine(trace, cluster, oracle=oracle, router_name=str(router.name))

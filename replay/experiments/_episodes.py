@@ -16,9 +16,9 @@ import polars as pl
 from routeplay.estimator._protocols import OutputLengthPredictor
 from tqdm.auto import tqdm
 
-from ._engine import run_replay
-from ._result import ReplayConfig
-from ._types import ClusterConfig, Router
+from .._types import ClusterConfig, Router
+from ..engine._engine import run_replay
+from ..engine._result import ReplayConfig
 
 __all__ = ["EpisodeReplays", "episode_seed", "replay_episodes"]
 
