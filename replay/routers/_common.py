@@ -29,6 +29,7 @@ __all__ = [
     "np_minimum",
     "request_block_keys",
     "require_oracle_view",
+    "queue_and_prefill_terms",
 ]
 
 
@@ -492,3 +493,61 @@ def request_block_keys(
         return list(request.prefix_blocks[:max_blocks])
     n_blocks = min(-(-int(request.prompt_tokens) // prefix_block_tokens), max_blocks)
     return [("request", int(request.request_id), k) for k in range(n_blocks)]
+
+
+def queue_and_prefill_terms(
+    rows: Sequence[InstanceLatency], state: ClusterState, prompt_tokens: float
+) -> list[tuple[InstanceLatency, float, float, float, float, float]]:
+    """Per instance: ``(row, n_running, context, slot_wait, backlog, prefill)`` in floats.
+
+    The terms min-min's completion estimate and AIBrix's expected latency share, with
+    numpy's semantics on Python floats: ``slot_wait = max(earliest_completion_s - now,
+    0)`` when every sequence slot is taken (else 0); ``backlog`` = one iteration
+    prefilling ``prefill_tokens_pending`` with attention work ``pending**2 /
+    max(n_queued, 1)`` beside the running decodes (0 without pending prompts);
+    ``prefill`` = one iteration prefilling the request's ``prompt_tokens`` beside them.
+    ``rows`` are :meth:`ClusterLatency.instances`.
+
+    Example:
+        >>> from routeplay.replay import make_cluster_state, make_uniform_cluster
+        >>> rows = ClusterLatency.from_cluster(make_uniform_cluster(1)).instances()
+        >>> s = make_cluster_state(n_running=[2], kv_used_tokens=[300])
+        >>> [round(x, 6) for x in queue_and_prefill_terms(rows, s, 100.0)[0][1:]]
+        [2.0, 300.0, 0.0, 0.0, 0.102]
+    """
+    now = state.now_s
+    p = prompt_tokens
+    pp = p * p
+    out: list[tuple[InstanceLatency, float, float, float, float, float]] = []
+    for row, n_run_i, n_q_i, max_seqs, earliest, pend_i, kv_i in zip(
+        rows,
+        state.n_running.tolist(),
+        state.n_queued.tolist(),
+        state.max_running_seqs.tolist(),
+        state.earliest_completion_s.tolist(),
+        state.prefill_tokens_pending.tolist(),
+        state.kv_used_tokens.tolist(),
+        strict=True,
+    ):
+        _c0, _pb, cp, cp2, cd, ckv, with_prefill, no_prefill, _decode_only = row
+        n_run = float(n_run_i)
+        ctx = float(kv_i)
+        if n_run_i + n_q_i >= max_seqs:
+            wait = earliest - now
+            slot_wait = wait if wait > 0.0 or wait != wait else 0.0  # np.maximum(wait, 0.0)
+        else:
+            slot_wait = 0.0
+        pending = float(pend_i)
+        if pending > 0:
+            n_q = float(n_q_i)
+            sq = pending * pending / (n_q if n_q > 1.0 else 1.0)  # np.maximum(n_q, 1.0)
+            backlog = with_prefill + cp * pending + cp2 * sq + cd * n_run + ckv * ctx
+        else:
+            backlog = 0.0
+        if p <= 0 and n_run <= 0:
+            prefill = 0.0
+        else:
+            first = with_prefill if p > 0 else no_prefill
+            prefill = first + cp * p + cp2 * pp + cd * n_run + ckv * ctx
+        out.append((row, n_run, ctx, slot_wait, backlog, prefill))
+    return out

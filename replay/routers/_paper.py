@@ -21,6 +21,7 @@ from ._common import (
     argmin_list,
     check_positive,
     decode_tokens_left_list,
+    queue_and_prefill_terms,
     require_oracle_view,
 )
 
@@ -310,40 +311,11 @@ def completion_s_list(
     """
     now = state.now_s
     p = float(prompt_tokens)
-    pp = p * p
     k = max(float(output_tokens) - 1.0, 0.0)
     km1 = k - 1.0
     out: list[float] = []
-    for row, n_run_i, n_q_i, max_seqs, earliest, pend_i, kv_i in zip(
-        rows,
-        state.n_running.tolist(),
-        state.n_queued.tolist(),
-        state.max_running_seqs.tolist(),
-        state.earliest_completion_s.tolist(),
-        state.prefill_tokens_pending.tolist(),
-        state.kv_used_tokens.tolist(),
-        strict=True,
-    ):
-        _c0, _pb, cp, cp2, cd, ckv, with_prefill, no_prefill, decode_only = row
-        n_run = float(n_run_i)
-        ctx = float(kv_i)
-        if n_run_i + n_q_i >= max_seqs:
-            wait = earliest - now
-            slot_wait = wait if wait > 0.0 or wait != wait else 0.0  # np.maximum(wait, 0.0)
-        else:
-            slot_wait = 0.0
-        pending = float(pend_i)
-        if pending > 0:
-            n_q = float(n_q_i)
-            sq = pending * pending / (n_q if n_q > 1.0 else 1.0)  # np.maximum(n_q, 1.0)
-            backlog = with_prefill + cp * pending + cp2 * sq + cd * n_run + ckv * ctx
-        else:
-            backlog = 0.0
-        if p <= 0 and n_run <= 0:
-            prefill = 0.0
-        else:
-            first = with_prefill if p > 0 else no_prefill
-            prefill = first + cp * p + cp2 * pp + cd * n_run + ckv * ctx
+    for row, n_run, ctx, slot_wait, backlog, prefill in queue_and_prefill_terms(rows, state, p):
+        decode_only, cd, ckv = row[8], row[4], row[5]
         n_dec = n_run + 1.0
         first_decode = 0.0 if n_dec <= 0 else decode_only + cd * n_dec + ckv * (ctx + p + 1.0)
         decode = k * first_decode + ckv * k * km1 / 2.0

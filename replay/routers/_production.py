@@ -30,6 +30,7 @@ from ._common import (
     argmin_list,
     check_non_negative,
     check_positive,
+    queue_and_prefill_terms,
     request_block_keys,
 )
 from ._registry import make_router
@@ -488,40 +489,13 @@ class AIBrixLeastLatencyRouter(RouterBase):
             raise RuntimeError(
                 f"router {self.name!r}: call reset(cluster, rng) before estimating latencies."
             )
-        now = state.now_s
         p = float(prompt_tokens)
-        pp = p * p
         d = float(output_tokens)
         out: list[float] = []
-        for row, n_run_i, n_q_i, max_seqs, earliest, pend_i, kv_i in zip(
-            self._rows,
-            state.n_running.tolist(),
-            state.n_queued.tolist(),
-            state.max_running_seqs.tolist(),
-            state.earliest_completion_s.tolist(),
-            state.prefill_tokens_pending.tolist(),
-            state.kv_used_tokens.tolist(),
-            strict=True,
+        for row, n_run, ctx, slot_wait, backlog, prefill in queue_and_prefill_terms(
+            self._rows, state, p
         ):
-            _c0, _pb, cp, cp2, cd, ckv, with_prefill, no_prefill, decode_only = row
-            n_run = float(n_run_i)
-            ctx = float(kv_i)
-            if n_run_i + n_q_i >= max_seqs:
-                wait = earliest - now
-                slot_wait = wait if wait > 0.0 or wait != wait else 0.0  # np.maximum(wait, 0.0)
-            else:
-                slot_wait = 0.0
-            pending = float(pend_i)
-            if pending > 0:
-                sq = pending * pending / float(n_q_i if n_q_i > 1 else 1)
-                backlog = with_prefill + cp * pending + cp2 * sq + cd * n_run + ckv * ctx
-            else:
-                backlog = 0.0
-            if p <= 0 and n_run <= 0:
-                prefill = 0.0
-            else:
-                first = with_prefill if p > 0 else no_prefill
-                prefill = first + cp * p + cp2 * pp + cd * n_run + ckv * ctx
+            decode_only, cd, ckv = row[8], row[4], row[5]
             n_dec = n_run + 1.0
             step = 0.0 if n_dec <= 0 else decode_only + cd * n_dec + ckv * (ctx + p)
             out.append(slot_wait + backlog + prefill + d * step)
