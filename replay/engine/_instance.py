@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,22 @@ def pairwise_sum(a: list[float], lo: int, n: int) -> float:
     n2 = n // 2
     n2 -= n2 % 8
     return pairwise_sum(a, lo, n2) + pairwise_sum(a, lo + n2, n - n2)
+
+
+def _last_fitting(k: int, fits: Callable[[int], bool]) -> int:
+    """The largest ``j`` in ``[1, k)`` with ``fits(j)``, given ``fits(1)`` and not ``fits(k)``.
+
+    ``fits`` must be monotone (true up to some ``j``, false after): a decode run's KV use
+    only grows with its length. Binary search.
+    """
+    lo, hi = 1, k
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def _by_rid(slot: list[Any]) -> int:
@@ -552,14 +569,7 @@ class Instance:
                     and self.ctx_sum + n * (k + b - 1) > cap
                     and _blocks_after(slots, k, b) > cap
                 ):
-                    lo, hi = 1, k  # use(lo) fits, use(hi) does not
-                    while hi - lo > 1:
-                        mid = (lo + hi) // 2
-                        if _blocks_after(slots, mid, self.block) <= cap:
-                            lo = mid
-                        else:
-                            hi = mid
-                    k = lo
+                    k = _last_fitting(k, lambda j: _blocks_after(slots, j, b) <= cap)
             self.run_k = k
             dt = self.run_time(k)
         else:
@@ -709,14 +719,8 @@ class Instance:
         if not self.reference and not preempted:
             k = min([sl[_OUT] - sl[_GEN] for sl in slots])
             if k > 1 and not self.v0_decodes_fit(k):
-                lo, hi = 1, k  # iteration lo fits rule 5 without preempting, hi does not
-                while hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    if self.v0_decodes_fit(mid):
-                        lo = mid
-                    else:
-                        hi = mid
-                k = lo
+                # the last iteration that fits rule 5 without preempting
+                k = _last_fitting(k, self.v0_decodes_fit)
         self.run_k = k
         self.t_end = t + self.run_time(k)
         return True
