@@ -30,6 +30,7 @@ __all__ = [
     "Router",
     "RouterError",
     "Scheduler",
+    "episode_seed",
 ]
 
 #: A router returns WAIT to hold the request at the router until the next action tick.
@@ -329,3 +330,19 @@ class Scheduler(Protocol):
     def schedule(self, queue: tuple[RequestView, ...], state: ClusterState) -> tuple[int, int]:
         """Return ``(index in range(len(queue)), instance index or WAIT)``."""
         ...
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """The replay seed of episode ``episode`` under base seed ``seed``: ``seed + episode``.
+
+    The one seed rule of the pipeline: :func:`replay_episodes`, scenarios and sweeps
+    replay episode ``k`` with this seed, and transition logging gives the behaviour
+    router of episode ``k`` the same generator, ``default_rng(SeedSequence(seed + k))``
+    (exploration draws come from their own stream of ``(seed, k)``).
+
+    Example:
+        >>> from routeplay.replay import episode_seed
+        >>> episode_seed(10, 3)
+        13
+    """
+    return int(seed) + int(episode)

@@ -16,7 +16,7 @@ import polars as pl
 from routeplay.estimator._protocols import OutputLengthPredictor
 from tqdm.auto import tqdm
 
-from .._types import ClusterConfig, Router
+from .._types import ClusterConfig, Router, episode_seed
 from ..engine._engine import run_replay
 from ..engine._result import ReplayConfig
 
@@ -145,16 +145,3 @@ def replay_episodes(
         tl = pl.concat(timelines, how="diagonal_relaxed")
         kept = tl.select(first + [c for c in tl.columns if c not in first])
     return EpisodeReplays(requests=requests, summaries=summaries, timelines=kept)
-
-
-def episode_seed(seed: int, episode: int) -> int:
-    """The replay seed of episode ``episode`` under base seed ``seed``: ``seed + episode``.
-
-    The one seed rule of the pipeline (:func:`replay_episodes`, scenarios, sweeps).
-
-    Example:
-        >>> from routeplay.replay import episode_seed
-        >>> episode_seed(10, 3)
-        13
-    """
-    return int(seed) + int(episode)

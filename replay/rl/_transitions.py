@@ -67,9 +67,11 @@ Choices:
   the observation. A router declares it with an ``observation_markov`` attribute;
   built-in routers without one are looked up in :data:`MARKOV_ROUTERS`; unknown
   routers count as False (conservative).
-* Seeds: episode ``k`` (global index) uses ``SeedSequence(seed, spawn_key=(k,))``,
-  spawned into the router's generator and the exploration generator, so a given
-  episode's log does not depend on which other episodes were logged with it.
+* Seeds: episode ``k`` (global index) gives the behaviour router the generator a replay
+  of that episode gives it, ``default_rng(SeedSequence(seed + k))`` (the pipeline's one
+  seed rule, :func:`episode_seed`), and draws exploration from its own stream spawned
+  from ``SeedSequence(seed, spawn_key=(k,))``; a given episode's log does not depend on
+  which other episodes were logged with it.
 
 File-level Parquet key-value metadata: ``routeplay.layout_version``,
 ``routeplay.obs_names`` (JSON list), ``routeplay.n_instances``, ``routeplay.n_actions``,
@@ -104,7 +106,7 @@ from routeplay.datasets._workloads import Episode
 from routeplay.estimator._impact import ImpactEstimate
 from routeplay.estimator._protocols import OutputLengthPredictor
 
-from .._types import WAIT, ClusterConfig, Router, RouterError
+from .._types import WAIT, ClusterConfig, Router, RouterError, episode_seed
 from ..engine._engine import Engine
 from ..engine._result import ReplayConfig, ReplayResult
 from ._observation import OBSERVATION_LAYOUT_VERSION, ObservationEncoder, ObservationLayout
@@ -729,12 +731,19 @@ def default_layout(
 
 
 def episode_generators(seed: int, episode: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """``(router rng, exploration rng)`` of global episode ``episode`` (module docstring)."""
+    """``(router rng, exploration rng)`` of global episode ``episode`` (module docstring).
+
+    The router's generator is the one a replay of the episode gives it
+    (``default_rng(SeedSequence(episode_seed(seed, episode)))``, as
+    :meth:`Engine.router_rng` with ``ReplayConfig.seed = seed + episode``), so a logged
+    episode and its replay route alike; the exploration draws have their own stream,
+    spawned from ``SeedSequence(seed, spawn_key=(episode,))``.
+    """
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed = {seed!r}; expected an int >= 0.")
-    ss = np.random.SeedSequence(int(seed), spawn_key=(int(episode),))
-    router_ss, explore_ss = ss.spawn(2)
-    return np.random.default_rng(router_ss), np.random.default_rng(explore_ss)
+    router = np.random.default_rng(np.random.SeedSequence(episode_seed(int(seed), int(episode))))
+    explore_ss = np.random.SeedSequence(int(seed), spawn_key=(int(episode),)).spawn(2)[1]
+    return router, np.random.default_rng(explore_ss)
 
 
 def behaviour_name(router_name: str, epsilon: float) -> str:
