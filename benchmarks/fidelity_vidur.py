@@ -19,7 +19,9 @@ Run (one command, about 20 s)::
 
 ``--sensitivity`` also replays 4x with every latency coefficient scaled by 0.98-1.02
 (how much the overloaded 4x run moves per 1 % of iteration time); ``--scheduler
-vllm-v1`` replays the same cluster with the default (mixed-iteration) rules instead.
+vllm-v1`` replays the same cluster with the default (mixed-iteration) rules instead,
+``--scheduler sarathi`` with stall-free batching in chunks of the cluster's 4,096-token
+budget (an ablation: the Vidur reference ran its vLLM scheduler).
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--cluster", default="vidur-a100x4")
-    parser.add_argument("--scheduler", choices=("vllm-v0", "vllm-v1"), default=None)
+    parser.add_argument("--scheduler", choices=("vllm-v0", "vllm-v1", "sarathi"), default=None)
     parser.add_argument("--sensitivity", action="store_true")
     args = parser.parse_args(argv)
     with warnings.catch_warnings(record=True) as caught:
@@ -125,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loader: {w.message}")
     cluster = make_cluster(args.cluster)
     if args.scheduler is not None:
-        cluster = with_instance_settings(cluster, scheduler=args.scheduler)
+        # sarathi always chunks (the chunk is the cluster's max_batched_tokens)
+        chunked = args.scheduler == "sarathi"
+        cluster = with_instance_settings(cluster, scheduler=args.scheduler, chunked_prefill=chunked)
     schedulers = sorted({i.scheduler for i in cluster.instances})
     print(f"cluster {args.cluster} (scheduler {', '.join(schedulers)}), round-robin, fast mode\n")
     v4, v4_restarts = vidur_4x(args.data_dir)

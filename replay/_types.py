@@ -41,8 +41,8 @@ BATCHING_POLICIES: tuple[str, ...] = ("fcfs", "least-work-left", "bin-packing")
 
 #: iteration-level batching rules of an instance (``InstanceConfig.scheduler``); the
 #: rules of each are listed in the engine's module docstring ("Scheduler variants")
-BatchScheduler = Literal["vllm-v1", "vllm-v0"]
-BATCH_SCHEDULERS: tuple[str, ...] = ("vllm-v1", "vllm-v0")
+BatchScheduler = Literal["vllm-v1", "vllm-v0", "sarathi"]
+BATCH_SCHEDULERS: tuple[str, ...] = ("vllm-v1", "vllm-v0", "sarathi")
 
 
 class RouterError(RuntimeError):
@@ -73,12 +73,18 @@ class InstanceConfig:
             scheduler as Vidur models it: prefill-only iterations whenever the queue
             head fits (decodes pause), padded budget (batch size x longest prompt),
             ``max_running_seqs`` counting every sequence holding KV, a free-block
-            watermark and recompute preemption. The engine's module docstring lists
-            the rules one by one with their sources.
-        kv_watermark_fraction: ``"vllm-v0"`` only: a request is admitted only if
-            ``int(kv_watermark_fraction x KV blocks)`` blocks stay free after its
-            prompt's blocks (vLLM's ``watermark``, default 0.01; Vidur's
-            ``watermark_blocks_fraction``).
+            watermark and recompute preemption; ``"sarathi"``: Sarathi-Serve's
+            stall-free batching as Vidur models it: every iteration fills a fixed
+            chunk of ``max_batched_tokens`` tokens, running decodes first (never
+            paused), then partial prefills, then new prompts in chunks (requires
+            ``chunked_prefill=True``), with vllm-v0's block accounting, batch cap,
+            watermark and preemption. The engine's module docstring lists the rules
+            one by one with their sources.
+        kv_watermark_fraction: ``"vllm-v0"`` and ``"sarathi"`` only: a request is
+            admitted only if ``int(kv_watermark_fraction x KV blocks)`` blocks stay
+            free after its prompt's blocks (vLLM's ``watermark``, default 0.01;
+            Vidur's ``watermark_blocks_fraction``); 0 admits whenever the prompt's
+            blocks fit.
 
     Example:
         >>> from routeplay.estimator import LinearLatencyModel
@@ -127,7 +133,8 @@ class InstanceConfig:
             raise ValueError(
                 f"InstanceConfig({self.name!r}).scheduler = {self.scheduler!r}; expected one of "
                 f'{list(BATCH_SCHEDULERS)}. Fix: use "vllm-v1" (mixed iterations, the '
-                'default) or "vllm-v0" (prefill-first, what Vidur models).'
+                'default), "vllm-v0" (prefill-first, what Vidur models) or "sarathi" '
+                "(stall-free batching with a fixed chunk)."
             )
         fraction = check_number(owner, "kv_watermark_fraction", self.kv_watermark_fraction)
         if not 0.0 <= fraction < 1.0:
@@ -147,6 +154,29 @@ class InstanceConfig:
                     f"{owner} has scheduler='vllm-v0' and batching='bin-packing'; expected "
                     "'fcfs' or 'least-work-left': vllm-v0 admits in queue order and stops at "
                     "the first request that does not fit. Fix: use batching='fcfs'."
+                )
+        if self.scheduler == "sarathi":
+            if not self.chunked_prefill:
+                raise ValueError(
+                    f"{owner} has scheduler='sarathi' and chunked_prefill=False; expected "
+                    "chunked_prefill=True: sarathi prefills every prompt in chunks that fill "
+                    "a fixed token budget (the chunk size is max_batched_tokens). Fix: set "
+                    "chunked_prefill=True (and max_batched_tokens to the chunk size, e.g. "
+                    "512), or use scheduler='vllm-v0' for whole-prompt prefills."
+                )
+            if self.batching == "bin-packing":
+                raise ValueError(
+                    f"{owner} has scheduler='sarathi' and batching='bin-packing'; expected "
+                    "'fcfs' or 'least-work-left': sarathi admits in queue order and stops at "
+                    "the first request that does not fit. Fix: use batching='fcfs'."
+                )
+            if self.max_running_seqs > self.max_batched_tokens:
+                raise ValueError(
+                    f"{owner} has scheduler='sarathi', max_running_seqs = "
+                    f"{self.max_running_seqs} > max_batched_tokens = {self.max_batched_tokens}; "
+                    "expected max_running_seqs <= max_batched_tokens: every running decode "
+                    "takes one token of the fixed chunk. Fix: raise max_batched_tokens (the "
+                    "chunk size) or lower max_running_seqs."
                 )
         if self.prefix_cache and self.prefix_cache_blocks < 1:
             raise ValueError(

@@ -17,7 +17,7 @@ explicit coefficients, or a tokens-per-second rate shared by the batch) and its 
     kv_capacity_tokens = 117_000
     batching = "fcfs"
     chunked_prefill = false
-    scheduler = "vllm-v1"         # or "vllm-v0" (prefill-first, padded budget, watermark)
+    scheduler = "vllm-v1"         # or "vllm-v0" (prefill-first, padded budget), "sarathi"
 
 KV capacities of the built-in clusters are derived from memory sizes: Llama-2-7B in
 fp16 keeps ``2 (K,V) x 32 layers x 4096 x 2 bytes = 0.5 MiB`` of KV per token; after

@@ -116,6 +116,50 @@ Scheduler variants (``InstanceConfig.scheduler``)
     rule 5 would preempt; prefill-only iterations and iterations that preempted are
     single events.
 
+    ``"sarathi"`` is Sarathi-Serve's stall-free batching (Agrawal et al., "Taming
+    Throughput-Latency Tradeoff in LLM Inference with Sarathi-Serve", OSDI 2024, section
+    4) as Vidur models it (``vidur/scheduler/replica_scheduler/sarathi_replica_scheduler.py``,
+    commit 7d47513), with ``max_batched_tokens`` as the fixed chunk size (Vidur's
+    ``chunk_size``). It requires ``chunked_prefill=True``, ``batching`` ``fcfs`` or
+    ``least-work-left`` and ``max_running_seqs <= max_batched_tokens``. Blocks, the
+    capacity and what a running sequence holds are vllm-v0's (above).
+
+    1. *Fixed token budget, no padding.* An iteration computes at most
+       ``max_batched_tokens`` tokens: one per running decode plus the prefill chunks,
+       counted unpadded (Sarathi-Serve's token budget; Vidur's ``chunk_size -
+       num_batch_tokens`` for each prefill).
+    2. *Decodes first, never paused.* Every running sequence that finished its prefill
+       decodes one token in every iteration (stall-free batching; Vidur schedules the
+       running requests first, one token each). They take their KV as vllm-v0's rule 5,
+       in arrival order: each needs one free block at its turn, then holds
+       ``ceil(ctx / block)``. While one finds no free block, the latest-arriving running
+       sequence that arrived after it (decoding or partially prefilled) is preempted, or
+       the decode itself if there is none, and recomputed later (vllm-v0's rule 6).
+       Vidur walks its running requests in arrival order, sets the partial prefills
+       aside and preempts the newest of those not yet walked: exactly these.
+    3. *Partial prefills continue* in admission order, each with a chunk of
+       ``min(tokens left, budget left)`` (the default rules' chunked budget filling;
+       Vidur's running prefills).
+    4. *Admission.* Then the local queue (preempted requests first, then ``fcfs`` or
+       ``least-work-left``) is offered head first; the head is admitted while budget
+       is left, fewer than ``max_running_seqs`` sequences hold KV (vllm-v0's rule 3)
+       and the blocks of its whole prefill target fit with the watermark
+       (``free blocks - blocks(target) >= int(kv_watermark_fraction x capacity
+       blocks)``, vllm-v0's rule 4; free blocks counted after the decodes took
+       theirs; ``kv_watermark_fraction=0``: the prompt's blocks fit). It holds those
+       blocks from admission on (Vidur allocates the prompt's blocks at admission) and
+       prefills a chunk of ``min(target - cached, budget left)``; the first head that
+       does not fit stops admission. Rules 2-4 run at every batch formation, also
+       after a preemption (as in Vidur's ``_get_next_batch``).
+    5. *Iteration time* as the default rules: prefill chunks and decodes of one
+       iteration priced together on the real tokens.
+
+    The routing check is vllm-v0's (``blocks(prompt + output) + max(watermark blocks,
+    1) <= capacity blocks``). Fast mode prices decode-only runs (nothing prefilling,
+    nothing admitted, no preemption) in closed form, stopping at the first completion
+    or the first iteration whose rule 2 would preempt; every other iteration is a
+    single event.
+
 Prefix cache (``prefix_cache=True``)
     An LRU over the trace's ``prefix_blocks`` hashes (``prefix_block_tokens`` each).
     At admission the request's leading blocks found in the cache are removed from its

@@ -8,9 +8,9 @@ reference mode only makes every decode iteration its own event (``reference=True
 plans runs of one iteration).
 """
 
-# Why this module is long: the per-instance rules of both scheduler variants (vllm-v1,
-# vllm-v0) share one slot layout and one KV accounting; split, one specification would
-# be scattered over files.
+# Why this module is long: the per-instance rules of the three scheduler variants
+# (vllm-v1, vllm-v0, sarathi) share one slot layout and one KV accounting; split, one
+# specification would be scattered over files.
 
 from __future__ import annotations
 
@@ -214,10 +214,13 @@ class Instance:
         self.max_bt = cfg.max_batched_tokens
         self.chunked = cfg.chunked_prefill
         self.policy = cfg.batching
-        # vllm-v0 rules (see the module docstring, "Scheduler variants")
+        # vllm-v0 and sarathi rules (see the module docstring, "Scheduler variants")
         self.v0 = cfg.scheduler == "vllm-v0"
+        self.sarathi = cfg.scheduler == "sarathi"
+        self.alt = self.v0 or self.sarathi  # not vllm-v1: the one branch of form()
+        self.blockwise = self.alt  # vllm-v0's block accounting (kv_now, routing check)
         self.cap_blocks = cfg.kv_capacity_tokens // cfg.kv_block_tokens
-        self.wm_blocks = int(cfg.kv_watermark_fraction * self.cap_blocks) if self.v0 else 0
+        self.wm_blocks = int(cfg.kv_watermark_fraction * self.cap_blocks) if self.alt else 0
         self.paused = False  # vllm-v0: this iteration is prefill-only (decodes wait)
         # running sequences, in admission order (see _RID.._STALL)
         self.slots: list[list[Any]] = []
@@ -257,9 +260,9 @@ class Instance:
     def kv_now(self) -> int:
         """KV tokens held by the running sequences (block-rounded)."""
         slots = self.slots
-        if self.v0:
-            # vllm-v0 allocation: a decoding sequence holds blocks(ctx - 1) between
-            # iterations and while paused, blocks(ctx) during its decode iteration
+        if self.blockwise:
+            # vllm-v0 allocation (sarathi too): a decoding sequence holds blocks(ctx - 1)
+            # between iterations and while paused, blocks(ctx) during its decode iteration
             if not slots:
                 return 0
             b = self.block
@@ -346,12 +349,12 @@ class Instance:
                 f"{self.idx} ({cfg.name!r}); it could never finish there. Fix: raise "
                 "kv_capacity_tokens or route it elsewhere."
             )
-        if self.v0 and need // self.block + max(self.wm_blocks, 1) > self.cap_blocks:
+        if self.blockwise and need // self.block + max(self.wm_blocks, 1) > self.cap_blocks:
             raise ValueError(
                 f"request {rec[0].request_id} needs {need // self.block} KV blocks (prompt {p} "
                 f"+ output {o}) + max(watermark {self.wm_blocks}, 1) > {self.cap_blocks} blocks "
-                f"of vllm-v0 instance {self.idx} ({cfg.name!r}); expected room for it plus the "
-                "watermark, or it could stall there. Fix: raise kv_capacity_tokens, lower "
+                f"of {cfg.scheduler} instance {self.idx} ({cfg.name!r}); expected room for it "
+                "plus the watermark, or it could stall there. Fix: raise kv_capacity_tokens, lower "
                 "kv_watermark_fraction, or cut long requests (for a Vidur trace: "
                 "load_trace(path, max_tokens=4096))."
             )
@@ -533,8 +536,8 @@ class Instance:
     def form(self, t: float) -> bool:
         """Form the next iteration at ``t``; True if one runs (its end is ``t_end``)."""
         self._running = None
-        if self.v0:
-            return self.form_v0(t)
+        if self.alt:
+            return self.form_v0(t) if self.v0 else self.form_sarathi(t)
         self.form_pending = False
         preempted = False
         while True:
@@ -794,6 +797,150 @@ class Instance:
             if alone:
                 break
         return count > 0
+
+    # -- sarathi (engine module docstring, "Scheduler variants") -----------------------
+    def form_sarathi(self, t: float) -> bool:
+        """Form a sarathi iteration: decodes (rule 2), partial prefills (3), admission (4).
+
+        The prices (rule 5) are the default rules' (a decode run as in :meth:`form`, a
+        mixed iteration as its single-iteration branch), written out here so that the
+        vllm-v1 and vllm-v0 paths keep no extra call.
+        """
+        self.form_pending = False
+        self.busy = True  # the KV accounting of kv_now counts this iteration as formed
+        slots = self.slots
+        d = len(slots) - self.n_prefilling
+        # rule 2: decodes in arrival order (the decode prefix; prefills stay behind it)
+        prev = -1
+        for s in range(d):
+            rid = slots[s][_RID]
+            if rid < prev:
+                slots[:d] = sorted(slots[:d], key=_by_rid)
+                break
+            prev = rid
+        preempted = self.preempt_sarathi(t, d) if d else False
+        # rule 3: partial prefills continue in admission order (vllm-v1's budget filling)
+        if self.n_prefilling:
+            budget = self.plan_running()[0]
+        else:
+            budget = self.max_bt - len(slots)
+        if budget > 0 and len(slots) < self.max_seqs and self.n_queued():
+            self.admit_sarathi(t, budget)
+        n = len(slots)
+        if n == 0:
+            self.busy = False
+            return False
+        self.t0 = t
+        self.version += 1
+        if self.n_prefilling == 0:
+            # decode-only: a run until the first completion or the first preemption
+            self.run_a = self.c0 + self.c_d * n + self.c_kv * float(self.ctx_sum)
+            self.run_b = self.c_kv * n
+            k = 1
+            if not self.reference and not preempted:
+                k = min([sl[_OUT] - sl[_GEN] for sl in slots])
+                if k > 1 and not self.v0_decodes_fit(k):
+                    k = _last_fitting(k, self.v0_decodes_fit)
+            self.run_k = k
+            self.t_end = t + self.run_time(k)
+            return True
+        pt = 0
+        psq = 0
+        dctx = 0
+        for sl in slots:
+            c = sl[_CHUNK]
+            if c:
+                pt += c
+                psq += c * (c + sl[_PDONE])
+            if sl[_PLEFT] == 0:
+                dctx += sl[_CTX]
+        dt = (
+            self.c0
+            + (self.c_pb if pt > 0 else 0.0)
+            + self.c_p * pt
+            + self.c_p2 * float(psq)
+            + self.c_d * (n - self.n_prefilling)
+            + self.c_kv * float(dctx)
+        )
+        self.run_k = 0
+        self.run_a = dt
+        self.run_b = 0.0
+        self.t_end = t + dt
+        return True
+
+    def preempt_sarathi(self, t: float, d: int) -> bool:
+        """Rule 2: the ``d`` decodes take their blocks in arrival order; True if any preempted.
+
+        Slots ``[0, d)`` are the decodes sorted by arrival, ``[d, n)`` the partially
+        prefilled sequences (holding ``blocks(target)``). While a decode finds no free
+        block, the latest-arriving running sequence that arrived after it is preempted
+        (vllm-v0's rules 5-6), or the decode itself if there is none.
+        """
+        b = self.block
+        slots = self.slots
+        alloc = 0
+        for sl in slots[:d]:
+            alloc += (sl[_CTX] + (b - 2)) // b  # blocks(ctx - 1)
+        for sl in slots[d:]:
+            alloc += (sl[_CTX] + (b - 1)) // b  # blocks(target)
+        free = self.cap_blocks - alloc
+        # the binding turn is the last decode's (allocations only grow): skip the walk
+        grow = 0
+        for sl in slots[: d - 1]:
+            ctx = sl[_CTX]
+            grow += (ctx + (b - 1)) // b - (ctx + (b - 2)) // b
+        if free - grow >= 1:
+            return False
+        preempted = False
+        j = 0
+        while j < d:
+            sl = slots[j]
+            ctx = sl[_CTX]
+            if free >= 1:
+                free -= (ctx + (b - 1)) // b - (ctx + (b - 2)) // b
+                j += 1
+                continue
+            victim = j
+            newest = sl[_RID]
+            for s in range(j + 1, len(slots)):
+                if slots[s][_RID] > newest:
+                    newest = slots[s][_RID]
+                    victim = s
+            vic = slots[victim]
+            lag = b - 2 if victim < d else b - 1
+            free += (vic[_CTX] + lag) // b
+            if victim < d:
+                d -= 1
+            slots.append(slots.pop(victim))  # preempt_last takes the last slot
+            self.preempt_last(t)
+            preempted = True
+        return preempted
+
+    def admit_sarathi(self, t: float, budget: int) -> None:
+        """Rule 4: admit queue heads, each reserving its target's blocks, chunks to the budget."""
+        b = self.block
+        slots = self.slots
+        alloc = 0
+        for sl in slots:
+            alloc += (sl[_CTX] + (b - 1)) // b  # decodes now hold blocks(ctx)
+        free = self.cap_blocks - alloc
+        while budget > 0 and len(slots) < self.max_seqs:
+            cand = self.peek(budget, self.cap_kv)
+            if cand is None:
+                break
+            i, source = cand
+            rec = self.book.live[i]
+            g = self.book.saved_gen.item(i) if source == 0 else 0
+            target = rec[1] + g
+            need = -(-target // b)
+            if free - need < self.wm_blocks:
+                break
+            cached = self.cached_tokens(i, target)
+            work = target - cached
+            c = min(work, budget)
+            self.fill_slot(i, source, rec, g, target, cached, work, c, t)
+            free -= need
+            budget -= c
 
     # -- iteration end -----------------------------------------------------------------
     def iteration_end(self, t: float) -> int:

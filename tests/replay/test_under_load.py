@@ -1,4 +1,4 @@
-"""Sanity under load, for both scheduler variants (``vllm-v1`` and ``vllm-v0``).
+"""Sanity under load, for the scheduler variants (``vllm-v1``, ``vllm-v0``, ``sarathi``).
 
 - Little's law on the timelines of a replay with hundreds of preemptions: the
   time-average number of requests at the instances equals the arrival rate times the
@@ -55,6 +55,7 @@ def _preempting_replay(scheduler: str) -> tuple[pl.DataFrame, pl.DataFrame, dict
                 max_running_seqs=64,
                 max_batched_tokens=2048,
                 scheduler=scheduler,  # type: ignore[arg-type]
+                chunked_prefill=scheduler == "sarathi",  # sarathi always chunks
             )
             for k in range(2)
         )
@@ -65,7 +66,7 @@ def _preempting_replay(scheduler: str) -> tuple[pl.DataFrame, pl.DataFrame, dict
     return res.requests, res.timelines, res.summary
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("scheduler", [*SCHEDULERS, "sarathi"])
 def test_littles_law_and_work_conservation_under_preemption(scheduler: str) -> None:
     q, tl, summary = _preempting_replay(scheduler)
     assert summary["n_preemptions"] > 100
