@@ -209,8 +209,10 @@ State fields
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -278,6 +280,44 @@ RouteFn = Callable[[RequestView, ClusterState], int]
 #: a scheduling function: (router queue, state) -> (queue index, instance index or WAIT)
 #: (e.g. ``scheduler.schedule``)
 ScheduleFn = Callable[[tuple[RequestView, ...], ClusterState], tuple[int, int]]
+
+
+_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(ClusterState))
+
+
+class _LazyClusterState(ClusterState):
+    """The state of a pending decision, its arrays computed on first access.
+
+    A router that ignores the state (round robin, random) never pays for it. The values
+    are those of ``Engine._state_now(at_s)``: the engine computes them at the first
+    attribute access, or, if somebody still holds the object, just before it changes
+    anything (:meth:`Engine._settle_state`, called first in :meth:`Engine.apply`); so
+    a state read after the engine moved on still shows the decision's moment.
+    """
+
+    __slots__ = ("_engine", "_at_s", "__weakref__")
+
+    @property
+    def n_instances(self) -> int:
+        """Number of instances (known without computing the state)."""
+        engine = object.__getattribute__(self, "_engine")
+        return int(engine.m) if engine is not None else int(self.n_running.shape[0])
+
+    def __getattr__(self, name: str) -> Any:
+        # reached only for attributes not set yet: the fields of an unmaterialised state
+        if name.startswith("__") or object.__getattribute__(self, "_engine") is None:
+            raise AttributeError(name)
+        self._materialise()
+        return object.__getattribute__(self, name)
+
+    def _materialise(self) -> None:
+        engine = object.__getattribute__(self, "_engine")
+        if engine is None:
+            return
+        full = engine._state_now(object.__getattribute__(self, "_at_s"))
+        for name in _STATE_FIELDS:
+            object.__setattr__(self, name, getattr(full, name))
+        object.__setattr__(self, "_engine", None)
 
 
 def _one_policy(where: str, route: object, schedule: object) -> None:
@@ -455,6 +495,7 @@ class Engine:
             self._push_grid_snapshot()
         self._decision: int | None = None
         self._cached_state: ClusterState | None = None
+        self._lazy_state: weakref.ref[_LazyClusterState] | None = None
 
     # -- event queue -----------------------------------------------------------------
     def _push(self, t: float, kind: int, a: int, b: int) -> None:
@@ -676,6 +717,7 @@ class Engine:
         action = int(action)
         self._decision = None
         self._cached_state = None
+        self._settle_state()  # before anything changes
         if action == WAIT:
             self._check_idle_wait()
             self._offering = False
@@ -929,8 +971,12 @@ class Engine:
         """Act on every decision ``step`` yields (with ``schedule`` or ``route``); count them."""
         n = 0
         while (decision := step()) is not None:
+            # the decision is dropped before acting on it: a state nobody kept is then
+            # never computed (see _LazyClusterState)
             if schedule is not None:
-                self.dispatch(schedule(self.router_queue(), decision[1]))
+                choice = schedule(self.router_queue(), decision[1])
+                decision = None
+                self.dispatch(choice)
             elif route is None:
                 raise RuntimeError(
                     f"{where} met a routing decision at t={self.now_s} (request "
@@ -939,7 +985,9 @@ class Engine:
                     "route=router.route."
                 )
             else:
-                self.apply(route(decision[0], decision[1]))
+                action = route(decision[0], decision[1])
+                decision = None
+                self.apply(action)
             n += 1
         return n
 
@@ -1074,7 +1122,11 @@ class Engine:
 
     def _router_state(self) -> ClusterState:
         if self._delay <= 0:
-            return self._state_now(self.now_s)
+            state = object.__new__(_LazyClusterState)
+            object.__setattr__(state, "_engine", self)
+            object.__setattr__(state, "_at_s", self.now_s)
+            self._lazy_state = weakref.ref(state)
+            return state
         target = self.now_s - self._delay
         snaps = self._snapshots
         while len(snaps) > 1 and snaps[1][0] <= target:
@@ -1082,6 +1134,19 @@ class Engine:
         if not snaps or snaps[0][0] > target:
             return self._empty_state(max(target, 0.0))
         return snaps[0][1]
+
+    def _settle_state(self) -> None:
+        """Give the pending decision's lazy state its values if anybody still holds it.
+
+        Called before the engine changes anything after a decision (:meth:`apply`); a
+        state nobody holds any more is simply dropped (never computed).
+        """
+        ref = self._lazy_state
+        if ref is not None:
+            self._lazy_state = None
+            state = ref()
+            if state is not None:
+                state._materialise()
 
     def _empty_state(self, t: float) -> ClusterState:
         m = self.m
@@ -1319,12 +1384,16 @@ def _run_to_end(engine: Engine, router: Router | Scheduler) -> None:
         queue = engine.router_queue
         dispatch = engine.dispatch
         while (decision := step()) is not None:
-            dispatch(schedule(queue(), decision[1]))
+            choice = schedule(queue(), decision[1])
+            decision = None  # so that a state nobody kept is never computed
+            dispatch(choice)
         return
     route = router.route  # type: ignore[union-attr]
     apply = engine.apply
     while (decision := step()) is not None:
-        apply(route(decision[0], decision[1]))
+        action = route(decision[0], decision[1])
+        decision = None  # so that a state nobody kept is never computed
+        apply(action)
 
 
 def _run_with_progress(engine: Engine, router: Router | Scheduler, name: str) -> None:

@@ -171,7 +171,7 @@ class RouterBase:
 
     def _m(self, state: ClusterState) -> int:
         m = self._n_instances
-        if m is None or len(state.n_running) != m:
+        if m is None or state.n_instances != m:
             return _require_reset(self.name, m, state)  # raises, saying why
         return m
 

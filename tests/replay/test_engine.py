@@ -565,3 +565,58 @@ def test_pairwise_sum_matches_numpy_bit_for_bit() -> None:
         lo = int(rng.integers(0, 3))
         values = [0.5] * lo + x.tolist()
         assert pairwise_sum(values, lo, n).hex() == float(x.sum()).hex(), (trial, n)
+
+
+def _lazy_trace(n: int = 60) -> pl.DataFrame:
+    rng = np.random.default_rng(3)
+    return pl.DataFrame(
+        {
+            "request_id": np.arange(n),
+            "arrival_s": np.cumsum(rng.exponential(0.05, n)),
+            "prompt_tokens": rng.integers(10, 500, n),
+            "output_tokens": rng.integers(1, 200, n),
+        }
+    )
+
+
+def test_a_kept_state_shows_its_decision_moment_after_the_engine_moved_on() -> None:
+    from routeplay.replay import make_uniform_cluster
+
+    eng = Engine(_lazy_trace(), make_uniform_cluster(2))
+    kept = []
+    while (decision := eng.next_decision()) is not None:
+        eager = eng.state()  # computed now, eagerly
+        kept.append((decision[1], eager))
+        decision = None
+        eng.apply(len(kept) % 2)
+    assert len(kept) == 60
+    for lazy, eager in kept:  # read only now, long after each decision
+        for name in (
+            "now_s",
+            "n_queued",
+            "n_running",
+            "kv_used_tokens",
+            "tokens_in_system",
+            "earliest_completion_s",
+            "decode_bucket_counts",
+            "n_completed",
+        ):
+            assert np.array_equal(getattr(lazy, name), getattr(eager, name)), name
+
+
+def test_a_state_nobody_reads_is_never_computed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from routeplay.replay import make_router, make_uniform_cluster, run_replay
+
+    calls = []
+    real = Engine._state_now
+
+    def counting(self: Engine, t: float) -> object:
+        calls.append(t)
+        return real(self, t)
+
+    monkeypatch.setattr(Engine, "_state_now", counting)
+    config = ReplayConfig(timeline_sample_interval_s=None)
+    run_replay(_lazy_trace(), make_uniform_cluster(2), make_router("round-robin"), config=config)
+    assert calls == []  # round robin never looks at the state
+    run_replay(_lazy_trace(), make_uniform_cluster(2), make_router("min-min"), config=config)
+    assert len(calls) == 60  # min-min reads it at every decision
