@@ -577,28 +577,37 @@ class Instance:
             dt = self.run_time(k)
         else:
             self.run_k = 0
-            pt = 0
-            psq = 0
-            dctx = 0
-            for sl in slots:
-                c = sl[_CHUNK]
-                if c:
-                    pt += c
-                    psq += c * (c + sl[_PDONE])
-                if sl[_PLEFT] == 0:
-                    dctx += sl[_CTX]
-            dt = (
-                self.c0
-                + (self.c_pb if pt > 0 else 0.0)
-                + self.c_p * pt
-                + self.c_p2 * float(psq)
-                + self.c_d * (n - self.n_prefilling)
-                + self.c_kv * float(dctx)
-            )
+            dt = self.mixed_iteration_s()
             self.run_a = dt
             self.run_b = 0.0
         self.t_end = t + dt
         return True
+
+    def mixed_iteration_s(self) -> float:
+        """Duration of an iteration with prefill chunks and decodes (this iteration's chunks).
+
+        ``latency.iteration_time_s`` with the prefill tokens and ``sum(chunk * (chunk +
+        already in KV))`` of the chunks, the decoding sequences and their context.
+        """
+        pt = 0
+        psq = 0
+        dctx = 0
+        for sl in self.slots:
+            c = sl[_CHUNK]
+            if c:
+                pt += c
+                psq += c * (c + sl[_PDONE])
+            if sl[_PLEFT] == 0:
+                dctx += sl[_CTX]
+        dt: float = (
+            self.c0
+            + (self.c_pb if pt > 0 else 0.0)
+            + self.c_p * pt
+            + self.c_p2 * float(psq)
+            + self.c_d * (len(self.slots) - self.n_prefilling)
+            + self.c_kv * float(dctx)
+        )
+        return dt
 
     def fill_slot(
         self,
@@ -844,24 +853,7 @@ class Instance:
             self.run_k = k
             self.t_end = t + self.run_time(k)
             return True
-        pt = 0
-        psq = 0
-        dctx = 0
-        for sl in slots:
-            c = sl[_CHUNK]
-            if c:
-                pt += c
-                psq += c * (c + sl[_PDONE])
-            if sl[_PLEFT] == 0:
-                dctx += sl[_CTX]
-        dt = (
-            self.c0
-            + (self.c_pb if pt > 0 else 0.0)
-            + self.c_p * pt
-            + self.c_p2 * float(psq)
-            + self.c_d * (n - self.n_prefilling)
-            + self.c_kv * float(dctx)
-        )
+        dt = self.mixed_iteration_s()
         self.run_k = 0
         self.run_a = dt
         self.run_b = 0.0
