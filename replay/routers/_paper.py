@@ -2,7 +2,7 @@
 
 Decode balancer (oracle and predicted, labelled), dedicated small/large instances,
 and min-min (earliest predicted completion). The impact-greedy router lives in
-``_routers_impact.py``.
+``_impact.py``.
 """
 
 from __future__ import annotations
