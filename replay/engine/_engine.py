@@ -285,6 +285,15 @@ ScheduleFn = Callable[[tuple[RequestView, ...], ClusterState], tuple[int, int]]
 _STATE_FIELDS = tuple(f.name for f in dataclasses.fields(ClusterState))
 
 
+def _lazy_engine(state: _LazyClusterState) -> Engine | None:
+    """The engine that will compute ``state``, or None once computed (or for a copy)."""
+    try:
+        engine: Engine | None = object.__getattribute__(state, "_engine")
+    except AttributeError:  # a copy or an unpickled state: its fields came with it
+        return None
+    return engine
+
+
 class _LazyClusterState(ClusterState):
     """The state of a pending decision, its arrays computed on first access.
 
@@ -292,7 +301,8 @@ class _LazyClusterState(ClusterState):
     are those of ``Engine._state_now(at_s)``: the engine computes them at the first
     attribute access, or, if somebody still holds the object, just before it changes
     anything (:meth:`Engine._settle_state`, called first in :meth:`Engine.apply`); so
-    a state read after the engine moved on still shows the decision's moment.
+    a state read after the engine moved on still shows the decision's moment. Copies and
+    pickles carry the computed fields (the dataclass's state is its fields).
     """
 
     __slots__ = ("_engine", "_at_s", "__weakref__")
@@ -300,18 +310,18 @@ class _LazyClusterState(ClusterState):
     @property
     def n_instances(self) -> int:
         """Number of instances (known without computing the state)."""
-        engine = object.__getattribute__(self, "_engine")
+        engine = _lazy_engine(self)
         return int(engine.m) if engine is not None else int(self.n_running.shape[0])
 
     def __getattr__(self, name: str) -> Any:
         # reached only for attributes not set yet: the fields of an unmaterialised state
-        if name.startswith("__") or object.__getattribute__(self, "_engine") is None:
+        if name.startswith("__") or _lazy_engine(self) is None:
             raise AttributeError(name)
         self._materialise()
         return object.__getattribute__(self, name)
 
     def _materialise(self) -> None:
-        engine = object.__getattribute__(self, "_engine")
+        engine = _lazy_engine(self)
         if engine is None:
             return
         full = engine._state_now(object.__getattribute__(self, "_at_s"))

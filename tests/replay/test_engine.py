@@ -620,3 +620,20 @@ def test_a_state_nobody_reads_is_never_computed(monkeypatch: pytest.MonkeyPatch)
     assert calls == []  # round robin never looks at the state
     run_replay(_lazy_trace(), make_uniform_cluster(2), make_router("min-min"), config=config)
     assert len(calls) == 60  # min-min reads it at every decision
+
+
+def test_copies_and_pickles_of_a_pending_state_carry_its_values() -> None:
+    import copy
+    import pickle
+
+    from routeplay.replay import make_uniform_cluster
+
+    eng = Engine(_lazy_trace(), make_uniform_cluster(2))
+    eng.next_decision()
+    eng.apply(0)
+    _, state = eng.next_decision()  # nothing computed yet
+    eager = eng.state()
+    for other in (copy.copy(state), copy.deepcopy(state), pickle.loads(pickle.dumps(state))):
+        assert other.n_instances == 2
+        assert np.array_equal(other.tokens_in_system, eager.tokens_in_system)
+        assert other.now_s == eager.now_s
