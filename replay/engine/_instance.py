@@ -725,13 +725,24 @@ class Instance:
             )
         self.t0 = t
         self.version += 1
+        return self._blockwise_decode_run(t, preempted)
+
+    def _blockwise_decode_run(self, t: float, preempted: bool) -> bool:
+        """Plan a decode-only run under block-wise KV (vllm-v0 rule 5, sarathi rule 2).
+
+        Fast mode: until the first completion or the last iteration in which every
+        decode finds its block without preempting; one iteration in reference mode or
+        right after a preemption. Returns True (an iteration runs, ending at ``t_end``).
+        """
+        slots = self.slots
+        n = len(slots)
         self.run_a = self.c0 + self.c_d * n + self.c_kv * float(self.ctx_sum)
         self.run_b = self.c_kv * n
         k = 1
         if not self.reference and not preempted:
             k = min([sl[_OUT] - sl[_GEN] for sl in slots])
             if k > 1 and not self.v0_decodes_fit(k):
-                # the last iteration that fits rule 5 without preempting
+                # the last iteration that fits the block rule without preempting
                 k = _last_fitting(k, self.v0_decodes_fit)
         self.run_k = k
         self.t_end = t + self.run_time(k)
@@ -843,16 +854,7 @@ class Instance:
         self.version += 1
         if self.n_prefilling == 0:
             # decode-only: a run until the first completion or the first preemption
-            self.run_a = self.c0 + self.c_d * n + self.c_kv * float(self.ctx_sum)
-            self.run_b = self.c_kv * n
-            k = 1
-            if not self.reference and not preempted:
-                k = min([sl[_OUT] - sl[_GEN] for sl in slots])
-                if k > 1 and not self.v0_decodes_fit(k):
-                    k = _last_fitting(k, self.v0_decodes_fit)
-            self.run_k = k
-            self.t_end = t + self.run_time(k)
-            return True
+            return self._blockwise_decode_run(t, preempted)
         dt = self.mixed_iteration_s()
         self.run_k = 0
         self.run_a = dt

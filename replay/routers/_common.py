@@ -158,6 +158,10 @@ class RouterBase:
     def __init__(self) -> None:
         self._n_instances: int | None = None
         self._rng: np.random.Generator = np.random.default_rng(np.random.SeedSequence(0))
+        # latency models of the cluster last read (by routers that score with them)
+        self._latency: ClusterLatency | None = None
+        self._rows: tuple[InstanceLatency, ...] = ()
+        self._cluster: ClusterConfig | None = None
 
     def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
         """Prepare for a new replay on ``cluster`` with the replay's dedicated generator."""
@@ -168,6 +172,21 @@ class RouterBase:
             )
         self._n_instances = cluster.n_instances
         self._rng = rng
+
+    def _read_latency(self, cluster: ClusterConfig) -> bool:
+        """Read every instance's latency model into ``_latency`` and ``_rows``.
+
+        For routers that score with the latency models, from their ``reset``. Returns
+        False, doing nothing, when ``cluster`` is the object read last: a frozen config,
+        its coefficients cannot have changed (the lookahead resets its base router at
+        every rollout).
+        """
+        if cluster is self._cluster:
+            return False
+        self._latency = ClusterLatency.from_cluster(cluster)
+        self._rows = self._latency.instances()
+        self._cluster = cluster
+        return True
 
     def _m(self, state: ClusterState) -> int:
         m = self._n_instances

@@ -361,17 +361,11 @@ class MinMinRouter(RouterBase):
         super().__init__()
         check_positive("MinMinRouter", "default_output_tokens", default_output_tokens)
         self.default_output_tokens = float(default_output_tokens)
-        self._latency: ClusterLatency | None = None
-        self._rows: tuple[InstanceLatency, ...] = ()
-        self._cluster: ClusterConfig | None = None
 
     def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
         """Read every instance's latency model (kept while the same cluster comes back)."""
         super().reset(cluster, rng)
-        if cluster is not self._cluster:  # a frozen config: its coefficients cannot change
-            self._latency = ClusterLatency.from_cluster(cluster)
-            self._rows = self._latency.instances()
-            self._cluster = cluster
+        self._read_latency(cluster)
 
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return the instance with the earliest estimated completion."""

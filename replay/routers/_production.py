@@ -22,8 +22,6 @@ import numpy.typing as npt
 
 from .._types import WAIT, ClusterConfig, ClusterState, RequestView, Router
 from ._common import (
-    ClusterLatency,
-    InstanceLatency,
     PrefixBlockIndex,
     RouterBase,
     argmax_list,
@@ -445,9 +443,6 @@ class AIBrixLeastLatencyRouter(RouterBase):
 
     def __init__(self) -> None:
         super().__init__()
-        self._latency: ClusterLatency | None = None
-        self._rows: tuple[InstanceLatency, ...] = ()
-        self._cluster: ClusterConfig | None = None
         self._n_seen = 0
         self._sum_prompt = 0.0
         self._n_pred = 0
@@ -456,10 +451,7 @@ class AIBrixLeastLatencyRouter(RouterBase):
     def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
         """Read the latency models and forget the running means."""
         super().reset(cluster, rng)
-        if cluster is not self._cluster:  # a frozen config: its coefficients cannot change
-            self._latency = ClusterLatency.from_cluster(cluster)
-            self._rows = self._latency.instances()
-            self._cluster = cluster
+        self._read_latency(cluster)
         self._n_seen = 0
         self._sum_prompt = 0.0
         self._n_pred = 0

@@ -29,7 +29,6 @@ from ..engine._engine import Engine, is_scheduler
 from ._common import (
     DEFAULT_OUTPUT_TOKENS,
     ClusterLatency,
-    InstanceLatency,
     RouterBase,
     argmin_list,
     check_non_negative,
@@ -140,17 +139,11 @@ class MinTotalLatencyRouter(RouterBase):
         check_positive("MinTotalLatencyRouter", "default_output_tokens", default_output_tokens)
         self.weight = float(weight)
         self.default_output_tokens = float(default_output_tokens)
-        self._latency: ClusterLatency | None = None
-        self._rows: tuple[InstanceLatency, ...] = ()
-        self._cluster: ClusterConfig | None = None
 
     def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
         """Read every instance's latency model (kept while the same cluster comes back)."""
         super().reset(cluster, rng)
-        if cluster is not self._cluster:  # a frozen config: its coefficients cannot change
-            self._latency = ClusterLatency.from_cluster(cluster)
-            self._rows = self._latency.instances()
-            self._cluster = cluster
+        self._read_latency(cluster)
 
     def scores_s(self, request: RequestView, state: ClusterState) -> npt.NDArray[np.float64]:
         """The score of every instance (seconds; lower is better).

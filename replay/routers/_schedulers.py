@@ -25,8 +25,6 @@ import numpy.typing as npt
 from .._types import WAIT, ClusterConfig, ClusterState, RequestView
 from ._common import (
     DEFAULT_OUTPUT_TOKENS,
-    ClusterLatency,
-    InstanceLatency,
     RouterBase,
     argmin_list,
     check_positive,
@@ -157,19 +155,15 @@ class LateBindingSPFScheduler(SchedulerBase):
         check_positive(type(self).__name__, "default_output_tokens", default_output_tokens)
         self.max_local_queue = max_local_queue
         self.default_output_tokens = float(default_output_tokens)
-        self._latency: ClusterLatency | None = None
-        self._rows: tuple[InstanceLatency, ...] = ()
-        self._cluster: ClusterConfig | None = None
         self._mean: tuple[float, float, float, float, float, float] = (0.0,) * 6
         self._sizes: dict[int, float] = {}
 
     def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
         """Read the latency models; forget the cached job sizes."""
         super().reset(cluster, rng)
-        if cluster is not self._cluster:  # a frozen config: its coefficients cannot change
-            lat = ClusterLatency.from_cluster(cluster)
-            self._latency = lat
-            self._rows = lat.instances()
+        if self._read_latency(cluster):
+            lat = self._latency
+            assert lat is not None
             self._mean = (
                 float(lat.intercept_s.mean()),
                 float(lat.prefill_batch_s.mean()),
@@ -178,7 +172,6 @@ class LateBindingSPFScheduler(SchedulerBase):
                 float(lat.decode_s_per_seq.mean()),
                 float(lat.decode_s_per_context_token.mean()),
             )
-            self._cluster = cluster
         self._sizes = {}
 
     def output_tokens(self, request: RequestView) -> float:

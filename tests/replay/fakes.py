@@ -1,9 +1,33 @@
-"""Tiny fake routers for engine tests and benchmarks (the real routers live in replay/)."""
+"""Tiny fake routers and hand-checkable inputs for engine tests (real routers live in replay/)."""
 
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
+from routeplay.estimator import LinearLatencyModel
 from routeplay.replay._types import WAIT, ClusterConfig, ClusterState, RequestView
+
+# 1 ms per prefill token, 10 ms per decoding sequence: times are easy to add up by hand
+STEP_LAT = LinearLatencyModel(
+    intercept_s=0.0,
+    prefill_s_per_token=1e-3,
+    prefill_s_per_token2=0.0,
+    decode_s_per_seq=0.01,
+    decode_s_per_context_token=0.0,
+)
+MODES = ["fast", "reference"]
+
+
+def rows_trace(rows: list[tuple[float, int, int]]) -> pl.DataFrame:
+    """A trace from ``(arrival_s, prompt_tokens, output_tokens)`` rows, ids 0..n-1."""
+    return pl.DataFrame(
+        {
+            "request_id": np.arange(len(rows)),
+            "arrival_s": [r[0] for r in rows],
+            "prompt_tokens": [r[1] for r in rows],
+            "output_tokens": [r[2] for r in rows],
+        }
+    )
 
 
 class RoundRobinFake:

@@ -11,42 +11,19 @@ KV holders. Every test runs in fast and in reference mode.
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 import pytest
-from fakes import AlwaysZeroFake
+from fakes import MODES, STEP_LAT, AlwaysZeroFake, rows_trace
 from numpy.testing import assert_allclose
-from routeplay.estimator._latency import LinearLatencyModel
 from routeplay.replay._types import ClusterConfig, InstanceConfig
 from routeplay.replay.engine._engine import run_replay
 from routeplay.replay.engine._result import ReplayConfig
-
-# 1 ms per prefill token, 10 ms per decoding sequence: times are easy to add up
-LAT = LinearLatencyModel(
-    intercept_s=0.0,
-    prefill_s_per_token=1e-3,
-    prefill_s_per_token2=0.0,
-    decode_s_per_seq=0.01,
-    decode_s_per_context_token=0.0,
-)
-MODES = ["fast", "reference"]
-
-
-def _trace(rows: list[tuple[float, int, int]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "request_id": np.arange(len(rows)),
-            "arrival_s": [r[0] for r in rows],
-            "prompt_tokens": [r[1] for r in rows],
-            "output_tokens": [r[2] for r in rows],
-        }
-    )
 
 
 def _run(trace: pl.DataFrame, mode: str, **options: object) -> pl.DataFrame:
     settings: dict[str, object] = {"scheduler": "sarathi", "chunked_prefill": True}
     settings.update(options)
-    inst = InstanceConfig(name="a", latency=LAT, **settings)  # type: ignore[arg-type]
+    inst = InstanceConfig(name="a", latency=STEP_LAT, **settings)  # type: ignore[arg-type]
     config = ReplayConfig(mode=mode, timeline_sample_interval_s=None)  # type: ignore[arg-type]
     return run_replay(
         trace, ClusterConfig(instances=(inst,)), AlwaysZeroFake(), config=config
@@ -59,7 +36,7 @@ def test_decodes_never_pause_while_a_long_prompt_is_chunked(mode: str) -> None:
     # + 1) arrives at 0.015 s, so A's decode run is cut at 0.02 s (A has 2 tokens).
     # Each iteration then holds A's decode and 99 prompt tokens of B: 0.02 -> 0.129
     # (A 3), -> 0.238 (A 4), then B's last 52 tokens: -> 0.300 (A 5, B's token).
-    trace = _trace([(0.0, 10, 5), (0.015, 250, 1)])
+    trace = rows_trace([(0.0, 10, 5), (0.015, 250, 1)])
     out = _run(trace, mode, max_batched_tokens=100, max_running_seqs=8)
     assert_allclose(out["first_token_s"].to_list(), [0.01, 0.3], atol=1e-12)
     assert_allclose(out["finish_s"].to_list(), [0.3, 0.3], atol=1e-12)
@@ -74,7 +51,7 @@ def test_the_budget_goes_to_partial_prefills_then_new_prompts_unpadded(mode: str
     # Chunk 100, all at t = 0. Iteration 1: A's first 100 tokens (budget used up).
     # Iteration 2: A's last 50, then B's 30 and C's first 20 (admitted at 0.1 s):
     # 0.1 -> 0.2. Iteration 3: C's last 10: -> 0.21.
-    trace = _trace([(0.0, 150, 1), (0.0, 30, 1), (0.0, 30, 1)])
+    trace = rows_trace([(0.0, 150, 1), (0.0, 30, 1), (0.0, 30, 1)])
     out = _run(trace, mode, max_batched_tokens=100, max_running_seqs=8)
     assert_allclose(out["finish_s"].to_list(), [0.2, 0.2, 0.21], atol=1e-12)
     assert_allclose(out["admitted_s"].to_list(), [0.0, 0.1, 0.1], atol=1e-12)
@@ -84,7 +61,7 @@ def test_the_budget_goes_to_partial_prefills_then_new_prompts_unpadded(mode: str
 def test_running_decodes_count_against_the_batch_cap(mode: str) -> None:
     # Cap 2: A and B prefill together (0.02 s) and decode 4 tokens each at 20 ms per
     # iteration (-> 0.10); C waits for a free place although the budget has room.
-    trace = _trace([(0.0, 10, 5), (0.0, 10, 5), (0.0, 10, 1)])
+    trace = rows_trace([(0.0, 10, 5), (0.0, 10, 5), (0.0, 10, 1)])
     out = _run(trace, mode, max_batched_tokens=100, max_running_seqs=2)
     assert_allclose(out["finish_s"].to_list(), [0.1, 0.1, 0.11], atol=1e-12)
     assert_allclose(out["admitted_s"].to_list(), [0.0, 0.0, 0.1], atol=1e-12)
@@ -94,7 +71,7 @@ def test_running_decodes_count_against_the_batch_cap(mode: str) -> None:
 def test_admission_reserves_the_whole_prompt_with_the_watermark(mode: str) -> None:
     # 100 blocks of 1 token, watermark 10 %: after A's 85 blocks only 15 are free, and
     # B's 10 would leave 5 < 10, so B waits for A (0.085 s prefill + one 10 ms decode).
-    trace = _trace([(0.0, 85, 2), (0.0, 10, 1)])
+    trace = rows_trace([(0.0, 85, 2), (0.0, 10, 1)])
     options = {"kv_capacity_tokens": 100, "kv_block_tokens": 1, "max_batched_tokens": 200,
                "max_running_seqs": 8}  # fmt: skip
     held = _run(trace, mode, kv_watermark_fraction=0.1, **options)
@@ -104,7 +81,7 @@ def test_admission_reserves_the_whole_prompt_with_the_watermark(mode: str) -> No
     # Chunk 50, no watermark: A (80 + 2) reserves its 80 blocks with its first chunk;
     # B's 30 do not fit in the 20 left (after A's decode takes one, 19) until A is done:
     # A 0 -> 0.05 -> 0.08 (token 1) -> 0.09 (done); B 0.09 -> 0.12.
-    trace = _trace([(0.0, 80, 2), (0.0, 30, 1)])
+    trace = rows_trace([(0.0, 80, 2), (0.0, 30, 1)])
     options["max_batched_tokens"] = 50
     out = _run(trace, mode, kv_watermark_fraction=0.0, **options)
     assert_allclose(out["finish_s"].to_list(), [0.09, 0.12], atol=1e-12)
@@ -119,7 +96,7 @@ def test_decodes_preempt_the_newest_and_it_recomputes(mode: str) -> None:
     # A decodes alone to its 10th token (4 x 10 ms, 0.15 s); B's 11 recomputed tokens
     # do not fit earlier (11 > 20 - 11 free blocks after A's decode took its own).
     # B: prefill of 5 + 6 tokens 0.15 -> 0.161 (token 7), 3 decodes -> 0.191.
-    trace = _trace([(0.0, 5, 10), (0.0, 5, 10)])
+    trace = rows_trace([(0.0, 5, 10), (0.0, 5, 10)])
     out = _run(trace, mode, kv_capacity_tokens=20, kv_block_tokens=1, max_batched_tokens=100,
                max_running_seqs=8, kv_watermark_fraction=0.0)  # fmt: skip
     assert out["n_preemptions"].to_list() == [0, 1]
@@ -136,7 +113,7 @@ def test_a_decode_preempts_a_newer_partial_prefill(mode: str) -> None:
     # with A's decode: -> 0.034. 0.034: A finds no free block; B, newer, is preempted
     # (its 9 tokens are lost) and does not fit again (13 > 12 free) while A runs:
     # A decodes 5 tokens -> 0.084. B recomputes 13 tokens in chunks 10 + 3 -> 0.097.
-    trace = _trace([(0.0, 5, 8), (0.0105, 13, 1)])
+    trace = rows_trace([(0.0, 5, 8), (0.0105, 13, 1)])
     out = _run(trace, mode, kv_capacity_tokens=20, kv_block_tokens=1, max_batched_tokens=10,
                max_running_seqs=2, kv_watermark_fraction=0.0)  # fmt: skip
     assert out["n_preemptions"].to_list() == [0, 1]
@@ -147,17 +124,17 @@ def test_a_decode_preempts_a_newer_partial_prefill(mode: str) -> None:
 
 def test_sarathi_config_errors_name_the_fix() -> None:
     with pytest.raises(ValueError, match=r"chunked_prefill=False; expected .*Fix: set chunked"):
-        InstanceConfig(name="a", latency=LAT, scheduler="sarathi")
+        InstanceConfig(name="a", latency=STEP_LAT, scheduler="sarathi")
     with pytest.raises(ValueError, match="batching='fcfs'"):
-        InstanceConfig(name="a", latency=LAT, scheduler="sarathi", chunked_prefill=True,
+        InstanceConfig(name="a", latency=STEP_LAT, scheduler="sarathi", chunked_prefill=True,
                        batching="bin-packing")  # fmt: skip
     with pytest.raises(ValueError, match=r"max_running_seqs = 256 > max_batched_tokens = 128"):
-        InstanceConfig(name="a", latency=LAT, scheduler="sarathi", chunked_prefill=True,
+        InstanceConfig(name="a", latency=STEP_LAT, scheduler="sarathi", chunked_prefill=True,
                        max_batched_tokens=128)  # fmt: skip
-    inst = InstanceConfig(name="a", latency=LAT, scheduler="sarathi", chunked_prefill=True,
+    inst = InstanceConfig(name="a", latency=STEP_LAT, scheduler="sarathi", chunked_prefill=True,
                           max_batched_tokens=512, batching="least-work-left")  # fmt: skip
     assert (inst.scheduler, inst.max_batched_tokens) == ("sarathi", 512)
     # a request that fits the KV but not with the watermark + 1 block is refused
-    trace = _trace([(0.0, 90, 10)])
+    trace = rows_trace([(0.0, 90, 10)])
     with pytest.raises(ValueError, match=r"sarathi instance 0 .*Fix: raise kv_capacity_tokens"):
         _run(trace, "fast", kv_capacity_tokens=100, kv_block_tokens=1, kv_watermark_fraction=0.1)

@@ -22,7 +22,7 @@ from numpy.testing import assert_allclose
 from routeplay.estimator._latency import LinearLatencyModel
 from routeplay.replay._types import BATCHING_POLICIES, ClusterConfig, InstanceConfig
 from routeplay.replay.engine._engine import run_replay
-from routeplay.replay.engine._result import ReplayConfig
+from routeplay.replay.engine._result import ReplayConfig, ReplayResult
 
 TIME_COLUMNS = ["routed_s", "admitted_s", "first_token_s", "finish_s", "tbt_mean_s", "tbt_max_s"]
 
@@ -217,9 +217,9 @@ def test_littles_law_on_timelines() -> None:
     assert res.summary["n_preemptions"] > 0  # the case exercises preemption
 
 
-def test_fast_equals_reference_under_heavy_preemption_and_chunking() -> None:
-    # 1,500 requests at ~25 req/s on 2 small-KV instances (thousands of preemptions),
-    # one of them with chunked prefill and least-work-left, the other bin-packing.
+def _heavy_load() -> tuple[pl.DataFrame, LinearLatencyModel]:
+    """1,500 requests at ~25 req/s (prompts up to 1,500, outputs up to 400 tokens) and a
+    V100-like latency model: with 6,000 KV tokens per instance, thousands of preemptions."""
     rng = np.random.default_rng(np.random.SeedSequence(8))
     n = 1500
     trace = pl.DataFrame(
@@ -237,6 +237,30 @@ def test_fast_equals_reference_under_heavy_preemption_and_chunking() -> None:
         decode_s_per_seq=1.68e-5,
         decode_s_per_context_token=2.68e-7,
     )
+    return trace, lat
+
+
+def _fast_and_reference_agree_under_preemption(
+    trace: pl.DataFrame, cluster: ClusterConfig, cfg: ReplayConfig
+) -> tuple[ReplayResult, ReplayResult]:
+    """Replay in both modes; per-request times and preemption counts agree."""
+    fast = run_replay(trace, cluster, RoundRobinFake(), config=cfg)
+    ref = run_replay(
+        trace, cluster, RoundRobinFake(), config=dataclasses.replace(cfg, mode="reference")
+    )
+    assert fast.summary["n_preemptions"] > 100
+    for col in TIME_COLUMNS:
+        assert_allclose(
+            fast.requests[col].to_numpy(), ref.requests[col].to_numpy(), rtol=1e-9, err_msg=col
+        )
+    assert fast.requests["n_preemptions"].to_list() == ref.requests["n_preemptions"].to_list()
+    return fast, ref
+
+
+def test_fast_equals_reference_under_heavy_preemption_and_chunking() -> None:
+    # 1,500 requests at ~25 req/s on 2 small-KV instances (thousands of preemptions),
+    # one of them with chunked prefill and least-work-left, the other bin-packing.
+    trace, lat = _heavy_load()
     cluster = ClusterConfig(
         instances=(
             InstanceConfig(
@@ -250,40 +274,16 @@ def test_fast_equals_reference_under_heavy_preemption_and_chunking() -> None:
             InstanceConfig(name="b", latency=lat, kv_capacity_tokens=6000, batching="bin-packing"),
         )
     )
-    cfg = ReplayConfig(timeline_sample_interval_s=None)
-    fast = run_replay(trace, cluster, RoundRobinFake(), config=cfg)
-    ref = run_replay(
-        trace, cluster, RoundRobinFake(), config=dataclasses.replace(cfg, mode="reference")
+    _fast_and_reference_agree_under_preemption(
+        trace, cluster, ReplayConfig(timeline_sample_interval_s=None)
     )
-    assert fast.summary["n_preemptions"] > 100
-    for col in TIME_COLUMNS:
-        assert_allclose(
-            fast.requests[col].to_numpy(), ref.requests[col].to_numpy(), rtol=1e-9, err_msg=col
-        )
-    assert fast.requests["n_preemptions"].to_list() == ref.requests["n_preemptions"].to_list()
 
 
 def test_fast_equals_reference_for_sarathi_under_heavy_preemption() -> None:
     # The same load on two small-KV sarathi instances (chunks of 512 and 256 tokens,
     # caps 128 and 64, one without watermark): hundreds of preemptions, partial prefills
     # among the victims; per-request times, preemptions and sampled KV agree.
-    rng = np.random.default_rng(np.random.SeedSequence(8))
-    n = 1500
-    trace = pl.DataFrame(
-        {
-            "request_id": np.arange(n),
-            "arrival_s": np.cumsum(rng.exponential(0.04, n)),
-            "prompt_tokens": rng.integers(1, 1500, n),
-            "output_tokens": rng.integers(1, 400, n),
-        }
-    )
-    lat = LinearLatencyModel(
-        intercept_s=0.0113,
-        prefill_s_per_token=7.08e-5,
-        prefill_s_per_token2=3.3e-9,
-        decode_s_per_seq=1.68e-5,
-        decode_s_per_context_token=2.68e-7,
-    )
+    trace, lat = _heavy_load()
     common = {"latency": lat, "kv_capacity_tokens": 6000, "chunked_prefill": True}
     cluster = ClusterConfig(
         instances=(
@@ -295,16 +295,7 @@ def test_fast_equals_reference_for_sarathi_under_heavy_preemption() -> None:
         )
     )  # fmt: skip
     cfg = ReplayConfig(timeline_sample_interval_s=math.pi / 100)
-    fast = run_replay(trace, cluster, RoundRobinFake(), config=cfg)
-    ref = run_replay(
-        trace, cluster, RoundRobinFake(), config=dataclasses.replace(cfg, mode="reference")
-    )
-    assert fast.summary["n_preemptions"] > 100
-    for col in TIME_COLUMNS:
-        assert_allclose(
-            fast.requests[col].to_numpy(), ref.requests[col].to_numpy(), rtol=1e-9, err_msg=col
-        )
-    assert fast.requests["n_preemptions"].to_list() == ref.requests["n_preemptions"].to_list()
+    fast, ref = _fast_and_reference_agree_under_preemption(trace, cluster, cfg)
     kv = ref.timelines["kv_used_tokens"].to_numpy()
     assert kv.max() <= 6000
     assert_allclose(fast.timelines["kv_used_tokens"].to_numpy(), kv)
