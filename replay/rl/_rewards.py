@@ -149,15 +149,8 @@ class PaperReward:
 
     Example:
         >>> import numpy as np
-        >>> from routeplay.replay import ClusterState, RequestView
-        >>> z = np.zeros(2, dtype=np.int64)
-        >>> s = ClusterState(now_s=0.0, router_queue_len=0, n_queued=z, n_running=z,
-        ...     prefill_tokens_pending=z, decode_tokens_done=z,
-        ...     predicted_decode_tokens_left=np.zeros(2), kv_used_tokens=z,
-        ...     kv_capacity_tokens=z + 100, max_running_seqs=z + 4,
-        ...     prompt_bucket_counts=np.zeros((2, 1), dtype=np.int64),
-        ...     decode_bucket_counts=np.zeros((2, 1), dtype=np.int64),
-        ...     earliest_completion_s=np.zeros(2))
+        >>> from routeplay.replay import RequestView, make_cluster_state
+        >>> s = make_cluster_state(2)
         >>> out = StepOutcome(request=RequestView(0, 0.0, 10), action=1, state=s,
         ...     next_state=s, episode=2, n_completed=1, progress_deficit=0.5,
         ...     impact_r_mix=np.array([0.9, 0.4]))
@@ -243,16 +236,8 @@ class QueueBalanceReward:
     include queueing (System B's code excluded it; we do not).
 
     Example:
-        >>> import numpy as np
-        >>> from routeplay.replay import ClusterState, RequestView
-        >>> z = np.zeros(2, dtype=np.int64)
-        >>> s = ClusterState(now_s=0.0, router_queue_len=0, n_queued=np.array([2, 0]),
-        ...     n_running=np.array([3, 1]), prefill_tokens_pending=z, decode_tokens_done=z,
-        ...     predicted_decode_tokens_left=np.zeros(2), kv_used_tokens=z,
-        ...     kv_capacity_tokens=z + 100, max_running_seqs=np.array([3, 5]),
-        ...     prompt_bucket_counts=np.zeros((2, 1), dtype=np.int64),
-        ...     decode_bucket_counts=np.zeros((2, 1), dtype=np.int64),
-        ...     earliest_completion_s=np.zeros(2))
+        >>> from routeplay.replay import RequestView, make_cluster_state
+        >>> s = make_cluster_state(n_queued=[2, 0], n_running=[3, 1], max_running_seqs=[3, 5])
         >>> out = StepOutcome(request=RequestView(0, 0.0, 10), action=0, state=s,
         ...     next_state=s, n_admitted=1, response_times_s=(2.5,), estimated_time_s=1.0)
         >>> round(QueueBalanceReward()(out), 4)  # -0.01 - 0.2 - 10 + 0.1*(1-CV) + 1 - 5
@@ -302,21 +287,11 @@ class LatencyAreaReward:
     needs no predictor and no impact estimate.
 
     Example:
-        >>> import numpy as np
-        >>> from routeplay.replay import ClusterState, LatencyAreaReward, RequestView
-        >>> from routeplay.replay import StepOutcome
-        >>> def state(now_s, queued, running):
-        ...     z = np.zeros(2, dtype=np.int64)
-        ...     return ClusterState(now_s=now_s, router_queue_len=1,
-        ...         n_queued=np.array(queued), n_running=np.array(running),
-        ...         prefill_tokens_pending=z, decode_tokens_done=z,
-        ...         predicted_decode_tokens_left=np.zeros(2), kv_used_tokens=z,
-        ...         kv_capacity_tokens=z + 100, max_running_seqs=z + 4,
-        ...         prompt_bucket_counts=np.zeros((2, 1), dtype=np.int64),
-        ...         decode_bucket_counts=np.zeros((2, 1), dtype=np.int64),
-        ...         earliest_completion_s=np.zeros(2))
+        >>> from routeplay.replay import LatencyAreaReward, RequestView, StepOutcome
+        >>> from routeplay.replay import make_cluster_state as state
         >>> out = StepOutcome(request=RequestView(0, 0.0, 10), action=0,
-        ...     state=state(0.0, [1, 0], [2, 1]), next_state=state(0.5, [0, 0], [2, 2]))
+        ...     state=state(router_queue_len=1, n_queued=[1, 0], n_running=[2, 1]),
+        ...     next_state=state(now_s=0.5, router_queue_len=1, n_queued=[0, 0], n_running=[2, 2]))
         >>> LatencyAreaReward()(out)  # -(5 + 5) / 2 * 0.5
         -2.5
     """

@@ -229,7 +229,7 @@ def action_to_index(action: int, n_instances: int) -> int:
         >>> action_to_index(2, 4), action_to_index(-1, 4)
         (2, 4)
     """
-    if not isinstance(action, int | np.integer) or isinstance(action, bool | np.bool_):
+    if not _is_int(action):
         raise ValueError(
             f"action = {action!r}; expected an int instance index in range({n_instances}) "
             f"or WAIT ({WAIT})."
@@ -243,6 +243,11 @@ def action_to_index(action: int, n_instances: int) -> int:
     )
 
 
+def _is_int(value: object) -> bool:
+    """An int or numpy integer, not a bool."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
 def index_to_action(index: int, n_instances: int) -> int:
     """Discrete action index ``0..m`` -> router action (``m`` becomes ``WAIT``).
 
@@ -253,15 +258,8 @@ def index_to_action(index: int, n_instances: int) -> int:
         >>> index_to_action(4, 4), index_to_action(1, 4)
         (-1, 1)
     """
-    if not isinstance(index, int | np.integer) or isinstance(index, bool | np.bool_):
-        raise ValueError(
-            f"action index = {index!r}; expected an int in range({n_instances + 1}) "
-            f"({n_instances} = WAIT)."
-        )
-    if index == n_instances:
-        return WAIT
-    if 0 <= index < n_instances:
-        return int(index)
+    if _is_int(index) and 0 <= index <= n_instances:
+        return WAIT if index == n_instances else int(index)
     raise ValueError(
         f"action index = {index!r}; expected an int in range({n_instances + 1}) "
         f"({n_instances} = WAIT)."

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import random as _stdlib_random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -290,19 +291,38 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return changed
 
 
+_T = TypeVar("_T")
+
+
+def _call_read_only(
+    kind: str, name: str, step: int, context: str, state: ClusterState, call: Callable[[], _T]
+) -> _T:
+    """Run one route/schedule call: its exceptions re-raised with context, ``state`` unchanged."""
+    before = _snapshot(state)
+    try:
+        result = call()
+    except Exception as exc:  # re-raised with the context a user needs
+        raise RouterError(
+            f"{kind} {name!r} raised {type(exc).__name__} at step {step} ({context}): {exc}"
+        ) from exc
+    changed = _same(before, _snapshot(state))
+    if changed:
+        raise RouterError(
+            f"{kind} {name!r} changed the cluster state's {changed} at step {step}; "
+            f"{kind}s must treat the snapshot as read-only."
+        )
+    return result
+
+
 def _checked_route(
     router: Router, m: int, step: int, request: RequestView, state: ClusterState
 ) -> int:
     """One route call with every per-call rule checked."""
     name = getattr(router, "name", type(router).__name__)
-    before = _snapshot(state)
-    try:
-        choice = router.route(request, state)
-    except Exception as exc:  # re-raised with the context a user needs
-        raise RouterError(
-            f"router {name!r} raised {type(exc).__name__} at step {step} "
-            f"(request {request.request_id}, {m} instances): {exc}"
-        ) from exc
+    context = f"request {request.request_id}, {m} instances"
+    choice = _call_read_only(
+        "router", name, step, context, state, lambda: router.route(request, state)
+    )
     if isinstance(choice, (bool, np.bool_)) or not isinstance(choice, (int, np.integer)):
         raise RouterError(
             f"router {name!r} returned {choice!r} ({type(choice).__name__}) at step {step}; "
@@ -312,12 +332,6 @@ def _checked_route(
         raise RouterError(
             f"router {name!r} returned {int(choice)} at step {step} for request "
             f"{request.request_id}; expected an index in range({m}) or WAIT ({WAIT})."
-        )
-    changed = _same(before, _snapshot(state))
-    if changed:
-        raise RouterError(
-            f"router {name!r} changed the cluster state's {changed} at step {step}; "
-            "routers must treat the snapshot as read-only."
         )
     return int(choice)
 
@@ -331,14 +345,10 @@ def _checked_schedule(
 ) -> tuple[int, int]:
     """One schedule call with every per-call rule checked."""
     name = getattr(scheduler, "name", type(scheduler).__name__)
-    before = _snapshot(state)
-    try:
-        choice = scheduler.schedule(queue, state)
-    except Exception as exc:  # re-raised with the context a user needs
-        raise RouterError(
-            f"scheduler {name!r} raised {type(exc).__name__} at step {step} (queue of "
-            f"{len(queue)}, {m} instances): {exc}"
-        ) from exc
+    context = f"queue of {len(queue)}, {m} instances"
+    choice: Any = _call_read_only(
+        "scheduler", name, step, context, state, lambda: scheduler.schedule(queue, state)
+    )
     ok = isinstance(choice, tuple) and len(choice) == 2
     ok = ok and all(
         isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_)) for c in choice
@@ -358,12 +368,6 @@ def _checked_schedule(
         raise RouterError(
             f"scheduler {name!r} returned instance {instance} at step {step}; expected an "
             f"index in range({m}) or WAIT ({WAIT})."
-        )
-    changed = _same(before, _snapshot(state))
-    if changed:
-        raise RouterError(
-            f"scheduler {name!r} changed the cluster state's {changed} at step {step}; "
-            "schedulers must treat the snapshot as read-only."
         )
     return index, instance
 

@@ -94,18 +94,8 @@ def argmax_list(values: Sequence[float]) -> int:
         >>> argmax_list([1.0, 3.0, 3.0]), argmax_list([float("nan"), 5.0])
         (1, 0)
     """
-    best = values[0]
-    if best != best:
-        return 0
-    k = 0
-    for i in range(1, len(values)):
-        v = values[i]
-        if v > best:
-            best = v
-            k = i
-        elif v != v:
-            return i
-    return k
+    # v > best exactly when -v < -best, and NaN stays NaN: the same first index
+    return argmin_list([-v for v in values])
 
 
 def np_maximum(x: float, y: float) -> float:
