@@ -495,6 +495,21 @@ class Instance:
             return self.binlist[0], 3
         return None
 
+    def next_candidate(self, budget: int, kv_free: int) -> tuple[int, int, Record, int, int] | None:
+        """The next request in admission order (:meth:`peek`) with what admitting it needs.
+
+        ``(row, source, record, tokens generated before a preemption, prefill target =
+        prompt + those tokens)``, or None when nothing is queued (or nothing fits, for
+        bin-packing).
+        """
+        cand = self.peek(budget, kv_free)
+        if cand is None:
+            return None
+        i, source = cand
+        rec = self.book.live[i]
+        g = self.book.saved_gen.item(i) if source == 0 else 0
+        return i, source, rec, g, rec[1] + g
+
     def take(self, source: int) -> int:
         if source == 0:
             i = self.preempted.popleft()
@@ -651,13 +666,10 @@ class Instance:
         while len(slots) < self.max_seqs:
             if self.chunked and budget <= 0:
                 break
-            cand = self.peek(budget, self.cap_kv - kv)
+            cand = self.next_candidate(budget, self.cap_kv - kv)
             if cand is None:
                 break
-            i, source = cand
-            rec = self.book.live[i]
-            g = self.book.saved_gen.item(i) if source == 0 else 0
-            target = rec[1] + g
+            i, source, rec, g, target = cand
             cached = self.cached_tokens(i, target)
             work = target - cached
             if self.chunked:
@@ -793,13 +805,10 @@ class Instance:
         count = 0
         longest = 0
         while len(slots) < self.max_seqs:
-            cand = self.peek(self.max_bt, self.cap_kv)
+            cand = self.next_candidate(self.max_bt, self.cap_kv)
             if cand is None:
                 break
-            i, source = cand
-            rec = self.book.live[i]
-            g = self.book.saved_gen.item(i) if source == 0 else 0
-            target = rec[1] + g
+            i, source, rec, g, target = cand
             need = -(-target // b)
             if self.cap_blocks - alloc - need < self.wm_blocks:
                 break
@@ -919,13 +928,10 @@ class Instance:
             alloc += (sl[_CTX] + (b - 1)) // b  # decodes now hold blocks(ctx)
         free = self.cap_blocks - alloc
         while budget > 0 and len(slots) < self.max_seqs:
-            cand = self.peek(budget, self.cap_kv)
+            cand = self.next_candidate(budget, self.cap_kv)
             if cand is None:
                 break
-            i, source = cand
-            rec = self.book.live[i]
-            g = self.book.saved_gen.item(i) if source == 0 else 0
-            target = rec[1] + g
+            i, source, rec, g, target = cand
             need = -(-target // b)
             if free - need < self.wm_blocks:
                 break

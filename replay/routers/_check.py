@@ -294,6 +294,15 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 _T = TypeVar("_T")
 
 
+def _must_refuse(call: Callable[[], object], message: str) -> None:
+    """Raise RouterError(``message``) unless ``call`` raises (any clear refusal is fine)."""
+    try:
+        call()
+    except Exception:  # noqa: BLE001 - any clear refusal is acceptable
+        return
+    raise RouterError(message)
+
+
 def _call_read_only(
     kind: str, name: str, step: int, context: str, state: ClusterState, call: Callable[[], _T]
 ) -> _T:
@@ -462,15 +471,11 @@ def _check_scheduler(
             for v in queues[0][0]
         )
         scheduler.reset(cluster, np.random.default_rng(np.random.SeedSequence(seed)))
-        try:
-            scheduler.schedule(queue, queues[0][1])
-        except Exception:  # noqa: BLE001 - any clear refusal is acceptable
-            pass
-        else:
-            raise RouterError(
-                f"scheduler {name!r} has oracle=True but scheduled plain RequestViews (no true "
-                "output length) without complaint; oracle schedulers must refuse them."
-            )
+        _must_refuse(
+            lambda: scheduler.schedule(queue, queues[0][1]),
+            f"scheduler {name!r} has oracle=True but scheduled plain RequestViews (no true "
+            "output length) without complaint; oracle schedulers must refuse them.",
+        )
     if getattr(scheduler, "fixed_n_instances", None) is None:
         single = _random_cluster(np.random.default_rng(np.random.SeedSequence(seed + 1)), 1)
         srng = np.random.default_rng(np.random.SeedSequence(seed + 2))
@@ -730,15 +735,11 @@ def check_router(
             prompt_tokens=inputs[0][0].prompt_tokens,
         )
         router.reset(cluster, np.random.default_rng(np.random.SeedSequence(seed)))
-        try:
-            router.route(plain, inputs[0][1])
-        except Exception:  # noqa: BLE001 - any clear refusal is acceptable
-            pass
-        else:
-            raise RouterError(
-                f"router {name!r} has oracle=True but routed a plain RequestView (no true "
-                "output length) without complaint; oracle routers must refuse it."
-            )
+        _must_refuse(
+            lambda: router.route(plain, inputs[0][1]),
+            f"router {name!r} has oracle=True but routed a plain RequestView (no true "
+            "output length) without complaint; oracle routers must refuse it.",
+        )
 
     if fixed is None and needs_engine:
         single = _random_cluster(np.random.default_rng(np.random.SeedSequence(seed + 1)), 1)
