@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 import polars as pl
+import pytest
 from fakes import LeastTokensFake, RoundRobinFake, WaitThenRouteFake
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -274,9 +275,11 @@ def test_fast_equals_reference_under_heavy_preemption_and_chunking() -> None:
             InstanceConfig(name="b", latency=lat, kv_capacity_tokens=6000, batching="bin-packing"),
         )
     )
-    _fast_and_reference_agree_under_preemption(
-        trace, cluster, ReplayConfig(timeline_sample_interval_s=None)
-    )
+    cfg = ReplayConfig(timeline_sample_interval_s=None)
+    fast, ref = _fast_and_reference_agree_under_preemption(trace, cluster, cfg)
+    # both instances took part (the chunked least-work-left one and the bin-packing one)
+    assert sorted(set(fast.requests["instance_id"].to_list())) == [0, 1]
+    assert fast.summary["makespan_s"] == pytest.approx(ref.summary["makespan_s"], rel=1e-9)
 
 
 def test_fast_equals_reference_for_sarathi_under_heavy_preemption() -> None:
