@@ -6,14 +6,17 @@ Setup (docs/notes/fidelity.md explains every choice and every remaining differen
   with ``max_tokens=4096`` (Vidur cuts prompts so that prompt + output <= 4,096);
 * rates: the trace's own arrivals (1x) and arrivals x 0.25 (4x, Vidur's
   ``time_scale_factor = 0.25``);
-* cluster ``vidur-a100x4``: 4 x Llama-2-7B on A100 (preset ``llama2-7b/a100-vidur``), 7,424 KV
-  blocks of 16 tokens, batch cap 128, 4,096 tokens per batch, ``scheduler="vllm-v0"``,
-  1 % watermark; router ``round-robin``; fast mode;
+* cluster ``vidur-a100x4-forest`` (the default): 4 x Llama-2-7B on A100, 7,424 KV blocks
+  of 16 tokens, batch cap 128, 4,096 tokens per batch, ``scheduler="vllm-v0"``, 1 %
+  watermark, every iteration priced by the clock ``vidur-forest/llama2-7b-a100`` (Vidur's
+  composition and random forests, fitted on the same profiling tables); and
+  ``vidur-a100x4``, the same with the linear preset ``llama2-7b/a100-vidur`` as the clock;
+  router ``round-robin``; fast mode;
 * Vidur's side: the per-request file ``vidur_reference/conv-x4/request_metrics.csv``
   (4x). There is no per-request file for 1x: its row quotes the figures measured with
   Vidur that issue 14 and the reference README give (``VIDUR_1X``).
 
-Run (one command, about 20 s)::
+Run (one command, about 30 s)::
 
     .venv/bin/python benchmarks/fidelity_vidur.py --data-dir ../shared/data
 
@@ -113,26 +116,20 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else (f"{x:.4f}" if x < 1 else f"{x:.3f}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--cluster", default="vidur-a100x4")
-    parser.add_argument("--scheduler", choices=("vllm-v0", "vllm-v1", "sarathi"), default=None)
-    parser.add_argument("--sensitivity", action="store_true")
-    args = parser.parse_args(argv)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        trace = load_trace(args.data_dir / "vidur_traces/splitwise_conv.csv", max_tokens=4096)
-    for w in caught:
-        print(f"loader: {w.message}")
-    cluster = make_cluster(args.cluster)
-    if args.scheduler is not None:
-        # sarathi always chunks (the chunk is the cluster's max_batched_tokens)
-        chunked = args.scheduler == "sarathi"
-        cluster = with_instance_settings(cluster, scheduler=args.scheduler, chunked_prefill=chunked)
+def table(
+    name: str,
+    cluster: ClusterConfig,
+    trace: pl.DataFrame,
+    v4: dict[str, float],
+    v4_restarts: int,
+) -> None:
+    """Replay ``cluster`` at 1x and 4x and print the comparison with Vidur."""
     schedulers = sorted({i.scheduler for i in cluster.instances})
-    print(f"cluster {args.cluster} (scheduler {', '.join(schedulers)}), round-robin, fast mode\n")
-    v4, v4_restarts = vidur_4x(args.data_dir)
+    clocks = sorted({i.clock or "linear preset" for i in cluster.instances})
+    print(
+        f"\ncluster {name} (scheduler {', '.join(schedulers)}; clock {', '.join(clocks)}), "
+        "round-robin, fast mode\n"
+    )
     rows = []
     for label, scale, theirs in (("1x", 1.0, VIDUR_1X), ("4x", 0.25, v4)):
         work = trace.with_columns(pl.col("arrival_s") * scale)
@@ -146,13 +143,43 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     for label, metric, ref, value in rows:
         print(f"| {label} | {metric} | {_fmt(ref)} | {_fmt(value)} | {_diff(value, ref)} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument(
+        "--cluster",
+        nargs="+",
+        default=["vidur-a100x4-forest", "vidur-a100x4"],
+        help="one or more clusters, each replayed at 1x and 4x (default: both Vidur clusters)",
+    )
+    parser.add_argument("--scheduler", choices=("vllm-v0", "vllm-v1", "sarathi"), default=None)
+    parser.add_argument("--sensitivity", action="store_true")
+    args = parser.parse_args(argv)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trace = load_trace(args.data_dir / "vidur_traces/splitwise_conv.csv", max_tokens=4096)
+    for w in caught:
+        print(f"loader: {w.message}")
+    v4, v4_restarts = vidur_4x(args.data_dir)
+    for name in args.cluster:
+        cluster = make_cluster(name)
+        if args.scheduler is not None:
+            # sarathi always chunks (the chunk is the cluster's max_batched_tokens)
+            chunked = args.scheduler == "sarathi"
+            cluster = with_instance_settings(
+                cluster, scheduler=args.scheduler, chunked_prefill=chunked
+            )
+        table(name, cluster, trace, v4, v4_restarts)
     if args.sensitivity:
         print("\n4x with every latency coefficient scaled (iteration times x factor):\n")
         print("| factor | " + " | ".join(METRICS) + " |")
         print("|---" * (len(METRICS) + 1) + "|")
         work = trace.with_columns(pl.col("arrival_s") * 0.25)
+        linear = make_cluster("vidur-a100x4")  # scaling applies to the linear preset
         for factor in (0.98, 0.99, 1.0, 1.01, 1.02):
-            ours, _, _ = replay(work, scaled(cluster, factor))
+            ours, _, _ = replay(work, scaled(linear, factor))
             cells = " | ".join(f"{ours[m]:.2f} ({_diff(ours[m], v4[m])})" for m in METRICS)
             print(f"| {factor:.2f} | {cells} |")
     return 0

@@ -20,6 +20,14 @@ from ._calibration import (
     read_iteration_log,
     score_latency_model,
 )
+from ._clock import (
+    IterationClock,
+    fit_vidur_clock,
+    get_clock,
+    list_clocks,
+    load_clock_file,
+    save_clock,
+)
 from ._impact import (
     ImpactBatchEstimate,
     ImpactConfig,
@@ -58,6 +66,12 @@ from ._verdict import (
 from ._vidur import read_vidur_profiling
 
 __all__ = [
+    "IterationClock",
+    "fit_vidur_clock",
+    "get_clock",
+    "list_clocks",
+    "load_clock_file",
+    "save_clock",
     "ImpactBatchEstimate",
     "ImpactConfig",
     "ImpactEstimate",

@@ -331,6 +331,23 @@ def attention_scale_factors(
     return small_mean(target) / small_mean(source), slope(target) / slope(source)
 
 
+def _attention_table(root: Path, src: VidurSources, tp: int) -> pl.DataFrame:
+    """The attention table of ``src`` (rows of tensor parallelism ``tp``), columns checked."""
+    att = pl.read_csv(
+        root / src.attention,
+        infer_schema_length=None,
+        schema_overrides={
+            "time_stats.attn_decode.median": pl.Float64,
+            "time_stats.attn_prefill.median": pl.Float64,
+        },
+    ).filter(pl.col("num_tensor_parallel_workers") == tp)
+    need = ["batch_size", "prefill_chunk_size", "kv_cache_size", "is_prefill"]
+    missing = [c for c in need if c not in att.columns]
+    if missing:
+        raise ValueError(f"{src.attention!r} lacks Vidur attention column(s) {missing}.")
+    return att
+
+
 def read_vidur_profiling(
     profiling_dir: str | Path,
     *,
@@ -409,18 +426,7 @@ def read_vidur_profiling(
     else:
         decode_factor = prefill_factor = 1.0
 
-    att = pl.read_csv(
-        root / src.attention,
-        infer_schema_length=None,
-        schema_overrides={
-            "time_stats.attn_decode.median": pl.Float64,
-            "time_stats.attn_prefill.median": pl.Float64,
-        },
-    ).filter(pl.col("num_tensor_parallel_workers") == tp)
-    need = ["batch_size", "prefill_chunk_size", "kv_cache_size", "is_prefill"]
-    missing = [c for c in need if c not in att.columns]
-    if missing:
-        raise ValueError(f"{src.attention!r} lacks Vidur attention column(s) {missing}.")
+    att = _attention_table(root, src, tp)
 
     dec = att.filter(~pl.col("is_prefill"))
     b = dec["batch_size"].to_numpy().astype(np.float64)

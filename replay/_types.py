@@ -12,6 +12,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+from routeplay.estimator._clock import get_clock
 from routeplay.estimator._latency import LinearLatencyModel
 
 from routeplay._checks import check_bool, check_int, check_number
@@ -85,6 +86,12 @@ class InstanceConfig:
             free after its prompt's blocks (vLLM's ``watermark``, default 0.01;
             Vidur's ``watermark_blocks_fraction``); 0 admits whenever the prompt's
             blocks fit.
+        clock: name of an iteration clock (``routeplay.estimator.list_clocks()``) or
+            path to a clock file: the engine then prices every iteration from that
+            profile (e.g. ``"vidur-forest/llama2-7b-a100"``, Vidur's own composition and
+            random forests) instead of ``latency``, one iteration per event; routers and
+            the state's estimates keep using ``latency``. ``None`` (default): the
+            engine's clock is ``latency``.
 
     Example:
         >>> from routeplay.estimator import LinearLatencyModel
@@ -110,9 +117,12 @@ class InstanceConfig:
     prefix_block_tokens: int = 512
     scheduler: BatchScheduler = "vllm-v1"
     kv_watermark_fraction: float = 0.01
+    clock: str | None = None
 
     def __post_init__(self) -> None:
         owner = f"InstanceConfig({self.name!r})"
+        if self.clock is not None:
+            self._check_clock(owner)
         for name in (
             "max_running_seqs",
             "max_batched_tokens",
@@ -183,6 +193,26 @@ class InstanceConfig:
                 f"InstanceConfig({self.name!r}) has prefix_cache=True but prefix_cache_blocks="
                 f"{self.prefix_cache_blocks!r}; expected a positive block count. Fix: set "
                 "prefix_cache_blocks, e.g. kv_capacity_tokens // prefix_block_tokens."
+            )
+
+    def _check_clock(self, owner: str) -> None:
+        """The clock exists and covers the largest batch this instance can form."""
+        if not isinstance(self.clock, str):
+            raise ValueError(
+                f"{owner}.clock = {self.clock!r}; expected a clock name or .npz path (str). "
+                "Fix: e.g. clock = 'vidur-forest/llama2-7b-a100'."
+            )
+        try:
+            clock = get_clock(self.clock)
+        except (ValueError, FileNotFoundError) as exc:
+            raise ValueError(f"{owner}.clock: {exc}") from exc
+        largest = max(self.max_batched_tokens, self.max_running_seqs)
+        if largest > clock.max_batch_tokens:
+            raise ValueError(
+                f"{owner}.clock = {self.clock!r} covers batches up to "
+                f"{clock.max_batch_tokens} tokens, but max_batched_tokens = "
+                f"{self.max_batched_tokens} and max_running_seqs = {self.max_running_seqs}; "
+                f"expected both <= {clock.max_batch_tokens}. Fix: lower them, or drop the clock."
             )
 
 

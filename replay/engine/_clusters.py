@@ -18,6 +18,7 @@ explicit coefficients, or a tokens-per-second rate shared by the batch) and its 
     batching = "fcfs"
     chunked_prefill = false
     scheduler = "vllm-v1"         # or "vllm-v0" (prefill-first, padded budget), "sarathi"
+    # clock = "vidur-forest/llama2-7b-a100"   # price iterations from a profile (optional)
 
 KV capacities of the built-in clusters are derived from memory sizes: Llama-2-7B in
 fp16 keeps ``2 (K,V) x 32 layers x 4096 x 2 bytes = 0.5 MiB`` of KV per token; after
@@ -235,7 +236,7 @@ _VIDUR_KV_BLOCKS = 7424
 _VIDUR_BLOCK_TOKENS = 16
 
 
-def _vidur_a100(n: int) -> ClusterConfig:
+def _vidur_a100(n: int, **clock: str) -> ClusterConfig:
     return cluster_from_dict(
         {
             "instances": [
@@ -249,6 +250,7 @@ def _vidur_a100(n: int) -> ClusterConfig:
                     "max_batched_tokens": 4096,
                     "scheduler": "vllm-v0",
                     "kv_watermark_fraction": 0.01,
+                    **clock,
                 }
             ]
         }
@@ -298,6 +300,7 @@ _BUILTIN: dict[str, Callable[[], ClusterConfig]] = {
     "a100x4": lambda: _a100(4),
     "a100x4-chunked": lambda: _a100(4, chunked_prefill=True, max_batched_tokens=2048),
     "vidur-a100x4": lambda: _vidur_a100(4),
+    "vidur-a100x4-forest": lambda: _vidur_a100(4, clock="vidur-forest/llama2-7b-a100"),
     "hetero-a100x2-v100x2": lambda: _hetero_a100_v100(2),
     "hetero-3k5k7k": _hetero_3k5k7k,
 }
@@ -351,6 +354,9 @@ def make_cluster(name: str) -> ClusterConfig:
     batching overhead) with Vidur's defaults (7,424 KV blocks of 16 tokens, batch cap 128,
     4,096 tokens per batch, ``scheduler="vllm-v0"``, 1 % watermark; prompts must then
     be cut to prompt + output <= 4,096, e.g. ``load_trace(..., max_tokens=4096)``);
+    ``vidur-a100x4-forest``: the same with the iteration clock
+    ``vidur-forest/llama2-7b-a100`` (every iteration priced as Vidur prices it, random
+    forests included; routers still estimate with the linear preset);
     ``hetero-3k5k7k``: three servers of 3,000/5,000/7,000 tokens/s with concurrency
     3/5/7 (System B's heterogeneous cluster, docs/design.md).
 
@@ -476,6 +482,13 @@ def pooled_cluster(cluster: ClusterConfig) -> ClusterConfig:
     instances = cluster.instances
     m = len(instances)
     first = instances[0]
+    clocked = sorted({i.name for i in instances if i.clock is not None})
+    if clocked:
+        raise ValueError(
+            f"pooled_cluster: instance(s) {clocked} have an iteration clock; expected none: a "
+            "clock prices one GPU's iterations from its profile, and the pooled instance "
+            "has no profile. Fix: pool the cluster without the clock (clock = None)."
+        )
     for key in _SAME:
         values = [getattr(i, key) for i in instances]
         if len(set(values)) > 1:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from routeplay.estimator._clock import IterationClock, get_clock
 
 from .._types import InstanceConfig, RequestView
 
@@ -208,6 +209,9 @@ class Instance:
         self.c_p2 = lat.prefill_s_per_token2
         self.c_d = lat.decode_s_per_seq
         self.c_kv = lat.decode_s_per_context_token
+        # a profile clock prices every iteration itself (not linear: no closed-form runs)
+        self.clock: IterationClock | None = get_clock(cfg.clock) if cfg.clock is not None else None
+        self.stepwise = reference or self.clock is not None
         self.block = cfg.kv_block_tokens
         self.cap_kv = cfg.kv_capacity_tokens
         self.max_seqs = cfg.max_running_seqs
@@ -281,6 +285,19 @@ class Instance:
     # -- local queue ---------------------------------------------------------------
     def n_queued(self) -> int:
         return len(self.preempted) + self.n_waiting
+
+    def decode_run_terms(self, n: int) -> None:
+        """``run_a``, ``run_b`` of a decode run of the ``n`` running sequences.
+
+        Linear model: iteration j (from 0) of the run lasts ``run_a + run_b * j``. With a
+        clock the run is one iteration (``stepwise``), priced by the clock.
+        """
+        if self.clock is not None:
+            self.run_a = self.clock.iteration_s((), [sl[_CTX] for sl in self.slots])
+            self.run_b = 0.0
+        else:
+            self.run_a = self.c0 + self.c_d * n + self.c_kv * float(self.ctx_sum)
+            self.run_b = self.c_kv * n
 
     def run_time(self, k: int) -> float:
         """Closed-form duration of the first ``k`` iterations of the current decode run."""
@@ -573,10 +590,9 @@ class Instance:
         self.version += 1
         if self.n_prefilling == 0 and not preempted:
             # decode-only: a run of iterations until the first completion or KV exhaustion
-            self.run_a = self.c0 + self.c_d * n + self.c_kv * float(self.ctx_sum)
-            self.run_b = self.c_kv * n
+            self.decode_run_terms(n)
             k = 1
-            if not self.reference:
+            if not self.stepwise:
                 k = min([sl[_OUT] - sl[_GEN] for sl in slots])
                 cap = self.cap_kv
                 b = self.block
@@ -604,6 +620,12 @@ class Instance:
         ``latency.iteration_time_s`` with the prefill tokens and ``sum(chunk * (chunk +
         already in KV))`` of the chunks, the decoding sequences and their context.
         """
+        if self.clock is not None:
+            clocked: float = self.clock.iteration_s(
+                [(sl[_CHUNK], sl[_PDONE]) for sl in self.slots if sl[_CHUNK]],
+                [sl[_CTX] for sl in self.slots if sl[_PLEFT] == 0],
+            )
+            return clocked
         pt = 0
         psq = 0
         dctx = 0
@@ -702,13 +724,17 @@ class Instance:
             # rule 1: prefill-only; the running decodes pause for this iteration
             self.paused = True
             slots = self.slots
-            pt = 0
-            psq = 0
-            for sl in slots[len(slots) - self.n_prefilling :]:
-                c = sl[_CHUNK]
-                pt += c
-                psq += c * (c + sl[_PDONE])
-            dt = self.c0 + self.c_pb + self.c_p * pt + self.c_p2 * float(psq)
+            new = slots[len(slots) - self.n_prefilling :]
+            if self.clock is not None:
+                dt = self.clock.iteration_s([(sl[_CHUNK], sl[_PDONE]) for sl in new], ())
+            else:
+                pt = 0
+                psq = 0
+                for sl in new:
+                    c = sl[_CHUNK]
+                    pt += c
+                    psq += c * (c + sl[_PDONE])
+                dt = self.c0 + self.c_pb + self.c_p * pt + self.c_p2 * float(psq)
             self.t0 = t
             self.version += 1
             self.run_k = 0
@@ -748,10 +774,9 @@ class Instance:
         """
         slots = self.slots
         n = len(slots)
-        self.run_a = self.c0 + self.c_d * n + self.c_kv * float(self.ctx_sum)
-        self.run_b = self.c_kv * n
+        self.decode_run_terms(n)
         k = 1
-        if not self.reference and not preempted:
+        if not self.stepwise and not preempted:
             k = min([sl[_OUT] - sl[_GEN] for sl in slots])
             if k > 1 and not self.v0_decodes_fit(k):
                 # the last iteration that fits the block rule without preempting
