@@ -143,10 +143,14 @@ def _cmd_routers(args: argparse.Namespace) -> int:
 def _cmd_clusters(args: argparse.Namespace) -> int:
     from .engine._clusters import list_clusters, make_cluster
 
-    for name in list_clusters():
+    names = list_clusters()
+    width = max(len(n) for n in names) + 2
+    for name in names:
         cluster = make_cluster(name)
         kinds = sorted({i.latency.name for i in cluster.instances})
-        print(f"{name:<18}{cluster.n_instances} instances  {', '.join(kinds)}")
+        clocks = sorted({i.clock for i in cluster.instances if i.clock is not None})
+        timed = f"  (clock: {', '.join(clocks)})" if clocks else ""
+        print(f"{name:<{width}}{cluster.n_instances} instances  {', '.join(kinds)}{timed}")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       library's schema and config errors), missing or unreadable files (``OSError``),
       unknown names (``KeyError``);
     * exit 1 for anything else, with the exception's type in the line;
-    * exit 130 on Ctrl-C.
+    * exit 130 on Ctrl-C; 141 (quietly) when the output pipe closes (``| head``).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -71,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"routeplay {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`routeplay routers | head`): stop quietly, as Unix tools
+        # do; stdout goes to devnull so Python's exit flush cannot fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except (ValueError, OSError, KeyError) as exc:
         if args.debug:
             raise

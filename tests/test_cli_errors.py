@@ -81,3 +81,26 @@ def test_corrupt_parquet_trace_is_one_line(
     assert code in (1, 2)
     assert err.startswith("routeplay replay: error: ") and err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_a_closed_output_pipe_stops_quietly() -> None:
+    # `routeplay clusters | head -0`: the reader is gone before the first line
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "routeplay.cli", "clusters"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141
+    assert proc.stderr == ""

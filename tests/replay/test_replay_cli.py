@@ -85,7 +85,11 @@ def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     assert "decode-balancer-oracle" in text and "[oracle]" in text
     assert main(["clusters"]) == 0
-    assert "hetero-3k5k7k     3 instances" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert "hetero-3k5k7k         3 instances" in lines[2]
+    # names and counts in aligned columns; a clocked cluster names its clock
+    assert len({line.index(" instances") for line in lines}) == 1
+    assert lines[-1].endswith("(clock: vidur-forest/llama2-7b-a100)")
 
 
 def _replay(out: Path, routers: str, *extra: str) -> int:
