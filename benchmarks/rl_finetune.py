@@ -1,44 +1,49 @@
-"""Online fine-tuning of the second-pass offline CQL router with the paper's three rewards.
+"""Online fine-tuning with validation selection: each paper reward variant vs its offline start.
 
-Starts from the second-pass CQL policy of ``benchmarks/rl_headline.py`` (setting B:
-standardised rewards, CQL alpha 5, target sync 150, 15,000 steps; run folder
-``<--headline-dir>/taskmix-<cluster>/std-a5-t150-15k/run-cql``). Its checkpoint is copied
-into ``--out`` and loaded through ``train_router(..., resume=True)`` (0 further steps);
-if the run folder is gone, ``train_router`` retrains it there with the same config on the
-same logs (the script says which happened). Then, once per reward variant
-(``paper-baseline``, ``paper-workload-aware``, ``paper-workload-guided``), the same
-offline policy is fine-tuned with :func:`fine_tune_online` (same budget, same seed)
-against ``RoutingEnv`` on task-mix TRAINING seeds (``10_000 + k``; the evaluation seeds
-``20_000 + k`` are never used for training). Finally the three fine-tuned routers, the
-offline CQL and the five heuristics are replayed on the 20 held-out episodes with
-:func:`evaluate_routers` (paired, Holm, bootstrap CI) and the table is printed.
+Issue 12 acceptance row "online fine-tuning, each reward variant: the fine-tuned policy is
+no worse than its offline start on held-out episodes". One offline start, then each of
+the paper's three reward variants fine-tuned from it with the library's validation
+selection (:func:`routeplay.offline_rl.fine_tune_online` with ``validation_episodes``),
+then every kept policy against the start on held-out TEST episodes never used for
+training or selection.
 
-Reward units: the offline Q-function was fitted on standardised rewards
-``(r - mean) * factor`` (mean/std of the training logs' workload-guided rewards). The online
-rewards get the same transform (``RewardTransform.wrap``), so the fine-tuned Q-values
-stay in the units the offline policy learned; the learning curves' ``return`` column is in
-those transformed units. The replay buffer is NOT seeded with the offline logs: they carry
-raw workload-guided rewards, which are neither in transformed units nor the baseline /
-workload-aware rewards.
+Data (task mix, 20 req/s, ``--cluster``, default ``v100x4``; every split has its own seeds):
 
-Run: ``ROUTEPLAY_DATA_DIR=../shared/data .venv/bin/python benchmarks/rl_finetune.py
---out runs/rl_finetune [--quick] [--steps N] [--cluster v100x4|hetero]``.
-Writes ``learning-curves.parquet`` (all variants), ``ft-<variant>/`` (fine-tuning runs),
-``evaluation.parquet`` and ``evaluation.txt`` into ``--out``.
+* offline logs: the five heuristics (round robin, least connections, jsq-tokens, min-min,
+  impact-greedy) with epsilon 0.1 on training seeds ``10_000 + k`` (2,000 requests), the
+  episodes split among the heuristics, workload-guided reward;
+* offline start: CQL "setting B" of docs/notes/offline-rl-results.md (standardised
+  rewards, alpha 5, target sync 150, 15,000 steps), trained here (``<out>/offline-cql``;
+  reused when the checkpoint is there);
+* fine-tuning episodes: training seeds ``10_000 + k``, 500 requests, 40 episodes (the
+  env picks one per episode);
+* validation episodes (selection only): training-side seeds ``40_000 + k``, 2,000 requests;
+* test episodes (evaluation only): seeds ``20_000 + k``, 2,000 requests, 20 episodes.
+
+Each variant starts from a fresh load of the same offline checkpoint; rewards are in the
+offline run's units (``RewardTransform.wrap``). The kept policies and the start are
+replayed on the test episodes with :func:`evaluate_routers` (paired; learned routers
+wrapped with a 0.1 s fallback bound, the bound the validation replays use too), and each
+kept policy is compared with the start by :func:`routeplay.estimator.compare_routers`
+(paired over episodes, bootstrap CI, t and Wilcoxon tests, Holm across the three).
+
+Run: ``.venv/bin/python benchmarks/rl_finetune.py --out runs/rl_finetune [--quick]``.
+Writes ``validation-curves.parquet`` (one row per evaluation, all variants),
+``online-curves-long.parquet`` (step, metric, value, run: the reports' learning-curve
+chart input), ``learning-curves.parquet`` (per training episode), ``ft-<variant>/``,
+``evaluation.parquet``, ``start-vs-kept.parquet``, ``evaluation.txt`` and ``info.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 
 import polars as pl
 from routeplay.datasets import TaskMixConfig, generate_task_mix_episodes
-from routeplay.estimator import fit_task_mix_predictor
+from routeplay.estimator import compare_routers, fit_task_mix_predictor
 from routeplay.offline_rl import (
     OnlineConfig,
     PolicyRouter,
@@ -48,9 +53,9 @@ from routeplay.offline_rl import (
     fine_tune_online,
     train_router,
 )
-from routeplay.replay import ClusterConfig, default_layout, make_cluster
+from routeplay.replay import ClusterConfig, default_layout, log_transitions, make_cluster
+from routeplay.replay import make_router as make_heuristic
 
-#: the heuristics of ``benchmarks/rl_headline.py`` (behaviours and evaluation baselines)
 HEURISTICS = ("round-robin", "least-connections", "jsq-tokens", "min-min", "impact-greedy")
 VARIANTS = ("paper-baseline", "paper-workload-aware", "paper-workload-guided")
 SHORT = {
@@ -58,21 +63,25 @@ SHORT = {
     "paper-workload-aware": "ft-aware",
     "paper-workload-guided": "ft-guided",
 }
-TAG = "std-a5-t150-15k"
-#: setting B of the second pass (docs/notes/offline-rl-results.md, "Final runs")
-CQL_CONFIG = TrainConfig(
-    algorithm="cql",
-    n_steps=15_000,
-    n_steps_per_epoch=1000,
-    checkpoint_every_steps=15_000,
-    seed=0,
-    gamma=0.99,
-    target_update_interval=150,
-    reward_normalization="standardize",
-    reward_scale=1.0,
-    cql_alpha=5.0,
-    bcq_action_flexibility=0.9,
-)
+LOG_REWARD = "paper-workload-guided"
+WAIT_BOUND_S = 0.1
+RATE = 20.0
+
+
+def cql_config(n_steps: int) -> TrainConfig:
+    """Setting B of the second pass (docs/notes/offline-rl-results.md, "Final runs")."""
+    return TrainConfig(
+        algorithm="cql",
+        n_steps=n_steps,
+        n_steps_per_epoch=min(1000, n_steps),
+        checkpoint_every_steps=n_steps,
+        seed=0,
+        gamma=0.99,
+        target_update_interval=150,
+        reward_normalization="standardize",
+        reward_scale=1.0,
+        cql_alpha=5.0,
+    )
 
 
 def get_cluster(name: str) -> ClusterConfig:
@@ -84,31 +93,32 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def mix(first_seed: int, n: int, n_requests: int) -> list[pl.DataFrame]:
+    return generate_task_mix_episodes(
+        TaskMixConfig(n_requests=n_requests, rate_per_s=RATE, seed=first_seed), n
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/rl_finetune"))
-    parser.add_argument(
-        "--headline-dir",
-        type=Path,
-        default=Path("runs/rl_headline"),
-        help="--out of benchmarks/rl_headline.py (holds the offline CQL run to start from)",
-    )
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--steps", type=int, default=None, help="env steps per variant (10,000)")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (< 1 min)")
     parser.add_argument("--cluster", default="v100x4", help="builtin cluster name or 'hetero'")
-    parser.add_argument(
-        "--episode-requests",
-        type=int,
-        default=None,
-        help="requests per training episode (500; evaluation episodes keep 2,000)",
-    )
+    parser.add_argument("--steps", type=int, help="env steps per variant (10,000)")
+    parser.add_argument("--eval-every", type=int, help="steps between evaluations (1,000)")
+    parser.add_argument("--patience", type=int, default=4, help="evaluations w/o improvement")
+    parser.add_argument("--n-validation", type=int, help="validation episodes (4)")
+    parser.add_argument("--learning-rate", type=float, help="fine-tuning LR (default: offline)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     quick = args.quick
     n_steps = args.steps or (300 if quick else 10_000)
-    n_req_train = args.episode_requests or (100 if quick else 500)
-    n_req_test = 200 if quick else 2000
+    eval_every = args.eval_every or (100 if quick else 1000)
+    n_req = 200 if quick else 2000
+    n_logs = 5 if quick else 20
+    n_val = args.n_validation or (2 if quick else 4)
     n_test = 3 if quick else 20
+    offline_steps = 300 if quick else 15_000
     t_all = time.perf_counter()
 
     cluster = get_cluster(args.cluster)
@@ -117,84 +127,97 @@ def main() -> None:
     )
     layout = default_layout(cluster, None, predictor)
 
-    # -- the offline CQL policy (second pass, setting B) --
-    logs = args.headline_dir / f"taskmix-{args.cluster}"
-    files = [logs / f"train-{h}.parquet" for h in HEURISTICS]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise SystemExit(
-            f"training logs missing: {missing}; expected the second-pass logs. Fix: run "
-            "benchmarks/rl_headline.py --skip-azure --out runs/rl_headline "
-            f"--cluster {args.cluster} first."
-        )
+    # -- offline logs and the offline CQL start --
+    log_eps = mix(10_000, n_logs, n_req)
+    per = max(1, n_logs // len(HEURISTICS))
+    files = []
+    for j, h in enumerate(HEURISTICS):
+        path = args.out / "logs" / f"train-{h}.parquet"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            res = log_transitions(
+                log_eps[j * per : (j + 1) * per],
+                cluster,
+                make_heuristic(h),
+                reward=LOG_REWARD,
+                path=path,
+                epsilon=0.1,
+                seed=1,
+                predictor=predictor,
+                episode_offset=j * per,
+            )
+            log(f"logged {h}: {res.n_episodes} episodes, {res.n_transitions} transitions")
+        files.append(path)
     dataset = build_dataset(files)
-    src = logs / TAG / "run-cql"
+    cfg_offline = cql_config(offline_steps)
     run = args.out / "offline-cql"
-    if (src / "checkpoint" / "state.json").is_file() and not (run / "checkpoint").is_dir():
-        shutil.copytree(src / "checkpoint", run / "checkpoint")
-    source = "loaded" if (run / "checkpoint" / "state.json").is_file() else "retrained"
-    offline = train_router(CQL_CONFIG, dataset, run_dir=run, resume=True)
+    t0 = time.perf_counter()
+    offline = train_router(cfg_offline, dataset, run_dir=run, resume=True)
     tf = offline.reward_transform
+    assert tf is not None
     log(
-        f"offline CQL {source} from {src if source == 'loaded' else 'the logs'}: "
-        f"{offline.n_steps_done} steps (resumed from {offline.n_steps_resumed_from}), "
-        f"reward transform shift {tf.shift:.4f} factor {tf.factor:.6f}"
+        f"offline CQL: {offline.n_steps_done} steps (resumed from "
+        f"{offline.n_steps_resumed_from}) in {time.perf_counter() - t0:.0f} s; reward "
+        f"transform shift {tf.shift:.4f} factor {tf.factor:.6f}"
     )
 
-    # -- online fine-tuning, once per reward variant, training seeds only --
-    train_eps = generate_task_mix_episodes(
-        TaskMixConfig(n_requests=n_req_train, rate_per_s=20.0, seed=10_000), 40
-    )
-    cfg = OnlineConfig(
+    # -- fine-tuning with validation selection, once per reward variant --
+    ft_eps = mix(10_000, 40, 100 if quick else 500)
+    validation = mix(40_000, n_val, n_req)
+    online_cfg = OnlineConfig(
         n_steps=n_steps,
         n_steps_per_epoch=min(1000, n_steps),
         epsilon_start=0.1,
         epsilon_end=0.02,
+        eval_every_steps=eval_every,
+        patience=args.patience,
+        learning_rate=args.learning_rate,
+        max_router_wait_s=WAIT_BOUND_S,
         seed=0,
     )
-    learned: dict[str, PolicyRouter] = {
-        "cql": PolicyRouter(offline.algo, layout=layout, name="cql"),
-    }
-    curves = []
+    learned: dict[str, PolicyRouter] = {"cql": PolicyRouter(offline.algo, layout=layout)}
     info: dict[str, object] = {
         "cluster": args.cluster,
-        "offline": source,
-        "online_config": dataclasses.asdict(cfg),
-        "train_episode_requests": n_req_train,
+        "offline_config": cfg_offline.to_dict(),
+        "online_config": online_cfg.to_dict(),
+        "n_log_episodes": n_logs,
+        "episode_requests": n_req,
+        "n_validation": n_val,
+        "n_test": n_test,
         "variants": {},
     }
+    curves, validations, longs = [], [], []
     for variant in VARIANTS:
-        # fresh copy of the offline policy for every variant
-        start = train_router(CQL_CONFIG, dataset, run_dir=run, resume=True)
+        start = train_router(cfg_offline, dataset, run_dir=run, resume=True)  # fresh copy
         res = fine_tune_online(
             start,
-            train_eps,
+            ft_eps,
             cluster,
             reward=tf.wrap(variant),
             run_dir=args.out / f"ft-{variant}",
-            config=cfg,
+            config=online_cfg,
             predictor=predictor,
+            validation_episodes=validation,
         )
-        done = res.curve.filter(~pl.col("truncated"))
         log(
-            f"fine-tuned {variant}: {res.n_steps_done} steps, {res.n_episodes} episodes "
-            f"started, {res.curve.height} finished, {res.wall_time_s:.0f} s; curve\n"
-            f"{res.curve.select('step', 'episode', 'return', 'mean_e2e_s', 'epsilon')}"
+            f"{variant}: {res.n_steps_done} steps, {res.wall_time_s:.0f} s, kept step "
+            f"{res.kept_step} (validation {res.start_validation_e2e_s:.4f} -> "
+            f"{res.kept_validation_e2e_s:.4f} s), stopped early {res.stopped_early}\n"
+            f"{res.validation.drop('reward')}"
         )
-        info["variants"][variant] = {  # type: ignore[index]
-            "n_steps_done": res.n_steps_done,
-            "n_episodes": res.n_episodes,
-            "n_finished": done.height,
-            "wall_time_s": round(res.wall_time_s, 1),
+        info["variants"][variant] = res.selection() | {  # type: ignore[index]
+            "wall_time_s": round(res.wall_time_s, 1)
         }
         curves.append(res.curve)
+        validations.append(res.validation)
+        longs.append(res.chart_frame(SHORT[variant]))
         learned[SHORT[variant]] = PolicyRouter(res.algo, layout=layout, name=SHORT[variant])
     pl.concat(curves).write_parquet(args.out / "learning-curves.parquet")
+    pl.concat(validations).write_parquet(args.out / "validation-curves.parquet")
+    pl.concat(longs).write_parquet(args.out / "online-curves-long.parquet")
 
-    # -- paired evaluation on the held-out seeds --
-    test = generate_task_mix_episodes(
-        TaskMixConfig(n_requests=n_req_test, rate_per_s=20.0, seed=20_000), n_test
-    )
+    # -- held-out test episodes: heuristics, the start, the kept policies --
+    test = mix(20_000, n_test, n_req)
     t0 = time.perf_counter()
     ev = evaluate_routers(
         learned,
@@ -203,13 +226,65 @@ def main() -> None:
         cluster,
         baseline="round-robin",
         predictor=predictor,
-        max_router_wait_s=0.1,
+        max_router_wait_s=WAIT_BOUND_S,
     )
-    log(f"evaluated in {time.perf_counter() - t0:.0f} s")
+    log(f"evaluated on {n_test} test episodes in {time.perf_counter() - t0:.0f} s")
+    start_label = "cql+fallback"
+    kept_labels = [SHORT[v] + "+fallback" for v in VARIANTS]
+    frame = ev.replays.requests.filter(pl.col("router").is_in([start_label, *kept_labels]))
+    cmp = compare_routers(frame, baseline=start_label, statistics=("mean",), n_boot=2000, seed=0)
+    by = {c.router: c for c in cmp.comparisons if c.metric == "e2e_s"}
+    means = dict(
+        frame.group_by("router", "episode")
+        .agg(pl.col("e2e_s").mean())
+        .group_by("router")
+        .agg(pl.col("e2e_s").mean())
+        .iter_rows()
+    )
+    rows = []
+    for variant, label in zip(VARIANTS, kept_labels, strict=True):
+        c = by[label]
+        sel = info["variants"][variant]  # type: ignore[index]
+        worse = c.relative_improvement < 0 and c.p_ttest_holm < 0.01
+        rows.append(
+            {
+                "variant": variant,
+                "kept_step": sel["kept_step"],
+                "stopped_early": sel["stopped_early"],
+                "n_steps_done": sel["n_steps_done"],
+                "start_validation_e2e_s": sel["start_validation_e2e_s"],
+                "kept_validation_e2e_s": sel["kept_validation_e2e_s"],
+                "start_test_e2e_s": means[start_label],
+                "kept_test_e2e_s": means[label],
+                "improvement_vs_start": c.relative_improvement,
+                "ci_low": c.ci_low,
+                "ci_high": c.ci_high,
+                "p_ttest_holm": c.p_ttest_holm,
+                "p_wilcoxon_holm": c.p_wilcoxon_holm,
+                "no_worse_than_start": not worse,
+            }
+        )
+    table = pl.DataFrame(rows)
+    table.write_parquet(args.out / "start-vs-kept.parquet")
     ev.to_frame().write_parquet(args.out / "evaluation.parquet")
-    (args.out / "evaluation.txt").write_text(ev.summary() + "\n\n" + ev.comparison.summary())
+    lines = [
+        f"kept policy vs its offline start on {n_test} held-out test episodes "
+        "(paired, Holm over the 3 variants; 'no worse' = not significantly slower at 0.01)",
+        f"{'variant':<22} {'kept':>6} {'start E2E':>9} {'kept E2E':>9} {'vs start':>9} "
+        f"{'95% CI':>20} {'p_holm':>8} {'no worse':>8}",
+    ]
+    for r in rows:
+        ci = f"[{r['ci_low']:+.2%}, {r['ci_high']:+.2%}]"
+        lines.append(
+            f"{r['variant']:<22} {r['kept_step']:>6} {r['start_test_e2e_s']:>9.4f} "
+            f"{r['kept_test_e2e_s']:>9.4f} {r['improvement_vs_start']:>+9.2%} {ci:>20} "
+            f"{r['p_ttest_holm']:>8.2g} {str(r['no_worse_than_start']):>8}"
+        )
+    text = "\n".join(lines)
+    (args.out / "evaluation.txt").write_text(text + "\n\n" + ev.summary() + "\n")
     info["wall_time_s"] = round(time.perf_counter() - t_all, 1)
     (args.out / "info.json").write_text(json.dumps(info, indent=2, default=str))
+    print(text, flush=True)
     print(ev.summary(), flush=True)
     log(f"done in {time.perf_counter() - t_all:.0f} s")
 

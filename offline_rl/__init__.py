@@ -16,7 +16,13 @@ from ._imitation import (
     label_states,
     plain_view,
 )
-from ._online import CURVE_SCHEMA, OnlineConfig, OnlineResult, fine_tune_online
+from ._online import (
+    CURVE_SCHEMA,
+    VALIDATION_SCHEMA,
+    OnlineConfig,
+    OnlineResult,
+    fine_tune_online,
+)
 from ._ope import OPEConfig, OPEResult, evaluate_off_policy
 from ._pipeline import (
     DEFAULT_BEHAVIOURS,
@@ -54,6 +60,7 @@ __all__ = [
     # OPE, replay evaluation, online fine-tuning
     "BoundedWaitRouter",
     "CURVE_SCHEMA",
+    "VALIDATION_SCHEMA",
     "OnlineConfig",
     "OnlineResult",
     "fine_tune_online",

@@ -15,6 +15,20 @@ labels its states and retrains on the union. The labels come from an ORACLE teac
 sees only the ordinary observation and is deployable. The lookahead costs ~50-150 ms per
 labelled decision on a loaded cluster. ``--n-steps`` is per round.
 
+``routeplay train --fine-tune-steps N --validation-episodes V`` (with ``--task-mix`` or
+``--trace``; algorithm cql, bcq or double-dqn) holds the last V training windows out
+(neither logged nor fine-tuned on), trains the offline policy on the other windows'
+logs, then continues it online in the simulator for N env steps on those windows
+(:func:`~routeplay.offline_rl.fine_tune_online`, reward ``--fine-tune-reward``, default
+``--reward``, in the offline run's reward units). The offline start and then the policy
+every ``--fine-tune-eval-every`` steps are replayed on the V validation windows; the one
+with the least mean E2E is saved (the offline start when nothing beats it), and training
+stops after ``--fine-tune-patience`` evaluations without improvement. ``OUT/online/``
+holds ``validation_curve.parquet`` (one row per evaluation, ``kept`` flag),
+``online_curve_long.parquet`` (step, metric, value, run), ``learning_curve.parquet``
+(per training episode) and ``online.json`` (settings and the selection). A resumed run
+fine-tunes again from the offline checkpoint (deterministic for a seed).
+
 ``routeplay evaluate`` replays a saved router folder against heuristics on held-out
 episodes, paired, and prints the comparison (:func:`~routeplay.offline_rl.evaluate_routers`).
 
@@ -55,6 +69,7 @@ folder, and a resumed run reads its checkpoint with ``torch.load(weights_only=Tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -74,6 +89,16 @@ def _learning_default(name: str) -> Any:
     from ._pipeline import LearningConfig
 
     return getattr(LearningConfig(), name)
+
+
+def _online_default(name: str) -> Any:
+    """An :class:`OnlineConfig` default (the one place it is defined)."""
+    from ._online import OnlineConfig
+
+    for f in dataclasses.fields(OnlineConfig):
+        if f.name == name:
+            return f.default
+    raise KeyError(name)  # pragma: no cover - a field name typo
 
 
 def _add_workload(p: argparse.ArgumentParser) -> None:
@@ -175,9 +200,49 @@ def register(subparsers: Any) -> None:
         "--validation-episodes",
         type=int,
         default=0,
-        help="keep the round whose student has the least mean E2E on N validation episodes "
-        "(task mix: seeds 30000+k; trace: the last N training windows, then not labelled); "
-        "0 = keep the last round",
+        help="hold out the last N training windows for selection: --from-lookahead keeps the "
+        "round whose student has the least mean E2E on them (they are not labelled); "
+        "--fine-tune-steps keeps the policy (offline start included) with the least mean E2E "
+        "on them (they are neither logged nor fine-tuned on); 0 = no selection",
+    )
+    ft = p.add_argument_group(
+        "online fine-tuning after the offline stage (--fine-tune-steps; needs "
+        "--validation-episodes)"
+    )
+    ft.add_argument(
+        "--fine-tune-steps",
+        type=int,
+        default=0,
+        help="continue the offline policy online in the simulator for N env steps on the "
+        "training windows (0 = no fine-tuning); the saved router is the policy with the "
+        "least validation mean E2E, the offline start included",
+    )
+    ft.add_argument(
+        "--fine-tune-reward",
+        help="reward of fine-tuning (paper-baseline, paper-workload-aware, "
+        "paper-workload-guided, ...; default: --reward), in the offline run's reward units",
+    )
+    ft.add_argument(
+        "--fine-tune-eval-every",
+        type=int,
+        help="env steps between validation evaluations (default: steps / 10)",
+    )
+    ft.add_argument(
+        "--fine-tune-patience",
+        type=int,
+        help=f"stop after N evaluations without improvement (default "
+        f"{_online_default('patience')}; 0 = never stop early)",
+    )
+    ft.add_argument(
+        "--fine-tune-learning-rate",
+        type=float,
+        help="learning rate while fine-tuning (default: the offline one)",
+    )
+    ft.add_argument(
+        "--fine-tune-epsilon",
+        type=float,
+        help=f"exploration rate at the first step, decaying to "
+        f"{_online_default('epsilon_end')} (default {_online_default('epsilon_start')})",
     )
     p.add_argument("--n-steps", type=int, default=_learning_default("n_steps"))
     p.add_argument("--batch-size", type=int, default=_learning_default("batch_size"))
@@ -404,7 +469,106 @@ def _workload_settings(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+_FINE_TUNE_FLAGS = {
+    "fine_tune_reward": "--fine-tune-reward",
+    "fine_tune_eval_every": "--fine-tune-eval-every",
+    "fine_tune_patience": "--fine-tune-patience",
+    "fine_tune_learning_rate": "--fine-tune-learning-rate",
+    "fine_tune_epsilon": "--fine-tune-epsilon",
+}
+_ONLINE_FLAGS = {
+    "n_steps": "--fine-tune-steps",
+    "eval_every_steps": "--fine-tune-eval-every",
+    "patience": "--fine-tune-patience",
+    "learning_rate": "--fine-tune-learning-rate",
+    "epsilon_start": "--fine-tune-epsilon",
+    "seed": "--seed",
+}
+
+
+def _fine_tune_config(args: argparse.Namespace) -> tuple[Any, str] | None:
+    """(OnlineConfig, reward name) of ``--fine-tune-*``, or None without fine-tuning.
+
+    Every check runs before any file is written; messages name the flags.
+    """
+    from routeplay.replay.rl._rewards import make_reward
+
+    from ._online import OnlineConfig
+
+    steps = args.fine_tune_steps
+    if isinstance(steps, bool) or steps < 0:
+        raise ValueError(
+            f"--fine-tune-steps {steps!r}; expected an integer >= 0 (0 = no fine-tuning)."
+        )
+    given = [flag for key, flag in _FINE_TUNE_FLAGS.items() if getattr(args, key) is not None]
+    if steps == 0:
+        if given:
+            raise ValueError(
+                f"{given[0]} has no effect without --fine-tune-steps N; expected "
+                "--fine-tune-steps N >= 1 with it. Fix: add --fine-tune-steps or drop the flag."
+            )
+        if args.validation_episodes and not args.from_lookahead:
+            raise ValueError(
+                f"--validation-episodes {args.validation_episodes} has no effect without "
+                "--from-lookahead or --fine-tune-steps; expected one of them. Fix: drop "
+                "--validation-episodes or add --fine-tune-steps N."
+            )
+        return None
+    if args.from_lookahead:
+        raise ValueError(
+            "--fine-tune-steps with --from-lookahead; online fine-tuning continues a "
+            "Q-learning policy (cql, bcq, double-dqn), the lookahead imitator is DiscreteBC. "
+            "Fix: drop --fine-tune-steps, or train without --from-lookahead."
+        )
+    if args.transitions:
+        raise ValueError(
+            "--fine-tune-steps with --transitions; fine-tuning replays the workload's "
+            "training windows and validates on the last --validation-episodes of them. Fix: "
+            "drop --transitions and give --task-mix or --trace NAME."
+        )
+    if args.algorithm == "bc":
+        raise ValueError(
+            "--fine-tune-steps with --algorithm bc; online fine-tuning continues a Q-learning "
+            "policy. Fix: pass --algorithm cql, bcq or double-dqn."
+        )
+    if args.validation_episodes < 1:
+        raise ValueError(
+            f"--fine-tune-steps {steps} needs --validation-episodes N >= 1 (got "
+            f"{args.validation_episodes}): the saved policy is the one with the least mean "
+            "E2E on N held-out training windows, the offline start included. Fix: add e.g. "
+            "--validation-episodes 2."
+        )
+    reward = args.fine_tune_reward if args.fine_tune_reward is not None else args.reward
+    make_reward(reward)
+    fields: dict[str, Any] = {"n_steps": steps, "seed": args.seed}
+    if args.fine_tune_eval_every is not None:
+        fields["eval_every_steps"] = args.fine_tune_eval_every
+    if args.fine_tune_patience is not None:
+        if args.fine_tune_patience < 0:
+            raise ValueError(
+                f"--fine-tune-patience {args.fine_tune_patience}; expected an integer >= 0 "
+                "(0 = never stop early)."
+            )
+        fields["patience"] = args.fine_tune_patience or None
+    if args.fine_tune_learning_rate is not None:
+        fields["learning_rate"] = args.fine_tune_learning_rate
+    if args.fine_tune_epsilon is not None:
+        fields["epsilon_start"] = args.fine_tune_epsilon
+        fields["epsilon_end"] = min(_online_default("epsilon_end"), args.fine_tune_epsilon)
+    try:
+        config = OnlineConfig(**fields)
+    except ValueError as exc:
+        text = str(exc)
+        for field, flag in _ONLINE_FLAGS.items():
+            text = text.replace(f"OnlineConfig {field} =", f"{flag}").replace(
+                f" {field} = ", f" {flag} "
+            )
+        raise ValueError(text) from None
+    return config, reward
+
+
 def _train(args: argparse.Namespace, staged: list[Path]) -> int:
+    fine = _fine_tune_config(args)
     if args.from_lookahead:
         return _train_from_lookahead(args, staged)
     if args.algorithm is None:
@@ -434,6 +598,7 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
     names: list[str] = []
     files: list[Path] = []
     prepared: Any = None
+    validation: list[pl.DataFrame] = []
     if args.transitions:
         files = list(args.transitions)
         for f in files:
@@ -458,6 +623,16 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
             )
         prepared = _prepare(args)
         layout = prepared.layout
+        if fine is not None:
+            n_val = args.validation_episodes
+            if n_val >= len(prepared.train):
+                raise ValueError(
+                    f"--validation-episodes {n_val} leaves no training window to log and "
+                    f"fine-tune on (the scenario gives {len(prepared.train)} training "
+                    "windows); expected fewer."
+                )
+            validation = [e.trace for e in prepared.train[-n_val:]]
+            prepared = dataclasses.replace(prepared, train=prepared.train[:-n_val])
         workload = _workload_settings(args)
         if workload["cluster_sha256"] is None:  # built-in: its full (deterministic) repr
             workload["cluster_sha256"] = _sha256_text(repr(prepared.cluster))
@@ -467,6 +642,12 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
             "reward": args.reward,
             "workload": workload,
         }
+        if fine is not None:  # only then: the fingerprint of other runs stays as it was
+            inputs["fine_tune"] = {
+                "online": fine[0].to_dict(),
+                "reward": fine[1],
+                "validation_episodes": args.validation_episodes,
+            }
     learning = LearningConfig(
         behaviours=tuple(names) or _learning_default("behaviours"),
         epsilon=args.epsilon,
@@ -527,7 +708,10 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
             resume=mode != "overwrite",
             show_progress=_show(args),
         )
-        save_router(result, staging, layout=layout)
+        online = None
+        if fine is not None:
+            online = _fine_tune(args, fine, result, prepared, validation, staging / "online")
+        save_router(result, staging, layout=layout)  # the kept policy when fine-tuned
     except Exception:
         if not _has_checkpoint(run_dir or staging / "run"):
             shutil.rmtree(staging, ignore_errors=True)  # nothing worth resuming
@@ -537,11 +721,65 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
     resumed = (
         f" (resumed from step {result.n_steps_resumed_from})" if result.n_steps_resumed_from else ""
     )
+    tuned = ""
+    if online is not None:
+        tuned = (
+            f", fine-tuned online ({online.reward}, {online.n_steps_done} steps): "
+            + (
+                f"kept step {online.kept_step}"
+                if online.improved
+                else "no evaluation beat the offline start, which is kept unchanged"
+            )
+            + f" (validation mean E2E {online.start_validation_e2e_s:.4g} s -> "
+            f"{online.kept_validation_e2e_s:.4g} s; curve in {out / 'online'})"
+        )
     print(
         f"trained {args.algorithm} for {result.n_steps_done} steps{resumed} in "
-        f"{result.wall_time_s:.1f} s; router saved to {out}"
+        f"{result.wall_time_s:.1f} s{tuned}; router saved to {out}"
     )
     return 0
+
+
+def _fine_tune(
+    args: argparse.Namespace,
+    fine: tuple[Any, str],
+    result: Any,
+    prepared: Any,
+    validation: list[pl.DataFrame],
+    run_dir: Path,
+) -> Any:
+    """Fine-tune ``result`` in place (kept policy) with validation selection."""
+    from ._online import fine_tune_online
+
+    config, reward = fine
+    if run_dir.is_dir():  # a resumed run fine-tunes again from the offline checkpoint
+        shutil.rmtree(run_dir)
+    transform = result.reward_transform
+    _say(
+        args,
+        f"fine-tuning online with {reward} for {config.n_steps} steps on "
+        f"{len(prepared.train)} training windows, evaluating on {len(validation)} "
+        f"validation windows every {config.eval_interval} steps",
+    )
+    online = fine_tune_online(
+        result,
+        [e.trace for e in prepared.train],
+        prepared.cluster,
+        reward=transform.wrap(reward) if transform is not None else reward,
+        run_dir=run_dir,
+        config=config,
+        predictor=prepared.predictor,
+        validation_episodes=validation,
+        replay_config=prepared.log_config,
+        show_progress=_show(args),
+    )
+    for row in online.validation.iter_rows(named=True):
+        _say(
+            args,
+            f"  step {row['step']}: validation mean E2E {row['validation_mean_e2e_s']:.4g} s"
+            + (" (best so far)" if row["best_so_far"] else ""),
+        )
+    return online
 
 
 def _imitation_progress(run_dir: Path) -> bool:

@@ -18,6 +18,7 @@ from routeplay.cli import main
 WORKLOAD = ["--task-mix", "--n-episodes", "2", "--window-requests", "6", "--cluster", "v100x2"]
 TRAIN = ["--behaviours", "round-robin", "--algorithm", "bc", "--n-steps", "4",
          "--batch-size", "4", "--quiet"]  # fmt: skip
+FT = [*TRAIN, "--algorithm", "cql", "--fine-tune-steps", "10", "--validation-episodes", "1"]
 
 
 def _bad_parquet(d: Path) -> list[str]:
@@ -54,6 +55,36 @@ TRAIN_CASES: dict[str, tuple[Callable[[Path], list[str]], str, str]] = {
                      "--behaviours ' , ' names no heuristic"),
     "out below a file": (_out_below_a_file, "afile/out",
                          "cannot use '{d}/afile/.out.partial': Not a directory"),
+    "fine-tune without validation": (
+        lambda d: [*WORKLOAD, *FT, "--validation-episodes", "0"], "out",
+        "--fine-tune-steps 10 needs --validation-episodes N >= 1 (got 0)"),
+    "fine-tune flag without steps": (
+        lambda d: [*WORKLOAD, *TRAIN, "--fine-tune-reward", "paper-baseline"], "out",
+        "--fine-tune-reward has no effect without --fine-tune-steps N"),
+    "validation without a use": (lambda d: [*WORKLOAD, *TRAIN, "--validation-episodes", "1"],
+                                 "out", "--validation-episodes 1 has no effect without"),
+    "negative fine-tune steps": (lambda d: [*WORKLOAD, *FT, "--fine-tune-steps", "-1"], "out",
+                                 "--fine-tune-steps -1; expected an integer >= 0"),
+    "fine-tune bc": (lambda d: [*WORKLOAD, *FT, "--algorithm", "bc"], "out",
+                     "--fine-tune-steps with --algorithm bc"),
+    "fine-tune lookahead imitator": (
+        lambda d: [*WORKLOAD, *FT, "--algorithm", "bc", "--from-lookahead"], "out",
+        "--fine-tune-steps with --from-lookahead"),
+    "fine-tune transition files": (lambda d: ["--transitions", str(d / "x.parquet"), *FT], "out",
+                                   "--fine-tune-steps with --transitions"),
+    "evaluations past the end": (lambda d: [*WORKLOAD, *FT, "--fine-tune-eval-every", "20"], "out",
+                                 "--fine-tune-eval-every 20 > --fine-tune-steps 10"),
+    "zero patience is allowed, negative is not": (
+        lambda d: [*WORKLOAD, *FT, "--fine-tune-patience", "-2"], "out",
+        "--fine-tune-patience -2; expected an integer >= 0"),
+    "zero fine-tune learning rate": (
+        lambda d: [*WORKLOAD, *FT, "--fine-tune-learning-rate", "0"], "out",
+        "--fine-tune-learning-rate 0.0; expected None (keep the start's) or a finite number"),
+    "unknown fine-tune reward": (lambda d: [*WORKLOAD, *FT, "--fine-tune-reward", "bogus"], "out",
+                                 "unknown reward 'bogus'"),
+    "no window left to fine-tune on": (
+        lambda d: [*WORKLOAD, *FT, "--validation-episodes", "2"], "out",
+        "--validation-episodes 2 leaves no training window to log and fine-tune on"),
     "out is a file": (lambda d: [*WORKLOAD, *TRAIN] if (d / "f").write_text("x") else [], "f",
                       "--out '{d}/f' exists and is not a router folder"),
 }  # fmt: skip
