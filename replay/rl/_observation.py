@@ -8,7 +8,7 @@ snapshot: it prices the new request on every instance with min-min's own estimat
 (:func:`~routeplay.replay.routers._paper.estimate_completion_s`) and scores it with the
 workload-impact estimator (:func:`routeplay.estimator.estimate_impact`).
 
-Layout (version :data:`OBSERVATION_LAYOUT_VERSION` = ``"2"``), for ``m`` instances,
+Layout (version :data:`OBSERVATION_LAYOUT_VERSION` = ``"3"``), for ``m`` instances,
 ``B_p`` prompt buckets and ``B_d`` decode buckets. ``lg(x, cap)`` is
 ``min(log1p(x) / log1p(cap), 1)`` (log-scaled: 0 -> 0, ``cap`` -> 1):
 
@@ -28,6 +28,8 @@ block                    size        value
 ``earliest_completion``  m           (earliest completion - now) / (that + time_scale_s)
 ``minmin_eta``           m           lg(min-min's estimated completion - now (s), eta_cap_s)
 ``impact_cost``          m           lg(1 - r_mix, impact_cap): 0 = no impact
+``minmin_gap``           m           lg(min-min's ETA - the least ETA (s), eta_cap_s)
+``total_latency_gap``    m           lg(min-total-latency's score - the least (s), eta_cap_s)
 =======================  ==========  ==================================================
 
 Definitions:
@@ -42,6 +44,15 @@ Definitions:
   router is recoverable from the observation as the argmin of this block (the log
   transform is monotone). The predicted output is the request's prediction, else
   ``layout.default_output_tokens`` (min-min's own default, 128) — never the truth.
+* **gaps** (version 3): how far each instance is from the best one by min-min's and by
+  ``min-total-latency``'s own scores
+  (:class:`~routeplay.replay.routers._reference.MinTotalLatencyRouter`, the strongest
+  deployable heuristic of docs/notes/headroom.md): 0 exactly on the
+  heuristic's choice and > 0 elsewhere (the log scale resolves small gaps: 0.1 s ->
+  0.012). Version 2 had min-min's ETA only as absolute values (instances 0.1 s apart
+  differ by ~0.001 when the ETAs are ~10 s) and no ``min-total-latency`` term at all: a
+  policy trained by imitation stayed 3 % behind min-min and could not represent
+  ``min-total-latency`` (docs/notes/offline-rl-results.md).
 * **impact cost**: ``1 - r_mix`` of the workload-impact estimate (``r_mix <= 1``, so the
   cost is >= 0 and unbounded above) with each instance's gradients scaled by its own
   latency model (:func:`impact_relative_cost`); the same estimate the paper reward's
@@ -85,6 +96,7 @@ from routeplay.estimator._impact import ImpactConfig, ImpactEstimate, estimate_i
 from .._types import ClusterConfig, ClusterState, RequestView
 from ..routers._common import ClusterLatency
 from ..routers._paper import estimate_completion_s
+from ..routers._reference import MinTotalLatencyRouter
 
 __all__ = [
     "MIN_IMPACT_COST",
@@ -103,7 +115,7 @@ __all__ = [
 
 #: Bumped whenever the meaning or order of the observation entries changes; stored
 #: beside every transition dataset and trained policy.
-OBSERVATION_LAYOUT_VERSION = "2"
+OBSERVATION_LAYOUT_VERSION = "3"
 
 #: The reference iteration behind the speed index and the impact cost multipliers.
 REFERENCE_PREFILL_TOKENS = 512
@@ -134,11 +146,11 @@ class ObservationLayout:
     Example:
         >>> layout = ObservationLayout(n_instances=2, n_prompt_buckets=2, n_decode_buckets=3)
         >>> layout.size
-        31
+        35
         >>> layout.names()[:4]
         ['queue', 'prompt', 'decode_bucket_0', 'decode_bucket_1']
         >>> layout.names()[-2:]
-        ['impact_cost_0', 'impact_cost_1']
+        ['total_latency_gap_0', 'total_latency_gap_1']
     """
 
     n_instances: int
@@ -180,7 +192,10 @@ class ObservationLayout:
         """Length of the observation vector."""
         m = self.n_instances
         return (
-            2 + self.n_decode_buckets + m * (self.n_prompt_buckets + self.n_decode_buckets) + 8 * m
+            2
+            + self.n_decode_buckets
+            + m * (self.n_prompt_buckets + self.n_decode_buckets)
+            + len(_PER_INSTANCE_BLOCKS) * m
         )
 
     def names(self) -> list[str]:
@@ -233,7 +248,11 @@ _PER_INSTANCE_BLOCKS: tuple[str, ...] = (
     "earliest_completion",
     "minmin_eta",
     "impact_cost",
+    "minmin_gap",
+    "total_latency_gap",
 )
+#: The blocks the tails write (everything before the gaps).
+_N_TAIL_BLOCKS = _PER_INSTANCE_BLOCKS.index("minmin_gap")
 
 
 def _reference_iteration_s(latency: ClusterLatency) -> npt.NDArray[np.float64]:
@@ -376,6 +395,8 @@ class _Constants:
         "scalar",
         "speed",
         "tail",
+        "gaps",
+        "eta_at",
     )
 
     def __init__(
@@ -414,6 +435,8 @@ class _Constants:
         self.p_d = 2 + layout.n_decode_buckets
         self.p_end = self.p_d + m * layout.n_prompt_buckets
         self.tail = self.p_end + m * layout.n_decode_buckets
+        self.gaps = self.tail + _N_TAIL_BLOCKS * m
+        self.eta_at = layout.block_slice("minmin_eta").start
         # log1p(cap) per entry of a log-scaled block; the other entries keep their value
         den = np.ones(layout.size, dtype=np.float64)
         raw = np.zeros(layout.size, dtype=bool)
@@ -426,6 +449,8 @@ class _Constants:
             "prefill_pending": layout.tokens_cap,
             "minmin_eta": layout.eta_cap_s,
             "impact_cost": layout.impact_cap,
+            "minmin_gap": layout.eta_cap_s,
+            "total_latency_gap": layout.eta_cap_s,
         }
         for block in _PER_INSTANCE_BLOCKS:
             where = layout.block_slice(block)
@@ -464,7 +489,7 @@ class ObservationEncoder:
         >>> enc = ObservationEncoder(layout, make_uniform_cluster(2))
         >>> obs = enc(RequestView(0, 0.0, 100), make_cluster_state(2, n_queued=[3, 0]))
         >>> obs.shape, round(float(obs[layout.block_slice("local_queue")][0]), 6)
-        ((41,), 0.125)
+        ((45,), 0.125)
     """
 
     layout: ObservationLayout
@@ -474,6 +499,7 @@ class ObservationEncoder:
     speed: npt.NDArray[np.float64] = field(init=False)
     impact_cost: npt.NDArray[np.float64] = field(init=False)
     _c: _Constants = field(init=False, repr=False, compare=False)
+    _mtl: MinTotalLatencyRouter = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.cluster.n_instances != self.layout.n_instances:
@@ -493,6 +519,10 @@ class ObservationEncoder:
         object.__setattr__(
             self, "_c", _Constants(self.layout, latency, speed, cost, self.impact_config)
         )
+        # min-total-latency's own scores (its rng is never drawn from)
+        mtl = MinTotalLatencyRouter(default_output_tokens=self.layout.default_output_tokens)
+        mtl.reset(self.cluster, np.random.default_rng(0))
+        object.__setattr__(self, "_mtl", mtl)
 
     def predicted_output_tokens(self, request: RequestView) -> float:
         """The request's predicted output, else ``layout.default_output_tokens``."""
@@ -568,6 +598,7 @@ class ObservationEncoder:
                 r_mix=np.array(r_mix, dtype=np.float64),
                 best_instance=best,
             )
+        self._gap_blocks(request, state, x)
         # every log-scaled entry at once, min(log1p(max(x, 0)) / log1p(cap), 1), computed
         # in float64 and rounded to float32 on output; the other entries copied over
         scaled = np.log1p(np.maximum(x, 0.0))
@@ -576,6 +607,18 @@ class ObservationEncoder:
         np.minimum(scaled, 1.0, out=obs)
         np.copyto(obs, x, where=c.raw_mask)
         return obs, estimate
+
+    def _gap_blocks(
+        self, request: RequestView, state: ClusterState, x: npt.NDArray[np.float64]
+    ) -> None:
+        """``minmin_gap`` and ``total_latency_gap`` (before log scaling), after the tails."""
+        c = self._c
+        m = c.m
+        eta = x[c.eta_at : c.eta_at + m].tolist()
+        best = min(eta)
+        scores = self._mtl._scores(request, state)
+        low = min(scores)
+        x[c.gaps : c.gaps + 2 * m] = [e - best for e in eta] + [v - low for v in scores]
 
     def _vector_tail(
         self, request: RequestView, state: ClusterState, x: npt.NDArray[np.float64]
@@ -589,7 +632,7 @@ class ObservationEncoder:
             np.asarray(state.earliest_completion_s, dtype=np.float64) - state.now_s, 0
         )
         estimate = self.impact(request, state)
-        x[c.tail :] = np.concatenate(
+        x[c.tail : c.gaps] = np.concatenate(
             [
                 np.asarray(state.n_queued, dtype=np.float64),
                 np.clip(free_seqs / max_seqs, 0.0, 1.0),
@@ -703,7 +746,7 @@ class ObservationEncoder:
             first_decode = 0.0 if n_dec <= 0 else decode_base + c4 * n_dec + c5 * (ctx + p + 1.0)
             decode = k * first_decode + c5 * k * (k - 1.0) / 2.0
             eta.append(now + slot_wait + backlog + prefill + decode - now)
-        x[c.tail :] = (
+        x[c.tail : c.gaps] = (
             n_queued
             + capacity
             + kv_free
@@ -770,7 +813,7 @@ def encode_observation(
         >>> obs = encode_observation(RequestView(0, 0.0, 100, predicted_bucket=1), state,
         ...                          cluster=make_uniform_cluster(2))
         >>> obs.shape, obs.dtype.name
-        ((31,), 'float32')
+        ((35,), 'float32')
         >>> layout = ObservationLayout.for_state(state)
         >>> obs[2:5].tolist(), obs[layout.block_slice("earliest_completion")].tolist()
         ([0.0, 1.0, 0.0], [0.0, 0.5])

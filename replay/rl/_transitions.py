@@ -287,7 +287,7 @@ class TransitionMetadata:
         >>> layout = ObservationLayout(n_instances=2, n_prompt_buckets=1, n_decode_buckets=1)
         >>> meta = TransitionMetadata.for_layout(layout, reward="queue-balance", cluster={})
         >>> meta.n_actions, meta.obs_size
-        (3, 23)
+        (3, 27)
         >>> TransitionMetadata.from_parquet_metadata(meta.to_parquet_metadata()) == meta
         True
     """

@@ -183,8 +183,14 @@ def _rescore(algo: Any) -> float:
 
 
 def test_forced_bad_fine_tuning_returns_the_start_unchanged(tmp_path: Path) -> None:
-    start = TrainConfig(algorithm="double-dqn", batch_size=8, learning_rate=1e-2)
-    res = _select(tmp_path, start, _WaitReward(), dataclasses.replace(SELECT, patience=None))
+    # a start that routes: fine-tuned (no selection) on a reward that punishes WAIT
+    start = fine_tune_online(
+        TrainConfig(algorithm="double-dqn", batch_size=8, learning_rate=1e-2),
+        EPISODES, CLUSTER, reward=_WaitReward(-1.0), run_dir=tmp_path / "start",
+        config=dataclasses.replace(SELECT, patience=None, eval_every_steps=None),
+        logger_adapter=NoopAdapterFactory(),
+    ).algo  # fmt: skip
+    res = _select(tmp_path / "ft", start, _WaitReward(), dataclasses.replace(SELECT, patience=None))
     val = res.validation
     assert val.schema == VALIDATION_SCHEMA
     assert val["step"].to_list() == [0, 20, 40, 60]
@@ -197,9 +203,9 @@ def test_forced_bad_fine_tuning_returns_the_start_unchanged(tmp_path: Path) -> N
     assert val["kept"].to_list() == [True, False, False, False]
     assert res.kept_validation_e2e_s == res.start_validation_e2e_s
     assert _rescore(res.algo) == pytest.approx(res.start_validation_e2e_s, rel=1e-12)
-    info = json.loads((tmp_path / "online.json").read_text())
+    info = json.loads((tmp_path / "ft" / "online.json").read_text())
     assert info["selection"]["start_returned_unchanged"] is True
-    assert_frame_equal(pl.read_parquet(tmp_path / "validation_curve.parquet"), val)
+    assert_frame_equal(pl.read_parquet(tmp_path / "ft" / "validation_curve.parquet"), val)
 
 
 def test_the_returned_policy_is_the_kept_one_and_never_worse(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from routeplay.replay._types import (
     OracleRequestView,
     RequestView,
 )
-from routeplay.replay.engine._clusters import make_cluster
+from routeplay.replay.engine._clusters import cluster_from_dict, make_cluster
 from routeplay.replay.engine._engine import Engine
 from routeplay.replay.rl import _observation as observation_module
 from routeplay.replay.rl._observation import (
@@ -43,6 +43,7 @@ from routeplay.replay.rl._rewards import (
 )
 from routeplay.replay.routers._builtin import MinMinRouter
 from routeplay.replay.routers._check import make_cluster_state, make_uniform_cluster
+from routeplay.replay.routers._reference import MinTotalLatencyRouter
 
 #: the paper's gradients priced on the reference work (512-token prefill beside 32
 #: decoding sequences of 512 context): 3.2e-4 * 512 + 3.3e-5 * 32 * 512
@@ -205,6 +206,47 @@ def test_minmin_is_the_argmin_of_its_observation_block() -> None:
     assert agree > 150
 
 
+def test_the_gap_blocks_are_zero_exactly_on_each_heuristics_choice() -> None:
+    # version 3: minmin_gap / total_latency_gap are 0 on min-min's / min-total-latency's
+    # pick (ties: both 0) and > 0 elsewhere, for 3 instances of two speeds
+    cluster = cluster_from_dict(
+        {
+            "instances": [
+                {"name": "slow", "count": 2, "tokens_per_s": 1000.0},
+                {"name": "fast", "count": 1, "tokens_per_s": 3000.0},
+            ]
+        }
+    )
+    layout = ObservationLayout(n_instances=3, n_prompt_buckets=4, n_decode_buckets=5)
+    enc = ObservationEncoder(layout, cluster)
+    routers = {"minmin_gap": MinMinRouter(), "total_latency_gap": MinTotalLatencyRouter()}
+    for r in routers.values():
+        r.reset(cluster, np.random.default_rng(0))
+    rng = np.random.default_rng(2)
+    differ = 0
+    for k in range(200):
+        state = make_cluster_state(
+            n_queued=rng.integers(0, 20, 3),
+            n_running=rng.integers(0, 40, 3),
+            prefill_tokens_pending=rng.integers(0, 5000, 3),
+            kv_used_tokens=rng.integers(0, 20_000, 3),
+            earliest_completion_s=rng.random(3) * 5,
+            predicted_decode_tokens_left=rng.random(3) * 5000,
+        )
+        pred = None if k % 3 == 0 else float(rng.integers(1, 500))
+        request = RequestView(k, 0.0, int(rng.integers(1, 2000)), predicted_output_tokens=pred)
+        obs = enc(request, state)
+        picks = {}
+        for block, router in routers.items():
+            gap = obs[layout.block_slice(block)]
+            pick = router.route(request, state)
+            picks[block] = pick
+            assert gap[pick] == 0.0
+            assert (gap >= 0.0).all() and (gap <= 1.0).all()
+        differ += picks["minmin_gap"] != picks["total_latency_gap"]
+    assert differ > 10  # the two blocks carry different choices
+
+
 def test_overload_counts_do_not_saturate() -> None:
     layout = ObservationLayout(n_instances=2, n_prompt_buckets=4, n_decode_buckets=5)
     enc = ObservationEncoder(layout, make_uniform_cluster(2))
@@ -221,9 +263,10 @@ def test_overload_counts_do_not_saturate() -> None:
     scaled = [
         v
         for n, v in zip(names, obs.tolist(), strict=True)
-        if n.split("_")[0] in ("P", "D", "local", "prefill", "earliest", "minmin", "impact")
+        if n.split("_")[0]
+        in ("P", "D", "local", "prefill", "earliest", "minmin", "impact", "total")
     ]
-    assert len(scaled) == 2 * (4 + 5) + 5 * 2
+    assert len(scaled) == 2 * (4 + 5) + 7 * 2
     assert max(scaled) < 1.0  # version 1 clipped counts at 64: all of these saturated
     for block in ("local_queue", "prefill_pending"):
         a, b = obs[layout.block_slice(block)]
