@@ -88,8 +88,13 @@ def main() -> None:
     p.add_argument("--eval-episodes", type=int, default=None, help="held-out episodes")
     p.add_argument("--val-episodes", type=int, default=None, help="validation episodes")
     p.add_argument(
-        "--tie-break", default="min-min", help="BC target among tied actions: min-min|teacher"
+        "--tie-break",
+        default="min-min",
+        help="BC target among tied actions: min-min|min-total-latency|teacher",
     )
+    p.add_argument("--tie-tolerance-s", type=float, default=1e-6, help="rollout-cost tie (s)")
+    p.add_argument("--behaviour", default="min-min", help="round-0 driver")
+    p.add_argument("--teacher-base", default="min-min", help="the lookahead's rollout router")
     p.add_argument("--no-predictor", action="store_true", help="no length predictor")
     p.add_argument("--out", type=Path, default=Path("runs/rl_imitation"))
     args = p.parse_args()
@@ -131,6 +136,9 @@ def main() -> None:
             dagger_rounds=args.dagger_rounds,
             n_steps=n_steps,
             tie_break=args.tie_break,
+            tie_tolerance_s=args.tie_tolerance_s,
+            behaviour=args.behaviour,
+            teacher_base=args.teacher_base,
             seed=seed,
         )
         t0 = time.perf_counter()

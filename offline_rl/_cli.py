@@ -194,6 +194,24 @@ def register(subparsers: Any) -> None:
     )
     la.add_argument("--label-every", type=int, default=1, help="label every k-th decision")
     la.add_argument(
+        "--teacher-base",
+        default="min-min",
+        help="the router the lookahead's rollouts continue with (default min-min)",
+    )
+    la.add_argument(
+        "--tie-break",
+        default="min-min",
+        help="BC target among actions within --tie-tolerance-s of the lookahead's best: "
+        "min-min (default), min-total-latency (a residual teacher: that heuristic's pick "
+        "unless the lookahead is clearly better) or teacher",
+    )
+    la.add_argument(
+        "--tie-tolerance-s",
+        type=float,
+        default=1e-6,
+        help="rollout-cost difference (s) that still counts as a tie",
+    )
+    la.add_argument(
         "--horizon-s", type=float, default=0.5, help="lookahead rollout horizon (simulated s)"
     )
     la.add_argument(
@@ -822,6 +840,9 @@ def _train_from_lookahead(args: argparse.Namespace, staged: list[Path]) -> int:
         "batch_size": "--batch-size",
         "seed": "--seed",
         "behaviour": "--behaviours",
+        "teacher_base": "--teacher-base",
+        "tie_break": "--tie-break",
+        "tie_tolerance_s": "--tie-tolerance-s",
     }
     try:
         config = ImitationConfig(
@@ -830,6 +851,9 @@ def _train_from_lookahead(args: argparse.Namespace, staged: list[Path]) -> int:
             label_every=args.label_every,
             horizon_s=args.horizon_s,
             behaviour=names[0],
+            teacher_base=args.teacher_base,
+            tie_break=args.tie_break,
+            tie_tolerance_s=args.tie_tolerance_s,
             n_steps=args.n_steps,
             batch_size=args.batch_size,
             seed=args.seed,

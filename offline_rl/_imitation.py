@@ -99,8 +99,10 @@ _I64 = npt.NDArray[np.int64]
 
 _OWNER = "ImitationConfig"
 
-TieBreak = Literal["teacher", "min-min"]
-_TIE_BREAKS = ("teacher", "min-min")
+TieBreak = Literal["teacher", "min-min", "min-total-latency"]
+_TIE_BREAKS = ("teacher", "min-min", "min-total-latency")
+#: the observation block whose argmin is each heuristic's choice (layout 3)
+_TIE_BLOCKS = {"min-min": "minmin_eta", "min-total-latency": "total_latency_gap"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,9 +135,13 @@ class ImitationConfig:
             least rollout cost (within ``tie_tolerance_s``): "teacher" = the
             lookahead's own pick (lowest index, WAIT last), "min-min" (default) = the
             tied instance min-min prefers (argmin of the observation's ``minmin_eta``
-            block; WAIT only when it is the sole best). Every tied action costs the
-            teacher the same, so the second only makes the target a simpler function
-            of the observation. Measured on the hetero cluster at 80 req/s: 47 % of
+            block; WAIT only when it is the sole best), "min-total-latency" = the tied
+            instance ``min-total-latency`` prefers (argmin of ``total_latency_gap``).
+            Every tied action costs the teacher the same (within the tolerance), so
+            these only make the target a simpler function of the observation; with a
+            tolerance of a fraction of a second, "min-total-latency" keeps that
+            heuristic's choice unless the lookahead's best is clearly better (a
+            residual teacher). Measured on the hetero cluster at 80 req/s: 47 % of
             round-0 labels are exact ties, yet "min-min" changed none of them (min-min's
             own choice was never among the tied actions; ties were between identical
             instances, where both rules pick the lower index).
@@ -393,7 +399,9 @@ class LookaheadLabels:
         ``"teacher"`` returns :attr:`actions`. ``"min-min"``: among the actions whose
         rollout cost is within ``tolerance_s`` of the least, the instance with the
         least ``minmin_eta`` in the observation (min-min's choice among them); WAIT
-        only when no instance ties with it. Every target has the least cost.
+        only when no instance ties with it. ``"min-total-latency"``: the same with the
+        ``total_latency_gap`` block. Every target costs at most the least plus
+        ``tolerance_s``.
 
         Example:
             >>> lay = ObservationLayout(n_instances=2, n_prompt_buckets=1, n_decode_buckets=1)
@@ -408,13 +416,13 @@ class LookaheadLabels:
         """
         if tie_break == "teacher":
             return self.actions.copy()
-        if tie_break != "min-min":
+        if tie_break not in _TIE_BLOCKS:
             raise ValueError(f"tie_break = {tie_break!r}; expected one of {list(_TIE_BREAKS)}.")
         m = self.n_actions - 1
         costs = np.where(np.isnan(self.costs_s), np.inf, self.costs_s)
         best = costs.min(axis=1, keepdims=True)
         tied = costs <= best + tolerance_s
-        eta = self.observations[:, layout.block_slice("minmin_eta")].astype(np.float64)
+        eta = self.observations[:, layout.block_slice(_TIE_BLOCKS[tie_break])].astype(np.float64)
         eta = np.where(tied[:, :m], eta, np.inf)
         out: _I64 = np.asarray(np.argmin(eta, axis=1), dtype=np.int64)
         no_instance = ~tied[:, :m].any(axis=1)

@@ -93,6 +93,30 @@ def test_targets_break_ties_toward_min_min() -> None:
     np.testing.assert_array_equal(labels.targets(layout, tie_break="teacher"), labels.actions)
 
 
+def test_residual_targets_keep_min_total_latency_unless_the_lookahead_is_clearly_better() -> None:
+    """tie_break="min-total-latency": within the tolerance, its pick; beyond it, the teacher's."""
+    trace = _trace(7)
+    labels, _ = label_states([trace], CLUSTER, make_router("round-robin"), n_labels=20)
+    layout = default_layout(CLUSTER)
+    gap = labels.observations[:, layout.block_slice("total_latency_gap")]
+    mtl = np.argmin(gap, axis=1)
+    assert (gap[np.arange(mtl.size), mtl] == 0.0).all()  # layout 3: 0 on its pick
+    costs = np.where(np.isnan(labels.costs_s), np.inf, labels.costs_s)
+    best = costs.min(axis=1)
+    for tolerance in (1e-6, 0.5, 1e9):
+        t = labels.targets(layout, tie_break="min-total-latency", tolerance_s=tolerance)
+        # every target is within the tolerance of the teacher's least cost ...
+        assert (costs[np.arange(t.size), t] <= best + tolerance).all()
+        # ... and is min-total-latency's pick whenever that pick is
+        keep = costs[np.arange(t.size), mtl] <= best + tolerance
+        assert (t[keep] == mtl[keep]).all()
+    # an unbounded tolerance is min-total-latency itself
+    huge = labels.targets(layout, tie_break="min-total-latency", tolerance_s=1e9)
+    np.testing.assert_array_equal(huge, mtl)
+    with pytest.raises(ValueError, match="tie_break = 'nope'; expected one of"):
+        labels.targets(layout, tie_break="nope")  # type: ignore[arg-type]
+
+
 def _weights(result: Any) -> list[torch.Tensor]:
     return [p.detach().clone() for p in result.train.algo.impl.modules.imitator.parameters()]
 
@@ -183,6 +207,16 @@ def test_cli_from_lookahead_writes_a_loadable_router(
     assert "Learned router bc" in capsys.readouterr().out
 
 
+def test_cli_residual_teacher_settings_reach_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "router"
+    residual = ["--tie-break", "min-total-latency", "--tie-tolerance-s", "0.5",
+                "--teacher-base", "min-total-latency", "--behaviours", "min-total-latency"]  # fmt: skip
+    assert main(["train", *WORKLOAD, *LOOKAHEAD, *residual, "--quiet", "--out", str(out)]) == 0
+    config = json.loads((out / "run" / "imitation.json").read_text())["config"]
+    assert (config["tie_break"], config["tie_tolerance_s"]) == ("min-total-latency", 0.5)
+    assert (config["teacher_base"], config["behaviour"]) == ("min-total-latency",) * 2
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -191,6 +225,9 @@ def test_cli_from_lookahead_writes_a_loadable_router(
         (["--dagger-rounds", "-1"], "--dagger-rounds: -1; expected an integer >= 0."),
         (["--behaviours", "min-min-oracle"], "is an oracle or needs the simulator"),
         (["--validation-episodes", "-1"], "--validation-episodes -1; expected an integer >= 0."),
+        (["--tie-break", "nope"], "--tie-break: 'nope'; expected one of ['teacher', 'min-min'"),
+        (["--tie-tolerance-s", "-1"], "--tie-tolerance-s:"),
+        (["--teacher-base", "nope"], "unknown router 'nope'"),
     ],
 )
 def test_cli_from_lookahead_errors(
