@@ -209,8 +209,9 @@ def test_cli_from_lookahead_writes_a_loadable_router(
 
 def test_cli_residual_teacher_settings_reach_the_run(tmp_path: Path) -> None:
     out = tmp_path / "router"
-    residual = ["--tie-break", "min-total-latency", "--tie-tolerance-s", "0.5",
-                "--teacher-base", "min-total-latency", "--behaviours", "min-total-latency"]  # fmt: skip
+    mtl = "min-total-latency"
+    residual = ["--tie-break", mtl, "--tie-tolerance-s", "0.5",
+                "--teacher-base", mtl, "--behaviours", mtl]  # fmt: skip
     assert main(["train", *WORKLOAD, *LOOKAHEAD, *residual, "--quiet", "--out", str(out)]) == 0
     config = json.loads((out / "run" / "imitation.json").read_text())["config"]
     assert (config["tie_break"], config["tie_tolerance_s"]) == ("min-total-latency", 0.5)
