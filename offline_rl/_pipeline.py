@@ -27,6 +27,11 @@ Defaults are defined once: the training fields of :class:`LearningConfig` defaul
 :func:`evaluate_routers`'; job files and command-line flags build these classes.
 """
 
+# Why this module is long: it is the pipeline's one definition: the learning config (its
+# validation and defaults), the result (with the sentence reports print about how a
+# router was trained) and the three functions every entry point calls; split, the
+# config and the code that reads it would drift apart.
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,7 +40,7 @@ import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +53,7 @@ from ._evaluate import (
     EvaluationResult,
     evaluate_routers,
 )
-from ._train import ALGORITHMS, TrainConfig
+from ._train import ALGORITHMS, RewardTransform, TrainConfig
 
 if TYPE_CHECKING:
     from routeplay.replay import ObservationLayout, PreparedScenario, Router
@@ -291,6 +296,8 @@ class LearningResult:
         wall_time_s: seconds spent logging, building the dataset and training each
             algorithm (``train_<label>``).
         notes: warnings raised while logging, building or training.
+        reward_transforms: label -> the reward transform the algorithm trained with
+            (its shift and factor come from the training logs).
     """
 
     config: LearningConfig
@@ -305,10 +312,86 @@ class LearningResult:
     router_dirs: Mapping[str, Path]
     wall_time_s: Mapping[str, float]
     notes: tuple[str, ...] = ()
+    reward_transforms: Mapping[str, RewardTransform] = field(default_factory=dict)
 
     def to_frame(self) -> pl.DataFrame:
         """The per-behaviour log table (``behaviour_logs``)."""
         return self.behaviour_logs
+
+    def describe(self, label: str) -> str:
+        """How the router ``label`` was trained, in one sentence (reports print it).
+
+        Names the d3rlpy algorithm, gradient steps, batch, learning rate, network, seed,
+        discount and target-network sync (Q-learning algorithms), the reward and its
+        normalisation (with the statistics of the training logs), the behaviours and
+        their exploration, the number of logged transitions and the training episodes.
+
+        Raises:
+            KeyError: if ``label`` is not one of ``routers``.
+
+        Example:
+            >>> import tempfile
+            >>> from routeplay.replay import Scenario
+            >>> from routeplay.offline_rl import LearningConfig, train_scenario
+            >>> prepared = Scenario(trace="task-mix", task_mix={"n_requests": 40},
+            ...     episode_requests=10, test_fraction=0.5, cluster="v100x2").prepare()
+            >>> res = train_scenario(prepared, LearningConfig(behaviours=("round-robin",),
+            ...     algorithms=("cql",), n_steps=5, batch_size=8,
+            ...     reward_normalization="standardize"), tempfile.mkdtemp())
+            >>> print(res.describe("cql"))  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
+            cql: d3rlpy DiscreteCQL trained offline for 5 gradient steps (batch 8,
+            learning rate 0.0003, MLP 128x128, seed 0); discount gamma 0.99; target
+            network synced every 1000 steps; reward paper-workload-guided, standardized
+            ((r - ...) / ... with the mean and std of the training logs); trained on
+            ... transitions logged by round-robin with epsilon 0.1 (a uniformly random
+            action, WAIT included, instead of the behaviour's) on training episodes [0, 1].
+        """
+        if label not in self.routers:
+            raise KeyError(
+                f"LearningResult.describe({label!r}): no such learned router; expected one "
+                f"of {list(self.routers)}."
+            )
+        cfg = self.config.train_config(label, seed=self.seed)
+        units = "x".join(str(h) for h in cfg.hidden_units)
+        parts = [
+            f"{label}: d3rlpy {ALGORITHMS[cfg.algorithm]} trained offline for {cfg.n_steps} "
+            f"gradient steps "
+            f"(batch {cfg.batch_size}, learning rate {cfg.learning_rate:g}, MLP {units}, "
+            f"seed {cfg.seed})"
+        ]
+        if cfg.algorithm == "bc":
+            parts.append(
+                "imitation of the logged actions: the reward "
+                f"({self.config.reward}, {self._reward_text(label, cfg)}), discount gamma "
+                f"{cfg.gamma:g} and target sync every {cfg.target_update_interval} steps "
+                "are set but unused by BC"
+            )
+        else:
+            parts.append(f"discount gamma {cfg.gamma:g}")
+            parts.append(f"target network synced every {cfg.target_update_interval} steps")
+            parts.append(f"reward {self.config.reward}, {self._reward_text(label, cfg)}")
+        episodes = list(self.train_episode_ids)
+        return (
+            "; ".join(parts)
+            + f"; trained on {self.card.n_transitions} transitions logged by "
+            + f"{', '.join(self.config.behaviours)} with epsilon {self.config.epsilon:g} "
+            + "(a uniformly random action, WAIT included, instead of the behaviour's) on "
+            + f"training episodes {episodes}."
+        )
+
+    def _reward_text(self, label: str, cfg: TrainConfig) -> str:
+        transform = self.reward_transforms.get(label)
+        if cfg.reward_normalization == "none":
+            return "raw (not normalised)"
+        scale = f" x {cfg.reward_scale:g}" if cfg.reward_scale != 1.0 else ""
+        if cfg.reward_normalization == "scale":
+            return f"scaled (r x {cfg.reward_scale:g})"
+        if transform is None:
+            return f"standardized{scale} (mean and std of the training logs)"
+        return (
+            f"standardized ((r - {transform.raw_mean:.4g}) / {transform.raw_std:.4g}{scale} "
+            "with the mean and std of the training logs)"
+        )
 
     def summary_numbers(self, base: Path) -> dict[str, Any]:
         """JSON-ready numbers for ``summary.json`` (paths relative to ``base``)."""
@@ -333,6 +416,10 @@ class LearningResult:
                     .iter_rows()
                 }
                 for (run,), grp in self.losses.group_by("run", maintain_order=True)
+            },
+            "descriptions": {label: self.describe(label) for label in self.routers},
+            "reward_transforms": {
+                label: t.to_dict() for label, t in self.reward_transforms.items()
             },
             "run_dir": str(self.run_dir.relative_to(base)),
             "router_dirs": {k: str(v.relative_to(base)) for k, v in self.router_dirs.items()},
@@ -451,6 +538,7 @@ def train_scenario(
         routers: dict[str, Router] = {}
         router_dirs: dict[str, Path] = {}
         curves: list[pl.DataFrame] = []
+        transforms: dict[str, RewardTransform] = {}
         for algo in learning.algorithms:
             t0 = time.perf_counter()
             config = learning.train_config(algo, seed=seed)
@@ -460,6 +548,8 @@ def train_scenario(
             wall[f"train_{algo}"] = time.perf_counter() - t0
             logger.info("trained %s in %.1f s", algo, wall[f"train_{algo}"])
             curves.append(_losses_long(algo, result.losses))
+            if result.reward_transform is not None:
+                transforms[algo] = result.reward_transform
             routers[algo] = PolicyRouter(result.algo, layout=layout, name=algo)
     notes = tuple(dict.fromkeys(f"training: {w.message}" for w in caught))
     for note in notes:
@@ -487,6 +577,7 @@ def train_scenario(
         router_dirs=router_dirs,
         wall_time_s=wall,
         notes=notes,
+        reward_transforms=transforms,
     )
 
 

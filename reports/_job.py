@@ -75,6 +75,9 @@ class ReportJobConfig:
         training: the ``[training]`` section: routers trained offline on logs of the
             training episodes and replayed beside the heuristics on the test episodes;
             ``None`` = no training.
+        training_settings_note: ``[training] settings_note``: how the training
+            settings were chosen (printed in the report beside how the router was
+            trained; e.g. the validation windows and command); ``""`` = not stated.
 
     The scenario's fields are also readable under their job-file names
     (``trace_source``, ``episodes_n_requests``, ``cluster``, ``seed``, ...).
@@ -91,6 +94,7 @@ class ReportJobConfig:
     confidence: float = 0.95
     images: tuple[str, ...] = ("svg", "png")
     training: LearningConfig | None = None
+    training_settings_note: str = ""
 
     # the scenario under the job file's names (read-only)
     @property
@@ -227,6 +231,7 @@ class ReportJobConfig:
             "predictor_preset": sc.predictor_preset,
             "images": list(self.images),
             "training": None if self.training is None else self.training.to_dict(),
+            "training_settings_note": self.training_settings_note,
             "base_dir": str(sc.base_dir),
         }
 
@@ -310,6 +315,8 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "cluster": ("name",),
     "routers": ("names", "baseline"),
 }
+#: ``[training] settings_note`` -> ``ReportJobConfig.training_settings_note``.
+_SETTINGS_NOTE = "training_settings_note"
 # [training] key -> (JobTrainingConfig field, accepted python types, description)
 _TRAINING_SCHEMA: dict[str, _Spec] = {
     "behaviours": ("behaviours", (list,), "a list of heuristic router names"),
@@ -333,6 +340,12 @@ _TRAINING_SCHEMA: dict[str, _Spec] = {
     "max_router_wait_s": ("max_router_wait_s", (int, float), "a finite number of seconds >= 0"),
     "fallback": ("fallback", (str,), "a heuristic router name"),
     "sim_slack_s": ("sim_slack_s", (int, float), "a finite number of seconds > 0"),
+    # not a LearningConfig field: the job's own note, moved out before LearningConfig
+    "settings_note": (
+        _SETTINGS_NOTE,
+        (str,),
+        "a sentence saying how the settings were chosen",
+    ),
 }
 _RESERVED_TABLES = ("training",)
 
@@ -613,8 +626,12 @@ def _check_values(v: dict[str, Any], where: str) -> None:
                 "earlier (training) episodes and replayed on the later (test) ones only. "
                 "Fix: add e.g. test_fraction = 0.5 to [episodes].",
             )
+        learning = dict(v["training"])
+        note = learning.pop(_SETTINGS_NOTE, "")
+        if note:
+            v[_SETTINGS_NOTE] = note
         try:
-            training = LearningConfig(**v["training"])
+            training = LearningConfig(**learning)
         except ValueError as exc:
             raise _err(where, str(exc).replace("LearningConfig.", "[training] ", 1)) from exc
         clash = sorted(set(training.algorithms) & set(v["routers"]))

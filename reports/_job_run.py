@@ -241,8 +241,18 @@ def build_job_report(
     extra_tables: dict[str, pl.DataFrame] = {}
     numbers: dict[str, Any] = {}
     if training is not None:
-        metadata["training"] = _training_description(training, test_ids=[e.index for e in test])
-        notes = [*training.notes, *notes, *_fallback_notes(training, replays.summaries)]
+        metadata["training"] = _training_description(
+            training,
+            test_ids=[e.index for e in test],
+            settings_note=job.training_settings_note,
+        )
+        notes = [
+            f"How the learned router{' was' if len(training.routers) == 1 else 's were'} "
+            f"trained: {metadata['training']}",
+            *training.notes,
+            *notes,
+            *_fallback_notes(training, replays.summaries),
+        ]
         extra_sections.append(
             ReportSection(
                 key="learning-curve",
@@ -261,6 +271,7 @@ def build_job_report(
         numbers["training"] = {
             **training.summary_numbers(out_dir),
             "test_episode_ids": [int(e.index) for e in test],
+            "settings_note": job.training_settings_note,
             "fallbacks": _fallback_totals(training, replays.summaries),
         }
     numbers["wall_time_s"] = {**wall, "comparison": time.perf_counter() - t_cmp}
@@ -318,13 +329,19 @@ def _fallback_notes(training: JobTrainingResult, summaries: pl.DataFrame) -> lis
     return notes
 
 
-def _training_description(training: JobTrainingResult, *, test_ids: Sequence[int]) -> str:
-    cfg = training.config
-    return (
-        f"{', '.join(training.routers)} trained offline with d3rlpy ({cfg.n_steps} steps, batch "
-        f"{cfg.batch_size}, lr {cfg.learning_rate:g}, seed {training.seed}) on "
-        f"{training.card.n_transitions} transitions logged by "
-        f"{', '.join(cfg.behaviours)} (epsilon {cfg.epsilon:g}, reward {cfg.reward}) on "
-        f"training episodes {list(training.train_episode_ids)}; evaluated on test episodes "
-        f"{list(test_ids)} only"
+def _training_description(
+    training: JobTrainingResult, *, test_ids: Sequence[int], settings_note: str = ""
+) -> str:
+    """How each learned router was trained, where it was evaluated, how it was set up.
+
+    :meth:`~routeplay.offline_rl.LearningResult.describe` per router (algorithm, steps,
+    behaviours and epsilon, reward and its normalisation, gamma, target sync, seed),
+    the test episodes and the job's ``[training] settings_note``.
+    """
+    text = (
+        " ".join(training.describe(label) for label in training.routers)
+        + f" Evaluated on test episodes {list(test_ids)} only (never logged or trained on)."
     )
+    if settings_note:
+        text += f" Settings: {settings_note}"
+    return text

@@ -28,6 +28,10 @@ algorithms = ["cql", "bc"]
 n_steps = 30
 n_steps_per_epoch = 10
 batch_size = 64
+gamma = 0.9
+target_update_interval = 10
+reward_normalization = "standardize"
+settings_note = "chosen on validation windows of the training side (test note)."
 """
 
 BASE: dict[str, Any] = {
@@ -56,7 +60,7 @@ def _job(training: dict[str, Any], **episodes: Any) -> dict[str, Any]:
             "['algorithms', 'batch_size', 'behaviours', 'epsilon', 'fallback', 'gamma', "
             "'hidden_units', 'learning_rate', 'max_router_wait_s', 'n_steps', "
             "'n_steps_per_epoch', 'reward', 'reward_normalization', 'reward_scale', 'seed', "
-            "'sim_slack_s', 'target_update_interval'].",
+            "'settings_note', 'sim_slack_s', 'target_update_interval'].",
         ),
         (_job({"n_steps": 0}), "job: [training] n_steps = 0; expected an integer >= 1."),
         (_job({"n_steps": "5"}), "job: [training] n_steps = '5'; expected an integer >= 1."),
@@ -128,6 +132,9 @@ def test_default_job_trains_a_router() -> None:
     job = load_job("default")
     assert job.training is not None and job.episodes_test_fraction is not None
     assert set(job.training.algorithms).isdisjoint(job.routers)
+    # the report states how the settings were chosen (validation windows, not test ones)
+    assert "validation windows" in job.training_settings_note
+    assert "benchmarks/rl_main_job.py" in job.training_settings_note
 
 
 def test_replay_routers_counts_fallbacks_of_a_router_that_always_waits() -> None:
@@ -245,6 +252,50 @@ def test_learned_routers_are_evaluated_on_test_episodes_only(train_run: Path) ->
     assert [r[0] for r in training["dataset"]["behaviour_rows"]] == sorted(
         f"{b}+eps0.1" for b in DEFAULT_BEHAVIOURS
     )
+
+
+def test_the_report_says_how_the_learned_routers_were_trained(train_run: Path) -> None:
+    import html
+
+    summary = json.loads((train_run / "summary.json").read_text())
+    training = summary["numbers"]["training"]
+    cql, bc = training["descriptions"]["cql"], training["descriptions"]["bc"]
+    transform = training["reward_transforms"]["cql"]
+    assert transform["normalization"] == "standardize"
+    assert cql.startswith(
+        "cql: d3rlpy DiscreteCQL trained offline for 30 gradient steps (batch 64, learning "
+        "rate 0.0003, "
+        "MLP 128x128, seed 3); discount gamma 0.9; target network synced every 10 steps; "
+        "reward paper-workload-guided, standardized ((r - "
+        f"{transform['raw_mean']:.4g}) / {transform['raw_std']:.4g} with the mean and std "
+        "of the training logs); trained on "
+        f"{training['dataset']['n_transitions']} transitions logged by "
+        f"{', '.join(DEFAULT_BEHAVIOURS)} with epsilon 0.1 "
+    )
+    assert cql.endswith(f"on training episodes {training['train_episode_ids']}.")
+    assert bc.startswith("bc: d3rlpy DiscreteBC trained offline for 30 gradient steps (batch 64, ")
+    assert (
+        "; imitation of the logged actions: the reward (paper-workload-guided, standardized "
+        f"((r - {transform['raw_mean']:.4g}) / {transform['raw_std']:.4g} with the mean and std "
+        "of the training logs)), discount gamma 0.9 and target sync every 10 steps are set but "
+        "unused by BC; trained on "
+    ) in bc
+    assert training["reward_transforms"]["bc"] == transform  # same logs, same statistics
+    assert training["settings_note"] == (
+        "chosen on validation windows of the training side (test note)."
+    )
+    text = summary["metadata"]["training"]
+    assert text == (
+        f"{cql} {bc} Evaluated on test episodes {training['test_episode_ids']} only (never "
+        "logged or trained on). Settings: chosen on validation windows of the training side "
+        "(test note)."
+    )
+    assert summary["notes"][0] == f"How the learned routers were trained: {text}"
+    page = (train_run / "report.html").read_text()
+    assert f"<li>{html.escape(summary['notes'][0])}</li>" in page  # visible, not folded
+    job = json.loads((train_run / "job.json").read_text())
+    assert job["training_settings_note"] == training["settings_note"]
+    assert job["training"]["reward_normalization"] == "standardize"
 
 
 def test_training_artifacts_live_inside_the_run_folder(train_run: Path) -> None:
