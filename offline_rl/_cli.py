@@ -179,6 +179,24 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--reward-scale", type=float, default=_learning_default("reward_scale"))
     p.add_argument(
+        "--gamma",
+        type=float,
+        default=_learning_default("gamma"),
+        help="discount factor (Q-learning algorithms)",
+    )
+    p.add_argument(
+        "--target-update-interval",
+        type=int,
+        default=_learning_default("target_update_interval"),
+        help="gradient steps between target-network copies (Q-learning algorithms)",
+    )
+    p.add_argument(
+        "--learning-rate",
+        type=float,
+        default=_learning_default("learning_rate"),
+        help="Adam learning rate of offline training (--from-lookahead: its own, 1e-3)",
+    )
+    p.add_argument(
         "--algorithm", help="cql (default), bcq, bc or double-dqn; bc with --from-lookahead"
     )
     la = p.add_argument_group("imitation of lookahead-oracle (--from-lookahead)")
@@ -610,6 +628,9 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
         batch_size=args.batch_size,
         reward_normalization=args.reward_normalization,
         reward_scale=args.reward_scale,
+        gamma=args.gamma,
+        target_update_interval=args.target_update_interval,
+        learning_rate=args.learning_rate,
         seed=args.seed,
     )
     # everything that decides the result, read and checked before any file is written
@@ -675,6 +696,9 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
         batch_size=args.batch_size,
         reward_normalization=args.reward_normalization,
         reward_scale=args.reward_scale,
+        gamma=args.gamma,
+        target_update_interval=args.target_update_interval,
+        learning_rate=args.learning_rate,
     )
     config = learning.train_config(
         args.algorithm, seed=args.seed, checkpoint_every_steps=min(1000, args.n_steps)

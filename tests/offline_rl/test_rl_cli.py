@@ -61,6 +61,25 @@ def test_train_from_transition_files(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
 
 
+def test_discount_target_sync_and_learning_rate_are_flags(tmp_path: Path) -> None:
+    # defaults: LearningConfig's (chosen on the main job's validation windows)
+    default = tmp_path / "default"
+    args = ["train", *WORKLOAD, "--behaviours", "round-robin", "--algorithm", "cql",
+            "--n-steps", "5", "--batch-size", "8"]  # fmt: skip
+    assert main([*args, "--out", str(default)]) == 0
+    config = json.loads((default / "train.json").read_text())["settings"]["config"]
+    assert (config["gamma"], config["target_update_interval"]) == (0.9, 100)
+    assert config["reward_normalization"] == "standardize"
+    given = tmp_path / "given"
+    flags = ["--gamma", "0.97", "--target-update-interval", "7", "--learning-rate", "0.001"]
+    assert main([*args, *flags, "--out", str(given)]) == 0
+    config = json.loads((given / "train.json").read_text())["settings"]["config"]
+    assert (config["gamma"], config["target_update_interval"]) == (0.97, 7)
+    assert config["learning_rate"] == 0.001
+    assert main([*args, "--gamma", "1.5", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
 def test_workload_flags_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["train", "--out", str(tmp_path / "x"), "--cluster", "v100x2"])
     assert code == 2
