@@ -99,6 +99,32 @@ def mix(first_seed: int, n: int, n_requests: int) -> list[pl.DataFrame]:
     )
 
 
+def chart_curves(long: pl.DataFrame, out: Path) -> None:
+    """The validation curves of every variant as a small report (HTML + PNG) in ``out``."""
+    from routeplay.reports import Report, ReportSection, learning_curve_chart, write_report
+
+    report = Report(
+        title="Online fine-tuning: validation curves per reward variant",
+        metadata={
+            "data": "task mix, validation episodes (training side)",
+            "cluster": "v100x4",
+            "seed": 0,
+            "significance_method": "none (curves only)",
+        },
+        sections=(
+            ReportSection(
+                key="online-curves",
+                title="Validation mean E2E and online return during fine-tuning",
+                chart=learning_curve_chart(
+                    long, title="Online fine-tuning: losses, online return, validation E2E"
+                ),
+            ),
+        ),
+    )
+    write_report(report, out, image_formats=("png",))
+    log(f"curves charted in {out / 'report.html'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/rl_finetune"))
@@ -214,7 +240,9 @@ def main() -> None:
         learned[SHORT[variant]] = PolicyRouter(res.algo, layout=layout, name=SHORT[variant])
     pl.concat(curves).write_parquet(args.out / "learning-curves.parquet")
     pl.concat(validations).write_parquet(args.out / "validation-curves.parquet")
-    pl.concat(longs).write_parquet(args.out / "online-curves-long.parquet")
+    long = pl.concat(longs)
+    long.write_parquet(args.out / "online-curves-long.parquet")
+    chart_curves(long, args.out / "curves")
 
     # -- held-out test episodes: heuristics, the start, the kept policies --
     test = mix(20_000, n_test, n_req)

@@ -727,12 +727,15 @@ def confusion_matrix_chart(evaluation: PredictorEvaluation) -> alt.Chart:
     )
 
 
-def learning_curve_chart(curves: pl.DataFrame) -> alt.Chart:
+def learning_curve_chart(
+    curves: pl.DataFrame, *, title: str = "Training losses (learning curves)"
+) -> alt.Chart:
     """RL learning curves: one panel per metric, one line per run.
 
     Args:
         curves: long frame with ``step`` (int), ``metric`` (str), ``value`` (float)
             and ``run`` (str).
+        title: the chart's title (e.g. for validation curves of online fine-tuning).
 
     Returns:
         A line chart with independent y scales per metric.
@@ -763,6 +766,6 @@ def learning_curve_chart(curves: pl.DataFrame) -> alt.Chart:
             row=alt.Row("metric:N", title=None),
             tooltip=["run:N", "metric:N", "step:Q", alt.Tooltip("value:Q", format=".4g")],
         )
-        .properties(title="Training losses (learning curves)", width=_WIDTH, height=140)
+        .properties(title=title, width=_WIDTH, height=140)
         .resolve_scale(y="independent")
     )
