@@ -85,7 +85,8 @@ FORMER_JOB_TRAINING = LearningConfig(
 #: there); ``strong3`` logs only the three best heuristics of the logging windows (a
 #: dataset nearer to the best policy), ``-10k`` with twice the steps (the job's wall
 #: time allows it); ``top1`` logs only the best one of the logging windows, ``minmin``
-#: only min-min (the paper's strongest heuristic), ``eps0.2`` with more exploration;
+#: only min-min (the paper's strongest heuristic), ``mtl`` only ``min-total-latency`` (the
+#: strongest deployable heuristic of docs/notes/headroom.md), ``eps0.2`` with more exploration;
 #: ``bc-*`` imitation, the reference CQL should match.
 CANDIDATES: dict[str, dict[str, Any]] = {
     "cql-job": {},
@@ -129,6 +130,13 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "behaviours": ("min-min",),
         "epsilon": 0.2,
     },
+    "cql-std-sync100-g0.9-mtl": {
+        "reward_normalization": "standardize",
+        "target_update_interval": 100,
+        "gamma": 0.9,
+        "behaviours": ("min-total-latency",),
+    },
+    "bc-mtl": {"algorithms": ("bc",), "behaviours": ("min-total-latency",)},
     "bc-strong3": {"algorithms": ("bc",), "behaviours": (f"{STRONGEST}3",)},
     "bc-top1": {"algorithms": ("bc",), "behaviours": (f"{STRONGEST}1",)},
     "bc-minmin": {"algorithms": ("bc",), "behaviours": ("min-min",)},
