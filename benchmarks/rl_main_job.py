@@ -14,7 +14,8 @@ settings without looking at the test windows:
    :data:`FORMER_JOB_TRAINING`, reward standardisation, frequent target syncs, gamma
    0.9, logs of the strongest heuristics only, BC vs CQL) is trained with
    :func:`routeplay.offline_rl.train_scenario` for every ``--val-seeds`` seed and replayed with
-   :func:`routeplay.offline_rl.evaluate_scenario` on the validation windows. Its score
+   :func:`routeplay.reports.evaluate_job_routers` (the report job's own evaluation) on the
+   validation windows. Its score
    is the learned router's mean E2E relative to the best heuristic on the same
    windows (the report's verdict: :func:`routeplay.estimator.compute_verdict`),
    averaged over the seeds; the lowest wins. "Strongest heuristics" are ranked by
@@ -46,15 +47,21 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from routeplay.estimator import compare_routers, compute_verdict
-from routeplay.offline_rl import LearningConfig, evaluate_scenario, train_scenario
+from routeplay.estimator import compute_verdict
+from routeplay.offline_rl import LearningConfig, train_scenario
 from routeplay.replay import (
     OBSERVATION_LAYOUT_VERSION,
     PreparedScenario,
     make_router,
     replay_scenario,
 )
-from routeplay.reports import ReportJobConfig, load_job, router_summary_table
+from routeplay.reports import (
+    ReportJobConfig,
+    compare_job_routers,
+    evaluate_job_routers,
+    load_job,
+    router_summary_table,
+)
 
 #: Placeholder in a candidate's ``behaviours``: the top-k heuristics by mean E2E on the
 #: logging windows (``"strongest-3"``), resolved per run on training-side data only.
@@ -233,25 +240,10 @@ def run_one(
     t0 = time.perf_counter()
     trained = train_scenario(prepared, learning, run_dir)
     t_train = time.perf_counter() - t0
-    evaluation = evaluate_scenario(
-        prepared,
-        trained.routers,
-        job.routers,
-        baseline=job.baseline,
-        max_router_wait_s=learning.max_router_wait_s,
-        fallback=learning.fallback,
-        sim_slack_s=learning.sim_slack_s,
-        n_boot=job.n_boot,
+    evaluation = evaluate_job_routers(
+        dataclasses.replace(job, training=learning), prepared, trained.routers
     )
-    comparison = compare_routers(
-        evaluation.replays.requests,
-        baseline=job.baseline,
-        metrics=job.metrics,
-        statistics=job.statistics,
-        n_boot=job.n_boot,
-        confidence=job.confidence,
-        seed=job.seed,
-    )
+    comparison = compare_job_routers(job, evaluation.replays.requests)
     summary = router_summary_table(evaluation.replays.summaries)
     verdict = compute_verdict(comparison, summary, learned=tuple(trained.routers))
     (change,) = verdict.learned

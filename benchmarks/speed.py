@@ -37,7 +37,9 @@ and ``headroom.py``, not copied):
    (round k runs baseline then current for even k, current then baseline for odd k;
    ``--rounds N``). Both sides run this file (``--worker conv``), so only the library
    differs. ``REF`` is checked out with ``git worktree add --detach
-   runs/speed/baseline-<sha>`` (reused when present); a shim folder
+   runs/speed/baseline-<sha>`` (reused when present; one this run added is removed
+   again at the end, and so is the shim, so no stale checkout or dangling link stays
+   in the tree for other tools to walk); a shim folder
    ``runs/speed/baseline-<sha>-shim/routeplay/`` maps the package layout of that
    commit's ``pyproject.toml`` (``package-dir``) with symlinks and goes first on the
    baseline's ``PYTHONPATH``; each worker reports ``routeplay.replay.__file__`` and the
@@ -270,7 +272,7 @@ def worker_conv(sizes: Sizes) -> dict[str, Any]:
 
 
 def _git(*args: str) -> str:
-    """A read-only git query (or ``worktree add``) in the repository; stdout stripped."""
+    """A read-only git query (or ``worktree add``/``remove``) in the repository; stdout stripped."""
     out = subprocess.run(
         ["git", "--no-optional-locks", "-C", str(REPO), *args],
         check=True,
@@ -280,8 +282,8 @@ def _git(*args: str) -> str:
     return out.stdout.rstrip()  # not strip(): porcelain lines start with a space
 
 
-def baseline_checkout(ref: str) -> tuple[str, Path]:
-    """The full sha of ``ref`` and its worktree under runs/speed/ (added once, then reused)."""
+def baseline_checkout(ref: str) -> tuple[str, Path, bool]:
+    """The full sha of ``ref``, its worktree under runs/speed/, and whether this call added it."""
     sha = _git("rev-parse", "--verify", f"{ref}^{{commit}}")
     path = SPEED_DIR / f"baseline-{sha[:12]}"
     if (path / ".git").exists():
@@ -294,13 +296,13 @@ def baseline_checkout(ref: str) -> tuple[str, Path]:
         if head != sha:
             raise RuntimeError(f"{path} is a worktree at {head}, expected {sha}; remove it")
         log(f"baseline {ref} = {sha[:12]}: reusing the worktree {path}")
-    else:
-        if path.exists():
-            raise RuntimeError(f"{path} exists but is not a git worktree; remove it")
-        SPEED_DIR.mkdir(parents=True, exist_ok=True)
-        log(f"baseline {ref} = {sha[:12]}: git worktree add --detach {path}")
-        _git("worktree", "add", "--detach", str(path), sha)
-    return sha, path
+        return sha, path, False
+    if path.exists():
+        raise RuntimeError(f"{path} exists but is not a git worktree; remove it")
+    SPEED_DIR.mkdir(parents=True, exist_ok=True)
+    log(f"baseline {ref} = {sha[:12]}: git worktree add --detach {path}")
+    _git("worktree", "add", "--detach", str(path), sha)
+    return sha, path, True
 
 
 def build_shim(checkout: Path, shim: Path) -> Path:
@@ -368,8 +370,21 @@ def _check_import(result: dict[str, Any], *, inside: Path, resolves_to: Path) ->
 
 
 def figure_baseline(ref: str, rounds: int, sizes: Sizes) -> dict[str, Any]:
-    sha, checkout = baseline_checkout(ref)
-    shim = build_shim(checkout, SPEED_DIR / f"baseline-{sha[:12]}-shim")
+    sha, checkout, added = baseline_checkout(ref)
+    shim = SPEED_DIR / f"baseline-{sha[:12]}-shim"
+    try:
+        return _baseline_rounds(ref, sha, checkout, build_shim(checkout, shim), rounds, sizes)
+    finally:
+        if shim.is_dir() and not shim.is_symlink():
+            shutil.rmtree(shim)  # symlinks into the checkout and __pycache__ only
+        if added:
+            _git("worktree", "remove", "--force", str(checkout))
+            log(f"removed the worktree {checkout} this run added")
+
+
+def _baseline_rounds(
+    ref: str, sha: str, checkout: Path, shim: Path, rounds: int, sizes: Sizes
+) -> dict[str, Any]:
     per_round: list[dict[str, Any]] = []
     paths: dict[str, str] = {}
     for k in range(rounds):

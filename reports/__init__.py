@@ -28,7 +28,7 @@ from ._job import (
     load_job,
     parse_job,
 )
-from ._job_run import ReportJobResult, run_job
+from ._job_run import ReportJobResult, compare_job_routers, evaluate_job_routers, run_job
 from ._pipeline import (
     SIGNIFICANCE_METHOD,
     PairedReplays,
@@ -93,5 +93,7 @@ __all__ = [
     "router_summary_table",
     "routing_heatmap_chart",
     "run_job",
+    "compare_job_routers",
+    "evaluate_job_routers",
     "write_report",
 ]

@@ -17,13 +17,14 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
+from routeplay.estimator import ComparisonResult, compare_routers
 
 from ._charts import learning_curve_chart
 from ._job import _NAME, ReportJobConfig
@@ -32,10 +33,17 @@ from ._report import ReportSection, write_report
 
 if TYPE_CHECKING:
     from routeplay.offline_rl import EvaluationResult
+    from routeplay.replay import PreparedScenario, Router
 
     from ._training import JobTrainingResult
 
-__all__ = ["ReportJobResult", "build_job_report", "run_job"]
+__all__ = [
+    "ReportJobResult",
+    "build_job_report",
+    "compare_job_routers",
+    "evaluate_job_routers",
+    "run_job",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +61,66 @@ class ReportJobResult:
     run_dir: Path
     report_path: Path
     wall_time_s: float
+
+
+def evaluate_job_routers(
+    job: ReportJobConfig,
+    prepared: PreparedScenario,
+    learned: Mapping[str, Router],
+    *,
+    show_progress: bool = False,
+) -> EvaluationResult:
+    """Replay ``learned`` routers and the job's heuristics on ``prepared.test``, paired.
+
+    :func:`~routeplay.offline_rl.evaluate_scenario` with the job's routers, baseline,
+    bootstrap size and ``[training]`` fallback settings: what :func:`run_job` does, for
+    callers that evaluate on another split of the same job (e.g. validation windows).
+
+    Raises:
+        ValueError: the job has no ``[training]`` section.
+    """
+    from routeplay.offline_rl import evaluate_scenario
+
+    if job.training is None:
+        raise ValueError(
+            f"job {job.name!r} has no [training] section; expected one (its fallback "
+            "settings apply to learned routers). Fix: add [training] to the job file."
+        )
+    return evaluate_scenario(
+        prepared,
+        learned,
+        job.routers,
+        baseline=job.baseline,
+        max_router_wait_s=job.training.max_router_wait_s,
+        fallback=job.training.fallback,
+        sim_slack_s=job.training.sim_slack_s,
+        n_boot=job.n_boot,
+        show_progress=show_progress,
+    )
+
+
+def compare_job_routers(job: ReportJobConfig, requests: pl.DataFrame) -> ComparisonResult:
+    """:func:`~routeplay.estimator.compare_routers` with the job's statistics settings.
+
+    Example:
+        >>> from routeplay.reports import load_job
+        >>> job = load_job("default")
+        >>> f = pl.DataFrame({"router": ["round-robin", "min-min"] * 4,
+        ...     "episode": [0, 0, 1, 1, 2, 2, 3, 3],
+        ...     "e2e_s": [2.0, 1.0, 2.0, 1.1, 2.2, 1.0, 2.1, 1.2],
+        ...     "ttft_s": [0.2, 0.1] * 4, "tbt_mean_s": [0.02, 0.01] * 4})
+        >>> compare_job_routers(job, f).baseline
+        'round-robin'
+    """
+    return compare_routers(
+        requests,
+        baseline=job.baseline,
+        metrics=job.metrics,
+        statistics=job.statistics,
+        n_boot=job.n_boot,
+        confidence=job.confidence,
+        seed=job.seed,
+    )
 
 
 def run_job(
@@ -154,7 +222,6 @@ def build_job_report(
     import time
     import warnings
 
-    from routeplay.estimator import compare_routers
     from routeplay.replay import make_router, replay_scenario
 
     t_start = time.perf_counter()
@@ -174,7 +241,7 @@ def build_job_report(
     training: JobTrainingResult | None = None
     learned_eval: EvaluationResult | None = None
     if job.training is not None:
-        from routeplay.offline_rl import evaluate_scenario, train_scenario
+        from routeplay.offline_rl import train_scenario
 
         t0 = time.perf_counter()
         training = train_scenario(
@@ -182,16 +249,8 @@ def build_job_report(
         )
         wall["training"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        learned_eval = evaluate_scenario(
-            prepared,
-            training.routers,
-            job.routers,
-            baseline=job.baseline,
-            max_router_wait_s=job.training.max_router_wait_s,
-            fallback=job.training.fallback,
-            sim_slack_s=job.training.sim_slack_s,
-            n_boot=job.n_boot,
-            show_progress=show_progress,
+        learned_eval = evaluate_job_routers(
+            job, prepared, training.routers, show_progress=show_progress
         )
         replays = _paired(learned_eval.replays)
     else:
@@ -202,15 +261,7 @@ def build_job_report(
     t_cmp = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        comparison = compare_routers(
-            replays.requests,
-            baseline=job.baseline,
-            metrics=job.metrics,
-            statistics=job.statistics,
-            n_boot=job.n_boot,
-            confidence=job.confidence,
-            seed=job.seed,
-        )
+        comparison = compare_job_routers(job, replays.requests)
     notes = [str(w.message) for w in caught]
     for note in notes:
         logger.warning("%s", note)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import pytest
 import torch
@@ -14,6 +15,7 @@ from d3rlpy.logging import NoopAdapterFactory
 from routeplay.datasets import TaskMixConfig, generate_task_mix
 from routeplay.offline_rl import (
     ImitationConfig,
+    LookaheadLabels,
     PolicyRouter,
     imitate_lookahead,
     label_states,
@@ -74,15 +76,22 @@ def test_label_every_and_driver_checks() -> None:
         ImitationConfig(label_every=0)
 
 
-def test_targets_break_ties_toward_min_min() -> None:
+@pytest.fixture(scope="module")
+def round_robin_labels() -> tuple[LookaheadLabels, Any, npt.NDArray[np.float64]]:
+    """20 labels of round robin's states on trace 7, the layout, costs (NaN -> inf)."""
+    labels, _ = label_states([_trace(7)], CLUSTER, make_router("round-robin"), n_labels=20)
+    costs = np.where(np.isnan(labels.costs_s), np.inf, labels.costs_s)
+    return labels, default_layout(CLUSTER), costs
+
+
+def test_targets_break_ties_toward_min_min(
+    round_robin_labels: tuple[LookaheadLabels, Any, npt.NDArray[np.float64]],
+) -> None:
     """Targets always have the teacher's least cost; ties go to min-min's pick among them."""
-    trace = _trace(7)
-    labels, _ = label_states([trace], CLUSTER, make_router("round-robin"), n_labels=20)
-    layout = default_layout(CLUSTER)
+    labels, layout, costs = round_robin_labels
     eta = labels.observations[:, layout.block_slice("minmin_eta")]
     # the observation's minmin_eta block is min-min's own score
     state_free = np.argmin(eta, axis=1)
-    costs = np.where(np.isnan(labels.costs_s), np.inf, labels.costs_s)
     for tie_break in ("teacher", "min-min"):
         t = labels.targets(layout, tie_break=tie_break)  # type: ignore[arg-type]
         assert np.allclose(costs[np.arange(t.size), t], costs.min(axis=1), atol=1e-6)
@@ -93,15 +102,14 @@ def test_targets_break_ties_toward_min_min() -> None:
     np.testing.assert_array_equal(labels.targets(layout, tie_break="teacher"), labels.actions)
 
 
-def test_residual_targets_keep_min_total_latency_unless_the_lookahead_is_clearly_better() -> None:
+def test_residual_targets_keep_min_total_latency_unless_the_lookahead_is_clearly_better(
+    round_robin_labels: tuple[LookaheadLabels, Any, npt.NDArray[np.float64]],
+) -> None:
     """tie_break="min-total-latency": within the tolerance, its pick; beyond it, the teacher's."""
-    trace = _trace(7)
-    labels, _ = label_states([trace], CLUSTER, make_router("round-robin"), n_labels=20)
-    layout = default_layout(CLUSTER)
+    labels, layout, costs = round_robin_labels
     gap = labels.observations[:, layout.block_slice("total_latency_gap")]
     mtl = np.argmin(gap, axis=1)
     assert (gap[np.arange(mtl.size), mtl] == 0.0).all()  # layout 3: 0 on its pick
-    costs = np.where(np.isnan(labels.costs_s), np.inf, labels.costs_s)
     best = costs.min(axis=1)
     for tolerance in (1e-6, 0.5, 1e9):
         t = labels.targets(layout, tie_break="min-total-latency", tolerance_s=tolerance)

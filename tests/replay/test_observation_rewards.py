@@ -178,6 +178,24 @@ def test_speed_index_and_impact_cost_of_builtin_clusters() -> None:
     )
 
 
+def _loaded_decision(
+    rng: np.random.Generator, k: int, m: int, *, decode_left: bool = False
+) -> tuple[RequestView, ClusterState]:
+    """Request ``k`` (every third without a prediction) and a random state of ``m`` instances."""
+    extra = {"predicted_decode_tokens_left": rng.random(m) * 5000} if decode_left else {}
+    state = make_cluster_state(
+        n_queued=rng.integers(0, 20, m),
+        n_running=rng.integers(0, 40, m),
+        prefill_tokens_pending=rng.integers(0, 5000, m),
+        kv_used_tokens=rng.integers(0, 20_000, m),
+        earliest_completion_s=rng.random(m) * 5,
+        **extra,
+    )
+    pred = None if k % 3 == 0 else float(rng.integers(1, 500))
+    request = RequestView(k, 0.0, int(rng.integers(1, 2000)), predicted_output_tokens=pred)
+    return request, state
+
+
 def test_minmin_is_the_argmin_of_its_observation_block() -> None:
     cluster = _two_speed_cluster()
     layout = ObservationLayout(n_instances=2, n_prompt_buckets=4, n_decode_buckets=5)
@@ -187,15 +205,7 @@ def test_minmin_is_the_argmin_of_its_observation_block() -> None:
     rng = np.random.default_rng(1)
     agree = 0
     for k in range(200):
-        state = make_cluster_state(
-            n_queued=rng.integers(0, 20, 2),
-            n_running=rng.integers(0, 40, 2),
-            prefill_tokens_pending=rng.integers(0, 5000, 2),
-            kv_used_tokens=rng.integers(0, 20_000, 2),
-            earliest_completion_s=rng.random(2) * 5,
-        )
-        pred = None if k % 3 == 0 else float(rng.integers(1, 500))
-        request = RequestView(k, 0.0, int(rng.integers(1, 2000)), predicted_output_tokens=pred)
+        request, state = _loaded_decision(rng, k, 2)
         eta = enc.minmin_eta_s(request, state)
         if abs(eta[0] - eta[1]) < 1e-6 * max(eta.max(), 1.0):
             continue  # a tie could round either way in float32
@@ -225,16 +235,7 @@ def test_the_gap_blocks_are_zero_exactly_on_each_heuristics_choice() -> None:
     rng = np.random.default_rng(2)
     differ = 0
     for k in range(200):
-        state = make_cluster_state(
-            n_queued=rng.integers(0, 20, 3),
-            n_running=rng.integers(0, 40, 3),
-            prefill_tokens_pending=rng.integers(0, 5000, 3),
-            kv_used_tokens=rng.integers(0, 20_000, 3),
-            earliest_completion_s=rng.random(3) * 5,
-            predicted_decode_tokens_left=rng.random(3) * 5000,
-        )
-        pred = None if k % 3 == 0 else float(rng.integers(1, 500))
-        request = RequestView(k, 0.0, int(rng.integers(1, 2000)), predicted_output_tokens=pred)
+        request, state = _loaded_decision(rng, k, 3, decode_left=True)
         obs = enc(request, state)
         picks = {}
         for block, router in routers.items():
