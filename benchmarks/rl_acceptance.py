@@ -27,10 +27,17 @@ references (``lookahead-oracle``, pooled cluster) are quoted from docs/notes/hea
 (same cluster and rates, other episodes): the lookahead is too slow to replay 40,000
 decisions per regime here.
 
+* ``paper-4xv100``: the paper's overload regime (4 x ``v100-paper``, task mix at 20
+  req/s, 2,000-request episodes); the learned policy is a *scheduler*
+  (``LearningConfig(decision="schedule")``, logs of ``late-binding-spf``); pass: >= +5 %
+  vs min-min and no worse than ``late-binding-spf`` (point estimate >= 0, or not
+  significantly worse: Holm p >= 0.01).
+
 Run::
 
     .venv/bin/python benchmarks/rl_acceptance.py --regime hetero-80 --out runs/acceptance-80
     .venv/bin/python benchmarks/rl_acceptance.py --regime hetero-20 --out runs/acceptance-20
+    .venv/bin/python benchmarks/rl_acceptance.py --regime paper-4xv100 --out runs/acceptance-paper
     .venv/bin/python benchmarks/rl_acceptance.py --regime hetero-80 --quick --out runs/acc-q
 """
 
@@ -50,8 +57,22 @@ REGIMES: dict[str, dict[str, float]] = {
     "hetero-20": {"rate_per_s": 20.0, "vs_minmin": -0.005, "vs_mtl": float("nan")},
     # the best heuristic there is min-total-latency (docs/notes/headroom.md)
     "conv-4x": {"rate_scale": 4.0, "vs_minmin": float("nan"), "vs_mtl": 0.0},
+    # learned *schedulers* (LearningConfig.decision = "schedule"); the second reference
+    # is late-binding-spf, and "no worse" is a point estimate >= 0 or a difference that
+    # is not significant (Holm p >= 0.01)
+    # (its task mix holds requests that take ~4,000 s on a V100: the replays get 2 h of
+    # simulated slack past the last arrival instead of the default 30 minutes)
+    "paper-4xv100": {
+        "rate_per_s": 20.0,
+        "vs_minmin": 0.05,
+        "vs_mtl": 0.0,
+        "schedule": 1.0,
+        "sim_slack_s": 7200.0,
+    },
 }
 HEURISTICS = ("round-robin", "least-connections", "min-min", "min-total-latency")
+#: the paper regime's table: the balancing references and the late-binding schedulers
+SCHEDULER_HEURISTICS = ("round-robin", "min-min", "min-total-latency", "late-binding-spf")
 SEEDS = (0, 1, 2)
 
 
@@ -67,10 +88,15 @@ BEHAVIOURS = ("min-total-latency",)
 
 
 def learning(
-    seed: int, algorithms: tuple[str, ...], n_steps: int, behaviours: tuple[str, ...]
+    seed: int,
+    algorithms: tuple[str, ...],
+    n_steps: int,
+    behaviours: tuple[str, ...],
+    decision: str = "route",
 ) -> LearningConfig:
     """The learning settings (fixed; not chosen on any test window)."""
     return LearningConfig(
+        decision=decision,
         behaviours=behaviours,
         epsilon=0.1,
         reward="paper-workload-guided",
@@ -91,9 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episode-requests", type=int, default=2000)
     parser.add_argument("--algorithms", default="cql,bc")
     parser.add_argument("--n-steps", type=int, default=5000)
-    parser.add_argument("--behaviours", default=",".join(BEHAVIOURS))
+    parser.add_argument(
+        "--behaviours",
+        default=None,
+        help=f"default: {','.join(BEHAVIOURS)} (routers); the scheduler default in paper-4xv100",
+    )
     parser.add_argument("--seeds", default=",".join(str(s) for s in SEEDS))
-    parser.add_argument("--heuristics", default=",".join(HEURISTICS))
+    parser.add_argument("--heuristics", default=None, help=f"default: {','.join(HEURISTICS)}")
     parser.add_argument(
         "--scenario-seed",
         type=int,
@@ -106,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.n_train, args.n_test, args.episode_requests, args.n_steps = 2, 3, 200, 200
     regime = REGIMES[args.regime]
+    schedule = bool(regime.get("schedule"))
+    decision = "schedule" if schedule else "route"
+    second_ref = "late-binding-spf" if schedule else "min-total-latency"
+    if args.behaviours is None:
+        args.behaviours = "" if schedule else ",".join(BEHAVIOURS)  # "": the default
+    if args.heuristics is None:
+        args.heuristics = ",".join(SCHEDULER_HEURISTICS if schedule else HEURISTICS)
     algorithms = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
     behaviours = tuple(b.strip() for b in args.behaviours.split(",") if b.strip())
     seeds = tuple(int(x) for x in args.seeds.split(",") if x.strip())
@@ -130,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 "n_requests": n_windows * args.episode_requests,
                 "rate_per_s": regime["rate_per_s"],
             },
-            cluster="hetero-a100x2-v100x2",
+            cluster="paper-4xv100" if schedule else "hetero-a100x2-v100x2",
             episode_requests=args.episode_requests,
             test_fraction=args.n_test / n_windows,
             predictor="histogram",
@@ -147,13 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         t0 = time.perf_counter()
         res = train_scenario(
-            prepared, learning(seed, algorithms, args.n_steps, behaviours), args.out / f"s{seed}"
+            prepared,
+            learning(seed, algorithms, args.n_steps, behaviours, decision),
+            args.out / f"s{seed}",
         )
+        if seed == seeds[0]:
+            for label in res.routers:
+                log(res.describe(label))
         for label, router in res.routers.items():
             learned[f"{label}-s{seed}"] = router
         log(f"trained {sorted(res.routers)} seed {seed} in {time.perf_counter() - t0:.0f} s")
     t0 = time.perf_counter()
-    ev = evaluate_scenario(prepared, learned, heuristics, baseline="round-robin")
+    slack = {"sim_slack_s": regime["sim_slack_s"]} if "sim_slack_s" in regime else {}
+    ev = evaluate_scenario(prepared, learned, heuristics, baseline="round-robin", **slack)
     log(
         f"replayed {len(learned) + len(heuristics)} routers x {len(prepared.test)} episodes "
         f"in {time.perf_counter() - t0:.0f} s"
@@ -161,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     requests = ev.replays.requests
     requests.write_parquet(args.out / "requests.parquet")
     rows = []
-    for ref in ("min-min", "min-total-latency"):
+    for ref in ("min-min", second_ref):
         cmp = compare_routers(requests, baseline=ref, statistics=("mean",), n_boot=2000)
         frame = cmp.to_frame().select(
             "router",
@@ -185,19 +228,20 @@ def main(argv: list[str] | None = None) -> int:
         if not lab:
             continue
         row_mm = table.filter((pl.col("router") == lab[0]) & (pl.col("versus") == "min-min"))
-        row_mtl = table.filter(
-            (pl.col("router") == lab[0]) & (pl.col("versus") == "min-total-latency")
-        )
+        row_mtl = table.filter((pl.col("router") == lab[0]) & (pl.col("versus") == second_ref))
         vs_mm = float(row_mm["relative_improvement"][0])
         vs_mtl = float(row_mtl["relative_improvement"][0])
+        p_mtl = float(row_mtl["p_ttest_holm"][0])
         ok = all(
             value >= bar
             for value, bar in ((vs_mm, regime["vs_minmin"]), (vs_mtl, regime["vs_mtl"]))
             if bar == bar  # NaN: no bar in this regime
         )
+        if schedule and not ok and vs_mm >= regime["vs_minmin"]:
+            ok = p_mtl >= 0.01  # "no worse than late-binding-spf": not significantly worse
         log(
-            f"{lab[0]}: {vs_mm:+.2%} vs min-min, {vs_mtl:+.2%} vs min-total-latency: "
-            f"{'PASS' if ok else 'fail'} (point estimates; see the CIs and p-values above)"
+            f"{lab[0]}: {vs_mm:+.2%} vs min-min, {vs_mtl:+.2%} vs {second_ref} (Holm p "
+            f"{p_mtl:.3g}): {'PASS' if ok else 'fail'} (see the CIs and p-values above)"
         )
     return 0
 

@@ -33,6 +33,7 @@ from ._pipeline import (
     train_scenario,
 )
 from ._policy import ROUTER_FILES, PolicyRouter, load_router, save_router
+from ._policy_scheduler import PolicyScheduler
 from ._train import (
     ALGORITHMS,
     RewardTransform,
@@ -74,6 +75,7 @@ __all__ = [
     "ROUTER_FILES",
     "DatasetCard",
     "PolicyRouter",
+    "PolicyScheduler",
     "RewardTransform",
     "RoutingDataset",
     "TrainConfig",

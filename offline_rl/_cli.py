@@ -71,6 +71,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -150,6 +151,8 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 def register(subparsers: Any) -> None:
     """Add ``train`` and ``evaluate`` to the ``routeplay`` parser."""
+    from ._pipeline import DECISIONS, DEFAULT_SCHEDULER_BEHAVIOURS
+
     p = subparsers.add_parser(
         "train",
         help="train a router offline (d3rlpy) from transition logs or heuristic replays",
@@ -161,8 +164,23 @@ def register(subparsers: Any) -> None:
     behaviours = ",".join(_learning_default("behaviours"))
     p.add_argument(
         "--behaviours",
-        help=f"comma-separated heuristics to log (default {behaviours!r}); with "
-        f"--from-lookahead the one heuristic driving round 0 (default {_LOOKAHEAD_BEHAVIOUR!r})",
+        help=f"comma-separated heuristics to log (default {behaviours!r}; with --decision "
+        f"schedule {','.join(DEFAULT_SCHEDULER_BEHAVIOURS)!r}); with --from-lookahead the "
+        f"one heuristic driving round 0 (default {_LOOKAHEAD_BEHAVIOUR!r})",
+    )
+    p.add_argument(
+        "--decision",
+        choices=DECISIONS,
+        default="route",
+        help="what the policy decides: the instance of each request (route, default) or "
+        "which queued request a free instance serves next (schedule: a learned scheduler "
+        "over a shortlist of the queue, trained on scheduler logs)",
+    )
+    p.add_argument(
+        "--n-candidates",
+        type=int,
+        default=_learning_default("n_candidates"),
+        help="shortlist slots of a learned scheduler (--decision schedule)",
     )
     p.add_argument(
         "--epsilon",
@@ -603,22 +621,62 @@ def _fine_tune_config(args: argparse.Namespace) -> tuple[Any, str] | None:
     return config, reward
 
 
+def _scheduler_layout_of(files: list[Path]) -> Any:
+    """The ``SchedulerLayout`` of scheduler transition files, ``None`` for router logs.
+
+    Raises:
+        ValueError: the files mix scheduler and router logs, or scheduler layouts.
+    """
+    from routeplay.replay import SchedulerLayout
+
+    layouts: dict[str, Any] = {}
+    for f in files:
+        meta = pl.read_parquet_metadata(f)
+        if meta.get("routeplay.kind") == "scheduler":
+            layouts[str(f)] = SchedulerLayout(**json.loads(meta["routeplay.layout"]))
+        else:
+            layouts[str(f)] = None
+    distinct = set(layouts.values())
+    if len(distinct) > 1:
+        raise ValueError(
+            f"--transitions mix logs of different kinds or layouts ({layouts}); expected one "
+            "kind: router logs (routeplay log) or scheduler logs of one layout."
+        )
+    return next(iter(distinct))
+
+
 def _train(args: argparse.Namespace, staged: list[Path]) -> int:
     fine = _fine_tune_config(args)
     if args.from_lookahead:
         return _train_from_lookahead(args, staged)
     if args.algorithm is None:
         args.algorithm = _learning_default("algorithms")[0]
-    default_behaviours = ",".join(_learning_default("behaviours"))
+    from ._pipeline import DEFAULT_SCHEDULER_BEHAVIOURS
+
+    schedule = args.decision == "schedule"
+    default_behaviours = ",".join(
+        DEFAULT_SCHEDULER_BEHAVIOURS if schedule else _learning_default("behaviours")
+    )
     if args.behaviours is None:
         args.behaviours = default_behaviours
+    if schedule and fine is not None:
+        raise ValueError(
+            "--fine-tune-steps with --decision schedule: online fine-tuning drives routers "
+            "only; expected one of them. Fix: drop --fine-tune-steps for a scheduler."
+        )
     from routeplay.offline_rl import TrainConfig, build_dataset, save_router, train_router
-    from routeplay.replay import log_behaviours, make_router, read_transitions
+    from routeplay.replay import (
+        SchedulerLayout,
+        log_behaviours,
+        log_scheduler_behaviours,
+        make_router,
+        read_transitions,
+    )
     from routeplay.replay.rl._rewards import make_reward
 
     from ._files import sha256_file
     from ._output import Mode, commit_output, plan_output, start_output
-    from ._pipeline import LearningConfig
+    from ._pipeline import LearningConfig, scheduler_log_rows
 
     out: Path = args.out
     mode: Mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
@@ -638,12 +696,17 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
     files: list[Path] = []
     prepared: Any = None
     validation: list[pl.DataFrame] = []
+    layout: Any
     if args.transitions:
         files = list(args.transitions)
         for f in files:
             _check_parquet(f)
-        _, meta = read_transitions(files)
-        layout = _layout_from_names(meta.obs_names, meta.n_instances)
+        sched_layout = _scheduler_layout_of(files)
+        if sched_layout is not None:
+            layout = sched_layout
+        else:
+            _, meta = read_transitions(files)
+            layout = _layout_from_names(meta.obs_names, meta.n_instances)
         inputs: dict[str, Any] = {"transitions_sha256": [sha256_file(f) for f in files]}
     else:
         names = [b.strip() for b in args.behaviours.split(",") if b.strip()]
@@ -661,7 +724,13 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
                 "e.g. --epsilon 0.1."
             )
         prepared = _prepare(args)
-        layout = prepared.layout
+        layout = (
+            SchedulerLayout(
+                n_instances=prepared.cluster.n_instances, n_candidates=args.n_candidates
+            )
+            if schedule
+            else prepared.layout
+        )
         if fine is not None:
             n_val = args.validation_episodes
             if n_val >= len(prepared.train):
@@ -681,6 +750,8 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
             "reward": args.reward,
             "workload": workload,
         }
+        if schedule:  # only then: the fingerprint of router runs stays as it was
+            inputs["scheduler_layout"] = dataclasses.asdict(layout)
         if fine is not None:  # only then: the fingerprint of other runs stays as it was
             inputs["fine_tune"] = {
                 "online": fine[0].to_dict(),
@@ -688,7 +759,9 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
                 "validation_episodes": args.validation_episodes,
             }
     learning = LearningConfig(
-        behaviours=tuple(names) or _learning_default("behaviours"),
+        decision=args.decision,
+        n_candidates=args.n_candidates,
+        behaviours=tuple(names),
         epsilon=args.epsilon,
         reward=args.reward,
         algorithms=(args.algorithm,),
@@ -718,7 +791,24 @@ def _train(args: argparse.Namespace, staged: list[Path]) -> int:
     staging = start_output(plan)
     staged.append(staging)
     try:
-        if prepared is not None:
+        if prepared is not None and schedule:
+            sched_logs = log_scheduler_behaviours(
+                prepared,
+                names,
+                epsilon=learning.epsilon,
+                out_dir=staging / "logs",
+                layout=layout,
+                seed=args.seed,
+                reuse_existing=plan.action == "continue",  # written atomically earlier
+            )
+            for j, row in enumerate(scheduler_log_rows(sched_logs, staging)):
+                files.append(sched_logs[j].path)
+                _say(
+                    args,
+                    f"[{j + 1}/{len(names)}] logged {row['behaviour']}: {row['n_episodes']} "
+                    f"episodes, {row['n_transitions']} transitions -> {sched_logs[j].path}",
+                )
+        elif prepared is not None:
             logs = log_behaviours(
                 prepared,
                 names,

@@ -59,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 from routeplay.replay.rl._observation import OBSERVATION_LAYOUT_VERSION
+from routeplay.replay.rl._scheduling import SCHEDULER_LAYOUT_VERSION
 
 if TYPE_CHECKING:
     from d3rlpy.dataset import MDPDataset
@@ -158,7 +159,8 @@ class DatasetCard:
     def to_frame(self) -> pl.DataFrame:
         """Long table ``section, key, value`` (sections: size, behaviour, action, reward).
 
-        Action keys are indices as strings, the last one labelled ``"<m> (WAIT)"``.
+        Action keys are indices as strings, the last one labelled ``"<m> (WAIT)"``
+        (not for scheduler logs, whose actions are shortlist slots).
         """
         rows: list[tuple[str, str, float]] = [
             ("size", "n_episodes", float(self.n_episodes)),
@@ -170,7 +172,7 @@ class DatasetCard:
             ("size", "obs_size", float(self.obs_size)),
         ]
         rows += [("behaviour", name, float(n)) for name, n in self.behaviour_rows]
-        last = self.n_actions - 1
+        last = self.n_actions - 1 if not self.is_scheduler else -1
         rows += [
             ("action", f"{a} (WAIT)" if a == last else str(a), float(n))
             for a, n in enumerate(self.action_counts)
@@ -187,15 +189,22 @@ class DatasetCard:
             orient="row",
         )
 
+    @property
+    def is_scheduler(self) -> bool:
+        """True for scheduler logs (actions are shortlist slots; none is WAIT)."""
+        return bool(self.layout_version == SCHEDULER_LAYOUT_VERSION)
+
     def summary(self) -> str:
         """A few human-readable lines (for notebooks and CLI output)."""
+        last = self.n_actions - 1 if not self.is_scheduler else -1
         share = [
-            f"{a if a < self.n_actions - 1 else 'WAIT'}:{n / max(self.n_transitions, 1):.1%}"
+            f"{'WAIT' if a == last else a}:{n / max(self.n_transitions, 1):.1%}"
             for a, n in enumerate(self.action_counts)
         ]
+        kind = "shortlist slots" if self.is_scheduler else "actions incl. WAIT"
         lines = [
             f"transition dataset (layout v{self.layout_version}, obs size {self.obs_size}, "
-            f"{self.n_actions} actions incl. WAIT)",
+            f"{self.n_actions} {kind})",
             f"  {self.n_episodes} episodes ({self.n_terminal_episodes} terminal, "
             f"{self.n_timeout_episodes} timeout), {self.n_transitions} transitions "
             f"({self.n_transitions_d3rlpy} in d3rlpy's MDPDataset)",
@@ -506,12 +515,13 @@ def build_dataset(
             f"{OBSERVATION_LAYOUT_VERSION!r}) or build one dataset per version."
         )
     only_version = next(iter(versions.values()))
-    if only_version != OBSERVATION_LAYOUT_VERSION:
+    readable = (OBSERVATION_LAYOUT_VERSION, SCHEDULER_LAYOUT_VERSION)
+    if only_version not in readable:
         raise ValueError(
             f"transition inputs have observation layout version {only_version!r}; this "
-            f"routeplay reads version {OBSERVATION_LAYOUT_VERSION!r} only (the observation "
-            "entries mean other things). Fix: re-log them with this routeplay's "
-            "log_transitions / `routeplay log`."
+            f"routeplay reads versions {list(readable)} only (routers', schedulers'; the "
+            "observation entries of others mean other things). Fix: re-log them with "
+            "this routeplay's log_transitions / `routeplay log`."
         )
     if n_actions is not None:
         action_counts["n_actions argument"] = n_actions

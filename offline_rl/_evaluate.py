@@ -32,6 +32,7 @@ import polars as pl
 from routeplay.estimator._protocols import OutputLengthPredictor
 from routeplay.estimator._stats import ComparisonResult, compare_routers
 from routeplay.replay._types import WAIT, ClusterConfig, ClusterState, RequestView, Router
+from routeplay.replay.engine._engine import is_scheduler
 from routeplay.replay.engine._result import ReplayConfig
 from routeplay.replay.experiments._episodes import EpisodeReplays, replay_episodes
 from routeplay.replay.routers._registry import make_router
@@ -331,7 +332,9 @@ def evaluate_routers(
     Args:
         learned: label -> router (e.g. :class:`~routeplay.offline_rl.PolicyRouter`);
             each is wrapped in :class:`BoundedWaitRouter` (label ``<label>`` +
-            ``label_suffix``) unless ``max_router_wait_s`` is ``None``.
+            ``label_suffix``) unless ``max_router_wait_s`` is ``None``. A scheduler
+            (e.g. :class:`~routeplay.offline_rl.PolicyScheduler`) is replayed as it is,
+            under ``<label>``: it holds requests only while no instance is free.
         heuristics: registered router names (``list_routers()``); must include
             ``baseline``.
         episodes: held-out traces, later in time than (or otherwise disjoint from) the
@@ -388,8 +391,11 @@ def evaluate_routers(
     wrapped: dict[str, list[Any]] = {}
     learned_labels: list[str] = []
     for label, router in learned.items():
-        if max_router_wait_s is not None:
-            spec: Any = BoundedWaitRouter(
+        if is_scheduler(router):  # holds only while no instance is free: nothing to bound
+            spec: Any = router
+            out_label = label
+        elif max_router_wait_s is not None:
+            spec = BoundedWaitRouter(
                 router,
                 max_router_wait_s=max_router_wait_s,
                 fallback=make_router(fallback),
@@ -409,7 +415,7 @@ def evaluate_routers(
         wrapped[out_label] = seen
 
         def make(spec: Any = spec, seen: list[Any] = seen) -> Any:
-            seen.append(_Counted(spec))
+            seen.append(_CountedScheduler(spec) if is_scheduler(spec) else _Counted(spec))
             return seen[-1]
 
         routers[out_label] = make
@@ -500,3 +506,13 @@ class _Counted:
         self.n_fallback_routes = int(getattr(self._router, "n_fallback_routes", 0))
         self.n_decisions = int(getattr(self._router, "n_decisions", self.n_decisions + 1))
         return action
+
+
+class _CountedScheduler(_Counted):
+    """:class:`_Counted` for a scheduler: counts its releases (it never falls back)."""
+
+    def schedule(self, queue: tuple[RequestView, ...], state: ClusterState) -> tuple[int, int]:
+        index, instance = self._router.schedule(queue, state)
+        if instance != WAIT:
+            self.n_decisions += 1
+        return int(index), int(instance)

@@ -56,12 +56,20 @@ from ._evaluate import (
 from ._train import ALGORITHMS, RewardTransform, TrainConfig
 
 if TYPE_CHECKING:
-    from routeplay.replay import ObservationLayout, PreparedScenario, Router
+    from routeplay.replay import (
+        BehaviourLog,
+        ObservationLayout,
+        PreparedScenario,
+        Router,
+        SchedulerLayout,
+    )
 
     from ._dataset import DatasetCard
 
 __all__ = [
+    "DECISIONS",
     "DEFAULT_BEHAVIOURS",
+    "DEFAULT_SCHEDULER_BEHAVIOURS",
     "LearningConfig",
     "LearningResult",
     "evaluate_scenario",
@@ -79,6 +87,14 @@ logger = logging.getLogger(__name__)
 #: and tied it on the main job's validation windows (docs/notes/reports.md); logs that
 #: mix weaker heuristics (the former default included round robin) teach a mixture.
 DEFAULT_BEHAVIOURS: tuple[str, ...] = ("min-total-latency",)
+
+#: The scheduler whose logs a learned scheduler is trained from by default: late binding
+#: with shortest predicted job first, the best deployable scheduler of
+#: docs/notes/headroom.md (+14 % vs round robin in the paper's overload regime).
+DEFAULT_SCHEDULER_BEHAVIOURS: tuple[str, ...] = ("late-binding-spf",)
+
+#: What a learned policy may decide (``LearningConfig.decision``).
+DECISIONS: tuple[str, ...] = ("route", "schedule")
 
 
 def _train_default(name: str) -> Any:
@@ -105,11 +121,21 @@ class LearningConfig:
     """How routers are learned offline and replayed (a job file's ``[training]`` section).
 
     Attributes:
-        behaviours: heuristic routers whose epsilon-random replays of the training
-            episodes are logged (names from ``routeplay routers``).
-        epsilon: probability of a uniformly random action (WAIT included) instead of
-            the behaviour's own, in [0, 1]; the same for every behaviour.
-        reward: reward function of the logs (``routeplay.replay.REWARD_VARIANTS``).
+        decision: what the learned policy decides. ``"route"`` (default): the instance
+            of each request (a router). ``"schedule"``: which queued request to release
+            when an instance is free (a scheduler over a shortlist of the queue, placed
+            where it finishes earliest; ``routeplay.replay.SchedulerLayout``); its logs
+            use the queue-time reward (``routeplay.replay.queue_time_rewards``), not
+            ``reward``.
+        behaviours: heuristics whose epsilon-random replays of the training episodes
+            are logged (names from ``routeplay routers``): routers for ``"route"``,
+            schedulers for ``"schedule"``. Empty (the default) means the decision's
+            default: :data:`DEFAULT_BEHAVIOURS` or :data:`DEFAULT_SCHEDULER_BEHAVIOURS`.
+        epsilon: probability of a uniformly random action (WAIT included; for a
+            scheduler a random shortlist slot) instead of the behaviour's own, in
+            [0, 1]; the same for every behaviour.
+        reward: reward function of routing logs (``routeplay.replay.REWARD_VARIANTS``).
+        n_candidates: shortlist slots of a scheduler (``"schedule"`` only; >= 2).
         algorithms: offline RL algorithms, each trained once on the same dataset and
             replayed under its own label (``cql``, ``bcq``, ``bc``, ``double-dqn``).
         n_steps: gradient steps per algorithm.
@@ -151,7 +177,8 @@ class LearningConfig:
         ValueError: LearningConfig.algorithms = contains 'sac'; expected names from ['cql', ...].
     """
 
-    behaviours: tuple[str, ...] = DEFAULT_BEHAVIOURS
+    decision: str = "route"
+    behaviours: tuple[str, ...] = ()
     epsilon: float = 0.1
     reward: str = "paper-workload-guided"
     algorithms: tuple[str, ...] = ("cql",)
@@ -170,26 +197,38 @@ class LearningConfig:
     max_router_wait_s: float = DEFAULT_MAX_ROUTER_WAIT_S
     fallback: str = DEFAULT_FALLBACK
     sim_slack_s: float = DEFAULT_SIM_SLACK_S
+    n_candidates: int = 8
 
     def __post_init__(self) -> None:
-        from routeplay.replay import REWARD_VARIANTS, list_routers
+        from routeplay.replay import REWARD_VARIANTS, is_scheduler, list_routers, make_router
         from routeplay.replay.rl._rewards import canonical_reward_name
 
         def bad(key: str, message: str) -> ValueError:
             return ValueError(f"LearningConfig.{key} = {message}")
 
-        object.__setattr__(self, "behaviours", tuple(self.behaviours))
+        if self.decision not in DECISIONS:
+            raise bad("decision", f"{self.decision!r}; expected one of {list(DECISIONS)}.")
+        schedule = self.decision == "schedule"
+        default = DEFAULT_SCHEDULER_BEHAVIOURS if schedule else DEFAULT_BEHAVIOURS
+        object.__setattr__(self, "behaviours", tuple(self.behaviours) or default)
         object.__setattr__(self, "algorithms", tuple(self.algorithms))
         object.__setattr__(self, "hidden_units", tuple(self.hidden_units))
         known = list_routers()
-        if not self.behaviours:
-            raise bad("behaviours", "[]; expected at least one heuristic router name.")
         for name in self.behaviours:
             if name not in known:
                 raise bad(
                     "behaviours",
                     f"contains unknown router {name!r}. Run `routeplay routers` for the list.",
                 )
+            if is_scheduler(make_router(name)) != schedule:
+                kind, want = ("a router", "schedulers") if schedule else ("a scheduler", "routers")
+                raise bad(
+                    "behaviours",
+                    f"contains {name!r}, {kind}; decision = {self.decision!r} logs {want}. "
+                    f"Fix: use e.g. {list(default)}, or leave behaviours empty for that default.",
+                )
+        if not _positive_int(self.n_candidates) or self.n_candidates < 2:
+            raise bad("n_candidates", f"{self.n_candidates!r}; expected an integer >= 2.")
         if len(set(self.behaviours)) != len(self.behaviours):
             raise bad("behaviours", f"{list(self.behaviours)}; expected each router once.")
         if not (
@@ -315,7 +354,7 @@ class LearningResult:
     config: LearningConfig
     seed: int
     routers: Mapping[str, Router]
-    layout: ObservationLayout
+    layout: ObservationLayout | SchedulerLayout
     card: DatasetCard
     behaviour_logs: pl.DataFrame
     losses: pl.DataFrame
@@ -365,8 +404,16 @@ class LearningResult:
             )
         cfg = self.config.train_config(label, seed=self.seed)
         units = "x".join(str(h) for h in cfg.hidden_units)
+        schedule = self.config.decision == "schedule"
+        reward = "queue-time" if schedule else self.config.reward
+        kind = (
+            f" (a scheduler: it picks which of {self.config.n_candidates} shortlisted queued "
+            "requests, the smallest predicted sizes and the oldest, a free instance serves next)"
+            if schedule
+            else ""
+        )
         parts = [
-            f"{label}: d3rlpy {ALGORITHMS[cfg.algorithm]} trained offline for {cfg.n_steps} "
+            f"{label}{kind}: d3rlpy {ALGORITHMS[cfg.algorithm]} trained offline for {cfg.n_steps} "
             f"gradient steps "
             f"(batch {cfg.batch_size}, learning rate {cfg.learning_rate:g}, MLP {units}, "
             f"seed {cfg.seed})"
@@ -374,20 +421,25 @@ class LearningResult:
         if cfg.algorithm == "bc":
             parts.append(
                 "imitation of the logged actions: the reward "
-                f"({self.config.reward}, {self._reward_text(label, cfg)}), discount gamma "
+                f"({reward}, {self._reward_text(label, cfg)}), discount gamma "
                 f"{cfg.gamma:g} and target sync every {cfg.target_update_interval} steps "
                 "are set but unused by BC"
             )
         else:
             parts.append(f"discount gamma {cfg.gamma:g}")
             parts.append(f"target network synced every {cfg.target_update_interval} steps")
-            parts.append(f"reward {self.config.reward}, {self._reward_text(label, cfg)}")
+            parts.append(f"reward {reward}, {self._reward_text(label, cfg)}")
         episodes = list(self.train_episode_ids)
+        explore = (
+            "a uniformly random shortlist slot"
+            if schedule
+            else "a uniformly random action, WAIT included,"
+        )
         return (
             "; ".join(parts)
             + f"; trained on {self.card.n_transitions} transitions logged by "
             + f"{', '.join(self.config.behaviours)} with epsilon {self.config.epsilon:g} "
-            + "(a uniformly random action, WAIT included, instead of the behaviour's) on "
+            + f"({explore} instead of the behaviour's) on "
             + f"training episodes {episodes}."
         )
 
@@ -493,10 +545,11 @@ def train_scenario(
         >>> list(res.routers), res.train_episode_ids
         (['bc'], (0, 1))
     """
-    from routeplay.replay import log_behaviours
+    from routeplay.replay import SchedulerLayout, log_behaviours, log_scheduler_behaviours
 
     from ._dataset import build_dataset
     from ._policy import PolicyRouter, save_router
+    from ._policy_scheduler import PolicyScheduler
     from ._train import train_router
 
     if not prepared.train:
@@ -507,7 +560,7 @@ def train_scenario(
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     seed = training_seed(learning, prepared)
-    layout = prepared.layout
+    layout: ObservationLayout | SchedulerLayout = prepared.layout
     wall: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
     with warnings.catch_warnings(record=True) as caught:
@@ -519,32 +572,49 @@ def train_scenario(
             learning.epsilon,
             len(prepared.train),
         )
-        logs = log_behaviours(
-            prepared,
-            learning.behaviours,
-            reward=learning.reward,
-            epsilon=learning.epsilon,
-            out_dir=run / "transitions",
-            seed=seed,
-            show_progress=show_progress,
-        )
-        for item in logs:
-            res = item.result
-            assert res is not None
-            means = [r.summary["e2e_s_mean"] for r in res.results if r is not None]
-            rows.append(
-                {
-                    "behaviour": res.behaviour,
-                    "n_episodes": res.n_episodes,
-                    "n_transitions": res.n_transitions,
-                    "reward_mean": res.reward_mean,
-                    "e2e_s_mean": sum(means) / len(means) if means else None,
-                    "file": str(item.path.relative_to(run.parent)),
-                }
+        if learning.decision == "schedule":
+            layout = SchedulerLayout(
+                n_instances=prepared.cluster.n_instances, n_candidates=learning.n_candidates
             )
-        wall["log_transitions"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        dataset = build_dataset([item.path for item in logs])
+            sched_logs = log_scheduler_behaviours(
+                prepared,
+                learning.behaviours,
+                epsilon=learning.epsilon,
+                out_dir=run / "transitions",
+                layout=layout,
+                seed=seed,
+            )
+            rows = scheduler_log_rows(sched_logs, run.parent)
+            wall["log_transitions"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            dataset = build_dataset([item.path for item in sched_logs])
+        else:
+            logs = log_behaviours(
+                prepared,
+                learning.behaviours,
+                reward=learning.reward,
+                epsilon=learning.epsilon,
+                out_dir=run / "transitions",
+                seed=seed,
+                show_progress=show_progress,
+            )
+            for item in logs:
+                res = item.result
+                assert res is not None
+                means = [r.summary["e2e_s_mean"] for r in res.results if r is not None]
+                rows.append(
+                    {
+                        "behaviour": res.behaviour,
+                        "n_episodes": res.n_episodes,
+                        "n_transitions": res.n_transitions,
+                        "reward_mean": res.reward_mean,
+                        "e2e_s_mean": sum(means) / len(means) if means else None,
+                        "file": str(item.path.relative_to(run.parent)),
+                    }
+                )
+            wall["log_transitions"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            dataset = build_dataset([item.path for item in logs])
         wall["build_dataset"] = time.perf_counter() - t0
         logger.info("training dataset:\n%s", dataset.card.summary())
         routers: dict[str, Router] = {}
@@ -562,7 +632,10 @@ def train_scenario(
             curves.append(_losses_long(algo, result.losses))
             if result.reward_transform is not None:
                 transforms[algo] = result.reward_transform
-            routers[algo] = PolicyRouter(result.algo, layout=layout, name=algo)
+            if isinstance(layout, SchedulerLayout):
+                routers[algo] = PolicyScheduler(result.algo, layout=layout, name=algo)
+            else:
+                routers[algo] = PolicyRouter(result.algo, layout=layout, name=algo)
     notes = tuple(dict.fromkeys(f"training: {w.message}" for w in caught))
     for note in notes:
         logger.warning("%s", note)
@@ -591,6 +664,24 @@ def train_scenario(
         notes=notes,
         reward_transforms=transforms,
     )
+
+
+def scheduler_log_rows(logs: Sequence[BehaviourLog], base: Path) -> list[dict[str, Any]]:
+    """One ``behaviour_logs`` row per scheduler log file (read back from the file)."""
+    rows: list[dict[str, Any]] = []
+    for item in logs:
+        frame = pl.read_parquet(item.path, columns=["episode", "reward", "behaviour"])
+        rows.append(
+            {
+                "behaviour": str(frame["behaviour"][0]),
+                "n_episodes": int(frame["episode"].n_unique()),
+                "n_transitions": frame.height,
+                "reward_mean": float(frame["reward"].mean()),  # type: ignore[arg-type]
+                "e2e_s_mean": None,
+                "file": str(item.path.relative_to(base)),
+            }
+        )
+    return rows
 
 
 def learned_routers(folders: Sequence[str | Path]) -> dict[str, Router]:

@@ -46,11 +46,14 @@ from routeplay.replay.rl._observation import (
     ObservationEncoder,
     ObservationLayout,
 )
+from routeplay.replay.rl._scheduling import SCHEDULER_LAYOUT_VERSION, SchedulerLayout
 from routeplay.replay.rl._transitions import index_to_action
 from routeplay.replay.routers._builtin import LeastLoadedRouter
 
 from ._dataset import quiet_d3rlpy
 from ._files import LOAD_ERRORS, one_line, sha256_file, write_json_atomic
+from ._greedy import GreedyPolicy, is_learnable, learnable_shape
+from ._policy_scheduler import PolicyScheduler
 from ._train import TrainResult
 
 __all__ = ["ROUTER_FILES", "PolicyRouter", "load_router", "save_router"]
@@ -81,19 +84,6 @@ def _quiet_torchscript() -> Iterator[None]:
         )
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # type: ignore[attr-defined]
         yield
-
-
-def _is_learnable(policy: Any) -> bool:
-    return hasattr(policy, "predict") and hasattr(policy, "impl")
-
-
-def _learnable_shape(policy: Any) -> tuple[int, int] | None:
-    impl = getattr(policy, "impl", None)
-    if impl is None:
-        return None
-    shape = impl.observation_shape
-    size = int(shape[0]) if isinstance(shape, (tuple, list)) else int(shape)
-    return size, int(impl.action_size)
 
 
 class PolicyRouter:
@@ -177,24 +167,7 @@ class PolicyRouter:
         self.n_actions = layout.n_instances + 1
         #: check_router skips its one-instance phase for routers with a fixed count
         self.fixed_n_instances = layout.n_instances
-        self._learnable = _is_learnable(policy)
-        if self._learnable:
-            shape = _learnable_shape(policy)
-            expected = (layout.size, self.n_actions)
-            if shape is not None and shape != expected:
-                raise ValueError(
-                    f"policy has (observation size, actions) = {shape} but the layout "
-                    f"{layout} gives {expected}; expected them equal. Fix: pass the layout "
-                    "the policy was trained with (router.json of its saved folder)."
-                )
-        elif not callable(policy):
-            raise ValueError(
-                f"policy of type {type(policy).__name__} is neither a d3rlpy learnable nor a "
-                "callable TorchScript module; expected one of them."
-            )
-        import torch
-
-        self._torch = torch
+        self._greedy = GreedyPolicy(policy, expected=(layout.size, self.n_actions), layout=layout)
 
     def reset(self, cluster: ClusterConfig, rng: np.random.Generator) -> None:
         """Check ``cluster`` against the layout and build the encoder (rng: fallback only).
@@ -217,14 +190,7 @@ class PolicyRouter:
 
     def action_index(self, obs: npt.NDArray[np.float32]) -> int:
         """The policy's greedy action index for one encoded observation."""
-        torch = self._torch
-        x = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32).reshape(1, -1))
-        with torch.inference_mode():
-            if self._learnable:
-                out = self.policy.impl.predict_best_action(x)
-            else:
-                out = self.policy(x)
-        return int(out.reshape(-1)[0])
+        return self._greedy(obs)
 
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Encode the decision, take the greedy action, map index ``m`` to WAIT.
@@ -259,10 +225,15 @@ def save_router(
     result_or_algo: TrainResult | Any,
     path_dir: str | Path,
     *,
-    layout: ObservationLayout,
-    layout_version: str = OBSERVATION_LAYOUT_VERSION,
+    layout: ObservationLayout | SchedulerLayout,
+    layout_version: str | None = None,
 ) -> Path:
     """Write a trained policy as a router folder (``model.d3``, ``policy.pt``, ``router.json``).
+
+    A policy trained on scheduler logs (``layout`` a
+    :class:`~routeplay.replay.SchedulerLayout`) is saved the same way with
+    ``"kind": "scheduler"`` in ``router.json``; :func:`load_router` then returns a
+    :class:`~routeplay.offline_rl.PolicyScheduler`.
 
     Kill-safe: ``router.json`` is deleted first and written last (each file through a
     temporary file and ``os.replace``), so an interrupted save leaves a folder that
@@ -273,8 +244,10 @@ def save_router(
         result_or_algo: a :class:`TrainResult` (config and seed are recorded) or a
             trained d3rlpy learnable.
         path_dir: folder to write (created if missing; files are overwritten).
-        layout: the observation layout the policy was trained with.
-        layout_version: observation layout version of the training logs.
+        layout: the observation layout the policy was trained with (an
+            ``ObservationLayout``, or a ``SchedulerLayout`` for a scheduler).
+        layout_version: observation layout version of the training logs (default:
+            this routeplay's version for the layout's kind).
 
     Returns:
         The folder.
@@ -298,8 +271,13 @@ def save_router(
         config = None
         algorithm = type(algo).__name__
         seed = None
-    shape = _learnable_shape(algo)
-    expected = (layout.size, layout.n_instances + 1)
+    kind, n_actions = _kind(layout)
+    if layout_version is None:
+        layout_version = (
+            SCHEDULER_LAYOUT_VERSION if kind == "scheduler" else OBSERVATION_LAYOUT_VERSION
+        )
+    shape = learnable_shape(algo)
+    expected = (layout.size, n_actions)
     if shape != expected:
         raise ValueError(
             f"policy has (observation size, actions) = {shape} but the layout gives "
@@ -322,11 +300,12 @@ def save_router(
         os.replace(tmp, final)
     meta = {
         "format_version": _FORMAT_VERSION,
+        "kind": kind,
         "layout_version": layout_version,
         "layout": dataclasses.asdict(layout),
         "obs_names": layout.names(),
         "obs_size": layout.size,
-        "n_actions": layout.n_instances + 1,
+        "n_actions": n_actions,
         "algorithm": algorithm,
         "seed": seed,
         "config": config,
@@ -339,6 +318,13 @@ def save_router(
     }
     write_json_atomic(out / ROUTER_FILES["meta"], meta)
     return out
+
+
+def _kind(layout: ObservationLayout | SchedulerLayout) -> tuple[str, int]:
+    """``(kind, action count)`` of a layout: a router's (instances + WAIT) or a scheduler's."""
+    if isinstance(layout, SchedulerLayout):
+        return "scheduler", layout.n_actions
+    return "router", layout.n_instances + 1
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:
@@ -408,7 +394,7 @@ def load_router(
     name: str | None = None,
     wait_limit: int | None = None,
     fallback: Router | None = None,
-) -> PolicyRouter:
+) -> PolicyRouter | PolicyScheduler:
     """Load a router folder written by :func:`save_router`, without unpickling by default.
 
     The default reads ``policy.pt`` (TorchScript: ``torch.jit.load`` creates no Python
@@ -428,7 +414,10 @@ def load_router(
         fallback: see :class:`PolicyRouter`.
 
     Returns:
-        A :class:`PolicyRouter` with the stored layout.
+        A :class:`PolicyRouter` with the stored layout, or a
+        :class:`~routeplay.offline_rl.PolicyScheduler` for a folder whose
+        ``router.json`` says ``"kind": "scheduler"`` (``wait_limit`` and ``fallback``
+        do not apply to it: a scheduler holds only while no instance is free).
 
     Raises:
         ValueError: (one line) ``prefer="d3"`` without ``trust=True``; the folder's
@@ -458,24 +447,34 @@ def load_router(
             "with the default prefer='torchscript' (TorchScript, not a pickle)."
         )
     meta = _read_meta(folder)
+    kind = meta.get("kind", "router")
+    if kind not in ("router", "scheduler"):
+        raise ValueError(
+            f"router {str(folder)!r} has kind {kind!r}; expected 'router' or 'scheduler'. "
+            "Fix: save it again with save_router."
+        )
+    version = SCHEDULER_LAYOUT_VERSION if kind == "scheduler" else OBSERVATION_LAYOUT_VERSION
     stored = str(meta.get("layout_version"))
-    if stored != OBSERVATION_LAYOUT_VERSION:
+    if stored != version:
         raise ValueError(
             f"router {str(folder)!r} was trained with observation layout version {stored!r}, "
             f"but this routeplay encodes observations with layout version "
-            f"{OBSERVATION_LAYOUT_VERSION!r}; its inputs would be misread. Fix: retrain it "
+            f"{version!r}; its inputs would be misread. Fix: retrain it "
             "on transitions logged with this routeplay, or load it with the routeplay "
             f"version that wrote it ({(meta.get('versions') or {}).get('routeplay')})."
         )
+    layout_type = SchedulerLayout if kind == "scheduler" else ObservationLayout
+    layout: ObservationLayout | SchedulerLayout
     try:
-        layout = ObservationLayout(**meta["layout"])
+        layout = layout_type(**meta["layout"])
     except (TypeError, ValueError) as exc:
         raise ValueError(
             f"router {str(folder)!r} has layout fields {sorted(meta['layout'])} that this "
-            f"routeplay's ObservationLayout does not accept ({one_line(exc, 160)}). Fix: "
-            "retrain, or use the routeplay version that wrote it."
+            f"routeplay's {layout_type.__name__} does not accept ({one_line(exc, 160)}). "
+            "Fix: retrain, or use the routeplay version that wrote it."
         ) from None
-    got = (layout.size, layout.n_instances + 1)
+    n_actions = _kind(layout)[1]
+    got = (layout.size, n_actions)
     try:
         want = (int(meta["obs_size"]), int(meta["n_actions"]))
     except (TypeError, ValueError):
@@ -501,7 +500,7 @@ def load_router(
                 f"{str(file)!r} is not a d3rlpy learnable ({one_line(exc, 160)}). Fix: save "
                 "the router again."
             ) from None
-        if not _is_learnable(policy):
+        if not is_learnable(policy):
             raise ValueError(
                 f"{str(file)!r} unpickled to a {type(policy).__name__}, not a d3rlpy "
                 "learnable. Fix: save the router again."
@@ -518,11 +517,14 @@ def load_router(
                 "in it was run. Fix: save the router again with save_router."
             ) from None
         policy.eval()
-        _check_torchscript(policy, file, layout.size, layout.n_instances + 1)
+        _check_torchscript(policy, file, layout.size, n_actions)
+    label = name or f"policy-{meta.get('algorithm', 'unknown')}"
+    if isinstance(layout, SchedulerLayout):
+        return PolicyScheduler(policy, layout=layout, name=label)
     return PolicyRouter(
         policy,
         layout=layout,
-        name=name or f"policy-{meta.get('algorithm', 'unknown')}",
+        name=label,
         wait_limit=wait_limit,
         fallback=fallback,
     )

@@ -34,6 +34,7 @@ from .experiments._scenario import (
     log_behaviours,
     replay_scenario,
 )
+from .experiments._scheduler_logs import log_scheduler_behaviours
 from .experiments._sweep import (
     SweepCallConfig,
     SweepCellConfig,
@@ -55,6 +56,14 @@ from .rl._rewards import (
     QueueBalanceReward,
     StepOutcome,
     make_reward,
+)
+from .rl._scheduling import (
+    SCHEDULER_LAYOUT_VERSION,
+    SchedulerEncoder,
+    SchedulerLayout,
+    log_scheduler_transitions,
+    queue_time_rewards,
+    write_scheduler_transitions,
 )
 from .rl._transitions import (
     TRANSITION_COLUMNS,
@@ -151,6 +160,13 @@ __all__ = [
     "action_to_index",
     "index_to_action",
     "log_transitions",
+    "log_scheduler_transitions",
+    "log_scheduler_behaviours",
+    "write_scheduler_transitions",
+    "queue_time_rewards",
+    "SCHEDULER_LAYOUT_VERSION",
+    "SchedulerEncoder",
+    "SchedulerLayout",
     "read_transitions",
     "transition_schema",
     "OBSERVATION_LAYOUT_VERSION",

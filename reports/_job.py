@@ -319,7 +319,9 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 _SETTINGS_NOTE = "training_settings_note"
 # [training] key -> (JobTrainingConfig field, accepted python types, description)
 _TRAINING_SCHEMA: dict[str, _Spec] = {
-    "behaviours": ("behaviours", (list,), "a list of heuristic router names"),
+    "decision": ("decision", (str,), "'route' (a router) or 'schedule' (a scheduler)"),
+    "n_candidates": ("n_candidates", (int,), "an integer >= 2 (shortlist of a scheduler)"),
+    "behaviours": ("behaviours", (list,), "a list of heuristic router (or scheduler) names"),
     "epsilon": ("epsilon", (int, float), "a probability in [0, 1]"),
     "reward": ("reward", (str,), "a reward name, e.g. 'paper-workload-guided'"),
     "algorithms": ("algorithms", (list,), "a list from ['cql', 'bcq', 'bc', 'double-dqn']"),

@@ -459,6 +459,33 @@ class BehaviourLog:
     result: TransitionLogResult | None
 
 
+def training_logs_plan(
+    prepared: PreparedScenario, behaviours: Sequence[str], who: str, kind: str
+) -> tuple[list[str], list[pl.DataFrame], int]:
+    """``(behaviour names, training traces, episode offset)`` of a scenario's logs.
+
+    The episode offset is the first training window's global index when the training
+    windows are contiguous (so episode ``k`` is logged with the replay seed an
+    evaluation of that window would use), else 0.
+
+    Raises:
+        ValueError: no training episodes; no behaviours or a behaviour twice (``who``
+            and ``kind`` name the caller and what the names are, in the message).
+    """
+    if not prepared.train:
+        raise ValueError(
+            f"{who} needs training episodes; the scenario has none. Fix: set "
+            "Scenario.test_fraction (e.g. 0.5) so that the earlier windows are logged."
+        )
+    names = list(behaviours)
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"behaviours = {names!r}; expected distinct {kind} names, at least one.")
+    traces = [e.trace for e in prepared.train]
+    first = int(prepared.train[0].index)
+    contiguous = [int(e.index) for e in prepared.train] == list(range(first, first + len(traces)))
+    return names, traces, first if contiguous else 0
+
+
 def log_behaviours(
     prepared: PreparedScenario,
     behaviours: Sequence[str],
@@ -497,21 +524,11 @@ def log_behaviours(
     from ..rl._transitions import log_transitions
     from ..routers._registry import make_router
 
-    if not prepared.train:
-        raise ValueError(
-            "log_behaviours needs training episodes; the scenario has none. Fix: set "
-            "Scenario.test_fraction (e.g. 0.5) so that the earlier windows are logged."
-        )
-    names = list(behaviours)
-    if not names or len(set(names)) != len(names):
-        raise ValueError(f"behaviours = {names!r}; expected distinct router names, at least one.")
+    names, traces, offset = training_logs_plan(prepared, behaviours, "log_behaviours", "router")
     routers = {name: make_router(name) for name in names}  # fail fast on a bad name
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     layout = prepared.layout
-    traces = [e.trace for e in prepared.train]
-    first = int(prepared.train[0].index)
-    contiguous = [int(e.index) for e in prepared.train] == list(range(first, first + len(traces)))
     logs: list[BehaviourLog] = []
     for name in names:
         path = out / f"{name}.parquet"
@@ -529,7 +546,7 @@ def log_behaviours(
             predictor=prepared.predictor,
             layout=layout,
             config=prepared.log_config,
-            episode_offset=first if contiguous else 0,
+            episode_offset=offset,
             show_progress=show_progress,
         )
         logs.append(BehaviourLog(name, res.path, res))

@@ -198,16 +198,7 @@ class LateBindingSPFScheduler(SchedulerBase):
             )
         if self.oracle:  # refuse plain views even when nothing would be released
             require_oracle_view(self.name, queue[0])
-        max_q = self.max_local_queue
-        free = [  # free_instances(state, max_local_queue), on Python ints
-            n_q <= max_q and n_run + n_q < max_seqs
-            for n_q, n_run, max_seqs in zip(
-                state.n_queued.tolist(),
-                state.n_running.tolist(),
-                state.max_running_seqs.tolist(),
-                strict=True,
-            )
-        ]
+        free = self.free_list(state)
         if not any(free):
             return HOLD
         sizes = self._sizes
@@ -221,10 +212,33 @@ class LateBindingSPFScheduler(SchedulerBase):
             if size < best_size:
                 best, best_size = pos, size
         chosen = queue[best]
-        est = completion_s_list(self._rows, state, chosen.prompt_tokens, self.output_tokens(chosen))
-        instance = argmin_list([e if f else np.inf for e, f in zip(est, free, strict=True)])
+        instance = self.place(chosen, state, free)
         del sizes[chosen.request_id]
         return best, instance
+
+    def free_list(self, state: ClusterState) -> list[bool]:
+        """:func:`free_instances` with this scheduler's ``max_local_queue``, as a list."""
+        max_q = self.max_local_queue
+        return [
+            n_q <= max_q and n_run + n_q < max_seqs
+            for n_q, n_run, max_seqs in zip(
+                state.n_queued.tolist(),
+                state.n_running.tolist(),
+                state.max_running_seqs.tolist(),
+                strict=True,
+            )
+        ]
+
+    def completion_s(self, request: RequestView, state: ClusterState) -> list[float]:
+        """Min-min's estimated completion time of ``request`` on each instance."""
+        return completion_s_list(
+            self._rows, state, request.prompt_tokens, self.output_tokens(request)
+        )
+
+    def place(self, request: RequestView, state: ClusterState, free: list[bool]) -> int:
+        """The free instance with the earliest estimated completion (ties: lowest index)."""
+        est = self.completion_s(request, state)
+        return argmin_list([e if f else np.inf for e, f in zip(est, free, strict=True)])
 
 
 class LateBindingSPFOracleScheduler(LateBindingSPFScheduler):
