@@ -71,8 +71,15 @@ REGIMES: dict[str, dict[str, float]] = {
     },
 }
 HEURISTICS = ("round-robin", "least-connections", "min-min", "min-total-latency")
-#: the paper regime's table: the balancing references and the late-binding schedulers
-SCHEDULER_HEURISTICS = ("round-robin", "min-min", "min-total-latency", "late-binding-spf")
+#: the paper regime's table: the balancing references, the late-binding scheduler and
+#: its clairvoyant twin (the headroom reference: true output lengths; ORACLE)
+SCHEDULER_HEURISTICS = (
+    "round-robin",
+    "min-min",
+    "min-total-latency",
+    "late-binding-spf",
+    "late-binding-spf-oracle",
+)
 SEEDS = (0, 1, 2)
 
 

@@ -206,6 +206,7 @@ class SchedulerEncoder:
     def __init__(self, layout: SchedulerLayout) -> None:
         self.layout = layout
         self._spf = LateBindingSPFScheduler()
+        self._sizes: dict[int, float] = {}
         self._ready = False
 
     def reset(self, cluster: ClusterConfig) -> None:
@@ -217,6 +218,7 @@ class SchedulerEncoder:
                 "policy trained on logs of a cluster of this shape."
             )
         self._spf.reset(cluster, np.random.default_rng(0))  # the rng is unused
+        self._sizes = {}
         self._ready = True
 
     def free(self, state: ClusterState) -> list[bool]:
@@ -250,7 +252,13 @@ class SchedulerEncoder:
                 f"queued and free = {free}. Fix: hold (the rule) when none is free."
             )
         lay = self.layout
-        sizes = [self._spf.size_s(v) for v in queue]
+        cache = self._sizes  # a size depends on the request only: computed once per replay
+        sizes = []
+        for view in queue:
+            size = cache.get(view.request_id)
+            if size is None:
+                size = cache[view.request_id] = self._spf.size_s(view)
+            sizes.append(size)
         slots = shortlist(sizes, lay.n_candidates)
         smallest = min(sizes[k] for k in slots)
         now = state.now_s
