@@ -11,6 +11,10 @@ Two ways to run it:
     :func:`~routeplay.offline_rl.train_router` (checkpoint at the end) versus bare
     ``algo.fit`` of d3rlpy on the same ``MDPDataset``, both with one torch thread.
 
+  * per-decision latency of a loaded learned scheduler
+    (:class:`~routeplay.offline_rl.PolicyScheduler`, TorchScript) on router queues of
+    10 and 1,000 requests (shortlist, encoding, network and placement);
+
 - ``pytest benchmarks/bench_policy.py -m benchmark --benchmark-enable``: the decision
   latencies and a 200-step training run under pytest-benchmark.
 
@@ -47,6 +51,8 @@ from routeplay.replay.routers._check import make_cluster_state
 LAYOUT = ObservationLayout(n_instances=4, n_prompt_buckets=4, n_decode_buckets=5)
 #: the cluster the observations are priced on (layout v2 reads each instance's latency model)
 CLUSTER = make_cluster("a100x4")
+#: the learned scheduler's cluster (the paper's overload regime)
+SCHED_CLUSTER = make_cluster("paper-4xv100")
 
 
 def make_dataset(
@@ -214,6 +220,83 @@ def test_decision_latency(benchmark: Any, router_dir: Path, prefer: str) -> None
     assert -1 <= choice < 4
 
 
+def trained_scheduler_dir(tmp: Path, n_steps: int = 50) -> Path:
+    """A BC scheduler trained for a few steps on logs of late-binding-spf, saved."""
+    from d3rlpy.logging import NoopAdapterFactory
+    from routeplay.datasets import TaskMixConfig, generate_task_mix
+    from routeplay.replay import SchedulerLayout, log_scheduler_transitions
+
+    layout = SchedulerLayout(n_instances=4)
+    trace = generate_task_mix(TaskMixConfig(n_requests=400, rate_per_s=60.0, seed=0))
+    frame = log_scheduler_transitions([trace], SCHED_CLUSTER, "late-binding-spf", layout=layout)
+    ds = build_dataset(frame, n_actions=layout.n_actions, layout_version="s1")
+    cfg = TrainConfig(
+        algorithm="bc", n_steps=n_steps, n_steps_per_epoch=n_steps, checkpoint_every_steps=n_steps
+    )
+    res = train_router(cfg, ds, run_dir=tmp / "srun", logger_adapter=NoopAdapterFactory())
+    return save_router(res, tmp / "scheduler", layout=layout)
+
+
+def scheduler_inputs(queue_len: int, seed: int = 2) -> tuple[tuple[RequestView, ...], Any]:
+    """A router queue of ``queue_len`` requests and a state with one free instance."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    queue = tuple(
+        RequestView(
+            k,
+            0.01 * k,
+            int(rng.integers(10, 4000)),
+            predicted_output_tokens=float(rng.integers(1, 1000)),
+        )
+        for k in range(queue_len)
+    )
+    state = make_cluster_state(
+        4,
+        now_s=0.01 * queue_len,
+        router_queue_len=queue_len,
+        n_running=[8, 8, 8, 3],
+        max_running_seqs=[8, 8, 8, 8],
+        kv_used_tokens=rng.integers(0, 50_000, 4),
+    )
+    return queue, state
+
+
+def time_schedules(scheduler: Any, queue_len: int, n: int = 500) -> dict[str, float]:
+    """Median and p99 microseconds per ``schedule()`` on a queue of ``queue_len``."""
+    import torch
+
+    torch.set_num_threads(1)
+    scheduler.reset(SCHED_CLUSTER, np.random.default_rng(0))
+    queue, state = scheduler_inputs(queue_len)
+    scheduler.schedule(queue, state)  # warm-up (and the size cache, as in a replay)
+    us = []
+    for _ in range(n):
+        t = time.perf_counter_ns()
+        scheduler.schedule(queue, state)
+        us.append((time.perf_counter_ns() - t) / 1e3)
+    return {
+        "schedule_median_us": statistics.median(us),
+        "schedule_p99_us": statistics.quantiles(us, n=100)[98],
+    }
+
+
+@pytest.fixture(scope="module")
+def scheduler_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_scheduler_dir(tmp_path_factory.mktemp("bench_scheduler"))
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("queue_len", [10, 1000])
+def test_scheduler_decision_latency(benchmark: Any, scheduler_dir: Path, queue_len: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    scheduler = load_router(scheduler_dir)
+    scheduler.reset(SCHED_CLUSTER, np.random.default_rng(0))
+    queue, state = scheduler_inputs(queue_len)
+    index, instance = benchmark(scheduler.schedule, queue, state)  # type: ignore[union-attr]
+    assert 0 <= index < queue_len and instance == 3
+
+
 @pytest.mark.benchmark
 def test_train_router_200_steps(benchmark: Any, tmp_path: Path) -> None:
     from d3rlpy.logging import NoopAdapterFactory
@@ -245,6 +328,13 @@ def main() -> None:
             stats = time_decisions(load_router(folder, prefer=prefer, trust=True), inputs)  # type: ignore[arg-type]
             print(
                 f"decision latency [{prefer}]: "
+                + ", ".join(f"{k}={v:.1f}" for k, v in stats.items())
+            )
+        sched = trained_scheduler_dir(Path(d))
+        for queue_len in (10, 1000):
+            stats = time_schedules(load_router(sched), queue_len)
+            print(
+                f"scheduler decision latency [torchscript, queue {queue_len}]: "
                 + ", ".join(f"{k}={v:.1f}" for k, v in stats.items())
             )
     train = time_training(args.steps)
