@@ -57,10 +57,19 @@ def _job(training: dict[str, Any], **episodes: Any) -> dict[str, Any]:
         (
             _job({"nsteps": 10}),
             "job: unknown key 'nsteps' in [training]. Did you mean 'n_steps'? Valid keys: "
-            "['algorithms', 'batch_size', 'behaviours', 'epsilon', 'fallback', 'gamma', "
-            "'hidden_units', 'learning_rate', 'max_router_wait_s', 'n_steps', "
-            "'n_steps_per_epoch', 'reward', 'reward_normalization', 'reward_scale', 'seed', "
-            "'settings_note', 'sim_slack_s', 'target_update_interval'].",
+            "['algorithms', 'batch_size', 'behaviours', 'decision', 'epsilon', 'fallback', "
+            "'gamma', 'hidden_units', 'learning_rate', 'max_router_wait_s', 'n_candidates', "
+            "'n_steps', 'n_steps_per_epoch', 'reward', 'reward_normalization', 'reward_scale', "
+            "'seed', 'settings_note', 'sim_slack_s', 'target_update_interval'].",
+        ),
+        (
+            _job({"decision": "order"}),
+            "job: [training] decision = 'order'; expected one of ['route', 'schedule'].",
+        ),
+        (
+            _job({"decision": "schedule", "behaviours": ["min-min"]}),
+            "job: [training] behaviours = contains 'min-min', a router; decision = 'schedule' "
+            "logs schedulers.",
         ),
         (_job({"n_steps": 0}), "job: [training] n_steps = 0; expected an integer >= 1."),
         (_job({"n_steps": "5"}), "job: [training] n_steps = '5'; expected an integer >= 1."),
