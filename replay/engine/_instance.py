@@ -290,6 +290,10 @@ class Instance:
         self.res_q = 0  # sum of stored context // block over decoders
         self.res_n = 0  # decoders counted in res_cnt
         self.gap_trim_at = 64  # trim the gap stack when it grows past this
+        # numbers(): a counter of changes to this instance, and the last numbers computed
+        # (key (mut, k, has_predictor), the first nine numbers, t_iter * r_min)
+        self.mut = 0
+        self._numbers: tuple[tuple[int, int, bool], tuple[Any, ...], float] | None = None
 
     def kv_now(self) -> int:
         """KV tokens held by the running sequences (block-rounded)."""
@@ -531,6 +535,7 @@ class Instance:
 
     def accept(self, i: int, rec: Record, seq: int) -> None:
         """Request ``i`` was routed here: queue it and count it in the state."""
+        self.mut += 1
         self.enqueue(i, rec, seq)
         self.prompt_sum += rec[1]
         self.pb_counts[rec[5]] += 1
@@ -544,6 +549,7 @@ class Instance:
         """
         if self.run_k <= 1:
             return False
+        self.mut += 1
         dt = t - self.t0
         k = self.k_done(dt)
         if self.run_time(k) < dt:
@@ -741,6 +747,7 @@ class Instance:
 
     def form(self, t: float) -> bool:
         """Form the next iteration at ``t``; True if one runs (its end is ``t_end``)."""
+        self.mut += 1
         if self.alt:
             self._running = None
             return self.form_v0(t) if self.v0 else self.form_sarathi(t)
@@ -1164,6 +1171,7 @@ class Instance:
     # -- iteration end -----------------------------------------------------------------
     def iteration_end(self, t: float) -> int:
         """End the running iteration (or decode run) at ``t``; returns how many finished."""
+        self.mut += 1
         if self.lazy:
             return self._iteration_end_lazy(t)
         self._running = None
@@ -1392,6 +1400,13 @@ class Instance:
         k = 0
         if self.busy and self.run_k > 1:
             k = self.k_done(t - self.t0)
+        if n:
+            # between two changes of this instance (``mut``) the numbers depend on t only
+            # through k and the final ``t + t_iter * r_min``
+            key = (self.mut, k, has_predictor)
+            cached = self._numbers
+            if cached is not None and cached[0] == key:
+                return (*cached[1], t + cached[2], self.busy)
         nq = len(self.preempted) + self.n_waiting
         if n:
             gsum = self.gen_sum + n * k
@@ -1427,7 +1442,20 @@ class Instance:
                 pred_left = 0.0
                 r_min = 1.0
             t_iter = self.c0 + self.c_d * n + self.c_kv * ctx_sum
-            earliest = t + t_iter * r_min
+            to_first = t_iter * r_min
+            first9 = (
+                nq,
+                n,
+                pend + self.q_target_sum,
+                gsum,
+                kv_used,
+                self.prompt_sum + gsum + self.q_gen_sum,
+                oracle_left + self.q_oracle_left,
+                self.n_completed,
+                pred_left + self.q_pred_left,
+            )
+            self._numbers = (key, first9, to_first)
+            return (*first9, t + to_first, self.busy)
         else:
             gsum = 0
             pred_left = 0.0
