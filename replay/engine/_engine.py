@@ -506,6 +506,7 @@ class Engine:
         self._decision: int | None = None
         self._cached_state: ClusterState | None = None
         self._lazy_state: weakref.ref[_LazyClusterState] | None = None
+        self._running_cache: tuple[tuple[int, ...], tuple[_I64, _I64, _I64]] | None = None
 
     # -- event queue -----------------------------------------------------------------
     def _push(self, t: float, kind: int, a: int, b: int) -> None:
@@ -1007,6 +1008,16 @@ class Engine:
         return self._next_arrival
 
     @property
+    def n_finished(self) -> int:
+        """Requests finished so far."""
+        return self._n_finished
+
+    @property
+    def n_admitted(self) -> int:
+        """Requests admitted into an instance's batch (for the first time) so far."""
+        return self._book.n_admitted
+
+    @property
     def n_in_flight(self) -> int:
         """Requests arrived and not finished (at the router, queued or running)."""
         return len(self._live)
@@ -1207,12 +1218,44 @@ class Engine:
             >>> idx.tolist(), gen.tolist()
             ([0], [401])
         """
-        parts = [inst.running(self.now_s) for inst in self.inst if inst.slots]
-        if not parts:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
-        if len(parts) == 1:
-            return parts[0]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        rows, base, segment = self._running_base()
+        # per instance: lazy decoders (the prefix of its slots) store gen - tick; a decode
+        # run in progress (nothing prefilling then) adds the iterations completed by now
+        now = self.now_s
+        add: list[int] = []
+        for inst in self.inst:
+            k = inst.k_done(now - inst.t0) if inst.busy and inst.run_k > 1 else 0
+            add.append(inst.tick + k)
+            add.append(k)
+        return rows.copy(), base + np.array(add, np.int64)[segment]
+
+    @property
+    def running_key(self) -> tuple[int, ...]:
+        """Changes whenever the rows of :meth:`running_tokens` (or their order) may change."""
+        return tuple([inst.slot_epoch for inst in self.inst])
+
+    def _running_base(self) -> tuple[_I64, _I64, _I64]:
+        """Running rows, their stored generated tokens and segment ids, cached by ``running_key``.
+
+        Segment ``2 k`` is instance ``k``'s decoders (stored gen - tick), ``2 k + 1`` its
+        sequences still prefilling (stored gen). The arrays are never mutated (a fork
+        shares them until its own instances change).
+        """
+        key = self.running_key
+        cached = self._running_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        parts = [inst.stored_running() for inst in self.inst]
+        lengths: list[int] = []
+        for _, gens, d in parts:
+            lengths += [d, gens.shape[0] - d]
+        arrays = (
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            np.repeat(np.arange(2 * self.m), lengths),
+        )
+        self._running_cache = (key, arrays)
+        return arrays
 
     def _snapshot(self, t: float, *, grid: bool) -> None:
         if self.done:

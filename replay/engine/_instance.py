@@ -173,12 +173,14 @@ class RequestBook:
         self.max_gap_s = np.zeros(n, np.float64)
         self.n_preempt = np.zeros(n, np.int32)
         self.saved_gen = np.zeros(n, np.int32)  # tokens generated before a preemption
+        self.n_admitted = 0  # requests admitted (for the first time) so far
 
     def fork(self) -> RequestBook:
         """An independent copy (records are immutable tuples and are shared)."""
         new = object.__new__(RequestBook)
         new.live = self.live.copy()
         new.last_token = self.last_token.copy()
+        new.n_admitted = self.n_admitted
         for name in RESULT_ARRAYS:
             setattr(new, name, getattr(self, name).copy())
         return new
@@ -246,7 +248,9 @@ class Instance:
         self.paused = False  # vllm-v0: this iteration is prefill-only (decodes wait)
         # running sequences, in admission order (see _RID.._STALL)
         self.slots: list[list[Any]] = []
-        self._running: tuple[_I64, _I64] | None = None  # cache of running(); never mutated
+        # counts the changes of the running rows or their stored tokens (stored_running)
+        self.slot_epoch = 0
+        self._stored: tuple[int, _I64, _I64, int] | None = None  # stored_running()'s
         self.n_prefilling = 0
         # local queue: preempted first, then policy structure
         self.preempted: deque[int] = deque()
@@ -562,27 +566,27 @@ class Instance:
         self.version += 1
         return True
 
-    def running(self, now: float) -> tuple[_I64, _I64]:
-        """Trace rows and generated tokens of the running sequences at ``now`` (new arrays).
+    def stored_running(self) -> tuple[_I64, _I64, int]:
+        """Rows and *stored* generated tokens of the running sequences, and the decoders' count.
 
-        The rows and the tokens at the start of the current iteration or decode run are
-        cached as numpy arrays until the slots change (:meth:`form`,
-        :meth:`iteration_end`): a learner's reward reads them at every decision.
+        The first ``d`` slots are the decoders: lazy ones (vllm-v1) store gen - tick, the
+        others the actual tokens; :meth:`Engine.running_tokens` adds the tick and the
+        iterations of a decode run completed so far. They change only when
+        :attr:`slot_epoch` does (a slot added, removed or made a decoder): the arrays are
+        cached until then and never mutated.
         """
-        cached = self._running
-        if cached is None:
+        cached = self._stored
+        if cached is None or cached[0] != self.slot_epoch:
             slots = self.slots
             n = len(slots)
             cached = (
+                self.slot_epoch,
                 np.fromiter([sl[_RID] for sl in slots], np.int64, n),
                 np.fromiter([sl[_GEN] for sl in slots], np.int64, n),
+                n - self.n_prefilling,
             )
-            self._running = cached
-        k = self.k_done(now - self.t0) if self.busy and self.run_k > 1 else 0
-        gen = cached[1] + k
-        if self.tick:  # lazy decoders store gen - tick (the prefix [0, d) of the slots)
-            gen[: len(self.slots) - self.n_prefilling] += self.tick
-        return cached[0].copy(), gen
+            self._stored = cached
+        return cached[1], cached[2], cached[3]
 
     def enqueue(self, i: int, rec: _Record, seq: int) -> None:
         """Put request ``i`` (just routed here) in the local queue; ``seq`` breaks ties."""
@@ -639,7 +643,7 @@ class Instance:
 
     def preempt_last(self, t: float) -> None:
         sl = self.slots.pop()
-        self._running = None
+        self.slot_epoch += 1
         i = sl[_RID]
         g = sl[_GEN]
         ctx = sl[_CTX]
@@ -749,7 +753,7 @@ class Instance:
         """Form the next iteration at ``t``; True if one runs (its end is ``t_end``)."""
         self.mut += 1
         if self.alt:
-            self._running = None
+            self.slot_epoch += 1
             return self.form_v0(t) if self.v0 else self.form_sarathi(t)
         # vllm-v1 (lazy decoders): the slots' stored numbers change only when a slot is
         # added, removed or enrolled, which drop the running() cache themselves
@@ -869,7 +873,7 @@ class Instance:
         out = rec[2]
         mgap = self.book.max_gap_s.item(i)
         self.slots.append([i, target, g, out, work, cached, rec[3], chunk, mgap, 0.0, -1, -1])
-        self._running = None
+        self.slot_epoch += 1
         self.gen_sum += g
         self.ctx_sum += target
         self.out_sum += out
@@ -880,6 +884,7 @@ class Instance:
         self.q_oracle_left -= out - g
         if math.isnan(self.book.admitted_s.item(i)):
             self.book.admitted_s[i] = t
+            self.book.n_admitted += 1
 
     def admit(self, t: float, budget: int, kv: int) -> bool:
         admitted = False
@@ -1174,7 +1179,7 @@ class Instance:
         self.mut += 1
         if self.lazy:
             return self._iteration_end_lazy(t)
-        self._running = None
+        self.slot_epoch += 1
         slots = self.slots
         n = len(slots)
         k = self.run_k
@@ -1354,7 +1359,7 @@ class Instance:
         finished = self.pop_finished()
         n_fin = len(finished) + len(done_now)
         if n_fin or n_done:
-            self._running = None
+            self.slot_epoch += 1
         if n_fin:
             live = book.live
             last_token = book.last_token
