@@ -282,6 +282,7 @@ RouteFn = Callable[[RequestView, ClusterState], int]
 ScheduleFn = Callable[[tuple[RequestView, ...], ClusterState], tuple[int, int]]
 
 
+#: ClusterState's fields in order (Engine._state_values returns them so)
 _STATE_FIELDS = tuple(f.name for f in dataclasses.fields(ClusterState))
 
 
@@ -324,9 +325,9 @@ class _LazyClusterState(ClusterState):
         engine = _lazy_engine(self)
         if engine is None:
             return
-        full = engine._state_now(object.__getattribute__(self, "_at_s"))
-        for name in _STATE_FIELDS:
-            object.__setattr__(self, name, getattr(full, name))
+        values = engine._state_values(object.__getattribute__(self, "_at_s"))
+        for name, value in zip(_STATE_FIELDS, values, strict=True):
+            object.__setattr__(self, name, value)
         object.__setattr__(self, "_engine", None)
 
 
@@ -1112,6 +1113,10 @@ class Engine:
         return self._live[i][0]
 
     def _state_now(self, t: float) -> ClusterState:
+        return ClusterState(*self._state_values(t))
+
+    def _state_values(self, t: float) -> tuple[Any, ...]:
+        """The fields of the state at ``t``, in the order of ``ClusterState``'s fields."""
         has_pred = self.has_predictor
         cols = list(zip(*[inst.numbers(t, has_pred) for inst in self.inst], strict=True))
         ints = np.array(cols[:8], np.int64)
@@ -1122,23 +1127,23 @@ class Engine:
         db = self._db_counts.copy()
         pb.setflags(write=False)
         db.setflags(write=False)
-        return ClusterState(
-            now_s=t,
-            router_queue_len=min(len(self._rq), self.cluster.router_queue_cap),
-            n_queued=ints[0],
-            n_running=ints[1],
-            prefill_tokens_pending=ints[2],
-            decode_tokens_done=ints[3],
-            predicted_decode_tokens_left=floats[0],
-            kv_used_tokens=ints[4],
-            kv_capacity_tokens=self._kv_cap,
-            max_running_seqs=self._max_seqs,
-            prompt_bucket_counts=pb,
-            decode_bucket_counts=db,
-            earliest_completion_s=floats[1],
-            n_completed=ints[7],
-            tokens_in_system=ints[5],
-            oracle_decode_tokens_left=ints[6] if self.oracle else None,
+        return (
+            t,  # now_s
+            min(len(self._rq), self.cluster.router_queue_cap),  # router_queue_len
+            ints[0],  # n_queued
+            ints[1],  # n_running
+            ints[2],  # prefill_tokens_pending
+            ints[3],  # decode_tokens_done
+            floats[0],  # predicted_decode_tokens_left
+            ints[4],  # kv_used_tokens
+            self._kv_cap,  # kv_capacity_tokens
+            self._max_seqs,  # max_running_seqs
+            pb,  # prompt_bucket_counts
+            db,  # decode_bucket_counts
+            floats[1],  # earliest_completion_s
+            ints[7],  # n_completed
+            ints[5],  # tokens_in_system
+            ints[6] if self.oracle else None,  # oracle_decode_tokens_left
         )
 
     def _router_state(self) -> ClusterState:

@@ -608,13 +608,13 @@ def test_a_state_nobody_reads_is_never_computed(monkeypatch: pytest.MonkeyPatch)
     from routeplay.replay import make_router, make_uniform_cluster, run_replay
 
     calls = []
-    real = Engine._state_now
+    real = Engine._state_values  # every state's numbers are computed here
 
     def counting(self: Engine, t: float) -> object:
         calls.append(t)
         return real(self, t)
 
-    monkeypatch.setattr(Engine, "_state_now", counting)
+    monkeypatch.setattr(Engine, "_state_values", counting)
     config = ReplayConfig(timeline_sample_interval_s=None)
     run_replay(_lazy_trace(), make_uniform_cluster(2), make_router("round-robin"), config=config)
     assert calls == []  # round robin never looks at the state
