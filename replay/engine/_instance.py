@@ -765,7 +765,7 @@ class Instance:
                 break
             self.preempt_last(t)
             preempted = True
-        if not preempted and len(self.slots) < self.max_seqs:
+        if not preempted and len(self.slots) < self.max_seqs and (self.preempted or self.n_waiting):
             self.admit(t, budget, kv)
         slots = self.slots
         n = len(slots)
