@@ -1356,7 +1356,8 @@ class Instance:
             self.gen_sum += e
             self.ctx_sum += e
         self._kv = -1
-        finished = self.pop_finished()
+        heap = self.fin_heap
+        finished = self.pop_finished() if heap and heap[0][0] <= self.tick else []
         n_fin = len(finished) + len(done_now)
         if n_fin or n_done:
             self.slot_epoch += 1

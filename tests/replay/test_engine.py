@@ -637,3 +637,56 @@ def test_copies_and_pickles_of_a_pending_state_carry_its_values() -> None:
         assert other.n_instances == 2
         assert np.array_equal(other.tokens_in_system, eager.tokens_in_system)
         assert other.now_s == eager.now_s
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_lazy_decoders_keep_the_numbers_an_eager_update_would(chunked: bool) -> None:
+    # vllm-v1 decoders store token counts minus the instance tick (replay/engine/
+    # _instance.py, the comment at _EV/_FT): at every decision, with preemptions and
+    # partial prefills, the actual counts rebuilt from them must match every aggregate
+    # the instance keeps, and the residue counts the direct KV sums
+    from routeplay.replay.engine._instance import _CTX, _FT, _GEN, _OUT, _PLEFT, _blocks_after
+
+    rng = np.random.default_rng(3)
+    n = 400
+    trace = pl.DataFrame(
+        {
+            "request_id": np.arange(n),
+            "arrival_s": np.sort(rng.random(n) * 4.0),
+            "prompt_tokens": rng.integers(1, 700, n),
+            "output_tokens": rng.integers(1, 1200, n),
+        }
+    )
+    lat = LinearLatencyModel.from_throughput(20_000.0)
+    inst = InstanceConfig(
+        name="small-kv",
+        latency=lat,
+        kv_capacity_tokens=5_000,
+        max_batched_tokens=768,
+        chunked_prefill=chunked,
+    )
+    eng = Engine(trace, ClusterConfig(instances=(inst, inst)))
+    preempted = 0
+    k = 0
+    while eng.next_decision() is not None:
+        for ins in eng.inst:
+            assert ins.lazy
+            slots = ins.slots
+            d = len(slots) - ins.n_prefilling
+            gens = [sl[_GEN] + ins.tick for sl in slots[:d]] + [sl[_GEN] for sl in slots[d:]]
+            ctxs = [sl[_CTX] + ins.tick for sl in slots[:d]] + [sl[_CTX] for sl in slots[d:]]
+            assert ins.gen_sum == sum(gens) and ins.ctx_sum == sum(ctxs)
+            assert all(sl[_PLEFT] == 0 for sl in slots[:d])
+            assert all(sl[_PLEFT] > 0 for sl in slots[d:])
+            assert all(sl[_FT] == sl[_OUT] - sl[_GEN] for sl in slots[:d])
+            assert all(g < sl[_OUT] for g, sl in zip(gens, slots, strict=True))
+            if ins.busy and ins.run_k > 1:
+                continue  # in the middle of a decode run the stored numbers lag by design
+            decoders = [[0, c] for c in ctxs[:d]]
+            for j in range(4):
+                assert ins.dec_blocks_after(j) == _blocks_after(decoders, j, ins.block)
+            assert ins.kv_now() == _blocks_after([[0, c] for c in ctxs], 0, ins.block)
+        preempted = int(eng.n_preempt.sum())
+        eng.apply(k % 2)
+        k += 1
+    assert preempted > 0  # the scenario does exercise preemption
