@@ -756,18 +756,22 @@ class Instance:
             self.slot_epoch += 1
             return self.form_v0(t) if self.v0 else self.form_sarathi(t)
         # vllm-v1 (lazy decoders): the slots' stored numbers change only when a slot is
-        # added, removed or enrolled, which drop the running() cache themselves
+        # added, removed or enrolled, which count in slot_epoch themselves
         self.form_pending = False
         preempted = False
-        while True:
-            budget, kv = self.plan_running()
-            if kv <= self.cap_kv or not self.slots:
-                break
-            self.preempt_last(t)
-            preempted = True
-        if not preempted and len(self.slots) < self.max_seqs and (self.preempted or self.n_waiting):
-            self.admit(t, budget, kv)
+        queued = bool(self.preempted or self.n_waiting)
         slots = self.slots
+        # decodes only and nothing queued: each needs blocks(ctx + 1) <= ctx + block, so
+        # when even that bound fits nothing is preempted and nothing admitted
+        if queued or self.n_prefilling or self.ctx_sum + len(slots) * self.block > self.cap_kv:
+            while True:
+                budget, kv = self.plan_running()
+                if kv <= self.cap_kv or not slots:
+                    break
+                self.preempt_last(t)
+                preempted = True
+            if not preempted and len(slots) < self.max_seqs and queued:
+                self.admit(t, budget, kv)
         n = len(slots)
         if n == 0:
             self.busy = False
