@@ -1274,8 +1274,8 @@ class Engine:
         if not self._sampling:
             return  # a pending SAMPLE event of a fork without timelines: no state change
         for inst in self.inst:
-            nums = inst.numbers(t, self.has_predictor)
-            self._timeline.append((t, inst.idx, nums[0], nums[1], nums[4], bool(nums[10])))
+            nq, n, kv_used, busy = inst.timeline_numbers(t)
+            self._timeline.append((t, inst.idx, nq, n, kv_used, bool(busy)))
         if not self.done:
             self._sample_k += 1
             if self._sample_k >= self.config.max_timeline_samples:

@@ -1403,6 +1403,23 @@ class Instance:
         return n_fin
 
     # -- observation -------------------------------------------------------------------
+    def kv_used(self, k: int) -> int:
+        """KV tokens in use once ``k`` iterations of the current decode run completed."""
+        if not k:
+            return self.kv_now()
+        if self.lazy:  # a decode run: every slot is a decoder
+            return self.dec_blocks_after(k)
+        return _blocks_after(self.slots, k, self.block)
+
+    def timeline_numbers(self, t: float) -> tuple[int, int, int, bool]:
+        """``(queued, running, KV used, busy)`` at t: :meth:`numbers`' 0th, 1st, 4th, 10th."""
+        n = len(self.slots)
+        nq = len(self.preempted) + self.n_waiting
+        if not n:
+            return nq, 0, 0, self.busy
+        k = self.k_done(t - self.t0) if self.busy and self.run_k > 1 else 0
+        return nq, n, self.kv_used(k), self.busy
+
     def numbers(self, t: float, has_predictor: bool) -> tuple[Any, ...]:
         """State numbers at time t (the order of ``Engine._state_now``)."""
         slots = self.slots
@@ -1422,12 +1439,7 @@ class Instance:
             gsum = self.gen_sum + n * k
             ctx_sum = self.ctx_sum + n * k
             lazy = self.lazy
-            if not k:
-                kv_used = self.kv_now()
-            elif lazy:  # a decode run: every slot is a decoder
-                kv_used = self.dec_blocks_after(k)
-            else:
-                kv_used = _blocks_after(slots, k, self.block)
+            kv_used = self.kv_used(k)
             pend = 0
             if self.n_prefilling:
                 for sl in slots if not lazy else slots[n - self.n_prefilling :]:
