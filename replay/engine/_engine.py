@@ -286,6 +286,18 @@ ScheduleFn = Callable[[tuple[RequestView, ...], ClusterState], tuple[int, int]]
 _STATE_FIELDS = tuple(f.name for f in dataclasses.fields(ClusterState))
 
 
+#: a field of a lazy state computed only when read (Engine._state_values)
+_LATER: Any = object()
+
+
+def _is_set(state: _LazyClusterState, name: str) -> bool:
+    try:
+        object.__getattribute__(state, name)
+    except AttributeError:
+        return False
+    return True
+
+
 def _lazy_engine(state: _LazyClusterState) -> Engine | None:
     """The engine that will compute ``state``, or None once computed (or for a copy)."""
     try:
@@ -318,16 +330,28 @@ class _LazyClusterState(ClusterState):
         # reached only for attributes not set yet: the fields of an unmaterialised state
         if name.startswith("__") or _lazy_engine(self) is None:
             raise AttributeError(name)
-        self._materialise()
+        self._materialise(everything=name == "predicted_decode_tokens_left")
         return object.__getattribute__(self, name)
 
-    def _materialise(self) -> None:
+    def _materialise(self, everything: bool = True) -> None:
+        """Compute the fields: all but the predicted tokens left, and those if ``everything``.
+
+        The predicted tokens left wait for their first read (or :meth:`Engine._settle_state`,
+        which calls this with ``everything`` before the engine changes).
+        """
         engine = _lazy_engine(self)
         if engine is None:
             return
-        values = engine._state_values(object.__getattribute__(self, "_at_s"))
-        for name, value in zip(_STATE_FIELDS, values, strict=True):
-            object.__setattr__(self, name, value)
+        at = object.__getattribute__(self, "_at_s")
+        if not _is_set(self, "now_s"):
+            values = engine._state_values(at, defer_pred=True)
+            for name, value in zip(_STATE_FIELDS, values, strict=True):
+                if value is not _LATER:
+                    object.__setattr__(self, name, value)
+        if not _is_set(self, "predicted_decode_tokens_left"):
+            if not everything:
+                return
+            object.__setattr__(self, "predicted_decode_tokens_left", engine._pred_values(at))
         object.__setattr__(self, "_engine", None)
 
 
@@ -1115,14 +1139,27 @@ class Engine:
     def _state_now(self, t: float) -> ClusterState:
         return ClusterState(*self._state_values(t))
 
-    def _state_values(self, t: float) -> tuple[Any, ...]:
-        """The fields of the state at ``t``, in the order of ``ClusterState``'s fields."""
+    def _state_values(self, t: float, defer_pred: bool = False) -> tuple[Any, ...]:
+        """The fields of the state at ``t``, in the order of ``ClusterState``'s fields.
+
+        ``defer_pred`` (a lazy state): with a predictor, ``predicted_decode_tokens_left``
+        is :data:`_LATER` (summed by :meth:`_pred_values` when read, or before the engine
+        changes if the state is still held: the sums over every running sequence are a
+        third of a state's cost, and most routers never read them).
+        """
         has_pred = self.has_predictor
-        cols = list(zip(*[inst.numbers(t, has_pred) for inst in self.inst], strict=True))
+        defer = defer_pred and has_pred
+        cols = list(zip(*[inst.numbers(t, has_pred, defer) for inst in self.inst], strict=True))
         ints = np.array(cols[:8], np.int64)
-        floats = np.array(cols[8:10], np.float64)
         ints.setflags(write=False)
-        floats.setflags(write=False)
+        if defer:
+            pred: Any = _LATER
+            earliest = _ro(np.array(cols[9], np.float64))
+        else:
+            floats = np.array(cols[8:10], np.float64)
+            floats.setflags(write=False)
+            pred = floats[0]
+            earliest = floats[1]
         pb = self._pb_counts.copy()
         db = self._db_counts.copy()
         pb.setflags(write=False)
@@ -1134,17 +1171,22 @@ class Engine:
             ints[1],  # n_running
             ints[2],  # prefill_tokens_pending
             ints[3],  # decode_tokens_done
-            floats[0],  # predicted_decode_tokens_left
+            pred,  # predicted_decode_tokens_left
             ints[4],  # kv_used_tokens
             self._kv_cap,  # kv_capacity_tokens
             self._max_seqs,  # max_running_seqs
             pb,  # prompt_bucket_counts
             db,  # decode_bucket_counts
-            floats[1],  # earliest_completion_s
+            earliest,  # earliest_completion_s
             ints[7],  # n_completed
             ints[5],  # tokens_in_system
             ints[6] if self.oracle else None,  # oracle_decode_tokens_left
         )
+
+    def _pred_values(self, t: float) -> _F64:
+        """``predicted_decode_tokens_left`` at ``t`` (the engine still at ``t``)."""
+        has_pred = self.has_predictor
+        return _ro(np.array([inst.numbers(t, has_pred)[8] for inst in self.inst], np.float64))
 
     def _router_state(self) -> ClusterState:
         if self._delay <= 0:

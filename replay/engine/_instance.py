@@ -295,9 +295,12 @@ class Instance:
         self.res_n = 0  # decoders counted in res_cnt
         self.gap_trim_at = 64  # trim the gap stack when it grows past this
         # numbers(): a counter of changes to this instance, and the last numbers computed
-        # (key (mut, k, has_predictor), the first nine numbers, t_iter * r_min)
+        # (key (mut, k, has_predictor), the first nine numbers (the ninth None until
+        # summed), t_iter * r_min, each running sequence's predicted - generated - k)
         self.mut = 0
-        self._numbers: tuple[tuple[int, int, bool], tuple[Any, ...], float] | None = None
+        self._numbers: tuple[tuple[int, int, bool], tuple[Any, ...], float, list[float]] | None = (
+            None
+        )
 
     def kv_now(self) -> int:
         """KV tokens held by the running sequences (block-rounded)."""
@@ -1420,8 +1423,19 @@ class Instance:
         k = self.k_done(t - self.t0) if self.busy and self.run_k > 1 else 0
         return nq, n, self.kv_used(k), self.busy
 
-    def numbers(self, t: float, has_predictor: bool) -> tuple[Any, ...]:
-        """State numbers at time t (the order of ``Engine._state_now``)."""
+    def _pred_total(self, pred_run: list[float]) -> float:
+        """Predicted tokens left of the running sequences (``pred - gen - k`` each) + queued."""
+        # np.maximum(pred_run, 0.0) (NaN kept), summed as numpy does
+        left = [x if x > 0.0 or x != x else 0.0 for x in pred_run]
+        pred_left: float = pairwise_sum(left, 0, len(left))
+        return pred_left + self.q_pred_left
+
+    def numbers(self, t: float, has_predictor: bool, defer_pred: bool = False) -> tuple[Any, ...]:
+        """State numbers at time t (the order of ``Engine._state_values``).
+
+        ``defer_pred``: the predicted tokens left (index 8) may be ``None`` (not summed
+        yet); a later call without it at the same moment sums them from the cache.
+        """
         slots = self.slots
         n = len(slots)
         k = 0
@@ -1433,7 +1447,11 @@ class Instance:
             key = (self.mut, k, has_predictor)
             cached = self._numbers
             if cached is not None and cached[0] == key:
-                return (*cached[1], t + cached[2], self.busy)
+                first9 = cached[1]
+                if first9[8] is None and not defer_pred:
+                    first9 = (*first9[:8], self._pred_total(cached[3]))
+                    self._numbers = (key, first9, cached[2], cached[3])
+                return (*first9, t + cached[2], self.busy)
         nq = len(self.preempted) + self.n_waiting
         if n:
             gsum = self.gen_sum + n * k
@@ -1456,12 +1474,11 @@ class Instance:
                     pred_run = [sl[_PRED] - (sl[_GEN] + tick) - k for sl in slots[:d]]
                     if d < n:
                         pred_run += [sl[_PRED] - sl[_GEN] - k for sl in slots[d:]]
-                # np.maximum(pred_run, 0.0) (NaN kept), summed as numpy does
-                left = [x if x > 0.0 or x != x else 0.0 for x in pred_run]
-                pred_left = pairwise_sum(left, 0, n)
                 r_min = max(min(pred_run), 1.0)
+                pred_total = None if defer_pred else self._pred_total(pred_run)
             else:
-                pred_left = 0.0
+                pred_run = []
+                pred_total = 0.0 + self.q_pred_left
                 r_min = 1.0
             t_iter = self.c0 + self.c_d * n + self.c_kv * ctx_sum
             to_first = t_iter * r_min
@@ -1474,9 +1491,9 @@ class Instance:
                 self.prompt_sum + gsum + self.q_gen_sum,
                 oracle_left + self.q_oracle_left,
                 self.n_completed,
-                pred_left + self.q_pred_left,
+                pred_total,
             )
-            self._numbers = (key, first9, to_first)
+            self._numbers = (key, first9, to_first, pred_run)
             return (*first9, t + to_first, self.busy)
         else:
             gsum = 0

@@ -604,15 +604,43 @@ def test_a_kept_state_shows_its_decision_moment_after_the_engine_moved_on() -> N
             assert np.array_equal(getattr(lazy, name), getattr(eager, name)), name
 
 
+def test_predicted_tokens_left_of_a_kept_state_are_its_decision_moments() -> None:
+    # with a predictor a lazy state sums the predicted tokens left only when they are
+    # read, or before the engine changes if the state is still held
+    from routeplay.replay import make_uniform_cluster
+
+    eng = Engine(_lazy_trace(), make_uniform_cluster(2), predictor=_PromptPredictor())
+    kept = []
+    while (decision := eng.next_decision()) is not None:
+        state = decision[1]
+        eager = eng.state()
+        if len(kept) % 3 == 0:
+            assert np.array_equal(state.n_running, eager.n_running)  # the rest computed
+        elif len(kept) % 3 == 1:  # read before the engine moves on
+            assert (
+                state.predicted_decode_tokens_left.tobytes()
+                == eager.predicted_decode_tokens_left.tobytes()
+            )
+        kept.append((state, eager))
+        decision = state = None
+        eng.apply(len(kept) % 2)
+    assert len(kept) == 60
+    assert any(float(e.predicted_decode_tokens_left.sum()) > 0 for _, e in kept)
+    for lazy, eager in kept:  # read only now, long after each decision
+        for name in ("predicted_decode_tokens_left", "earliest_completion_s", "n_running"):
+            assert getattr(lazy, name).tobytes() == getattr(eager, name).tobytes(), name
+            assert not getattr(lazy, name).flags.writeable
+
+
 def test_a_state_nobody_reads_is_never_computed(monkeypatch: pytest.MonkeyPatch) -> None:
     from routeplay.replay import make_router, make_uniform_cluster, run_replay
 
     calls = []
     real = Engine._state_values  # every state's numbers are computed here
 
-    def counting(self: Engine, t: float) -> object:
+    def counting(self: Engine, t: float, defer_pred: bool = False) -> object:
         calls.append(t)
-        return real(self, t)
+        return real(self, t, defer_pred)
 
     monkeypatch.setattr(Engine, "_state_values", counting)
     config = ReplayConfig(timeline_sample_interval_s=None)
