@@ -314,8 +314,10 @@ class _LazyClusterState(ClusterState):
     are those of ``Engine._state_now(at_s)``: the engine computes them at the first
     attribute access, or, if somebody still holds the object, just before it changes
     anything (:meth:`Engine._settle_state`, called first in :meth:`Engine.apply`); so
-    a state read after the engine moved on still shows the decision's moment. Copies and
-    pickles carry the computed fields (the dataclass's state is its fields).
+    a state read after the engine moved on still shows the decision's moment. With a
+    predictor, ``predicted_decode_tokens_left`` (sums over every running sequence) waits
+    for its own first access the same way. Copies and pickles carry the computed fields
+    (the dataclass's state is its fields).
     """
 
     __slots__ = ("_engine", "_at_s", "__weakref__")
