@@ -282,7 +282,20 @@ RouteFn = Callable[[RequestView, ClusterState], int]
 ScheduleFn = Callable[[tuple[RequestView, ...], ClusterState], tuple[int, int]]
 
 
+#: ClusterState's fields in order (Engine._state_values returns them so)
 _STATE_FIELDS = tuple(f.name for f in dataclasses.fields(ClusterState))
+
+
+#: a field of a lazy state computed only when read (Engine._state_values)
+_LATER: Any = object()
+
+
+def _is_set(state: _LazyClusterState, name: str) -> bool:
+    try:
+        object.__getattribute__(state, name)
+    except AttributeError:
+        return False
+    return True
 
 
 def _lazy_engine(state: _LazyClusterState) -> Engine | None:
@@ -301,8 +314,10 @@ class _LazyClusterState(ClusterState):
     are those of ``Engine._state_now(at_s)``: the engine computes them at the first
     attribute access, or, if somebody still holds the object, just before it changes
     anything (:meth:`Engine._settle_state`, called first in :meth:`Engine.apply`); so
-    a state read after the engine moved on still shows the decision's moment. Copies and
-    pickles carry the computed fields (the dataclass's state is its fields).
+    a state read after the engine moved on still shows the decision's moment. With a
+    predictor, ``predicted_decode_tokens_left`` (sums over every running sequence) waits
+    for its own first access the same way. Copies and pickles carry the computed fields
+    (the dataclass's state is its fields).
     """
 
     __slots__ = ("_engine", "_at_s", "__weakref__")
@@ -317,16 +332,28 @@ class _LazyClusterState(ClusterState):
         # reached only for attributes not set yet: the fields of an unmaterialised state
         if name.startswith("__") or _lazy_engine(self) is None:
             raise AttributeError(name)
-        self._materialise()
+        self._materialise(everything=name == "predicted_decode_tokens_left")
         return object.__getattribute__(self, name)
 
-    def _materialise(self) -> None:
+    def _materialise(self, everything: bool = True) -> None:
+        """Compute the fields: all but the predicted tokens left, and those if ``everything``.
+
+        The predicted tokens left wait for their first read (or :meth:`Engine._settle_state`,
+        which calls this with ``everything`` before the engine changes).
+        """
         engine = _lazy_engine(self)
         if engine is None:
             return
-        full = engine._state_now(object.__getattribute__(self, "_at_s"))
-        for name in _STATE_FIELDS:
-            object.__setattr__(self, name, getattr(full, name))
+        at = object.__getattribute__(self, "_at_s")
+        if not _is_set(self, "now_s"):
+            values = engine._state_values(at, defer_pred=True)
+            for name, value in zip(_STATE_FIELDS, values, strict=True):
+                if value is not _LATER:
+                    object.__setattr__(self, name, value)
+        if not _is_set(self, "predicted_decode_tokens_left"):
+            if not everything:
+                return
+            object.__setattr__(self, "predicted_decode_tokens_left", engine._pred_values(at))
         object.__setattr__(self, "_engine", None)
 
 
@@ -506,6 +533,7 @@ class Engine:
         self._decision: int | None = None
         self._cached_state: ClusterState | None = None
         self._lazy_state: weakref.ref[_LazyClusterState] | None = None
+        self._running_cache: tuple[tuple[int, ...], tuple[_I64, _I64, _I64]] | None = None
 
     # -- event queue -----------------------------------------------------------------
     def _push(self, t: float, kind: int, a: int, b: int) -> None:
@@ -1007,6 +1035,16 @@ class Engine:
         return self._next_arrival
 
     @property
+    def n_finished(self) -> int:
+        """Requests finished so far."""
+        return self._n_finished
+
+    @property
+    def n_admitted(self) -> int:
+        """Requests admitted into an instance's batch (for the first time) so far."""
+        return self._book.n_admitted
+
+    @property
     def n_in_flight(self) -> int:
         """Requests arrived and not finished (at the router, queued or running)."""
         return len(self._live)
@@ -1101,34 +1139,56 @@ class Engine:
         return self._live[i][0]
 
     def _state_now(self, t: float) -> ClusterState:
+        return ClusterState(*self._state_values(t))
+
+    def _state_values(self, t: float, defer_pred: bool = False) -> tuple[Any, ...]:
+        """The fields of the state at ``t``, in the order of ``ClusterState``'s fields.
+
+        ``defer_pred`` (a lazy state): with a predictor, ``predicted_decode_tokens_left``
+        is :data:`_LATER` (summed by :meth:`_pred_values` when read, or before the engine
+        changes if the state is still held: the sums over every running sequence are a
+        third of a state's cost, and most routers never read them).
+        """
         has_pred = self.has_predictor
-        cols = list(zip(*[inst.numbers(t, has_pred) for inst in self.inst], strict=True))
+        defer = defer_pred and has_pred
+        cols = list(zip(*[inst.numbers(t, has_pred, defer) for inst in self.inst], strict=True))
         ints = np.array(cols[:8], np.int64)
-        floats = np.array(cols[8:10], np.float64)
         ints.setflags(write=False)
-        floats.setflags(write=False)
+        if defer:
+            pred: Any = _LATER
+            earliest = _ro(np.array(cols[9], np.float64))
+        else:
+            floats = np.array(cols[8:10], np.float64)
+            floats.setflags(write=False)
+            pred = floats[0]
+            earliest = floats[1]
         pb = self._pb_counts.copy()
         db = self._db_counts.copy()
         pb.setflags(write=False)
         db.setflags(write=False)
-        return ClusterState(
-            now_s=t,
-            router_queue_len=min(len(self._rq), self.cluster.router_queue_cap),
-            n_queued=ints[0],
-            n_running=ints[1],
-            prefill_tokens_pending=ints[2],
-            decode_tokens_done=ints[3],
-            predicted_decode_tokens_left=floats[0],
-            kv_used_tokens=ints[4],
-            kv_capacity_tokens=self._kv_cap,
-            max_running_seqs=self._max_seqs,
-            prompt_bucket_counts=pb,
-            decode_bucket_counts=db,
-            earliest_completion_s=floats[1],
-            n_completed=ints[7],
-            tokens_in_system=ints[5],
-            oracle_decode_tokens_left=ints[6] if self.oracle else None,
+        return (
+            t,  # now_s
+            min(len(self._rq), self.cluster.router_queue_cap),  # router_queue_len
+            ints[0],  # n_queued
+            ints[1],  # n_running
+            ints[2],  # prefill_tokens_pending
+            ints[3],  # decode_tokens_done
+            pred,  # predicted_decode_tokens_left
+            ints[4],  # kv_used_tokens
+            self._kv_cap,  # kv_capacity_tokens
+            self._max_seqs,  # max_running_seqs
+            pb,  # prompt_bucket_counts
+            db,  # decode_bucket_counts
+            earliest,  # earliest_completion_s
+            ints[7],  # n_completed
+            ints[5],  # tokens_in_system
+            ints[6] if self.oracle else None,  # oracle_decode_tokens_left
         )
+
+    def _pred_values(self, t: float) -> _F64:
+        """``predicted_decode_tokens_left`` at ``t`` (the engine still at ``t``)."""
+        has_pred = self.has_predictor
+        return _ro(np.array([inst.numbers(t, has_pred)[8] for inst in self.inst], np.float64))
 
     def _router_state(self) -> ClusterState:
         if self._delay <= 0:
@@ -1207,12 +1267,44 @@ class Engine:
             >>> idx.tolist(), gen.tolist()
             ([0], [401])
         """
-        parts = [inst.running(self.now_s) for inst in self.inst if inst.slots]
-        if not parts:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
-        if len(parts) == 1:
-            return parts[0]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        rows, base, segment = self._running_base()
+        # per instance: lazy decoders (the prefix of its slots) store gen - tick; a decode
+        # run in progress (nothing prefilling then) adds the iterations completed by now
+        now = self.now_s
+        add: list[int] = []
+        for inst in self.inst:
+            k = inst.k_done(now - inst.t0) if inst.busy and inst.run_k > 1 else 0
+            add.append(inst.tick + k)
+            add.append(k)
+        return rows.copy(), base + np.array(add, np.int64)[segment]
+
+    @property
+    def running_key(self) -> tuple[int, ...]:
+        """Changes whenever the rows of :meth:`running_tokens` (or their order) may change."""
+        return tuple([inst.slot_epoch for inst in self.inst])
+
+    def _running_base(self) -> tuple[_I64, _I64, _I64]:
+        """Running rows, their stored generated tokens and segment ids, cached by ``running_key``.
+
+        Segment ``2 k`` is instance ``k``'s decoders (stored gen - tick), ``2 k + 1`` its
+        sequences still prefilling (stored gen). The arrays are never mutated (a fork
+        shares them until its own instances change).
+        """
+        key = self.running_key
+        cached = self._running_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        parts = [inst.stored_running() for inst in self.inst]
+        lengths: list[int] = []
+        for _, gens, d in parts:
+            lengths += [d, gens.shape[0] - d]
+        arrays = (
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            np.repeat(np.arange(2 * self.m), lengths),
+        )
+        self._running_cache = (key, arrays)
+        return arrays
 
     def _snapshot(self, t: float, *, grid: bool) -> None:
         if self.done:
@@ -1226,8 +1318,8 @@ class Engine:
         if not self._sampling:
             return  # a pending SAMPLE event of a fork without timelines: no state change
         for inst in self.inst:
-            nums = inst.numbers(t, self.has_predictor)
-            self._timeline.append((t, inst.idx, nums[0], nums[1], nums[4], bool(nums[10])))
+            nq, n, kv_used, busy = inst.timeline_numbers(t)
+            self._timeline.append((t, inst.idx, nq, n, kv_used, bool(busy)))
         if not self.done:
             self._sample_k += 1
             if self._sample_k >= self.config.max_timeline_samples:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +47,23 @@ _PRED = 6  # predicted output tokens (float)
 _CHUNK = 7  # this iteration's prefill chunk
 _MGAP = 8  # longest token gap so far (float, s)
 _STALL = 9  # vllm-v0: paused time since the last token (float, s)
+_EV = 10  # vllm-v1 decoder: first gap event it takes part in (-1 while prefilling)
+_FT = 11  # vllm-v1 decoder: the instance tick at which it finishes (-1 otherwise)
+_DEAD_SLOT = (-1,) * 12  # the length of a slot
+
+# Lazy decoders (vllm-v1 only; ``Instance.lazy``). A decode run of k iterations adds k
+# tokens to *every* decoding sequence, and a mixed iteration one; writing them into
+# every slot made each iteration end O(running sequences). Instead a vllm-v1 instance
+# keeps a tick, the tokens every decoder has received since the instance was created,
+# and a decoder (a slot with nothing left to prefill: the prefix [0, d) of the slots)
+# stores its _GEN and _CTX *minus the tick* (actual = stored + tick); sequences still
+# prefilling (the suffix [d, n)) store actual values. A decoder's _MGAP holds its
+# longest gap before it became a decoder; the gaps of the iterations since (one value
+# per decode run or mixed iteration, the same for every decoder) are in a suffix-max
+# stack, queried from its _EV. Finishing decoders come from a heap of their finish
+# ticks (_FT = _OUT - stored _GEN), and the KV block sums over decoders from counts of
+# their stored contexts modulo the block size. vllm-v0 and sarathi keep the tick at 0
+# and update every slot as before (their rules read each sequence at every iteration).
 
 
 def pairwise_sum(a: list[float], lo: int, n: int) -> float:
@@ -155,12 +173,14 @@ class RequestBook:
         self.max_gap_s = np.zeros(n, np.float64)
         self.n_preempt = np.zeros(n, np.int32)
         self.saved_gen = np.zeros(n, np.int32)  # tokens generated before a preemption
+        self.n_admitted = 0  # requests admitted (for the first time) so far
 
     def fork(self) -> RequestBook:
         """An independent copy (records are immutable tuples and are shared)."""
         new = object.__new__(RequestBook)
         new.live = self.live.copy()
         new.last_token = self.last_token.copy()
+        new.n_admitted = self.n_admitted
         for name in RESULT_ARRAYS:
             setattr(new, name, getattr(self, name).copy())
         return new
@@ -228,7 +248,9 @@ class Instance:
         self.paused = False  # vllm-v0: this iteration is prefill-only (decodes wait)
         # running sequences, in admission order (see _RID.._STALL)
         self.slots: list[list[Any]] = []
-        self._running: tuple[_I64, _I64] | None = None  # cache of running(); never mutated
+        # counts the changes of the running rows or their stored tokens (stored_running)
+        self.slot_epoch = 0
+        self._stored: tuple[int, _I64, _I64, int] | None = None  # stored_running()'s
         self.n_prefilling = 0
         # local queue: preempted first, then policy structure
         self.preempted: deque[int] = deque()
@@ -260,6 +282,25 @@ class Instance:
         self.ctx_sum = 0
         self.out_sum = 0
         self._kv = 0  # sum of blocks(ctx) over running; -1 = recompute
+        # lazy decoders (see the comment at _EV/_FT); vllm-v1 only
+        self.lazy = not self.alt
+        self.tick = 0
+        self.fin_heap: list[tuple[int, int, list[Any]]] = []  # (finish tick, seq, slot)
+        self.heap_seq = 0
+        self.gap_ev: list[int] = []  # event indices, increasing
+        self.gap_val: list[float] = []  # their gaps, strictly decreasing (suffix maxima)
+        self.n_ev = 0  # index of the next gap event
+        self.res_cnt = [0] * self.block  # decoders per stored context modulo the block
+        self.res_q = 0  # sum of stored context // block over decoders
+        self.res_n = 0  # decoders counted in res_cnt
+        self.gap_trim_at = 64  # trim the gap stack when it grows past this
+        # numbers(): a counter of changes to this instance, and the last numbers computed
+        # (key (mut, k, has_predictor), the first nine numbers (the ninth None until
+        # summed), t_iter * r_min, each running sequence's predicted - generated - k)
+        self.mut = 0
+        self._numbers: tuple[tuple[int, int, bool], tuple[Any, ...], float, list[float]] | None = (
+            None
+        )
 
     def kv_now(self) -> int:
         """KV tokens held by the running sequences (block-rounded)."""
@@ -279,8 +320,117 @@ class Instance:
                 held += (sl[_CTX] + (b - 1)) // b
             return held * b
         if self._kv < 0:
-            self._kv = _blocks_after(slots, 0, self.block)
+            if self.lazy:
+                b = self.block
+                blocks = self.dec_blocks(self.tick + b - 1)
+                for sl in slots[len(slots) - self.n_prefilling :]:
+                    blocks += (sl[_CTX] + b - 1) // b
+                self._kv = blocks * b
+            else:
+                self._kv = _blocks_after(slots, 0, self.block)
         return self._kv
+
+    # -- lazy decoders (vllm-v1; the comment at _EV/_FT) -------------------------------
+    def dec_blocks(self, x: int) -> int:
+        """``sum((stored ctx + x) // block)`` over the decoders, from the residue counts.
+
+        With a stored context ``s = q * b + r`` (``0 <= r < b``, Python's floor
+        division, also for negative ``s``): ``(s + x) // b = q + x // b + [r >= b - x %
+        b]``; so the sum is the quotients' sum, ``x // b`` per decoder, and the decoders
+        whose residue reaches ``b - x % b``.
+        """
+        b = self.block
+        blocks = self.res_q + self.res_n * (x // b)
+        xr = x % b
+        if xr:
+            blocks += sum(self.res_cnt[b - xr :])
+        return blocks
+
+    def dec_blocks_after(self, k: int) -> int:
+        """KV tokens (block-rounded) of the decoders once each has ``k`` more tokens."""
+        b = self.block
+        return self.dec_blocks(self.tick + k + b - 1) * b
+
+    def enroll(self, sl: list[Any]) -> None:
+        """Make a slot whose prefill just completed a lazy decoder (stored = actual - tick)."""
+        tick = self.tick
+        b = self.block
+        g = sl[_GEN] - tick
+        c = sl[_CTX] - tick
+        sl[_GEN] = g
+        sl[_CTX] = c
+        sl[_EV] = self.n_ev
+        f = sl[_OUT] - g
+        sl[_FT] = f
+        heapq.heappush(self.fin_heap, (f, self.heap_seq, sl))
+        self.heap_seq += 1
+        self.res_cnt[c % b] += 1
+        self.res_q += c // b
+        self.res_n += 1
+
+    def unenroll(self, sl: list[Any]) -> tuple[int, int, float]:
+        """Take a lazy decoder out (finished or preempted): its actual (gen, ctx, max gap)."""
+        tick = self.tick
+        b = self.block
+        c = sl[_CTX]
+        self.res_cnt[c % b] -= 1
+        self.res_q -= c // b
+        self.res_n -= 1
+        sl[_FT] = -1  # its heap entry, if any is left, is stale
+        mg: float = sl[_MGAP]
+        j = bisect_left(self.gap_ev, sl[_EV])
+        if j < len(self.gap_val):
+            g = self.gap_val[j]  # the longest gap of the iterations it decoded in
+            if mg < g:
+                mg = g
+        return sl[_GEN] + tick, c + tick, mg
+
+    def push_gap(self, gap: float) -> None:
+        """Record the token gap every decoder had in the iteration or run that just ended."""
+        ev = self.gap_ev
+        val = self.gap_val
+        # a query covers every event from some index to now: an older gap that is not
+        # longer than this one can no longer be any query's maximum
+        while val and val[-1] <= gap:
+            val.pop()
+            ev.pop()
+        ev.append(self.n_ev)
+        val.append(gap)
+        self.n_ev += 1
+        if len(ev) > self.gap_trim_at:
+            # events before the oldest decoder's first one are never queried again
+            first = min([sl[_EV] for sl in self.slots if sl[_FT] >= 0], default=self.n_ev)
+            j = bisect_left(ev, first)
+            del ev[:j]
+            del val[:j]
+            self.gap_trim_at = max(64, 2 * len(ev))
+
+    def pop_finished(self) -> list[list[Any]]:
+        """The decoders whose generated tokens reached their output at the current tick."""
+        heap = self.fin_heap
+        tick = self.tick
+        out: list[list[Any]] = []
+        while heap and heap[0][0] <= tick:
+            f, _, sl = heapq.heappop(heap)
+            if sl[_FT] == f:
+                out.append(sl)
+        return out
+
+    def next_finish(self) -> int:
+        """The least finish tick of the decoders (``min(out - gen)`` is this minus the tick)."""
+        heap = self.fin_heap
+        while heap[0][2][_FT] != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0]
+
+    def actual_ctx(self) -> list[int]:
+        """Every slot's context (prompt + generated tokens) in slot order."""
+        slots = self.slots
+        tick = self.tick
+        d = len(slots) - self.n_prefilling
+        if not self.lazy or not tick:
+            return [sl[_CTX] for sl in slots]
+        return [sl[_CTX] + tick for sl in slots[:d]] + [sl[_CTX] for sl in slots[d:]]
 
     # -- local queue ---------------------------------------------------------------
     def n_queued(self) -> int:
@@ -293,7 +443,7 @@ class Instance:
         clock the run is one iteration (``stepwise``), priced by the clock.
         """
         if self.clock is not None:
-            self.run_a = self.clock.iteration_s((), [sl[_CTX] for sl in self.slots])
+            self.run_a = self.clock.iteration_s((), self.actual_ctx())
             self.run_b = 0.0
         else:
             self.run_a = self.c0 + self.c_d * n + self.c_kv * float(self.ctx_sum)
@@ -333,7 +483,21 @@ class Instance:
         """
         new = object.__new__(Instance)
         d = self.__dict__.copy()  # scalars and the frozen config
-        d["slots"] = [sl.copy() for sl in self.slots]  # slots hold only ints and floats
+        slots = [sl.copy() for sl in self.slots]  # slots hold only ints and floats
+        d["slots"] = slots
+        if self.fin_heap:
+            # the heap's entries point at the fork's own slots (stale ones at a dead
+            # stand-in: the heap keeps its order, its entries' keys are unchanged)
+            dead: list[Any] = [-1] * len(_DEAD_SLOT)
+            new_of = {id(old): sl for old, sl in zip(self.slots, slots, strict=True)}
+            d["fin_heap"] = [
+                (f, q, new_of[id(sl)] if sl[_FT] == f else dead) for f, q, sl in self.fin_heap
+            ]
+        else:
+            d["fin_heap"] = []
+        d["gap_ev"] = self.gap_ev.copy()
+        d["gap_val"] = self.gap_val.copy()
+        d["res_cnt"] = self.res_cnt.copy()
         d["preempted"] = self.preempted.copy()
         d["fifo"] = self.fifo.copy()
         d["heap"] = self.heap.copy()  # entries are immutable tuples
@@ -378,6 +542,7 @@ class Instance:
 
     def accept(self, i: int, rec: Record, seq: int) -> None:
         """Request ``i`` was routed here: queue it and count it in the state."""
+        self.mut += 1
         self.enqueue(i, rec, seq)
         self.prompt_sum += rec[1]
         self.pb_counts[rec[5]] += 1
@@ -391,6 +556,7 @@ class Instance:
         """
         if self.run_k <= 1:
             return False
+        self.mut += 1
         dt = t - self.t0
         k = self.k_done(dt)
         if self.run_time(k) < dt:
@@ -403,24 +569,27 @@ class Instance:
         self.version += 1
         return True
 
-    def running(self, now: float) -> tuple[_I64, _I64]:
-        """Trace rows and generated tokens of the running sequences at ``now`` (new arrays).
+    def stored_running(self) -> tuple[_I64, _I64, int]:
+        """Rows and *stored* generated tokens of the running sequences, and the decoders' count.
 
-        The rows and the tokens at the start of the current iteration or decode run are
-        cached as numpy arrays until the slots change (:meth:`form`,
-        :meth:`iteration_end`): a learner's reward reads them at every decision.
+        The first ``d`` slots are the decoders: lazy ones (vllm-v1) store gen - tick, the
+        others the actual tokens; :meth:`Engine.running_tokens` adds the tick and the
+        iterations of a decode run completed so far. They change only when
+        :attr:`slot_epoch` does (a slot added, removed or made a decoder): the arrays are
+        cached until then and never mutated.
         """
-        cached = self._running
-        if cached is None:
+        cached = self._stored
+        if cached is None or cached[0] != self.slot_epoch:
             slots = self.slots
             n = len(slots)
             cached = (
+                self.slot_epoch,
                 np.fromiter([sl[_RID] for sl in slots], np.int64, n),
                 np.fromiter([sl[_GEN] for sl in slots], np.int64, n),
+                n - self.n_prefilling,
             )
-            self._running = cached
-        k = self.k_done(now - self.t0) if self.busy and self.run_k > 1 else 0
-        return cached[0].copy(), cached[1] + k
+            self._stored = cached
+        return cached[1], cached[2], cached[3]
 
     def enqueue(self, i: int, rec: _Record, seq: int) -> None:
         """Put request ``i`` (just routed here) in the local queue; ``seq`` breaks ties."""
@@ -443,6 +612,20 @@ class Instance:
         n_dec = len(slots) - self.n_prefilling
         budget = self.max_bt - n_dec
         b = self.block
+        if self.lazy:
+            # decoders (the prefix) need blocks(ctx + 1) each, from the residue counts;
+            # chunks go to the prefills (the suffix) in order
+            kv = self.dec_blocks(self.tick + b)
+            if self.n_prefilling == 0:
+                return budget, kv * b
+            for sl in slots[n_dec:]:
+                left = sl[_PLEFT]
+                ctx = sl[_CTX]
+                c = min(left, max(budget, 0))
+                sl[_CHUNK] = c
+                budget -= c
+                kv += (ctx + b) // b if c == left else (ctx + b - 1) // b
+            return budget, kv * b
         kv = 0  # in blocks: ceil(x / b) = (x + b - 1) // b
         if self.n_prefilling == 0:
             for sl in slots:
@@ -463,12 +646,16 @@ class Instance:
 
     def preempt_last(self, t: float) -> None:
         sl = self.slots.pop()
+        self.slot_epoch += 1
         i = sl[_RID]
         g = sl[_GEN]
         ctx = sl[_CTX]
+        mgap = sl[_MGAP]
         if sl[_PLEFT] > 0:
             self.n_prefilling -= 1
         else:
+            if self.lazy:
+                g, ctx, mgap = self.unenroll(sl)
             # its last token came at the end of the last iteration it decoded in
             self.book.last_token[i] = t - sl[_STALL] if self.v0 else t
         self.gen_sum -= g
@@ -476,7 +663,7 @@ class Instance:
         self.out_sum -= sl[_OUT]
         if self._kv >= 0:
             self._kv -= -(-ctx // self.block) * self.block
-        self.book.max_gap_s[i] = sl[_MGAP]
+        self.book.max_gap_s[i] = mgap
         self.book.saved_gen[i] = g
         self.book.n_preempt[i] += 1
         self.preempted.appendleft(i)
@@ -567,20 +754,27 @@ class Instance:
 
     def form(self, t: float) -> bool:
         """Form the next iteration at ``t``; True if one runs (its end is ``t_end``)."""
-        self._running = None
+        self.mut += 1
         if self.alt:
+            self.slot_epoch += 1
             return self.form_v0(t) if self.v0 else self.form_sarathi(t)
+        # vllm-v1 (lazy decoders): the slots' stored numbers change only when a slot is
+        # added, removed or enrolled, which count in slot_epoch themselves
         self.form_pending = False
         preempted = False
-        while True:
-            budget, kv = self.plan_running()
-            if kv <= self.cap_kv or not self.slots:
-                break
-            self.preempt_last(t)
-            preempted = True
-        if not preempted and len(self.slots) < self.max_seqs:
-            self.admit(t, budget, kv)
+        queued = bool(self.preempted or self.n_waiting)
         slots = self.slots
+        # decodes only and nothing queued: each needs blocks(ctx + 1) <= ctx + block, so
+        # when even that bound fits nothing is preempted and nothing admitted
+        if queued or self.n_prefilling or self.ctx_sum + len(slots) * self.block > self.cap_kv:
+            while True:
+                budget, kv = self.plan_running()
+                if kv <= self.cap_kv or not slots:
+                    break
+                self.preempt_last(t)
+                preempted = True
+            if not preempted and len(slots) < self.max_seqs and queued:
+                self.admit(t, budget, kv)
         n = len(slots)
         if n == 0:
             self.busy = False
@@ -593,7 +787,8 @@ class Instance:
             self.decode_run_terms(n)
             k = 1
             if not self.stepwise:
-                k = min([sl[_OUT] - sl[_GEN] for sl in slots])
+                # every slot decodes: min(out - gen) over them, from the finish heap
+                k = self.next_finish() - self.tick
                 cap = self.cap_kv
                 b = self.block
                 # blocks_after(k) <= ctx_sum + n * (k + b - 1): skip the exact sum when
@@ -601,9 +796,9 @@ class Instance:
                 if (
                     k > 1
                     and self.ctx_sum + n * (k + b - 1) > cap
-                    and _blocks_after(slots, k, b) > cap
+                    and self.dec_blocks_after(k) > cap
                 ):
-                    k = _last_fitting(k, lambda j: _blocks_after(slots, j, b) <= cap)
+                    k = _last_fitting(k, lambda j: self.dec_blocks_after(j) <= cap)
             self.run_k = k
             dt = self.run_time(k)
         else:
@@ -620,28 +815,45 @@ class Instance:
         ``latency.iteration_time_s`` with the prefill tokens and ``sum(chunk * (chunk +
         already in KV))`` of the chunks, the decoding sequences and their context.
         """
+        slots = self.slots
+        d = len(slots) - self.n_prefilling
         if self.clock is not None:
-            clocked: float = self.clock.iteration_s(
-                [(sl[_CHUNK], sl[_PDONE]) for sl in self.slots if sl[_CHUNK]],
-                [sl[_CTX] for sl in self.slots if sl[_PLEFT] == 0],
-            )
+            if self.lazy:  # decoders: the prefix [0, d), stored minus the tick
+                tick = self.tick
+                chunks = [(sl[_CHUNK], sl[_PDONE]) for sl in slots[d:] if sl[_CHUNK]]
+                decodes = [sl[_CTX] + tick for sl in slots[:d]]
+            else:
+                chunks = [(sl[_CHUNK], sl[_PDONE]) for sl in slots if sl[_CHUNK]]
+                decodes = [sl[_CTX] for sl in slots if sl[_PLEFT] == 0]
+            clocked: float = self.clock.iteration_s(chunks, decodes)
             return clocked
         pt = 0
         psq = 0
-        dctx = 0
-        for sl in self.slots:
-            c = sl[_CHUNK]
-            if c:
-                pt += c
-                psq += c * (c + sl[_PDONE])
-            if sl[_PLEFT] == 0:
-                dctx += sl[_CTX]
+        if self.lazy:
+            # chunks only in the prefills (the suffix [d, n)); the decoders' context is
+            # every slot's (ctx_sum) minus the prefills'
+            dctx = self.ctx_sum
+            for sl in slots[d:]:
+                c = sl[_CHUNK]
+                if c:
+                    pt += c
+                    psq += c * (c + sl[_PDONE])
+                dctx -= sl[_CTX]
+        else:
+            dctx = 0
+            for sl in slots:
+                c = sl[_CHUNK]
+                if c:
+                    pt += c
+                    psq += c * (c + sl[_PDONE])
+                if sl[_PLEFT] == 0:
+                    dctx += sl[_CTX]
         dt: float = (
             self.c0
             + (self.c_pb if pt > 0 else 0.0)
             + self.c_p * pt
             + self.c_p2 * float(psq)
-            + self.c_d * (len(self.slots) - self.n_prefilling)
+            + self.c_d * d
             + self.c_kv * float(dctx)
         )
         return dt
@@ -666,9 +878,9 @@ class Instance:
         self.take(source)
         self.touch_prefix(i)
         out = rec[2]
-        self.slots.append(
-            [i, target, g, out, work, cached, rec[3], chunk, self.book.max_gap_s.item(i), 0.0]
-        )
+        mgap = self.book.max_gap_s.item(i)
+        self.slots.append([i, target, g, out, work, cached, rec[3], chunk, mgap, 0.0, -1, -1])
+        self.slot_epoch += 1
         self.gen_sum += g
         self.ctx_sum += target
         self.out_sum += out
@@ -679,6 +891,7 @@ class Instance:
         self.q_oracle_left -= out - g
         if math.isnan(self.book.admitted_s.item(i)):
             self.book.admitted_s[i] = t
+            self.book.n_admitted += 1
 
     def admit(self, t: float, budget: int, kv: int) -> bool:
         admitted = False
@@ -970,7 +1183,10 @@ class Instance:
     # -- iteration end -----------------------------------------------------------------
     def iteration_end(self, t: float) -> int:
         """End the running iteration (or decode run) at ``t``; returns how many finished."""
-        self._running = None
+        self.mut += 1
+        if self.lazy:
+            return self._iteration_end_lazy(t)
+        self.slot_epoch += 1
         slots = self.slots
         n = len(slots)
         k = self.run_k
@@ -1087,35 +1303,198 @@ class Instance:
         self.run_k = 0
         return len(fin)
 
+    def _iteration_end_lazy(self, t: float) -> int:
+        """:meth:`iteration_end` of a vllm-v1 instance (lazy decoders, the comment at _EV).
+
+        The same rules: a decode run of ``k`` iterations gives every decoder ``k`` tokens
+        and the run's last (longest) iteration time as a gap; a mixed iteration gives
+        the decoders one token and its duration as a gap, and the prefills their chunks
+        (those completing get their first token). Only the tick moves for the decoders;
+        the ones that finish come from the finish heap.
+        """
+        slots = self.slots
+        n = len(slots)
+        k = self.run_k
+        self.busy_time_s += t - self.t0
+        book = self.book
+        done_now: list[int] = []  # prefills completing with their only token, by position
+        n_done = 0
+        if k >= 1:
+            # a decode run of k iterations (nothing prefilling): every sequence got k tokens
+            self.gen_sum += n * k
+            self.ctx_sum += n * k
+            self.tick += k
+            self.push_gap(self.run_a if self.run_b <= 0 else self.run_a + self.run_b * (k - 1))
+        else:
+            dt = self.run_a
+            d = n - self.n_prefilling
+            if d:
+                self.tick += 1
+                self.push_gap(dt)
+            e = d
+            while e < n and slots[e][_CHUNK] > 0:
+                sl = slots[e]
+                c = sl[_CHUNK]
+                sl[_CHUNK] = 0
+                sl[_PDONE] += c
+                left = sl[_PLEFT] - c
+                sl[_PLEFT] = left
+                if left:
+                    break
+                e += 1
+            n_done = e - d
+            self.n_prefilling -= n_done
+            for s in range(d, e):
+                sl = slots[s]
+                g = sl[_GEN] + 1
+                sl[_GEN] = g
+                sl[_CTX] += 1
+                i = sl[_RID]
+                if g == 1:
+                    book.first_token_s[i] = t
+                else:  # a recomputation: the gap since the token before preemption
+                    gap_s = t - book.last_token[i]
+                    if gap_s > sl[_MGAP]:
+                        sl[_MGAP] = gap_s
+                if g >= sl[_OUT]:
+                    done_now.append(s)
+                else:
+                    self.enroll(sl)
+            self.gen_sum += e
+            self.ctx_sum += e
+        self._kv = -1
+        heap = self.fin_heap
+        finished = self.pop_finished() if heap and heap[0][0] <= self.tick else []
+        n_fin = len(finished) + len(done_now)
+        if n_fin or n_done:
+            self.slot_epoch += 1
+        if n_fin:
+            live = book.live
+            last_token = book.last_token
+            finish_s = book.finish_s
+            max_gap_s = book.max_gap_s
+            gone: list[tuple[list[Any], int, int, float]] = []
+            for sl in finished:
+                g, ctx, mg = self.unenroll(sl)
+                gone.append((sl, g, ctx, mg))
+            for s in done_now:
+                sl = slots[s]
+                gone.append((sl, sl[_GEN], sl[_CTX], sl[_MGAP]))
+            for sl, g, ctx, mg in gone:
+                i = sl[_RID]
+                finish_s[i] = t
+                max_gap_s[i] = mg
+                self.gen_sum -= g
+                self.ctx_sum -= ctx
+                self.out_sum -= sl[_OUT]
+                rec = live.pop(i)  # finished: its per-request state is freed
+                self.prompt_sum -= rec[1]
+                self.pb_counts[rec[5]] -= 1
+                self.db_counts[rec[4]] -= 1
+                if last_token:
+                    last_token.pop(i, None)
+                sl[_EV] = -2  # marks it for removal below
+            self.n_completed += n_fin
+            if n_fin == 1:
+                # (slots compare equal only to themselves: their rows differ)
+                del slots[slots.index(gone[0][0])]
+            else:
+                slots[:] = [sl for sl in slots if sl[_EV] != -2]
+        self.busy = False
+        self.paused = False
+        self.run_k = 0
+        return n_fin
+
     # -- observation -------------------------------------------------------------------
-    def numbers(self, t: float, has_predictor: bool) -> tuple[Any, ...]:
-        """State numbers at time t (the order of ``Engine._state_now``)."""
+    def kv_used(self, k: int) -> int:
+        """KV tokens in use once ``k`` iterations of the current decode run completed."""
+        if not k:
+            return self.kv_now()
+        if self.lazy:  # a decode run: every slot is a decoder
+            return self.dec_blocks_after(k)
+        return _blocks_after(self.slots, k, self.block)
+
+    def timeline_numbers(self, t: float) -> tuple[int, int, int, bool]:
+        """``(queued, running, KV used, busy)`` at t: :meth:`numbers`' 0th, 1st, 4th, 10th."""
+        n = len(self.slots)
+        nq = len(self.preempted) + self.n_waiting
+        if not n:
+            return nq, 0, 0, self.busy
+        k = self.k_done(t - self.t0) if self.busy and self.run_k > 1 else 0
+        return nq, n, self.kv_used(k), self.busy
+
+    def _pred_total(self, pred_run: list[float]) -> float:
+        """Predicted tokens left of the running sequences (``pred - gen - k`` each) + queued."""
+        # np.maximum(pred_run, 0.0) (NaN kept), summed as numpy does
+        left = [x if x > 0.0 or x != x else 0.0 for x in pred_run]
+        pred_left: float = pairwise_sum(left, 0, len(left))
+        return pred_left + self.q_pred_left
+
+    def numbers(self, t: float, has_predictor: bool, defer_pred: bool = False) -> tuple[Any, ...]:
+        """State numbers at time t (the order of ``Engine._state_values``).
+
+        ``defer_pred``: the predicted tokens left (index 8) may be ``None`` (not summed
+        yet); a later call without it at the same moment sums them from the cache.
+        """
         slots = self.slots
         n = len(slots)
         k = 0
         if self.busy and self.run_k > 1:
             k = self.k_done(t - self.t0)
+        if n:
+            # between two changes of this instance (``mut``) the numbers depend on t only
+            # through k and the final ``t + t_iter * r_min``
+            key = (self.mut, k, has_predictor)
+            cached = self._numbers
+            if cached is not None and cached[0] == key:
+                first9 = cached[1]
+                if first9[8] is None and not defer_pred:
+                    first9 = (*first9[:8], self._pred_total(cached[3]))
+                    self._numbers = (key, first9, cached[2], cached[3])
+                return (*first9, t + cached[2], self.busy)
         nq = len(self.preempted) + self.n_waiting
         if n:
             gsum = self.gen_sum + n * k
             ctx_sum = self.ctx_sum + n * k
-            kv_used = _blocks_after(slots, k, self.block) if k else self.kv_now()
+            lazy = self.lazy
+            kv_used = self.kv_used(k)
             pend = 0
             if self.n_prefilling:
-                for sl in slots:
+                for sl in slots if not lazy else slots[n - self.n_prefilling :]:
                     pend += sl[_PLEFT]
             oracle_left = self.out_sum - gsum
             if has_predictor:
-                pred_run = [sl[_PRED] - sl[_GEN] - k for sl in slots]
-                # np.maximum(pred_run, 0.0) (NaN kept), summed as numpy does
-                left = [x if x > 0.0 or x != x else 0.0 for x in pred_run]
-                pred_left = pairwise_sum(left, 0, n)
+                tick = self.tick
+                if not tick:
+                    pred_run = [sl[_PRED] - sl[_GEN] - k for sl in slots]
+                else:
+                    # lazy decoders (the prefix [0, d)) store gen - tick; the same
+                    # float operations on the actual gen: (pred - gen) - k
+                    d = n - self.n_prefilling
+                    pred_run = [sl[_PRED] - (sl[_GEN] + tick) - k for sl in slots[:d]]
+                    if d < n:
+                        pred_run += [sl[_PRED] - sl[_GEN] - k for sl in slots[d:]]
                 r_min = max(min(pred_run), 1.0)
+                pred_total = None if defer_pred else self._pred_total(pred_run)
             else:
-                pred_left = 0.0
+                pred_run = []
+                pred_total = 0.0 + self.q_pred_left
                 r_min = 1.0
             t_iter = self.c0 + self.c_d * n + self.c_kv * ctx_sum
-            earliest = t + t_iter * r_min
+            to_first = t_iter * r_min
+            first9 = (
+                nq,
+                n,
+                pend + self.q_target_sum,
+                gsum,
+                kv_used,
+                self.prompt_sum + gsum + self.q_gen_sum,
+                oracle_left + self.q_oracle_left,
+                self.n_completed,
+                pred_total,
+            )
+            self._numbers = (key, first9, to_first, pred_run)
+            return (*first9, t + to_first, self.busy)
         else:
             gsum = 0
             pred_left = 0.0

@@ -588,17 +588,19 @@ class ObservationEncoder:
         x[c.p_end : c.tail] = state.decode_bucket_counts.reshape(-1)
         estimate = None
         impact = self._scalar_tail(request, state, x) if c.scalar else None
+        eta: list[float] | None = None
         if impact is None:
             estimate = self._vector_tail(request, state, x)
-        elif want_estimate:
-            r_p, r_d, r_mix, best = impact
-            estimate = ImpactEstimate(
-                r_p=np.array(r_p, dtype=np.float64),
-                r_d=r_d,
-                r_mix=np.array(r_mix, dtype=np.float64),
-                best_instance=best,
-            )
-        self._gap_blocks(request, state, x)
+        else:
+            r_p, r_d, r_mix, best, eta = impact
+            if want_estimate:
+                estimate = ImpactEstimate(
+                    r_p=np.array(r_p, dtype=np.float64),
+                    r_d=r_d,
+                    r_mix=np.array(r_mix, dtype=np.float64),
+                    best_instance=best,
+                )
+        self._gap_blocks(request, state, x, eta)
         # every log-scaled entry at once, min(log1p(max(x, 0)) / log1p(cap), 1), computed
         # in float64 and rounded to float32 on output; the other entries copied over
         scaled = np.log1p(np.maximum(x, 0.0))
@@ -609,14 +611,26 @@ class ObservationEncoder:
         return obs, estimate
 
     def _gap_blocks(
-        self, request: RequestView, state: ClusterState, x: npt.NDArray[np.float64]
+        self,
+        request: RequestView,
+        state: ClusterState,
+        x: npt.NDArray[np.float64],
+        eta: list[float] | None,
     ) -> None:
-        """``minmin_gap`` and ``total_latency_gap`` (before log scaling), after the tails."""
+        """``minmin_gap`` and ``total_latency_gap`` (before log scaling), after the tails.
+
+        ``eta``: the scalar tail's min-min ``estimate - now`` (the very floats
+        ``min-total-latency`` starts from, so it does not compute them again); None after
+        the vector tail.
+        """
         c = self._c
         m = c.m
-        eta = x[c.eta_at : c.eta_at + m].tolist()
+        if eta is None:
+            eta = x[c.eta_at : c.eta_at + m].tolist()
+            scores = self._mtl._scores(request, state)
+        else:
+            scores = self._mtl._scores(request, state, eta)
         best = min(eta)
-        scores = self._mtl._scores(request, state)
         low = min(scores)
         x[c.gaps : c.gaps + 2 * m] = [e - best for e in eta] + [v - low for v in scores]
 
@@ -648,15 +662,16 @@ class ObservationEncoder:
 
     def _scalar_tail(
         self, request: RequestView, state: ClusterState, x: npt.NDArray[np.float64]
-    ) -> tuple[list[float], npt.NDArray[np.float64], list[float], int] | None:
+    ) -> tuple[list[float], npt.NDArray[np.float64], list[float], int, list[float]] | None:
         """The per-instance blocks (before log scaling) with per-instance Python floats.
 
         The same floating-point operations, in the same order, as :meth:`_vector_tail`
         (min-min's :func:`estimate_completion_s`, :func:`instance_impact`,
         ``ClusterLatency.iteration_s``); only ``tanh`` goes through numpy (numpy's
         result, not ``math.tanh``'s). Returns the impact terms ``(r_p, r_d, r_mix,
-        best instance)``, or ``None`` (nothing written) when the impact estimator would
-        refuse the inputs: :meth:`_vector_tail` then raises its error.
+        best instance)`` and min-min's ``estimate - now`` per instance, or ``None``
+        (nothing written) when the impact estimator would refuse the inputs:
+        :meth:`_vector_tail` then raises its error.
         """
         c = self._c
         m = c.m
@@ -756,7 +771,7 @@ class ObservationEncoder:
             + eta
             + [1.0 - v for v in r_mix]
         )
-        return r_p, r_d, r_mix, best
+        return r_p, r_d, r_mix, best, eta
 
 
 def _check_shape(layout: ObservationLayout, state: ClusterState) -> None:

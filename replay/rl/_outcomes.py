@@ -244,6 +244,11 @@ class OutcomeTracker:
         self._in_flight: _I64 = np.empty(0, np.int64)
         self._waiting: _I64 = np.empty(0, np.int64)  # in flight, never admitted
         self._position = np.zeros(n, dtype=np.int64)  # row -> index in _in_flight
+        self._positions_epoch = 0  # counts the rebuilds of _in_flight that removed rows
+        self._live_terms: tuple[_F64, _F64] = (np.empty(0), np.empty(0))
+        self._running_at: tuple[object, _I64] = (None, np.empty(0, np.int64))
+        self._seen_admitted = -1  # engine.n_admitted / n_finished at the last scan
+        self._seen_finished = -1
         self._next_arrival = 0
 
     def predicted_output_tokens(self, request: RequestView) -> float:
@@ -322,14 +327,27 @@ class OutcomeTracker:
             hi += 1
         cand = self._in_flight
         waiting = self._waiting
+        position = self._position
+        # each in-flight row's max(d, 1) and 1 / T, aligned with cand (then live)
+        d_floor, inv_ideal = self._live_terms
         if hi > lo:
             new = np.arange(lo, hi, dtype=np.int64)
-            cand = np.concatenate([cand, new]) if cand.size else new
+            position[lo:hi] = np.arange(cand.size, cand.size + (hi - lo))
+            if cand.size:
+                cand = np.concatenate([cand, new])
+                d_floor = np.concatenate([d_floor, self._d_floor[lo:hi]])
+                inv_ideal = np.concatenate([inv_ideal, self._inv_ideal[lo:hi]])
+            else:
+                cand = new
+                d_floor = self._d_floor[lo:hi]
+                inv_ideal = self._inv_ideal[lo:hi]
             waiting = np.concatenate([waiting, new]) if waiting.size else new
             self._next_arrival = hi
-        # first admissions: admitted_s is set once, at a request's first admission
+        # first admissions: admitted_s is set once, at a request's first admission (the
+        # engine counts them: no new one, nothing to look for)
         n_admitted = 0
-        if waiting.size:
+        if waiting.size and eng.n_admitted != self._seen_admitted:
+            self._seen_admitted = eng.n_admitted
             admitted = eng.admitted_s[waiting]
             newly = admitted == admitted  # not NaN
             n_admitted = int(np.count_nonzero(newly))
@@ -339,18 +357,22 @@ class OutcomeTracker:
         response: tuple[float, ...] = ()
         n_completed = 0
         live = cand
-        if cand.size:
+        if cand.size and eng.n_finished != self._seen_finished:
+            self._seen_finished = eng.n_finished
             finish = eng.finish_s[cand]
             fin = finish == finish  # not NaN
             n_completed = int(np.count_nonzero(fin))
             if n_completed:
                 done = cand[fin]
                 response = tuple((finish[fin] - arrival[done]).tolist())
-                live = cand[~fin]
-        position = self._position
-        if live is not self._in_flight:
-            position[live] = np.arange(live.size)
-            self._in_flight = live
+                stay = ~fin
+                live = cand[stay]
+                d_floor = d_floor[stay]
+                inv_ideal = inv_ideal[stay]
+                position[live] = np.arange(live.size)  # rows left: positions moved
+                self._positions_epoch += 1
+        self._in_flight = live
+        self._live_terms = (d_floor, inv_ideal)
         deficit = 0.0
         if live.size:
             # live holds every running request (arrived, not finished): running ones
@@ -359,12 +381,17 @@ class OutcomeTracker:
             tokens = eng.saved_gen[live]
             r_idx, r_gen = running_generated_tokens(eng)
             if r_idx.size:
-                tokens[position[r_idx]] = r_gen
+                # where the running rows sit in live: the same until the running rows
+                # change or rows leave live (arrivals append and move nobody)
+                key = (eng.running_key, self._positions_epoch)
+                if key != self._running_at[0]:
+                    self._running_at = (key, position[r_idx])
+                tokens[self._running_at[1]] = r_gen
             # max(1 - gen / max(d, 1), floor) / T, summed in row order
-            gen = np.divide(tokens, self._d_floor[live], dtype=np.float64)
+            gen = np.divide(tokens, d_floor, dtype=np.float64)
             np.subtract(1.0, gen, out=gen)
             np.maximum(gen, self._floor, out=gen)
-            np.multiply(self._inv_ideal[live], gen, out=gen)
+            np.multiply(inv_ideal, gen, out=gen)
             deficit = float(gen.sum())
         return n_completed, n_admitted, response, deficit
 

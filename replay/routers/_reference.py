@@ -154,15 +154,23 @@ class MinTotalLatencyRouter(RouterBase):
         """
         return np.array(self._scores(request, state), dtype=np.float64)
 
-    def _scores(self, request: RequestView, state: ClusterState) -> list[float]:
+    def _scores(
+        self, request: RequestView, state: ClusterState, eta_s: list[float] | None = None
+    ) -> list[float]:
+        """The scores; ``eta_s``: min-min's ``estimate - now`` per instance if known already.
+
+        (The observation encoder computes those with the same floating-point operations,
+        bit for bit, and passes them in.)
+        """
         self._m(state)
         pred = request.predicted_output_tokens
         out = self.default_output_tokens if pred is None else float(pred)
         rows = self._rows
-        est = completion_s_list(rows, state, request.prompt_tokens, out)
         now = state.now_s
+        if eta_s is None:
+            eta_s = [e - now for e in completion_s_list(rows, state, request.prompt_tokens, out)]
         if self.weight == 0.0:
-            return [e - now for e in est]
+            return eta_s
         left = decode_tokens_left_list(state, request, self.default_output_tokens)
         # imposed_delay_s, term by term in its order of operations
         p = float(request.prompt_tokens)
@@ -171,8 +179,8 @@ class MinTotalLatencyRouter(RouterBase):
         mean_context = p + d / 2.0
         weight = self.weight
         scores: list[float] = []
-        for row, e, n_run, n_q, left_i in zip(
-            rows, est, state.n_running.tolist(), state.n_queued.tolist(), left, strict=True
+        for row, eta, n_run, n_q, left_i in zip(
+            rows, eta_s, state.n_running.tolist(), state.n_queued.tolist(), left, strict=True
         ):
             n_others = float(n_run + n_q)
             prefill = row.prefill_batch_s + row.prefill_s_per_token * p
@@ -180,7 +188,7 @@ class MinTotalLatencyRouter(RouterBase):
             step = row.decode_s_per_seq + row.decode_s_per_context_token * mean_context
             left_pos = left_i if left_i > 0.0 or left_i != left_i else 0.0  # np.maximum(., 0.0)
             overlap = np_minimum(n_others * d_minus_1, left_pos)
-            scores.append((e - now) + weight * (n_others * prefill + step * overlap))
+            scores.append(eta + weight * (n_others * prefill + step * overlap))
         return scores
 
     def route(self, request: RequestView, state: ClusterState) -> int:

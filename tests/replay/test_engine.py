@@ -604,17 +604,45 @@ def test_a_kept_state_shows_its_decision_moment_after_the_engine_moved_on() -> N
             assert np.array_equal(getattr(lazy, name), getattr(eager, name)), name
 
 
+def test_predicted_tokens_left_of_a_kept_state_are_its_decision_moments() -> None:
+    # with a predictor a lazy state sums the predicted tokens left only when they are
+    # read, or before the engine changes if the state is still held
+    from routeplay.replay import make_uniform_cluster
+
+    eng = Engine(_lazy_trace(), make_uniform_cluster(2), predictor=_PromptPredictor())
+    kept = []
+    while (decision := eng.next_decision()) is not None:
+        state = decision[1]
+        eager = eng.state()
+        if len(kept) % 3 == 0:
+            assert np.array_equal(state.n_running, eager.n_running)  # the rest computed
+        elif len(kept) % 3 == 1:  # read before the engine moves on
+            assert (
+                state.predicted_decode_tokens_left.tobytes()
+                == eager.predicted_decode_tokens_left.tobytes()
+            )
+        kept.append((state, eager))
+        decision = state = None
+        eng.apply(len(kept) % 2)
+    assert len(kept) == 60
+    assert any(float(e.predicted_decode_tokens_left.sum()) > 0 for _, e in kept)
+    for lazy, eager in kept:  # read only now, long after each decision
+        for name in ("predicted_decode_tokens_left", "earliest_completion_s", "n_running"):
+            assert getattr(lazy, name).tobytes() == getattr(eager, name).tobytes(), name
+            assert not getattr(lazy, name).flags.writeable
+
+
 def test_a_state_nobody_reads_is_never_computed(monkeypatch: pytest.MonkeyPatch) -> None:
     from routeplay.replay import make_router, make_uniform_cluster, run_replay
 
     calls = []
-    real = Engine._state_now
+    real = Engine._state_values  # every state's numbers are computed here
 
-    def counting(self: Engine, t: float) -> object:
+    def counting(self: Engine, t: float, defer_pred: bool = False) -> object:
         calls.append(t)
-        return real(self, t)
+        return real(self, t, defer_pred)
 
-    monkeypatch.setattr(Engine, "_state_now", counting)
+    monkeypatch.setattr(Engine, "_state_values", counting)
     config = ReplayConfig(timeline_sample_interval_s=None)
     run_replay(_lazy_trace(), make_uniform_cluster(2), make_router("round-robin"), config=config)
     assert calls == []  # round robin never looks at the state
@@ -637,3 +665,56 @@ def test_copies_and_pickles_of_a_pending_state_carry_its_values() -> None:
         assert other.n_instances == 2
         assert np.array_equal(other.tokens_in_system, eager.tokens_in_system)
         assert other.now_s == eager.now_s
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_lazy_decoders_keep_the_numbers_an_eager_update_would(chunked: bool) -> None:
+    # vllm-v1 decoders store token counts minus the instance tick (replay/engine/
+    # _instance.py, the comment at _EV/_FT): at every decision, with preemptions and
+    # partial prefills, the actual counts rebuilt from them must match every aggregate
+    # the instance keeps, and the residue counts the direct KV sums
+    from routeplay.replay.engine._instance import _CTX, _FT, _GEN, _OUT, _PLEFT, _blocks_after
+
+    rng = np.random.default_rng(3)
+    n = 400
+    trace = pl.DataFrame(
+        {
+            "request_id": np.arange(n),
+            "arrival_s": np.sort(rng.random(n) * 4.0),
+            "prompt_tokens": rng.integers(1, 700, n),
+            "output_tokens": rng.integers(1, 1200, n),
+        }
+    )
+    lat = LinearLatencyModel.from_throughput(20_000.0)
+    inst = InstanceConfig(
+        name="small-kv",
+        latency=lat,
+        kv_capacity_tokens=5_000,
+        max_batched_tokens=768,
+        chunked_prefill=chunked,
+    )
+    eng = Engine(trace, ClusterConfig(instances=(inst, inst)))
+    preempted = 0
+    k = 0
+    while eng.next_decision() is not None:
+        for ins in eng.inst:
+            assert ins.lazy
+            slots = ins.slots
+            d = len(slots) - ins.n_prefilling
+            gens = [sl[_GEN] + ins.tick for sl in slots[:d]] + [sl[_GEN] for sl in slots[d:]]
+            ctxs = [sl[_CTX] + ins.tick for sl in slots[:d]] + [sl[_CTX] for sl in slots[d:]]
+            assert ins.gen_sum == sum(gens) and ins.ctx_sum == sum(ctxs)
+            assert all(sl[_PLEFT] == 0 for sl in slots[:d])
+            assert all(sl[_PLEFT] > 0 for sl in slots[d:])
+            assert all(sl[_FT] == sl[_OUT] - sl[_GEN] for sl in slots[:d])
+            assert all(g < sl[_OUT] for g, sl in zip(gens, slots, strict=True))
+            if ins.busy and ins.run_k > 1:
+                continue  # in the middle of a decode run the stored numbers lag by design
+            decoders = [[0, c] for c in ctxs[:d]]
+            for j in range(4):
+                assert ins.dec_blocks_after(j) == _blocks_after(decoders, j, ins.block)
+            assert ins.kv_now() == _blocks_after([[0, c] for c in ctxs], 0, ins.block)
+        preempted = int(eng.n_preempt.sum())
+        eng.apply(k % 2)
+        k += 1
+    assert preempted > 0  # the scenario does exercise preemption

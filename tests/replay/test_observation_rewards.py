@@ -450,6 +450,13 @@ def test_scalar_encoder_is_the_vectorised_one_bit_for_bit(monkeypatch, m: int) -
             assert (
                 obs[layout.block_slice("minmin_eta")].tobytes() == eta.astype(np.float32).tobytes()
             )
+            # min-total-latency's scores from the scalar tail's min-min estimates (what the
+            # encoder passes it) are its own, in float64
+            tail = fast._scalar_tail(request, state, np.empty(layout.size))
+            if tail is not None:
+                own = fast._mtl._scores(request, state)
+                given = fast._mtl._scores(request, state, tail[4])
+                assert np.array(given).tobytes() == np.array(own).tobytes()
 
 
 def test_scalar_encoder_refuses_bad_impact_inputs_like_the_estimator() -> None:
