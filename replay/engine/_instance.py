@@ -186,6 +186,27 @@ class RequestBook:
         return new
 
 
+def _apply_chunks(slots: list[list[Any]], d: int, n: int) -> int:
+    """Book the prefill chunks of ``slots[d:n]`` that ran; return the end of the finished run.
+
+    The prefilling slots follow the ``d`` decoders in order; each with a chunk in this
+    iteration gets it counted (``_PDONE`` up, ``_PLEFT`` down). Slots whose prompt is now
+    complete form ``slots[d:e]``; the first that still has prompt left stops the run.
+    """
+    e = d
+    while e < n and slots[e][_CHUNK] > 0:
+        sl = slots[e]
+        c = sl[_CHUNK]
+        sl[_CHUNK] = 0
+        sl[_PDONE] += c
+        left = sl[_PLEFT] - c
+        sl[_PLEFT] = left
+        if left:
+            break
+        e += 1
+    return e
+
+
 class Instance:
     """One instance: its running sequences, local queue, KV use and batch formation.
 
@@ -1241,17 +1262,7 @@ class Instance:
                         sl[_MGAP] = gap
                     if v0:
                         sl[_STALL] = 0.0
-            e = d
-            while e < n and slots[e][_CHUNK] > 0:
-                sl = slots[e]
-                c = sl[_CHUNK]
-                sl[_CHUNK] = 0
-                sl[_PDONE] += c
-                left = sl[_PLEFT] - c
-                sl[_PLEFT] = left
-                if left:
-                    break
-                e += 1
+            e = _apply_chunks(slots, d, n)
             n_done = e - d
             self.n_prefilling -= n_done
             for sl in slots[d:e]:
@@ -1331,17 +1342,7 @@ class Instance:
             if d:
                 self.tick += 1
                 self.push_gap(dt)
-            e = d
-            while e < n and slots[e][_CHUNK] > 0:
-                sl = slots[e]
-                c = sl[_CHUNK]
-                sl[_CHUNK] = 0
-                sl[_PDONE] += c
-                left = sl[_PLEFT] - c
-                sl[_PLEFT] = left
-                if left:
-                    break
-                e += 1
+            e = _apply_chunks(slots, d, n)
             n_done = e - d
             self.n_prefilling -= n_done
             for s in range(d, e):
