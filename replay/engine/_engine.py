@@ -1268,6 +1268,27 @@ class Engine:
             ([0], [401])
         """
         rows, base, segment = self._running_base()
+        return rows.copy(), base + np.array(self.running_adds(), np.int64)[segment]
+
+    def running_token_parts(self) -> tuple[_I64, _I64, _I64]:
+        """:meth:`running_tokens` in parts: ``(rows, stored tokens, segment ids)``.
+
+        The generated tokens of running row ``rows[j]`` now are ``stored[j] +
+        running_adds()[segment[j]]``. The three arrays change only when
+        :attr:`running_key` does (they are the same objects until then, and read-only
+        by convention: never mutate them), so a caller that keeps per-row data aligned
+        with them rebuilds it only then and adds :meth:`running_adds` at every step.
+        """
+        return self._running_base()
+
+    def running_adds(self) -> list[int]:
+        """Per segment of :meth:`running_token_parts`, the tokens to add to the stored ones.
+
+        Segment ``2 k`` (instance ``k``'s decoders) gets the instance's tick plus the
+        iterations of a decode run in progress completed by ``now_s``; segment ``2 k + 1``
+        (its sequences still prefilling: no decode run then) gets that run's iterations,
+        i.e. 0.
+        """
         # per instance: lazy decoders (the prefix of its slots) store gen - tick; a decode
         # run in progress (nothing prefilling then) adds the iterations completed by now
         now = self.now_s
@@ -1276,7 +1297,7 @@ class Engine:
             k = inst.k_done(now - inst.t0) if inst.busy and inst.run_k > 1 else 0
             add.append(inst.tick + k)
             add.append(k)
-        return rows.copy(), base + np.array(add, np.int64)[segment]
+        return add
 
     @property
     def running_key(self) -> tuple[int, ...]:
