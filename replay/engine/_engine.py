@@ -215,6 +215,7 @@ import math
 import weakref
 from collections import deque
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -284,6 +285,9 @@ ScheduleFn = Callable[[tuple[RequestView, ...], ClusterState], tuple[int, int]]
 
 #: ClusterState's fields in order (Engine._state_values returns them so)
 _STATE_FIELDS = tuple(f.name for f in dataclasses.fields(ClusterState))
+#: where ``predicted_decode_tokens_left`` sits among them, and the others
+_PRED_AT = _STATE_FIELDS.index("predicted_decode_tokens_left")
+_FIELDS_BUT_PRED = _STATE_FIELDS[:_PRED_AT] + _STATE_FIELDS[_PRED_AT + 1 :]
 
 
 #: a field of a lazy state computed only when read (Engine._state_values)
@@ -347,9 +351,12 @@ class _LazyClusterState(ClusterState):
         at = object.__getattribute__(self, "_at_s")
         if not _is_set(self, "now_s"):
             values = engine._state_values(at, defer_pred=True)
-            for name, value in zip(_STATE_FIELDS, values, strict=True):
-                if value is not _LATER:
-                    object.__setattr__(self, name, value)
+            # every field at once (map: no Python loop), the deferred one left unset
+            if values[_PRED_AT] is _LATER:
+                names, values = _FIELDS_BUT_PRED, values[:_PRED_AT] + values[_PRED_AT + 1 :]
+            else:
+                names = _STATE_FIELDS
+            deque(map(object.__setattr__, repeat(self), names, values), maxlen=0)
         if not _is_set(self, "predicted_decode_tokens_left"):
             if not everything:
                 return
