@@ -215,6 +215,7 @@ import math
 import weakref
 from collections import deque
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -284,6 +285,9 @@ ScheduleFn = Callable[[tuple[RequestView, ...], ClusterState], tuple[int, int]]
 
 #: ClusterState's fields in order (Engine._state_values returns them so)
 _STATE_FIELDS = tuple(f.name for f in dataclasses.fields(ClusterState))
+#: where ``predicted_decode_tokens_left`` sits among them, and the others
+_PRED_AT = _STATE_FIELDS.index("predicted_decode_tokens_left")
+_FIELDS_BUT_PRED = _STATE_FIELDS[:_PRED_AT] + _STATE_FIELDS[_PRED_AT + 1 :]
 
 
 #: a field of a lazy state computed only when read (Engine._state_values)
@@ -347,9 +351,12 @@ class _LazyClusterState(ClusterState):
         at = object.__getattribute__(self, "_at_s")
         if not _is_set(self, "now_s"):
             values = engine._state_values(at, defer_pred=True)
-            for name, value in zip(_STATE_FIELDS, values, strict=True):
-                if value is not _LATER:
-                    object.__setattr__(self, name, value)
+            # every field at once (map: no Python loop), the deferred one left unset
+            if values[_PRED_AT] is _LATER:
+                names, values = _FIELDS_BUT_PRED, values[:_PRED_AT] + values[_PRED_AT + 1 :]
+            else:
+                names = _STATE_FIELDS
+            deque(map(object.__setattr__, repeat(self), names, values), maxlen=0)
         if not _is_set(self, "predicted_decode_tokens_left"):
             if not everything:
                 return
@@ -1268,6 +1275,27 @@ class Engine:
             ([0], [401])
         """
         rows, base, segment = self._running_base()
+        return rows.copy(), base + np.array(self.running_adds(), np.int64)[segment]
+
+    def running_token_parts(self) -> tuple[_I64, _I64, _I64]:
+        """:meth:`running_tokens` in parts: ``(rows, stored tokens, segment ids)``.
+
+        The generated tokens of running row ``rows[j]`` now are ``stored[j] +
+        running_adds()[segment[j]]``. The three arrays change only when
+        :attr:`running_key` does (they are the same objects until then, and read-only
+        by convention: never mutate them), so a caller that keeps per-row data aligned
+        with them rebuilds it only then and adds :meth:`running_adds` at every step.
+        """
+        return self._running_base()
+
+    def running_adds(self) -> list[int]:
+        """Per segment of :meth:`running_token_parts`, the tokens to add to the stored ones.
+
+        Segment ``2 k`` (instance ``k``'s decoders) gets the instance's tick plus the
+        iterations of a decode run in progress completed by ``now_s``; segment ``2 k + 1``
+        (its sequences still prefilling: no decode run then) gets that run's iterations,
+        i.e. 0.
+        """
         # per instance: lazy decoders (the prefix of its slots) store gen - tick; a decode
         # run in progress (nothing prefilling then) adds the iterations completed by now
         now = self.now_s
@@ -1276,7 +1304,7 @@ class Engine:
             k = inst.k_done(now - inst.t0) if inst.busy and inst.run_k > 1 else 0
             add.append(inst.tick + k)
             add.append(k)
-        return rows.copy(), base + np.array(add, np.int64)[segment]
+        return add
 
     @property
     def running_key(self) -> tuple[int, ...]:

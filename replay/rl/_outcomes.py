@@ -231,6 +231,7 @@ class OutcomeTracker:
                 "a positive per-iteration or per-token cost."
             )
         self._inv_ideal = 1.0 / ideal if n else ideal
+        self._all_rows = np.arange(n, dtype=np.int64)
         # every request produces >= 1 token: the share's denominator is max(d_j, 1)
         self._d_floor = np.maximum(d_hat, 1.0)
         self._floor = self.config.min_remaining_fraction
@@ -241,12 +242,28 @@ class OutcomeTracker:
             _linear_coefficients(inst.latency) for inst in engine.cluster.instances
         ]
         self._decision_s = 0.0
-        self._in_flight: _I64 = np.empty(0, np.int64)
-        self._waiting: _I64 = np.empty(0, np.int64)  # in flight, never admitted
-        self._position = np.zeros(n, dtype=np.int64)  # row -> index in _in_flight
-        self._positions_epoch = 0  # counts the rebuilds of _in_flight that removed rows
-        self._live_terms: tuple[_F64, _F64] = (np.empty(0), np.empty(0))
-        self._running_at: tuple[object, _I64] = (None, np.empty(0, np.int64))
+        # The rows in flight (arrived, not finished) in arrival order, and per row its
+        # max(d, 1), 1 / T, stored generated tokens and token segment, live in the first
+        # _size entries of preallocated buffers (a row is appended at its arrival and the
+        # buffers compacted when rows finish): no array is rebuilt per step. The order is
+        # the one the deficit is summed in, so the sum is the same (pairwise) sum of the
+        # same floats as over a freshly built array.
+        self._size = 0
+        self._rows = np.empty(n, np.int64)
+        self._d_live = np.empty(n, np.float64)
+        self._inv_live = np.empty(n, np.float64)
+        # generated tokens of row _rows[j] now = _stored[j] + adds[_seg[j]], adds being
+        # Engine.running_adds() and a last 0 for the rows not running (their saved
+        # tokens); valid while (engine.running_key, _positions_epoch) equals _tok_key
+        self._stored = np.empty(n, np.int64)
+        self._seg = np.empty(n, np.intp)
+        self._no_add = 2 * engine.m  # the segment of the rows not running
+        self._tok_key: object = None
+        self._work = np.empty(n, np.float64)  # the per-row terms of the deficit
+        self._waiting = np.empty(n, np.int64)  # in flight, never admitted (first _n_waiting)
+        self._n_waiting = 0
+        self._position = np.zeros(n, dtype=np.int64)  # row -> index in the live rows
+        self._positions_epoch = 0  # counts the compactions of the live rows
         self._seen_admitted = -1  # engine.n_admitted / n_finished at the last scan
         self._seen_finished = -1
         self._next_arrival = 0
@@ -325,40 +342,51 @@ class OutcomeTracker:
         n = arrival.shape[0]
         while hi < n and arrival.item(hi) <= now:
             hi += 1
-        cand = self._in_flight
-        waiting = self._waiting
+        size = self._size
         position = self._position
-        # each in-flight row's max(d, 1) and 1 / T, aligned with cand (then live)
-        d_floor, inv_ideal = self._live_terms
         if hi > lo:
-            new = np.arange(lo, hi, dtype=np.int64)
-            position[lo:hi] = np.arange(cand.size, cand.size + (hi - lo))
-            if cand.size:
-                cand = np.concatenate([cand, new])
-                d_floor = np.concatenate([d_floor, self._d_floor[lo:hi]])
-                inv_ideal = np.concatenate([inv_ideal, self._inv_ideal[lo:hi]])
+            # append the arrivals to the live rows (and to the rows never admitted); a
+            # new row is not running unless running_key changed since the last rebuild
+            # of the stored tokens, which then happens below
+            w = self._n_waiting
+            if hi == lo + 1:  # the common case: one arrival, element by element
+                self._rows[size] = lo
+                position[lo] = size
+                self._d_live[size] = self._d_floor.item(lo)
+                self._inv_live[size] = self._inv_ideal.item(lo)
+                self._stored[size] = eng.saved_gen.item(lo)
+                self._seg[size] = self._no_add
+                self._waiting[w] = lo
             else:
-                cand = new
-                d_floor = self._d_floor[lo:hi]
-                inv_ideal = self._inv_ideal[lo:hi]
-            waiting = np.concatenate([waiting, new]) if waiting.size else new
+                end = size + (hi - lo)
+                self._rows[size:end] = self._all_rows[lo:hi]
+                position[lo:hi] = self._all_rows[size:end]
+                self._d_live[size:end] = self._d_floor[lo:hi]
+                self._inv_live[size:end] = self._inv_ideal[lo:hi]
+                self._stored[size:end] = eng.saved_gen[lo:hi]
+                self._seg[size:end] = self._no_add
+                self._waiting[w : w + (hi - lo)] = self._all_rows[lo:hi]
+            self._n_waiting = w + (hi - lo)
+            size = self._size = size + (hi - lo)
             self._next_arrival = hi
         # first admissions: admitted_s is set once, at a request's first admission (the
         # engine counts them: no new one, nothing to look for)
         n_admitted = 0
-        if waiting.size and eng.n_admitted != self._seen_admitted:
+        if self._n_waiting and eng.n_admitted != self._seen_admitted:
             self._seen_admitted = eng.n_admitted
+            waiting = self._waiting[: self._n_waiting]
             admitted = eng.admitted_s[waiting]
             newly = admitted == admitted  # not NaN
             n_admitted = int(np.count_nonzero(newly))
             if n_admitted:
-                waiting = waiting[~newly]
-        self._waiting = waiting
+                keep = waiting[~newly]
+                self._n_waiting = keep.shape[0]
+                waiting[: keep.shape[0]] = keep
         response: tuple[float, ...] = ()
         n_completed = 0
-        live = cand
-        if cand.size and eng.n_finished != self._seen_finished:
+        if size and eng.n_finished != self._seen_finished:
             self._seen_finished = eng.n_finished
+            cand = self._rows[:size]
             finish = eng.finish_s[cand]
             fin = finish == finish  # not NaN
             n_completed = int(np.count_nonzero(fin))
@@ -367,31 +395,44 @@ class OutcomeTracker:
                 response = tuple((finish[fin] - arrival[done]).tolist())
                 stay = ~fin
                 live = cand[stay]
-                d_floor = d_floor[stay]
-                inv_ideal = inv_ideal[stay]
-                position[live] = np.arange(live.size)  # rows left: positions moved
+                new_size = live.shape[0]
+                d_live = self._d_live[:size][stay]
+                inv_live = self._inv_live[:size][stay]
+                self._rows[:new_size] = live
+                self._d_live[:new_size] = d_live
+                self._inv_live[:new_size] = inv_live
+                position[live] = self._all_rows[:new_size]  # rows left: positions moved
                 self._positions_epoch += 1
-        self._in_flight = live
-        self._live_terms = (d_floor, inv_ideal)
+                size = self._size = new_size
         deficit = 0.0
-        if live.size:
+        if size:
             # live holds every running request (arrived, not finished): running ones
             # take their tokens now, the others (at the router, queued, preempted) the
             # tokens they saved
-            tokens = eng.saved_gen[live]
-            r_idx, r_gen = running_generated_tokens(eng)
-            if r_idx.size:
-                # where the running rows sit in live: the same until the running rows
-                # change or rows leave live (arrivals append and move nobody)
-                key = (eng.running_key, self._positions_epoch)
-                if key != self._running_at[0]:
-                    self._running_at = (key, position[r_idx])
-                tokens[self._running_at[1]] = r_gen
-            # max(1 - gen / max(d, 1), floor) / T, summed in row order
-            gen = np.divide(tokens, d_floor, dtype=np.float64)
+            stored = self._stored[:size]
+            seg = self._seg[:size]
+            key = (eng.running_key, self._positions_epoch)
+            if key != self._tok_key:
+                # the running rows, their order or the saved tokens (written only when a
+                # running row is preempted) may have changed: rebuild the stored tokens
+                self._tok_key = key
+                r_idx, r_stored, r_seg = eng.running_token_parts()
+                stored[:] = eng.saved_gen[self._rows[:size]]
+                seg.fill(self._no_add)
+                if r_idx.size:
+                    at = position[r_idx]
+                    stored[at] = r_stored
+                    seg[at] = r_seg
+            adds = eng.running_adds()
+            adds.append(0)
+            tokens = stored + np.array(adds, np.int64)[seg]
+            # max(1 - gen / max(d, 1), floor) / T, summed in row order (a contiguous
+            # array of the live rows, as before: numpy's pairwise sum, the same floats)
+            gen = self._work[:size]
+            np.divide(tokens, self._d_live[:size], out=gen)
             np.subtract(1.0, gen, out=gen)
             np.maximum(gen, self._floor, out=gen)
-            np.multiply(inv_ideal, gen, out=gen)
+            np.multiply(self._inv_live[:size], gen, out=gen)
             deficit = float(gen.sum())
         return n_completed, n_admitted, response, deficit
 
