@@ -54,6 +54,8 @@ import numpy.typing as npt
 import polars as pl
 
 from ._vidur import (
+    DEFAULT_GPU,
+    DEFAULT_MODEL,
     _attention_table,
     _mlp_at,
     _token_parallel_ms,
@@ -86,8 +88,8 @@ TOKEN_ROUNDING = 8
 _BUILTIN: dict[str, tuple[str, str, str]] = {
     "vidur-forest/llama2-7b-a100": (
         "clock-vidur-forest-llama2-7b-a100.npz",
-        "a100",
-        "meta-llama/Llama-2-7b-hf",
+        DEFAULT_GPU,
+        DEFAULT_MODEL,
     ),
 }
 _F64 = npt.NDArray[np.float64]
@@ -214,8 +216,8 @@ class IterationClock:
 def fit_vidur_clock(
     profiling_dir: str | Path,
     *,
-    gpu: str = "a100",
-    model: str = "meta-llama/Llama-2-7b-hf",
+    gpu: str = DEFAULT_GPU,
+    model: str = DEFAULT_MODEL,
     n_layers: int = 32,
     attention_gpu: str | None = None,
     seed: int = 0,

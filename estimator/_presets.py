@@ -38,6 +38,7 @@ from ._calibration import LATENCY_TERMS, fit_latency_model, score_latency_model
 from ._latency import LinearLatencyModel
 from ._vidur import (
     DECODE_BATCHING_OVERHEAD_FRACTION,
+    DEFAULT_MODEL,
     attention_scale_factors,
     decode_batching_overhead,
     read_vidur_profiling,
@@ -58,7 +59,7 @@ __all__ = [
 PRESETS_COMMAND = "routeplay estimator fit-presets --profiling-dir ../shared/data/vidur_profiling"
 _FORMAT = "routeplay-latency-presets/1"
 _VIDUR_SNAPSHOT = "microsoft/vidur@7d47513363ec447a741ac5e47241580b47724fbf (data/profiling/)"
-_MODEL = "meta-llama/Llama-2-7b-hf"
+_MODEL = DEFAULT_MODEL
 _FIT_OPTIONS: dict[str, Any] = {
     "method": "wls",
     "weights": "1/iteration_s^2 (relative errors)",

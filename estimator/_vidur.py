@@ -82,6 +82,10 @@ TOKEN_PARALLEL_OPS: tuple[str, ...] = (
     "add",
 )
 
+#: The profiled GPU and model folder read by default (the built-in presets and clock).
+DEFAULT_GPU = "a100"
+DEFAULT_MODEL = "meta-llama/Llama-2-7b-hf"
+
 #: Vidur's default extra cost of batching several decode sequences in one attention call
 #: (applied by Vidur to grouped-query models only; see :func:`decode_batching_overhead`).
 DECODE_BATCHING_OVERHEAD_FRACTION = 0.1
@@ -186,8 +190,8 @@ def _mlp_path(gpu: str, model: str) -> str:
 def vidur_sources(
     profiling_dir: str | Path,
     *,
-    gpu: str = "a100",
-    model: str = "meta-llama/Llama-2-7b-hf",
+    gpu: str = DEFAULT_GPU,
+    model: str = DEFAULT_MODEL,
     tp: int = 1,
     attention_gpu: str | None = None,
 ) -> VidurSources:
@@ -282,7 +286,7 @@ def attention_scale_factors(
     *,
     gpu: str,
     attention_gpu: str,
-    model: str = "meta-llama/Llama-2-7b-hf",
+    model: str = DEFAULT_MODEL,
     tp: int = 1,
 ) -> tuple[float, float]:
     """Factors that carry attention times measured on ``attention_gpu`` over to ``gpu``.
@@ -351,8 +355,8 @@ def _attention_table(root: Path, src: VidurSources, tp: int) -> pl.DataFrame:
 def read_vidur_profiling(
     profiling_dir: str | Path,
     *,
-    gpu: str = "a100",
-    model: str = "meta-llama/Llama-2-7b-hf",
+    gpu: str = DEFAULT_GPU,
+    model: str = DEFAULT_MODEL,
     tp: int = 1,
     n_layers: int = 32,
     attention_gpu: str | None = None,

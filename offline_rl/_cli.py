@@ -149,6 +149,25 @@ def _say(args: argparse.Namespace, message: str) -> None:
         print(message, file=sys.stderr)
 
 
+#: ``routeplay train`` flags that set one LearningConfig field each: (field, type, help).
+_LEARNING_FLAGS: tuple[tuple[str, type, str | None], ...] = (
+    ("n_candidates", int, "shortlist slots of a learned scheduler (--decision schedule)"),
+    ("epsilon", float, "exploration of the logged runs"),
+    ("reward_scale", float, None),
+    ("gamma", float, "discount factor (Q-learning algorithms)"),
+    (
+        "target_update_interval",
+        int,
+        "gradient steps between target-network copies (Q-learning algorithms)",
+    ),
+    (
+        "learning_rate",
+        float,
+        "Adam learning rate of offline training (--from-lookahead: its own, 1e-3)",
+    ),
+)
+
+
 def register(subparsers: Any) -> None:
     """Add ``train`` and ``evaluate`` to the ``routeplay`` parser."""
     from ._pipeline import DECISIONS, DEFAULT_SCHEDULER_BEHAVIOURS
@@ -176,18 +195,6 @@ def register(subparsers: Any) -> None:
         "which queued request a free instance serves next (schedule: a learned scheduler "
         "over a shortlist of the queue, trained on scheduler logs)",
     )
-    p.add_argument(
-        "--n-candidates",
-        type=int,
-        default=_learning_default("n_candidates"),
-        help="shortlist slots of a learned scheduler (--decision schedule)",
-    )
-    p.add_argument(
-        "--epsilon",
-        type=float,
-        default=_learning_default("epsilon"),
-        help="exploration of the logged runs",
-    )
     p.add_argument("--reward", default=_learning_default("reward"), help="reward of the logs")
     p.add_argument(
         "--reward-normalization",
@@ -195,25 +202,10 @@ def register(subparsers: Any) -> None:
         default=_learning_default("reward_normalization"),
         help="transform of the logged rewards before training (statistics of the logs)",
     )
-    p.add_argument("--reward-scale", type=float, default=_learning_default("reward_scale"))
-    p.add_argument(
-        "--gamma",
-        type=float,
-        default=_learning_default("gamma"),
-        help="discount factor (Q-learning algorithms)",
-    )
-    p.add_argument(
-        "--target-update-interval",
-        type=int,
-        default=_learning_default("target_update_interval"),
-        help="gradient steps between target-network copies (Q-learning algorithms)",
-    )
-    p.add_argument(
-        "--learning-rate",
-        type=float,
-        default=_learning_default("learning_rate"),
-        help="Adam learning rate of offline training (--from-lookahead: its own, 1e-3)",
-    )
+    for field, kind, text in _LEARNING_FLAGS:  # flags whose default is LearningConfig's
+        p.add_argument(
+            "--" + field.replace("_", "-"), type=kind, default=_learning_default(field), help=text
+        )
     p.add_argument(
         "--algorithm", help="cql (default), bcq, bc or double-dqn; bc with --from-lookahead"
     )

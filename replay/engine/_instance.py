@@ -1284,24 +1284,10 @@ class Instance:
                     fin.append(s)
         self._kv = -1
         if fin:
-            live = self.book.live
-            last_token = self.book.last_token
-            finish_s = self.book.finish_s
-            max_gap_s = self.book.max_gap_s
+            retire = self._retire
             for s in fin:
                 sl = slots[s]
-                i = sl[_RID]
-                finish_s[i] = t
-                max_gap_s[i] = sl[_MGAP]
-                self.gen_sum -= sl[_GEN]
-                self.ctx_sum -= sl[_CTX]
-                self.out_sum -= sl[_OUT]
-                rec = live.pop(i)  # finished: its per-request state is freed
-                self.prompt_sum -= rec[1]
-                self.pb_counts[rec[5]] -= 1
-                self.db_counts[rec[4]] -= 1
-                if last_token:
-                    last_token.pop(i, None)
+                retire(sl, t, sl[_GEN], sl[_CTX], sl[_MGAP])
             n_fin = len(fin)
             self.n_completed += n_fin
             if n_fin == 1:
@@ -1370,10 +1356,7 @@ class Instance:
         if n_fin or n_done:
             self.slot_epoch += 1
         if n_fin:
-            live = book.live
-            last_token = book.last_token
-            finish_s = book.finish_s
-            max_gap_s = book.max_gap_s
+            retire = self._retire
             gone: list[tuple[list[Any], int, int, float]] = []
             for sl in finished:
                 g, ctx, mg = self.unenroll(sl)
@@ -1382,18 +1365,7 @@ class Instance:
                 sl = slots[s]
                 gone.append((sl, sl[_GEN], sl[_CTX], sl[_MGAP]))
             for sl, g, ctx, mg in gone:
-                i = sl[_RID]
-                finish_s[i] = t
-                max_gap_s[i] = mg
-                self.gen_sum -= g
-                self.ctx_sum -= ctx
-                self.out_sum -= sl[_OUT]
-                rec = live.pop(i)  # finished: its per-request state is freed
-                self.prompt_sum -= rec[1]
-                self.pb_counts[rec[5]] -= 1
-                self.db_counts[rec[4]] -= 1
-                if last_token:
-                    last_token.pop(i, None)
+                retire(sl, t, g, ctx, mg)
                 sl[_EV] = -2  # marks it for removal below
             self.n_completed += n_fin
             if n_fin == 1:
@@ -1430,6 +1402,54 @@ class Instance:
         left = [x if x > 0.0 or x != x else 0.0 for x in pred_run]
         pred_left: float = pairwise_sum(left, 0, len(left))
         return pred_left + self.q_pred_left
+
+    def _retire(self, sl: list[Any], t: float, gen: int, ctx: int, max_gap: float) -> None:
+        """Book the finish of the sequence in slot ``sl`` at ``t`` and free its request.
+
+        ``gen``, ``ctx`` and ``max_gap`` are its actual counts (a lazy decoder's slot
+        stores them relative to the tick; the caller passes the real ones).
+        """
+        book = self.book
+        i = sl[_RID]
+        book.finish_s[i] = t
+        book.max_gap_s[i] = max_gap
+        self.gen_sum -= gen
+        self.ctx_sum -= ctx
+        self.out_sum -= sl[_OUT]
+        rec = book.live.pop(i)  # finished: its per-request state is freed
+        self.prompt_sum -= rec[1]
+        self.pb_counts[rec[5]] -= 1
+        self.db_counts[rec[4]] -= 1
+        if book.last_token:
+            book.last_token.pop(i, None)
+
+    def _first9(
+        self,
+        nq: int,
+        n: int,
+        pend: int,
+        gsum: int,
+        kv_used: int,
+        oracle_left: int,
+        pred_total: float | None,
+    ) -> tuple[Any, ...]:
+        """The first nine state numbers (:meth:`numbers`) from this instance's running sums.
+
+        ``pend``, ``gsum``, ``kv_used`` and ``oracle_left`` are over the running
+        sequences; the local queue's sums are added here. ``pred_total`` already holds
+        the queue's predicted tokens left (``None``: deferred, see :meth:`numbers`).
+        """
+        return (
+            nq,
+            n,
+            pend + self.q_target_sum,
+            gsum,
+            kv_used,
+            self.prompt_sum + gsum + self.q_gen_sum,
+            oracle_left + self.q_oracle_left,
+            self.n_completed,
+            pred_total,
+        )
 
     def numbers(self, t: float, has_predictor: bool, defer_pred: bool = False) -> tuple[Any, ...]:
         """State numbers at time t (the order of ``Engine._state_values``).
@@ -1483,17 +1503,7 @@ class Instance:
                 r_min = 1.0
             t_iter = self.c0 + self.c_d * n + self.c_kv * ctx_sum
             to_first = t_iter * r_min
-            first9 = (
-                nq,
-                n,
-                pend + self.q_target_sum,
-                gsum,
-                kv_used,
-                self.prompt_sum + gsum + self.q_gen_sum,
-                oracle_left + self.q_oracle_left,
-                self.n_completed,
-                pred_total,
-            )
+            first9 = self._first9(nq, n, pend, gsum, kv_used, oracle_left, pred_total)
             self._numbers = (key, first9, to_first, pred_run)
             return (*first9, t + to_first, self.busy)
         else:
@@ -1515,16 +1525,5 @@ class Instance:
                 earliest = t + self.c0 + self.c_pb + self.c_p * p + self.c_p2 * p * p
             else:
                 earliest = t
-        return (
-            nq,
-            n,
-            pend + self.q_target_sum,
-            gsum,
-            kv_used,
-            self.prompt_sum + gsum + self.q_gen_sum,
-            oracle_left + self.q_oracle_left,
-            self.n_completed,
-            pred_left + self.q_pred_left,
-            earliest,
-            self.busy,
-        )
+        first9 = self._first9(nq, n, pend, gsum, kv_used, oracle_left, pred_left + self.q_pred_left)
+        return (*first9, earliest, self.busy)
