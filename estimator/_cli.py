@@ -30,13 +30,13 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _comparable(doc: Any) -> Any:
-    """The document without its date (what must not drift)."""
-    return {k: v for k, v in doc.items() if k != "generated_on"}
-
-
 def _cmd_fit_presets(args: argparse.Namespace) -> int:
-    from ._presets import _presets_path, build_presets_document, write_presets_document
+    from ._presets import (
+        _presets_path,
+        build_presets_document,
+        preset_document_differences,
+        write_presets_document,
+    )
 
     document = build_presets_document(args.profiling_dir)
     if args.check:
@@ -45,10 +45,11 @@ def _cmd_fit_presets(args: argparse.Namespace) -> int:
             committed = json.load(f)
         # round-trip through JSON so both sides have the same float representation
         fresh = json.loads(json.dumps(document))
-        if _comparable(committed) != _comparable(fresh):
+        diffs = preset_document_differences(committed, fresh)
+        if diffs:
             print(
-                f"{target} differs from a fresh fit of {args.profiling_dir}; "
-                "rerun without --check to regenerate it.",
+                f"{target} differs from a fresh fit of {args.profiling_dir} in "
+                f"{diffs[:5]}; rerun without --check to regenerate it.",
                 file=sys.stderr,
             )
             return 1

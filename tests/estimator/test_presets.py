@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,11 @@ from routeplay.estimator import (
     read_vidur_profiling,
     score_latency_model,
 )
-from routeplay.estimator._presets import _presets_path, build_presets_document
+from routeplay.estimator._presets import (
+    _presets_path,
+    build_presets_document,
+    preset_document_differences,
+)
 from routeplay.estimator._vidur import decode_batching_overhead
 
 from routeplay.cli import main
@@ -38,20 +41,9 @@ def fresh_document(data_dir: Path) -> dict[str, Any]:
     return build_presets_document(data_dir / "vidur_profiling", generated_on="(test)")
 
 
-def _assert_same(committed: Any, fresh: Any, where: str = "") -> None:
+def _assert_same(committed: Any, fresh: Any) -> None:
     """Equal structure and strings; floats equal to 1e-9 relative (BLAS rounding only)."""
-    if isinstance(committed, dict):
-        assert sorted(committed) == sorted(fresh), where
-        for key in committed:
-            _assert_same(committed[key], fresh[key], f"{where}/{key}")
-    elif isinstance(committed, list):
-        assert len(committed) == len(fresh), where
-        for i, (a, b) in enumerate(zip(committed, fresh, strict=True)):
-            _assert_same(a, b, f"{where}[{i}]")
-    elif isinstance(committed, float) and isinstance(fresh, float):
-        assert math.isclose(committed, fresh, rel_tol=1e-9, abs_tol=1e-15), where
-    else:
-        assert committed == fresh, where
+    assert preset_document_differences(committed, fresh) == []
 
 
 def test_list_and_get() -> None:
@@ -181,7 +173,8 @@ def test_cli_fit_presets_writes_and_checks(
         main(["estimator", "fit-presets", "--profiling-dir", prof, "--out", str(out), "--check"])
         == 1
     )
-    assert "differs from a fresh fit" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "differs from a fresh fit" in err and "/presets/llama2-7b/a100/model/intercept_s" in err
     assert main(["estimator", "fit-presets", "--profiling-dir", str(tmp_path)]) == 2
 
 
