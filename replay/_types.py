@@ -8,7 +8,7 @@ true output length) and a read-only :class:`ClusterState` snapshot.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +31,7 @@ __all__ = [
     "Router",
     "RouterError",
     "Scheduler",
+    "StateLists",
     "episode_seed",
 ]
 
@@ -341,6 +342,52 @@ class ClusterState:
     def n_outstanding(self) -> npt.NDArray[np.int64]:
         """Queued + running requests per instance (least-connections' count)."""
         return self.n_queued + self.n_running
+
+    def lists(self) -> StateLists:
+        """``now_s`` and the per-instance counts as Python lists (see :class:`StateLists`).
+
+        The same numbers as the arrays (``.tolist()`` of each); routers that score the
+        few instances of a cluster in Python floats read these. A state the engine hands
+        out computes them without building its arrays.
+
+        Example:
+            >>> from routeplay.replay import make_cluster_state
+            >>> make_cluster_state(n_running=[3, 0], n_queued=[1, 0]).lists().n_running
+            [3, 0]
+        """
+        return StateLists(
+            self.now_s,
+            self.n_queued.tolist(),
+            self.n_running.tolist(),
+            self.prefill_tokens_pending.tolist(),
+            self.decode_tokens_done.tolist(),
+            self.kv_used_tokens.tolist(),
+            self.kv_capacity_tokens.tolist(),
+            self.max_running_seqs.tolist(),
+            self.earliest_completion_s.tolist(),
+            self.n_completed.tolist(),
+            self.tokens_in_system.tolist(),
+        )
+
+
+class StateLists(NamedTuple):
+    """A :class:`ClusterState`'s time and per-instance counts as Python ints and floats.
+
+    Every list equals the ``.tolist()`` of the field of the same name (the predicted and
+    oracle tokens left and the bucket counts are not included).
+    """
+
+    now_s: float
+    n_queued: list[int]
+    n_running: list[int]
+    prefill_tokens_pending: list[int]
+    decode_tokens_done: list[int]
+    kv_used_tokens: list[int]
+    kv_capacity_tokens: list[int]
+    max_running_seqs: list[int]
+    earliest_completion_s: list[float]
+    n_completed: list[int]
+    tokens_in_system: list[int]
 
 
 @runtime_checkable

@@ -233,6 +233,7 @@ from .._types import (
     Router,
     RouterError,
     Scheduler,
+    StateLists,
 )
 from ._instance import Instance, Record, RequestBook
 from ._metrics import (
@@ -331,6 +332,13 @@ class _LazyClusterState(ClusterState):
         """Number of instances (known without computing the state)."""
         engine = _lazy_engine(self)
         return int(engine.m) if engine is not None else int(self.n_running.shape[0])
+
+    def lists(self) -> StateLists:
+        """As :meth:`ClusterState.lists`; before the arrays exist, without building them."""
+        engine = _lazy_engine(self)
+        if engine is None or _is_set(self, "now_s"):
+            return ClusterState.lists(self)
+        return engine._state_lists(object.__getattribute__(self, "_at_s"))
 
     def __getattr__(self, name: str) -> Any:
         # reached only for attributes not set yet: the fields of an unmaterialised state
@@ -492,7 +500,9 @@ class Engine:
             state.pb_counts = self._pb_counts[k]
             state.db_counts = self._db_counts[k]
         self._kv_cap = _ro(np.array([i.cap_kv for i in self.inst], np.int64))
+        self._kv_cap_ints: tuple[int, ...] = tuple(self._kv_cap.tolist())
         self._max_seqs = _ro(np.array([i.max_seqs for i in self.inst], np.int64))
+        self._max_seqs_ints: tuple[int, ...] = tuple(self._max_seqs.tolist())
         # event machinery
         self._heap: list[tuple[float, int, int, int, int]] = []
         self._nseq = 0  # tie-breaking sequence number of the next event / LWL queue entry
@@ -1190,6 +1200,24 @@ class Engine:
             ints[7],  # n_completed
             ints[5],  # tokens_in_system
             ints[6] if self.oracle else None,  # oracle_decode_tokens_left
+        )
+
+    def _state_lists(self, t: float) -> StateLists:
+        """:meth:`ClusterState.lists` of the state at ``t`` (the engine still at ``t``)."""
+        has_pred = self.has_predictor
+        cols = list(zip(*[inst.numbers(t, has_pred, True) for inst in self.inst], strict=True))
+        return StateLists(
+            t,
+            list(cols[0]),
+            list(cols[1]),
+            list(cols[2]),
+            list(cols[3]),
+            list(cols[4]),
+            list(self._kv_cap_ints),
+            list(self._max_seqs_ints),
+            list(cols[9]),
+            list(cols[7]),
+            list(cols[5]),
         )
 
     def _pred_values(self, t: float) -> _F64:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._types import ClusterConfig, ClusterState, OracleRequestView, RequestView
+from .._types import ClusterConfig, ClusterState, OracleRequestView, RequestView, StateLists
 
 __all__ = [
     "ClusterLatency",
@@ -505,7 +505,7 @@ def request_block_keys(
 
 
 def queue_and_prefill_terms(
-    rows: Sequence[InstanceLatency], state: ClusterState, prompt_tokens: float
+    rows: Sequence[InstanceLatency], state: ClusterState | StateLists, prompt_tokens: float
 ) -> list[tuple[InstanceLatency, float, float, float, float, float]]:
     """Per instance: ``(row, n_running, context, slot_wait, backlog, prefill)`` in floats.
 
@@ -515,7 +515,8 @@ def queue_and_prefill_terms(
     prefilling ``prefill_tokens_pending`` with attention work ``pending**2 /
     max(n_queued, 1)`` beside the running decodes (0 without pending prompts);
     ``prefill`` = one iteration prefilling the request's ``prompt_tokens`` beside them.
-    ``rows`` are :meth:`ClusterLatency.instances`.
+    ``rows`` are :meth:`ClusterLatency.instances`; ``state`` a snapshot or its
+    :meth:`ClusterState.lists`.
 
     Example:
         >>> from routeplay.replay import make_cluster_state, make_uniform_cluster
@@ -524,18 +525,19 @@ def queue_and_prefill_terms(
         >>> [round(x, 6) for x in queue_and_prefill_terms(rows, s, 100.0)[0][1:]]
         [2.0, 300.0, 0.0, 0.0, 0.102]
     """
-    now = state.now_s
+    s = state if isinstance(state, StateLists) else state.lists()
+    now = s.now_s
     p = prompt_tokens
     pp = p * p
     out: list[tuple[InstanceLatency, float, float, float, float, float]] = []
     for row, n_run_i, n_q_i, max_seqs, earliest, pend_i, kv_i in zip(
         rows,
-        state.n_running.tolist(),
-        state.n_queued.tolist(),
-        state.max_running_seqs.tolist(),
-        state.earliest_completion_s.tolist(),
-        state.prefill_tokens_pending.tolist(),
-        state.kv_used_tokens.tolist(),
+        s.n_running,
+        s.n_queued,
+        s.max_running_seqs,
+        s.earliest_completion_s,
+        s.prefill_tokens_pending,
+        s.kv_used_tokens,
         strict=True,
     ):
         _c0, _pb, cp, cp2, cd, ckv, with_prefill, no_prefill, _decode_only = row

@@ -21,12 +21,13 @@ from routeplay.estimator._latency import LinearLatencyModel
 from routeplay.estimator._protocols import LengthPrediction
 from routeplay.replay._types import (
     ClusterConfig,
+    ClusterState,
     InstanceConfig,
     OracleRequestView,
     RequestView,
     RouterError,
 )
-from routeplay.replay.engine._engine import Engine, run_replay
+from routeplay.replay.engine._engine import Engine, _is_set, run_replay
 from routeplay.replay.engine._result import ReplayConfig
 
 # 1 ms per token, no intercept: a prefill of p tokens takes p ms, a decode iteration
@@ -635,19 +636,29 @@ def test_predicted_tokens_left_of_a_kept_state_are_its_decision_moments() -> Non
 def test_a_state_nobody_reads_is_never_computed(monkeypatch: pytest.MonkeyPatch) -> None:
     from routeplay.replay import make_router, make_uniform_cluster, run_replay
 
-    calls = []
-    real = Engine._state_values  # every state's numbers are computed here
+    calls: list[float] = []
+    lists: list[float] = []
+    real = Engine._state_values  # every state's arrays are computed here
+    real_lists = Engine._state_lists  # and its Python lists here
 
     def counting(self: Engine, t: float, defer_pred: bool = False) -> object:
         calls.append(t)
         return real(self, t, defer_pred)
 
+    def counting_lists(self: Engine, t: float) -> object:
+        lists.append(t)
+        return real_lists(self, t)
+
     monkeypatch.setattr(Engine, "_state_values", counting)
+    monkeypatch.setattr(Engine, "_state_lists", counting_lists)
     config = ReplayConfig(timeline_sample_interval_s=None)
     run_replay(_lazy_trace(), make_uniform_cluster(2), make_router("round-robin"), config=config)
-    assert calls == []  # round robin never looks at the state
+    assert calls == [] and lists == []  # round robin never looks at the state
     run_replay(_lazy_trace(), make_uniform_cluster(2), make_router("min-min"), config=config)
-    assert len(calls) == 60  # min-min reads it at every decision
+    # min-min reads the lists at every decision and never needs the arrays
+    assert len(lists) == 60 and calls == []
+    run_replay(_lazy_trace(), make_uniform_cluster(2), make_router("jsq-tokens"), config=config)
+    assert len(calls) == 60  # a router that reads an array gets them at every decision
 
 
 def test_copies_and_pickles_of_a_pending_state_carry_its_values() -> None:
@@ -667,6 +678,21 @@ def test_copies_and_pickles_of_a_pending_state_carry_its_values() -> None:
         assert other.now_s == eager.now_s
 
 
+def _random_trace(
+    *, seed: int, n: int, span_s: float, max_prompt: int, max_output: int
+) -> pl.DataFrame:
+    """``n`` requests arriving uniformly over ``span_s`` with uniform lengths."""
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame(
+        {
+            "request_id": np.arange(n),
+            "arrival_s": np.sort(rng.random(n) * span_s),
+            "prompt_tokens": rng.integers(1, max_prompt, n),
+            "output_tokens": rng.integers(1, max_output, n),
+        }
+    )
+
+
 @pytest.mark.parametrize("chunked", [False, True])
 def test_lazy_decoders_keep_the_numbers_an_eager_update_would(chunked: bool) -> None:
     # vllm-v1 decoders store token counts minus the instance tick (replay/engine/
@@ -675,16 +701,7 @@ def test_lazy_decoders_keep_the_numbers_an_eager_update_would(chunked: bool) -> 
     # the instance keeps, and the residue counts the direct KV sums
     from routeplay.replay.engine._instance import _CTX, _FT, _GEN, _OUT, _PLEFT, _blocks_after
 
-    rng = np.random.default_rng(3)
-    n = 400
-    trace = pl.DataFrame(
-        {
-            "request_id": np.arange(n),
-            "arrival_s": np.sort(rng.random(n) * 4.0),
-            "prompt_tokens": rng.integers(1, 700, n),
-            "output_tokens": rng.integers(1, 1200, n),
-        }
-    )
+    trace = _random_trace(seed=3, n=400, span_s=4.0, max_prompt=700, max_output=1200)
     lat = LinearLatencyModel.from_throughput(20_000.0)
     inst = InstanceConfig(
         name="small-kv",
@@ -718,3 +735,77 @@ def test_lazy_decoders_keep_the_numbers_an_eager_update_would(chunked: bool) -> 
         eng.apply(k % 2)
         k += 1
     assert preempted > 0  # the scenario does exercise preemption
+
+
+class _RoughPredictor:
+    """Fractional, huge (rounding ties) and NaN predictions, drawn per request from a seed."""
+
+    n_buckets = 2
+    bucket_edges_tokens = (1.0, 10.0, float("inf"))
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def predict(self, trace: pl.DataFrame) -> LengthPrediction:
+        rng = np.random.default_rng(11)
+        n = trace.height
+        if self.kind == "fractional":  # many equal values, some below what is generated
+            pred = rng.integers(1, 40, n) * 12.5 + rng.choice([0.0, 0.1, 1 / 3], n)
+        elif self.kind == "huge":  # fl(pred - gen) rounds: equal keys, different exact values
+            pred = 2.0**54 + rng.integers(0, 8, n) * 4.0 + rng.random(n)
+        else:  # "nan": 30 % of requests without a usable prediction (some decoder 0s)
+            pred = np.where(rng.random(n) < 0.3, np.nan, rng.random(n) * 900.0)
+        bucket = (pred >= 100).astype(np.int64)
+        return LengthPrediction(bucket=bucket, expected_output_tokens=pred)
+
+
+@pytest.mark.parametrize("kind", ["fractional", "huge", "nan"])
+def test_the_least_predicted_tokens_left_skips_the_pass_and_keeps_the_float(kind: str) -> None:
+    # Instance._pred_min keeps the lazy decoders that can hold the minimum until a slot
+    # changes; at every decision and for several decode-run offsets k it must give the
+    # float min() gives over every running sequence (0.0 vs -0.0 aside, which numbers()
+    # maps to 1.0 either way)
+    trace = _random_trace(seed=5, n=600, span_s=3.0, max_prompt=400, max_output=900)
+    lat = LinearLatencyModel.from_throughput(30_000.0)
+    inst = InstanceConfig(name="a", latency=lat, kv_capacity_tokens=60_000, max_batched_tokens=1024)
+    eng = Engine(trace, ClusterConfig(instances=(inst, inst)), predictor=_RoughPredictor(kind))
+    checked = cached = 0
+    step = 0
+    while eng.next_decision() is not None:
+        for ins in eng.inst:
+            if not ins.slots:
+                continue
+            for k in (0, 1, 7):
+                fast, full = ins._pred_min(k), min(ins._pred_run(k))
+                assert (fast == full) or (fast != fast and full != full), (kind, fast, full)
+                checked += 1
+            cached += ins._dec_min is not None and ins._dec_min[0] == ins.slot_epoch
+        eng.apply(step % 2)
+        step += 1
+    assert checked > 1000 and cached > 100  # the kept minimum was used, not just the pass
+
+
+def test_a_pending_state_gives_its_lists_without_its_arrays() -> None:
+    # StateLists of a state the engine hands out come from the instances' numbers
+    # directly; they must equal .tolist() of the arrays, types included, before and
+    # after the arrays exist, and editing them must change nothing
+    from routeplay.replay import make_uniform_cluster
+
+    eng = Engine(_lazy_trace(), make_uniform_cluster(2), predictor=_PromptPredictor())
+    n = 0
+    while (decision := eng.next_decision()) is not None:
+        state = decision[1]
+        early = state.lists()
+        assert not _is_set(state, "now_s")  # the arrays were not built for it
+        early.max_running_seqs[0] = -5
+        early.kv_capacity_tokens[0] = -5
+        again = state.lists()
+        late = ClusterState.lists(eng.state())
+        assert again == late and [type(v) for v in again] == [type(v) for v in late]
+        assert [[type(x) for x in v] for v in again[1:]] == [[type(x) for x in v] for v in late[1:]]
+        assert state.n_running.tolist() == late.n_running  # now computed: the same lists
+        assert state.lists() == late
+        decision = state = None
+        eng.apply(n % 2)
+        n += 1
+    assert n == 60
