@@ -78,7 +78,17 @@ def test_only_and_baseline_flags_are_checked() -> None:
     assert args.figures == ["fork", "env"]
     assert speed.parse_args(["--baseline", "HEAD"]).figures == list(speed.FIGURES)
     assert "baseline" not in speed.parse_args([]).figures
-    for bad in (["--only", "forks"], ["--only", "baseline"], ["--rounds", "0"]):
+    assert speed.parse_args([]).baseline_figures == ["conv"]
+    args = speed.parse_args(["--baseline", "HEAD", "--baseline-figures", "env, lookahead"])
+    assert args.baseline_figures == ["env", "lookahead"]
+    for bad in (
+        ["--only", "forks"],
+        ["--only", "baseline"],
+        ["--rounds", "0"],
+        ["--baseline-figures", "scale"],
+        ["--baseline-figures", "env,env"],
+        ["--baseline-figures", ","],
+    ):
         with pytest.raises(SystemExit):
             speed.parse_args(bad)
 
