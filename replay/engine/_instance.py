@@ -50,8 +50,6 @@ _STALL = 9  # vllm-v0: paused time since the last token (float, s)
 _EV = 10  # vllm-v1 decoder: first gap event it takes part in (-1 while prefilling)
 _FT = 11  # vllm-v1 decoder: the instance tick at which it finishes (-1 otherwise)
 _DEAD_SLOT = (-1,) * 12  # the length of a slot
-#: Instance._pred_min keeps the lazy decoders' least predicted - stored gen from this many
-_DEC_MIN_AT = 8
 
 # Lazy decoders (vllm-v1 only; ``Instance.lazy``). A decode run of k iterations adds k
 # tokens to *every* decoding sequence, and a mixed iteration one; writing them into
@@ -322,9 +320,6 @@ class Instance:
         # summed), t_iter * r_min)
         self.mut = 0
         self._numbers: tuple[tuple[int, int, bool], tuple[Any, ...], float] | None = None
-        # _pred_min(): (slot_epoch, (predicted, stored gen) of the lazy decoders whose
-        # predicted - stored gen is least, or None when one of them is NaN)
-        self._dec_min: tuple[int, list[tuple[float, int]] | None] | None = None
 
     def kv_now(self) -> int:
         """KV tokens held by the running sequences (block-rounded)."""
@@ -1414,42 +1409,6 @@ class Instance:
             run += [sl[_PRED] - sl[_GEN] - k for sl in slots[d:]]
         return run
 
-    def _pred_min(self, k: int) -> float:
-        """``min(self._pred_run(k))`` without a pass over the lazy decoders.
-
-        The same float as the pass over every sequence, from the lazy decoders that can
-        hold the minimum. A lazy decoder's stored gen is fixed while it stays one (only
-        the tick moves), and ``fl(a - b)`` is monotone in the exact ``a - b``; so the
-        decoders whose ``fl(predicted - stored gen)`` is least (kept until
-        :attr:`slot_epoch` changes) include the one whose ``(pred - (stored + tick)) -
-        k`` is least. Ties are computed in full. NaN predictions (``min``'s result then
-        depends on their place), eager instances and short batches take the full pass.
-        A min that is 0.0 here and -0.0 there is possible; ``numbers`` only uses
-        ``max(min, 1.0)``.
-        """
-        slots = self.slots
-        n = len(slots)
-        d = n - self.n_prefilling
-        if not self.lazy or d < _DEC_MIN_AT:
-            return min(self._pred_run(k))
-        cached = self._dec_min
-        if cached is None or cached[0] != self.slot_epoch:
-            dec = slots[:d]
-            keys = [sl[_PRED] - sl[_GEN] for sl in dec]
-            cands: list[tuple[float, int]] | None = None
-            if not any(v != v for v in keys):
-                low = min(keys)
-                cands = [(sl[_PRED], sl[_GEN]) for sl, v in zip(dec, keys, strict=True) if v == low]
-            cached = self._dec_min = (self.slot_epoch, cands)
-        best = cached[1]
-        if best is None:
-            return min(self._pred_run(k))
-        tick = self.tick
-        vals = [p - (g + tick) - k for p, g in best]
-        if d < n:
-            vals += [sl[_PRED] - sl[_GEN] - k for sl in slots[d:]]
-        return min(vals)
-
     def _pred_total(self, pred_run: list[float]) -> float:
         """Predicted tokens left of the running sequences (``pred - gen - k`` each) + queued."""
         # np.maximum(pred_run, 0.0) (NaN kept), summed as numpy does
@@ -1539,13 +1498,9 @@ class Instance:
                     pend += sl[_PLEFT]
             oracle_left = self.out_sum - gsum
             if has_predictor:
-                if defer_pred:
-                    r_min = max(self._pred_min(k), 1.0)
-                    pred_total = None
-                else:
-                    pred_run = self._pred_run(k)
-                    r_min = max(min(pred_run), 1.0)
-                    pred_total = self._pred_total(pred_run)
+                pred_run = self._pred_run(k)
+                r_min = max(min(pred_run), 1.0)
+                pred_total = None if defer_pred else self._pred_total(pred_run)
             else:
                 pred_total = 0.0 + self.q_pred_left
                 r_min = 1.0

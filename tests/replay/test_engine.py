@@ -737,54 +737,6 @@ def test_lazy_decoders_keep_the_numbers_an_eager_update_would(chunked: bool) -> 
     assert preempted > 0  # the scenario does exercise preemption
 
 
-class _RoughPredictor:
-    """Fractional, huge (rounding ties) and NaN predictions, drawn per request from a seed."""
-
-    n_buckets = 2
-    bucket_edges_tokens = (1.0, 10.0, float("inf"))
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-
-    def predict(self, trace: pl.DataFrame) -> LengthPrediction:
-        rng = np.random.default_rng(11)
-        n = trace.height
-        if self.kind == "fractional":  # many equal values, some below what is generated
-            pred = rng.integers(1, 40, n) * 12.5 + rng.choice([0.0, 0.1, 1 / 3], n)
-        elif self.kind == "huge":  # fl(pred - gen) rounds: equal keys, different exact values
-            pred = 2.0**54 + rng.integers(0, 8, n) * 4.0 + rng.random(n)
-        else:  # "nan": 30 % of requests without a usable prediction (some decoder 0s)
-            pred = np.where(rng.random(n) < 0.3, np.nan, rng.random(n) * 900.0)
-        bucket = (pred >= 100).astype(np.int64)
-        return LengthPrediction(bucket=bucket, expected_output_tokens=pred)
-
-
-@pytest.mark.parametrize("kind", ["fractional", "huge", "nan"])
-def test_the_least_predicted_tokens_left_skips_the_pass_and_keeps_the_float(kind: str) -> None:
-    # Instance._pred_min keeps the lazy decoders that can hold the minimum until a slot
-    # changes; at every decision and for several decode-run offsets k it must give the
-    # float min() gives over every running sequence (0.0 vs -0.0 aside, which numbers()
-    # maps to 1.0 either way)
-    trace = _random_trace(seed=5, n=600, span_s=3.0, max_prompt=400, max_output=900)
-    lat = LinearLatencyModel.from_throughput(30_000.0)
-    inst = InstanceConfig(name="a", latency=lat, kv_capacity_tokens=60_000, max_batched_tokens=1024)
-    eng = Engine(trace, ClusterConfig(instances=(inst, inst)), predictor=_RoughPredictor(kind))
-    checked = cached = 0
-    step = 0
-    while eng.next_decision() is not None:
-        for ins in eng.inst:
-            if not ins.slots:
-                continue
-            for k in (0, 1, 7):
-                fast, full = ins._pred_min(k), min(ins._pred_run(k))
-                assert (fast == full) or (fast != fast and full != full), (kind, fast, full)
-                checked += 1
-            cached += ins._dec_min is not None and ins._dec_min[0] == ins.slot_epoch
-        eng.apply(step % 2)
-        step += 1
-    assert checked > 1000 and cached > 100  # the kept minimum was used, not just the pass
-
-
 def test_a_pending_state_gives_its_lists_without_its_arrays() -> None:
     # StateLists of a state the engine hands out come from the instances' numbers
     # directly; they must equal .tolist() of the arrays, types included, before and
