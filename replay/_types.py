@@ -31,7 +31,7 @@ __all__ = [
     "Router",
     "RouterError",
     "Scheduler",
-    "StateLists",
+    "StateColumns",
     "episode_seed",
 ]
 
@@ -343,51 +343,51 @@ class ClusterState:
         """Queued + running requests per instance (least-connections' count)."""
         return self.n_queued + self.n_running
 
-    def lists(self) -> StateLists:
-        """``now_s`` and the per-instance counts as Python lists (see :class:`StateLists`).
+    def columns(self) -> StateColumns:
+        """``now_s`` and the per-instance counts as tuples of Python numbers.
 
-        The same numbers as the arrays (``.tolist()`` of each); routers that score the
-        few instances of a cluster in Python floats read these. A state the engine hands
-        out computes them without building its arrays.
+        The same numbers as the arrays (see :class:`StateColumns`); routers that score
+        the few instances of a cluster in Python floats read these. A state the engine
+        hands out computes them without building its arrays, once.
 
         Example:
             >>> from routeplay.replay import make_cluster_state
-            >>> make_cluster_state(n_running=[3, 0], n_queued=[1, 0]).lists().n_running
-            [3, 0]
+            >>> make_cluster_state(n_running=[3, 0], n_queued=[1, 0]).columns().n_running
+            (3, 0)
         """
-        return StateLists(
+        return StateColumns(
             self.now_s,
-            self.n_queued.tolist(),
-            self.n_running.tolist(),
-            self.prefill_tokens_pending.tolist(),
-            self.decode_tokens_done.tolist(),
-            self.kv_used_tokens.tolist(),
-            self.kv_capacity_tokens.tolist(),
-            self.max_running_seqs.tolist(),
-            self.earliest_completion_s.tolist(),
-            self.n_completed.tolist(),
-            self.tokens_in_system.tolist(),
+            tuple(self.n_queued.tolist()),
+            tuple(self.n_running.tolist()),
+            tuple(self.prefill_tokens_pending.tolist()),
+            tuple(self.decode_tokens_done.tolist()),
+            tuple(self.kv_used_tokens.tolist()),
+            tuple(self.kv_capacity_tokens.tolist()),
+            tuple(self.max_running_seqs.tolist()),
+            tuple(self.earliest_completion_s.tolist()),
+            tuple(self.n_completed.tolist()),
+            tuple(self.tokens_in_system.tolist()),
         )
 
 
-class StateLists(NamedTuple):
+class StateColumns(NamedTuple):
     """A :class:`ClusterState`'s time and per-instance counts as Python ints and floats.
 
-    Every list equals the ``.tolist()`` of the field of the same name (the predicted and
-    oracle tokens left and the bucket counts are not included).
+    Each field is the ``tuple(.tolist())`` of the array of the same name (the predicted
+    and oracle tokens left and the bucket counts are not included).
     """
 
     now_s: float
-    n_queued: list[int]
-    n_running: list[int]
-    prefill_tokens_pending: list[int]
-    decode_tokens_done: list[int]
-    kv_used_tokens: list[int]
-    kv_capacity_tokens: list[int]
-    max_running_seqs: list[int]
-    earliest_completion_s: list[float]
-    n_completed: list[int]
-    tokens_in_system: list[int]
+    n_queued: tuple[int, ...]
+    n_running: tuple[int, ...]
+    prefill_tokens_pending: tuple[int, ...]
+    decode_tokens_done: tuple[int, ...]
+    kv_used_tokens: tuple[int, ...]
+    kv_capacity_tokens: tuple[int, ...]
+    max_running_seqs: tuple[int, ...]
+    earliest_completion_s: tuple[float, ...]
+    n_completed: tuple[int, ...]
+    tokens_in_system: tuple[int, ...]
 
 
 @runtime_checkable

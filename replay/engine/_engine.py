@@ -233,7 +233,7 @@ from .._types import (
     Router,
     RouterError,
     Scheduler,
-    StateLists,
+    StateColumns,
 )
 from ._instance import Instance, Record, RequestBook
 from ._metrics import (
@@ -325,7 +325,7 @@ class _LazyClusterState(ClusterState):
     (the dataclass's state is its fields).
     """
 
-    __slots__ = ("_engine", "_at_s", "__weakref__")
+    __slots__ = ("_engine", "_at_s", "_columns", "__weakref__")
 
     @property
     def n_instances(self) -> int:
@@ -333,12 +333,23 @@ class _LazyClusterState(ClusterState):
         engine = _lazy_engine(self)
         return int(engine.m) if engine is not None else int(self.n_running.shape[0])
 
-    def lists(self) -> StateLists:
-        """As :meth:`ClusterState.lists`; before the arrays exist, without building them."""
+    def columns(self) -> StateColumns:
+        """As :meth:`ClusterState.columns`; before the arrays exist, without building them.
+
+        Computed once (the columns are tuples: nobody can change them for the next reader).
+        """
+        try:
+            cols: StateColumns = object.__getattribute__(self, "_columns")
+            return cols
+        except AttributeError:
+            pass
         engine = _lazy_engine(self)
         if engine is None or _is_set(self, "now_s"):
-            return ClusterState.lists(self)
-        return engine._state_lists(object.__getattribute__(self, "_at_s"))
+            cols = ClusterState.columns(self)
+        else:
+            cols = engine._state_columns(object.__getattribute__(self, "_at_s"))
+        object.__setattr__(self, "_columns", cols)
+        return cols
 
     def __getattr__(self, name: str) -> Any:
         # reached only for attributes not set yet: the fields of an unmaterialised state
@@ -1202,22 +1213,22 @@ class Engine:
             ints[6] if self.oracle else None,  # oracle_decode_tokens_left
         )
 
-    def _state_lists(self, t: float) -> StateLists:
-        """:meth:`ClusterState.lists` of the state at ``t`` (the engine still at ``t``)."""
+    def _state_columns(self, t: float) -> StateColumns:
+        """:meth:`ClusterState.columns` of the state at ``t`` (the engine still at ``t``)."""
         has_pred = self.has_predictor
-        cols = list(zip(*[inst.numbers(t, has_pred, True) for inst in self.inst], strict=True))
-        return StateLists(
+        cols = tuple(zip(*[inst.numbers(t, has_pred, True) for inst in self.inst], strict=True))
+        return StateColumns(
             t,
-            list(cols[0]),
-            list(cols[1]),
-            list(cols[2]),
-            list(cols[3]),
-            list(cols[4]),
-            list(self._kv_cap_ints),
-            list(self._max_seqs_ints),
-            list(cols[9]),
-            list(cols[7]),
-            list(cols[5]),
+            cols[0],
+            cols[1],
+            cols[2],
+            cols[3],
+            cols[4],
+            self._kv_cap_ints,
+            self._max_seqs_ints,
+            cols[9],
+            cols[7],
+            cols[5],
         )
 
     def _pred_values(self, t: float) -> _F64:

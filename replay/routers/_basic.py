@@ -250,7 +250,10 @@ class JSQTokensRouter(PredictedLengthRouter):
         """Return argmin of outstanding tokens (ties: lowest index)."""
         self._m(state)
         left = decode_tokens_left_list(state, request, self.default_output_tokens)
-        pending = state.prefill_tokens_pending.tolist()
+        if request.predicted_output_tokens is None:  # the state's arrays were not needed
+            pending: Sequence[int] = state.columns().prefill_tokens_pending
+        else:
+            pending = state.prefill_tokens_pending.tolist()
         return argmin_list([float(p) + d for p, d in zip(pending, left, strict=True)])
 
 

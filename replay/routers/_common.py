@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._types import ClusterConfig, ClusterState, OracleRequestView, RequestView, StateLists
+from .._types import ClusterConfig, ClusterState, OracleRequestView, RequestView, StateColumns
 
 __all__ = [
     "ClusterLatency",
@@ -234,10 +234,9 @@ def decode_tokens_left_list(
     if request.predicted_output_tokens is not None:
         left: list[float] = state.predicted_decode_tokens_left.tolist()
         return left
-    return [
-        float(q + r) * default_output_tokens
-        for q, r in zip(state.n_queued.tolist(), state.n_running.tolist(), strict=True)
-    ]
+    s = state.columns()
+    default = default_output_tokens
+    return [float(q + r) * default for q, r in zip(s.n_queued, s.n_running, strict=True)]
 
 
 class PredictedLengthRouter(RouterBase):
@@ -505,7 +504,7 @@ def request_block_keys(
 
 
 def queue_and_prefill_terms(
-    rows: Sequence[InstanceLatency], state: ClusterState | StateLists, prompt_tokens: float
+    rows: Sequence[InstanceLatency], state: ClusterState | StateColumns, prompt_tokens: float
 ) -> list[tuple[InstanceLatency, float, float, float, float, float]]:
     """Per instance: ``(row, n_running, context, slot_wait, backlog, prefill)`` in floats.
 
@@ -516,7 +515,7 @@ def queue_and_prefill_terms(
     max(n_queued, 1)`` beside the running decodes (0 without pending prompts);
     ``prefill`` = one iteration prefilling the request's ``prompt_tokens`` beside them.
     ``rows`` are :meth:`ClusterLatency.instances`; ``state`` a snapshot or its
-    :meth:`ClusterState.lists`.
+    :meth:`ClusterState.columns`.
 
     Example:
         >>> from routeplay.replay import make_cluster_state, make_uniform_cluster
@@ -525,7 +524,7 @@ def queue_and_prefill_terms(
         >>> [round(x, 6) for x in queue_and_prefill_terms(rows, s, 100.0)[0][1:]]
         [2.0, 300.0, 0.0, 0.0, 0.102]
     """
-    s = state if isinstance(state, StateLists) else state.lists()
+    s = state if isinstance(state, StateColumns) else state.columns()
     now = s.now_s
     p = prompt_tokens
     pp = p * p

@@ -639,25 +639,32 @@ def test_a_state_nobody_reads_is_never_computed(monkeypatch: pytest.MonkeyPatch)
     calls: list[float] = []
     lists: list[float] = []
     real = Engine._state_values  # every state's arrays are computed here
-    real_lists = Engine._state_lists  # and its Python lists here
+    real_columns = Engine._state_columns  # and its columns of Python numbers here
 
     def counting(self: Engine, t: float, defer_pred: bool = False) -> object:
         calls.append(t)
         return real(self, t, defer_pred)
 
-    def counting_lists(self: Engine, t: float) -> object:
+    def counting_columns(self: Engine, t: float) -> object:
         lists.append(t)
-        return real_lists(self, t)
+        return real_columns(self, t)
 
     monkeypatch.setattr(Engine, "_state_values", counting)
-    monkeypatch.setattr(Engine, "_state_lists", counting_lists)
+    monkeypatch.setattr(Engine, "_state_columns", counting_columns)
     config = ReplayConfig(timeline_sample_interval_s=None)
     run_replay(_lazy_trace(), make_uniform_cluster(2), make_router("round-robin"), config=config)
     assert calls == [] and lists == []  # round robin never looks at the state
     run_replay(_lazy_trace(), make_uniform_cluster(2), make_router("min-min"), config=config)
-    # min-min reads the lists at every decision and never needs the arrays
+    # min-min reads the columns at every decision and never needs the arrays
     assert len(lists) == 60 and calls == []
     run_replay(_lazy_trace(), make_uniform_cluster(2), make_router("jsq-tokens"), config=config)
+    assert len(lists) == 120 and calls == []  # jsq-tokens without a predictor: columns too
+
+    class ReadsAnArray(RecordingFake):
+        def route(self, request: RequestView, state: ClusterState) -> int:
+            return int(np.argmin(state.n_running))
+
+    run_replay(_lazy_trace(), make_uniform_cluster(2), ReadsAnArray(), config=config)
     assert len(calls) == 60  # a router that reads an array gets them at every decision
 
 
@@ -737,26 +744,23 @@ def test_lazy_decoders_keep_the_numbers_an_eager_update_would(chunked: bool) -> 
     assert preempted > 0  # the scenario does exercise preemption
 
 
-def test_a_pending_state_gives_its_lists_without_its_arrays() -> None:
-    # StateLists of a state the engine hands out come from the instances' numbers
+def test_a_pending_state_gives_its_columns_without_its_arrays() -> None:
+    # StateColumns of a state the engine hands out come from the instances' numbers
     # directly; they must equal .tolist() of the arrays, types included, before and
-    # after the arrays exist, and editing them must change nothing
+    # after the arrays exist, and are computed once
     from routeplay.replay import make_uniform_cluster
 
     eng = Engine(_lazy_trace(), make_uniform_cluster(2), predictor=_PromptPredictor())
     n = 0
     while (decision := eng.next_decision()) is not None:
         state = decision[1]
-        early = state.lists()
+        early = state.columns()
         assert not _is_set(state, "now_s")  # the arrays were not built for it
-        early.max_running_seqs[0] = -5
-        early.kv_capacity_tokens[0] = -5
-        again = state.lists()
-        late = ClusterState.lists(eng.state())
-        assert again == late and [type(v) for v in again] == [type(v) for v in late]
-        assert [[type(x) for x in v] for v in again[1:]] == [[type(x) for x in v] for v in late[1:]]
-        assert state.n_running.tolist() == late.n_running  # now computed: the same lists
-        assert state.lists() == late
+        assert state.columns() is early
+        late = ClusterState.columns(eng.state())
+        assert early == late and all(type(v) is tuple for v in early[1:])
+        assert [[type(x) for x in v] for v in early[1:]] == [[type(x) for x in v] for v in late[1:]]
+        assert state.n_running.tolist() == list(late.n_running)  # now computed: the same
         decision = state = None
         eng.apply(n % 2)
         n += 1
