@@ -62,7 +62,9 @@ and ``headroom.py``, not copied):
    docs/notes/rl-interface.md), default reward (``paper-workload-guided``), no
    predictor; a trivial policy: action ``k mod 4`` at step k (round robin over the
    instances). Steps per wall second of a whole episode (``reset(seed=0)`` + 2,000
-   steps; the env is built once), best of 3 episodes.
+   steps; the env is built once), best of 3 episodes. Beside it, the same episode and
+   actions on ``Engine`` alone (no observation, reward or info), best of 3: the ceiling
+   of the environment with its own work free.
 6. ``lookahead``: ``make_router("lookahead-oracle", horizon_s=0.5)`` (base ``min-min``)
    on ``hetero-a100x2-v100x2`` over the first episode of ``headroom.py``'s
    ``hetero-taskmix-80`` regime (task mix at 80 req/s, seed 1000, 500 requests;
@@ -510,7 +512,7 @@ def figure_fork(sizes: Sizes) -> dict[str, Any]:
 
 def figure_env(sizes: Sizes) -> dict[str, Any]:
     from routeplay.datasets import TaskMixConfig, generate_task_mix
-    from routeplay.replay import RoutingEnv, make_cluster
+    from routeplay.replay import Engine, RoutingEnv, make_cluster
 
     trace = generate_task_mix(TaskMixConfig(n_requests=sizes.env_requests, rate_per_s=20.0, seed=0))
     env = RoutingEnv(trace, make_cluster("paper-4xv100"))
@@ -530,7 +532,26 @@ def figure_env(sizes: Sizes) -> dict[str, Any]:
         rates.append(steps / wall)
         e2e = float(env.result().summary["e2e_s_mean"])
         log(f"env: {steps:,} steps in {wall:.2f} s ({steps / wall:,.0f} steps/s)")
-    return {"steps": steps, "steps_per_s": rates, "best_steps_per_s": max(rates), "e2e_s_mean": e2e}
+    # the same episode and actions driven on the engine alone (no observation, reward or
+    # info): what a step would cost if the environment's own work were free
+    engine_rates: list[float] = []
+    for _ in range(sizes.env_episodes):
+        start = time.perf_counter()
+        eng = Engine(trace, env.cluster, config=env.config, router_name="trivial")
+        n = 0
+        while eng.next_decision() is not None:
+            eng.apply(n % m)
+            n += 1
+        engine_rates.append(n / (time.perf_counter() - start))
+    log(f"env: the engine alone {max(engine_rates):,.0f} decisions/s")
+    return {
+        "steps": steps,
+        "steps_per_s": rates,
+        "best_steps_per_s": max(rates),
+        "e2e_s_mean": e2e,
+        "engine_alone_steps_per_s": engine_rates,
+        "best_engine_alone_steps_per_s": max(engine_rates),
+    }
 
 
 def figure_lookahead(sizes: Sizes) -> dict[str, Any]:
@@ -642,6 +663,9 @@ def table_rows(
         rows.append(("5 RoutingEnv", f"{env['steps']:,}-step episode, paper-4xv100",
                      f"{rate:,.0f} steps/s", env_target,
                      _status(rate >= TARGET_ENV_STEPS_S, smoke)))  # fmt: skip
+        alone = env["best_engine_alone_steps_per_s"]
+        rows.append(("5 its engine alone", "same episode and actions, no obs/reward",
+                     f"{alone:,.0f} decisions/s", "", ""))  # fmt: skip
     else:
         missing("env", "5 RoutingEnv", env_target)
     la_target = f">= {TARGET_LOOKAHEAD_DEC_S:.0f} dec/s"

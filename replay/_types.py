@@ -364,7 +364,6 @@ class ClusterState:
             tuple(self.kv_used_tokens.tolist()),
             tuple(self.kv_capacity_tokens.tolist()),
             tuple(self.max_running_seqs.tolist()),
-            tuple(self.earliest_completion_s.tolist()),
             tuple(self.n_completed.tolist()),
             tuple(self.tokens_in_system.tolist()),
         )
@@ -373,8 +372,9 @@ class ClusterState:
 class StateColumns(NamedTuple):
     """A :class:`ClusterState`'s time and per-instance counts as Python ints and floats.
 
-    Each field is the ``tuple(.tolist())`` of the array of the same name (the predicted
-    and oracle tokens left and the bucket counts are not included).
+    Each field is the ``tuple(.tolist())`` of the array of the same name. Not included:
+    the predicted and oracle tokens left, the bucket counts and ``earliest_completion_s``
+    (with a predictor each takes a pass over every running sequence).
     """
 
     now_s: float
@@ -385,7 +385,6 @@ class StateColumns(NamedTuple):
     kv_used_tokens: tuple[int, ...]
     kv_capacity_tokens: tuple[int, ...]
     max_running_seqs: tuple[int, ...]
-    earliest_completion_s: tuple[float, ...]
     n_completed: tuple[int, ...]
     tokens_in_system: tuple[int, ...]
 

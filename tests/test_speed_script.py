@@ -52,6 +52,7 @@ def test_smoke_run_prints_every_target_and_writes_json(tmp_path: Path) -> None:
         "| 3 synthetic 1M ",
         "| 4 Engine.fork ",
         "| 5 RoutingEnv ",
+        "| 5 its engine alone ",
         "| 6 lookahead-oracle ",
     ):
         assert row in out.stdout, (row, out.stdout)
@@ -67,6 +68,7 @@ def test_smoke_run_prints_every_target_and_writes_json(tmp_path: Path) -> None:
     assert max(figs["conv"]["reference_vs_fast_e2e_mean_rel_diff"].values()) < 1e-9
     assert figs["fork"]["in_flight"] >= 100
     assert figs["env"]["steps"] == 200
+    assert figs["env"]["best_engine_alone_steps_per_s"] > 0
     assert figs["lookahead"]["n_decisions"] >= 15
     assert [p["requests"] for p in figs["scale"]["points"]] == [1000, 3000]
     assert record["table"] in out.stdout

@@ -1216,7 +1216,8 @@ class Engine:
     def _state_columns(self, t: float) -> StateColumns:
         """:meth:`ClusterState.columns` of the state at ``t`` (the engine still at ``t``)."""
         has_pred = self.has_predictor
-        cols = tuple(zip(*[inst.numbers(t, has_pred, True) for inst in self.inst], strict=True))
+        numbers = [inst.numbers(t, has_pred, True, True) for inst in self.inst]
+        cols = tuple(zip(*numbers, strict=True))
         return StateColumns(
             t,
             cols[0],
@@ -1226,7 +1227,6 @@ class Engine:
             cols[4],
             self._kv_cap_ints,
             self._max_seqs_ints,
-            cols[9],
             cols[7],
             cols[5],
         )

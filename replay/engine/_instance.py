@@ -317,9 +317,9 @@ class Instance:
         self.gap_trim_at = 64  # trim the gap stack when it grows past this
         # numbers(): a counter of changes to this instance, and the last numbers computed
         # (key (mut, k, has_predictor), the first nine numbers (the ninth None until
-        # summed), t_iter * r_min)
+        # summed), t_iter * r_min (None until computed))
         self.mut = 0
-        self._numbers: tuple[tuple[int, int, bool], tuple[Any, ...], float] | None = None
+        self._numbers: tuple[tuple[int, int, bool], tuple[Any, ...], float | None] | None = None
 
     def kv_now(self) -> int:
         """KV tokens held by the running sequences (block-rounded)."""
@@ -1394,6 +1394,19 @@ class Instance:
         k = self.k_done(t - self.t0) if self.busy and self.run_k > 1 else 0
         return nq, n, self.kv_used(k), self.busy
 
+    def _to_first(self, k: int, has_predictor: bool, pred_run: list[float] | None) -> float:
+        """``t_iter * r_min``: the time to the first finish expected, ``k`` iterations on.
+
+        ``r_min``: the least predicted tokens left of a running sequence (at least 1; 1
+        without a predictor); ``pred_run``: :meth:`_pred_run` if already computed.
+        """
+        n = len(self.slots)
+        r_min = 1.0
+        if has_predictor:
+            r_min = max(min(self._pred_run(k) if pred_run is None else pred_run), 1.0)
+        t_iter: float = self.c0 + self.c_d * n + self.c_kv * (self.ctx_sum + n * k)
+        return t_iter * r_min
+
     def _pred_run(self, k: int) -> list[float]:
         """Per running sequence, ``(predicted - generated) - k`` once ``k`` more iterations ran."""
         slots = self.slots
@@ -1464,11 +1477,15 @@ class Instance:
             pred_total,
         )
 
-    def numbers(self, t: float, has_predictor: bool, defer_pred: bool = False) -> tuple[Any, ...]:
+    def numbers(
+        self, t: float, has_predictor: bool, defer_pred: bool = False, defer_earliest: bool = False
+    ) -> tuple[Any, ...]:
         """State numbers at time t (the order of ``Engine._state_values``).
 
         ``defer_pred``: the predicted tokens left (index 8) may be ``None`` (not summed
         yet); a later call without it at the same moment sums them from the cache.
+        ``defer_earliest``: the same for the earliest completion (index 9), whose
+        ``r_min`` takes a pass over the running sequences when there is a predictor.
         """
         slots = self.slots
         n = len(slots)
@@ -1481,15 +1498,19 @@ class Instance:
             key = (self.mut, k, has_predictor)
             cached = self._numbers
             if cached is not None and cached[0] == key:
-                first9 = cached[1]
+                first9, to_first = cached[1], cached[2]
                 if first9[8] is None and not defer_pred:
                     first9 = (*first9[:8], self._pred_total(self._pred_run(k)))
-                    self._numbers = (key, first9, cached[2])
-                return (*first9, t + cached[2], self.busy)
+                    self._numbers = (key, first9, to_first)
+                if to_first is None:
+                    if defer_earliest:
+                        return (*first9, None, self.busy)
+                    to_first = self._to_first(k, has_predictor, None)
+                    self._numbers = (key, first9, to_first)
+                return (*first9, t + to_first, self.busy)
         nq = len(self.preempted) + self.n_waiting
         if n:
             gsum = self.gen_sum + n * k
-            ctx_sum = self.ctx_sum + n * k
             lazy = self.lazy
             kv_used = self.kv_used(k)
             pend = 0
@@ -1497,18 +1518,18 @@ class Instance:
                 for sl in slots if not lazy else slots[n - self.n_prefilling :]:
                     pend += sl[_PLEFT]
             oracle_left = self.out_sum - gsum
-            if has_predictor:
-                pred_run = self._pred_run(k)
-                r_min = max(min(pred_run), 1.0)
-                pred_total = None if defer_pred else self._pred_total(pred_run)
+            pred_run: list[float] | None = None
+            if not has_predictor:
+                pred_total: float | None = 0.0 + self.q_pred_left
+            elif defer_pred:
+                pred_total = None
             else:
-                pred_total = 0.0 + self.q_pred_left
-                r_min = 1.0
-            t_iter = self.c0 + self.c_d * n + self.c_kv * ctx_sum
-            to_first = t_iter * r_min
+                pred_run = self._pred_run(k)
+                pred_total = self._pred_total(pred_run)
+            to_first = None if defer_earliest else self._to_first(k, has_predictor, pred_run)
             first9 = self._first9(nq, n, pend, gsum, kv_used, oracle_left, pred_total)
             self._numbers = (key, first9, to_first)
-            return (*first9, t + to_first, self.busy)
+            return (*first9, None if to_first is None else t + to_first, self.busy)
         else:
             gsum = 0
             pred_left = 0.0

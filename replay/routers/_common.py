@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._types import ClusterConfig, ClusterState, OracleRequestView, RequestView, StateColumns
+from .._types import ClusterConfig, ClusterState, OracleRequestView, RequestView
 
 __all__ = [
     "ClusterLatency",
@@ -504,7 +504,7 @@ def request_block_keys(
 
 
 def queue_and_prefill_terms(
-    rows: Sequence[InstanceLatency], state: ClusterState | StateColumns, prompt_tokens: float
+    rows: Sequence[InstanceLatency], state: ClusterState, prompt_tokens: float
 ) -> list[tuple[InstanceLatency, float, float, float, float, float]]:
     """Per instance: ``(row, n_running, context, slot_wait, backlog, prefill)`` in floats.
 
@@ -514,8 +514,9 @@ def queue_and_prefill_terms(
     prefilling ``prefill_tokens_pending`` with attention work ``pending**2 /
     max(n_queued, 1)`` beside the running decodes (0 without pending prompts);
     ``prefill`` = one iteration prefilling the request's ``prompt_tokens`` beside them.
-    ``rows`` are :meth:`ClusterLatency.instances`; ``state`` a snapshot or its
-    :meth:`ClusterState.columns`.
+    ``rows`` are :meth:`ClusterLatency.instances`. The counts come from
+    :meth:`ClusterState.columns`; ``earliest_completion_s`` is read only for an instance
+    whose slots are all taken.
 
     Example:
         >>> from routeplay.replay import make_cluster_state, make_uniform_cluster
@@ -524,25 +525,27 @@ def queue_and_prefill_terms(
         >>> [round(x, 6) for x in queue_and_prefill_terms(rows, s, 100.0)[0][1:]]
         [2.0, 300.0, 0.0, 0.0, 0.102]
     """
-    s = state if isinstance(state, StateColumns) else state.columns()
+    s = state.columns()
     now = s.now_s
     p = prompt_tokens
     pp = p * p
     out: list[tuple[InstanceLatency, float, float, float, float, float]] = []
-    for row, n_run_i, n_q_i, max_seqs, earliest, pend_i, kv_i in zip(
-        rows,
-        s.n_running,
-        s.n_queued,
-        s.max_running_seqs,
-        s.earliest_completion_s,
-        s.prefill_tokens_pending,
-        s.kv_used_tokens,
-        strict=True,
+    for i, (row, n_run_i, n_q_i, max_seqs, pend_i, kv_i) in enumerate(
+        zip(
+            rows,
+            s.n_running,
+            s.n_queued,
+            s.max_running_seqs,
+            s.prefill_tokens_pending,
+            s.kv_used_tokens,
+            strict=True,
+        )
     ):
         _c0, _pb, cp, cp2, cd, ckv, with_prefill, no_prefill, _decode_only = row
         n_run = float(n_run_i)
         ctx = float(kv_i)
         if n_run_i + n_q_i >= max_seqs:
+            earliest: float = state.earliest_completion_s.item(i)
             wait = earliest - now
             slot_wait = wait if wait > 0.0 or wait != wait else 0.0  # np.maximum(wait, 0.0)
         else:

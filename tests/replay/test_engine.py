@@ -765,3 +765,31 @@ def test_a_pending_state_gives_its_columns_without_its_arrays() -> None:
         eng.apply(n % 2)
         n += 1
     assert n == 60
+
+
+def test_min_min_on_a_pending_state_equals_the_numpy_estimate_on_full_instances() -> None:
+    # min-min's scalar estimate reads a pending state's columns and, only for an
+    # instance whose slots are all taken, its earliest completion (computed then, at
+    # the decision's moment); every estimate must equal the numpy formula on the
+    # state computed directly, bit for bit, also while instances are full
+    from routeplay.replay.routers._common import ClusterLatency
+    from routeplay.replay.routers._paper import completion_s_list, estimate_completion_s
+
+    lat = LinearLatencyModel.from_throughput(3_000.0)
+    inst = InstanceConfig(name="tight", latency=lat, max_running_seqs=3)
+    cluster = ClusterConfig(instances=(inst, inst))
+    model = ClusterLatency.from_cluster(cluster)
+    rows = model.instances()
+    eng = Engine(_lazy_trace(200), cluster, predictor=_PromptPredictor())
+    full = 0
+    while (decision := eng.next_decision()) is not None:
+        request, state = decision
+        eager = eng.state()
+        out = float(request.predicted_output_tokens or 0.0)
+        got = completion_s_list(rows, state, request.prompt_tokens, out)
+        want = estimate_completion_s(model, eager, request.prompt_tokens, out)
+        assert np.array(got).tobytes() == want.tobytes()
+        full += bool(np.any(eager.n_running + eager.n_queued >= eager.max_running_seqs))
+        decision = state = None
+        eng.apply(got.index(min(got)))
+    assert full > 20  # the slot-wait branch ran
