@@ -13,6 +13,7 @@ from ._types import (
     Router,
     RouterError,
     Scheduler,
+    StateColumns,
 )
 from .engine._capacity import capacity_req_per_s
 from .engine._clusters import (
@@ -247,4 +248,5 @@ __all__ = [
     "RequestView",
     "Router",
     "RouterError",
+    "StateColumns",
 ]
