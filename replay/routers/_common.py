@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._types import ClusterConfig, ClusterState, OracleRequestView, RequestView
+from .._types import ClusterConfig, ClusterState, OracleRequestView, RequestView, StateColumns
 
 __all__ = [
     "ClusterLatency",
@@ -504,7 +504,10 @@ def request_block_keys(
 
 
 def queue_and_prefill_terms(
-    rows: Sequence[InstanceLatency], state: ClusterState, prompt_tokens: float
+    rows: Sequence[InstanceLatency],
+    state: ClusterState,
+    prompt_tokens: float,
+    columns: StateColumns | None = None,
 ) -> list[tuple[InstanceLatency, float, float, float, float, float]]:
     """Per instance: ``(row, n_running, context, slot_wait, backlog, prefill)`` in floats.
 
@@ -515,8 +518,8 @@ def queue_and_prefill_terms(
     max(n_queued, 1)`` beside the running decodes (0 without pending prompts);
     ``prefill`` = one iteration prefilling the request's ``prompt_tokens`` beside them.
     ``rows`` are :meth:`ClusterLatency.instances`. The counts come from
-    :meth:`ClusterState.columns`; ``earliest_completion_s`` is read only for an instance
-    whose slots are all taken.
+    :meth:`ClusterState.columns` (``columns``: the caller's, if it has them);
+    ``earliest_completion_s`` is read only for an instance whose slots are all taken.
 
     Example:
         >>> from routeplay.replay import make_cluster_state, make_uniform_cluster
@@ -525,7 +528,7 @@ def queue_and_prefill_terms(
         >>> [round(x, 6) for x in queue_and_prefill_terms(rows, s, 100.0)[0][1:]]
         [2.0, 300.0, 0.0, 0.0, 0.102]
     """
-    s = state.columns()
+    s = state.columns() if columns is None else columns
     now = s.now_s
     p = prompt_tokens
     pp = p * p

@@ -309,12 +309,14 @@ def completion_s_list(
         >>> fast == estimate_completion_s(lat, s, 200, 40).tolist()
         True
     """
-    now = state.columns().now_s
+    cols = state.columns()
+    now = cols.now_s
     p = float(prompt_tokens)
     k = max(float(output_tokens) - 1.0, 0.0)
     km1 = k - 1.0
     out: list[float] = []
-    for row, n_run, ctx, slot_wait, backlog, prefill in queue_and_prefill_terms(rows, state, p):
+    terms = queue_and_prefill_terms(rows, state, p, cols)
+    for row, n_run, ctx, slot_wait, backlog, prefill in terms:
         decode_only, cd, ckv = row[8], row[4], row[5]
         n_dec = n_run + 1.0
         first_decode = 0.0 if n_dec <= 0 else decode_only + cd * n_dec + ckv * (ctx + p + 1.0)
