@@ -355,18 +355,8 @@ class ClusterState:
             >>> make_cluster_state(n_running=[3, 0], n_queued=[1, 0]).columns().n_running
             (3, 0)
         """
-        return StateColumns(
-            self.now_s,
-            tuple(self.n_queued.tolist()),
-            tuple(self.n_running.tolist()),
-            tuple(self.prefill_tokens_pending.tolist()),
-            tuple(self.decode_tokens_done.tolist()),
-            tuple(self.kv_used_tokens.tolist()),
-            tuple(self.kv_capacity_tokens.tolist()),
-            tuple(self.max_running_seqs.tolist()),
-            tuple(self.n_completed.tolist()),
-            tuple(self.tokens_in_system.tolist()),
-        )
+        counts = (tuple(getattr(self, name).tolist()) for name in StateColumns._fields[1:])
+        return StateColumns(self.now_s, *counts)
 
 
 class StateColumns(NamedTuple):

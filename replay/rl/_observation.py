@@ -93,6 +93,8 @@ import numpy as np
 import numpy.typing as npt
 from routeplay.estimator._impact import ImpactConfig, ImpactEstimate, estimate_impact
 
+from routeplay._checks import check_int, check_number
+
 from .._types import ClusterConfig, ClusterState, RequestView
 from ..routers._common import ClusterLatency
 from ..routers._paper import estimate_completion_s
@@ -167,11 +169,7 @@ class ObservationLayout:
 
     def __post_init__(self) -> None:
         for name in ("n_instances", "n_prompt_buckets", "n_decode_buckets", "queue_cap"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"ObservationLayout.{name} = {value!r}; expected a positive integer."
-                )
+            check_int("ObservationLayout", name, getattr(self, name), minimum=1)
         for name in (
             "prompt_scale_tokens",
             "count_cap",
@@ -181,11 +179,7 @@ class ObservationLayout:
             "impact_cap",
             "default_output_tokens",
         ):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(
-                    f"ObservationLayout.{name} = {value!r}; expected a finite number > 0."
-                )
+            check_number("ObservationLayout", name, getattr(self, name), minimum=0, strict=True)
 
     @property
     def size(self) -> int:

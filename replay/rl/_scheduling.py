@@ -59,6 +59,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from routeplay._checks import check_int, check_number
+
 from .._types import WAIT, ClusterConfig, ClusterState, RequestView, episode_seed
 from ..engine._engine import is_scheduler, run_replay
 from ..engine._result import ReplayConfig
@@ -122,15 +124,9 @@ class SchedulerLayout:
 
     def __post_init__(self) -> None:
         for name, low in (("n_instances", 1), ("n_candidates", 2)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"SchedulerLayout.{name} = {value!r}; expected an int >= {low}.")
+            check_int("SchedulerLayout", name, getattr(self, name), minimum=low)
         for name in ("tokens_cap", "time_cap_s", "ratio_cap", "queue_cap"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(
-                    f"SchedulerLayout.{name} = {value!r}; expected a finite number > 0."
-                )
+            check_number("SchedulerLayout", name, getattr(self, name), minimum=0, strict=True)
 
     @property
     def size(self) -> int:
@@ -280,12 +276,13 @@ class SchedulerEncoder:
                 1.0 if pos in seen else 0.0,
             ]
             seen.add(pos)
+        cols = state.columns()
         for n_run, n_q, kv, cap, seqs, f in zip(
-            state.n_running.tolist(),
-            state.n_queued.tolist(),
-            state.kv_used_tokens.tolist(),
-            state.kv_capacity_tokens.tolist(),
-            state.max_running_seqs.tolist(),
+            cols.n_running,
+            cols.n_queued,
+            cols.kv_used_tokens,
+            cols.kv_capacity_tokens,
+            cols.max_running_seqs,
             free,
             strict=True,
         ):

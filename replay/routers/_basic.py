@@ -23,6 +23,7 @@ from ._common import (
     decode_tokens_left,
     decode_tokens_left_list,
     np_minimum,
+    outstanding_list,
 )
 
 __all__ = [
@@ -203,9 +204,7 @@ class LeastConnectionsRouter(RouterBase):
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return the instance with the fewest outstanding requests (ties: lowest index)."""
         self._m(state)
-        load = [
-            q + r for q, r in zip(state.n_queued.tolist(), state.n_running.tolist(), strict=True)
-        ]
+        load = outstanding_list(state)
         return load.index(min(load))  # ints: the first minimum, as np.argmin
 
 
@@ -285,14 +284,10 @@ class LeastLoadedRouter(RouterBase):
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return argmin of outstanding requests / max_running_seqs."""
         self._m(state)
+        cols = state.columns()
         load = [
             float(q + r) / float(s if s > 1 else 1)  # numpy: int64 / int64 -> float64
-            for q, r, s in zip(
-                state.n_queued.tolist(),
-                state.n_running.tolist(),
-                state.max_running_seqs.tolist(),
-                strict=True,
-            )
+            for q, r, s in zip(cols.n_queued, cols.n_running, cols.max_running_seqs, strict=True)
         ]
         return argmin_list(load)
 
@@ -361,9 +356,8 @@ class PowerOfTwoRouter(RouterBase):
         a: int
         b: int
         a, b = self._rng.choice(m, size=2, replace=False).tolist()
-        n_q = state.n_queued.tolist()
-        n_run = state.n_running.tolist()
-        return b if n_q[b] + n_run[b] < n_q[a] + n_run[a] else a
+        load = outstanding_list(state)
+        return b if load[b] < load[a] else a
 
 
 class MaxCapacityRouter(RouterBase):
@@ -420,16 +414,17 @@ class MaxCapacityRouter(RouterBase):
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return the instance with the most (or, best-fit, the least sufficient) free capacity."""
         self._m(state)
+        cols = state.columns()
         free_kv_tokens: list[float] = []
         free_slots: list[float] = []
         capacity: list[float] = []
         for kv_cap_i, kv_used, pending, max_seqs, n_run, n_q in zip(
-            state.kv_capacity_tokens.tolist(),
-            state.kv_used_tokens.tolist(),
-            state.prefill_tokens_pending.tolist(),
-            state.max_running_seqs.tolist(),
-            state.n_running.tolist(),
-            state.n_queued.tolist(),
+            cols.kv_capacity_tokens,
+            cols.kv_used_tokens,
+            cols.prefill_tokens_pending,
+            cols.max_running_seqs,
+            cols.n_running,
+            cols.n_queued,
             strict=True,
         ):
             # the numpy formula's operations, in its order, on Python floats

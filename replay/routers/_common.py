@@ -220,6 +220,18 @@ def decode_tokens_left(
     return (state.n_queued + state.n_running).astype(np.float64) * default_output_tokens
 
 
+def outstanding_list(state: ClusterState) -> list[int]:
+    """Queued + running requests per instance as Python ints (``state.n_outstanding``).
+
+    Example:
+        >>> from routeplay.replay import make_cluster_state
+        >>> outstanding_list(make_cluster_state(n_queued=[1, 0], n_running=[2, 1]))
+        [3, 1]
+    """
+    s = state.columns()
+    return [q + r for q, r in zip(s.n_queued, s.n_running, strict=True)]
+
+
 def decode_tokens_left_list(
     state: ClusterState, request: RequestView, default_output_tokens: float
 ) -> list[float]:
@@ -234,9 +246,7 @@ def decode_tokens_left_list(
     if request.predicted_output_tokens is not None:
         left: list[float] = state.predicted_decode_tokens_left.tolist()
         return left
-    s = state.columns()
-    default = default_output_tokens
-    return [float(q + r) * default for q, r in zip(s.n_queued, s.n_running, strict=True)]
+    return [float(n) * default_output_tokens for n in outstanding_list(state)]
 
 
 class PredictedLengthRouter(RouterBase):

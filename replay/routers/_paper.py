@@ -21,6 +21,7 @@ from ._common import (
     argmin_list,
     check_positive,
     decode_tokens_left_list,
+    outstanding_list,
     queue_and_prefill_terms,
     require_oracle_view,
 )
@@ -86,7 +87,7 @@ class DecodeBalancerOracleRouter(RouterBase):
         return argmin_list(
             [
                 float(n + out) / float(s if s > 1 else 1)  # numpy: int64 / int64 -> float64
-                for n, s in zip(left.tolist(), state.max_running_seqs.tolist(), strict=True)
+                for n, s in zip(left.tolist(), state.columns().max_running_seqs, strict=True)
             ]
         )
 
@@ -137,7 +138,7 @@ class DecodeBalancerRouter(RouterBase):
         return argmin_list(
             [
                 (n + add) / float(s if s > 1 else 1)
-                for n, s in zip(left, state.max_running_seqs.tolist(), strict=True)
+                for n, s in zip(left, state.columns().max_running_seqs, strict=True)
             ]
         )
 
@@ -220,9 +221,7 @@ class DedicatedSmallLargeRouter(RouterBase):
         m = self._m(state)
         if m == 1:
             return 0
-        load = [
-            q + r for q, r in zip(state.n_queued.tolist(), state.n_running.tolist(), strict=True)
-        ]
+        load = outstanding_list(state)
         small = self._n_small
         if self.is_large(request):
             large = load[small:]

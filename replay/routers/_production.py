@@ -28,6 +28,7 @@ from ._common import (
     argmin_list,
     check_non_negative,
     check_positive,
+    outstanding_list,
     queue_and_prefill_terms,
     request_block_keys,
 )
@@ -170,7 +171,8 @@ class LLMDWeightedScorerRouter(_PrefixRouter):
         return np.array(self._scores(request, state, self._keys(request)), dtype=np.float64)
 
     def _scores(self, request: RequestView, state: ClusterState, keys: list[Any]) -> list[float]:
-        q = [float(n) for n in state.n_queued.tolist()]
+        cols = state.columns()
+        q = [float(n) for n in cols.n_queued]
         q_max = max(q)
         spread = q_max - min(q)
         if request.prefix_blocks:
@@ -181,7 +183,7 @@ class LLMDWeightedScorerRouter(_PrefixRouter):
         w_queue, w_kv, w_prefix = self.queue_weight, self.kv_weight, self.prefix_weight
         out: list[float] = []
         for q_i, kv_used, kv_cap, prefix_i in zip(
-            q, state.kv_used_tokens.tolist(), state.kv_capacity_tokens.tolist(), prefix, strict=True
+            q, cols.kv_used_tokens, cols.kv_capacity_tokens, prefix, strict=True
         ):
             queue = 1.0 if spread == 0 else (q_max - q_i) / spread
             kv = 1.0 - float(kv_used) / float(kv_cap if kv_cap > 1 else 1)
@@ -271,9 +273,7 @@ class SGLangCacheAwareRouter(_PrefixRouter):
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return the least-loaded, best-matching or smallest-tree worker (see class doc)."""
         self._m(state)
-        load = [
-            q + r for q, r in zip(state.n_queued.tolist(), state.n_running.tolist(), strict=True)
-        ]
+        load = outstanding_list(state)
         lo, hi = min(load), max(load)
         keys = self._keys(request)
         if hi - lo > self.balance_abs_threshold and hi > self.balance_rel_threshold * lo:
@@ -372,11 +372,12 @@ class DynamoKVRouter(_PrefixRouter):
     def _costs(self, request: RequestView, state: ClusterState, keys: list[Any]) -> list[float]:
         p = float(request.prompt_tokens)
         weight = self.overlap_score_weight
+        cols = state.columns()
         out: list[float] = []
         for block, pending, kv_used, overlap in zip(
             self._kv_block,
-            state.prefill_tokens_pending.tolist(),
-            state.kv_used_tokens.tolist(),
+            cols.prefill_tokens_pending,
+            cols.kv_used_tokens,
             self._matched_tokens(request, keys),
             strict=True,
         ):

@@ -166,7 +166,8 @@ class MinTotalLatencyRouter(RouterBase):
         pred = request.predicted_output_tokens
         out = self.default_output_tokens if pred is None else float(pred)
         rows = self._rows
-        now = state.now_s
+        cols = state.columns()
+        now = cols.now_s
         if eta_s is None:
             eta_s = [e - now for e in completion_s_list(rows, state, request.prompt_tokens, out)]
         if self.weight == 0.0:
@@ -180,7 +181,7 @@ class MinTotalLatencyRouter(RouterBase):
         weight = self.weight
         scores: list[float] = []
         for row, eta, n_run, n_q, left_i in zip(
-            rows, eta_s, state.n_running.tolist(), state.n_queued.tolist(), left, strict=True
+            rows, eta_s, cols.n_running, cols.n_queued, left, strict=True
         ):
             n_others = float(n_run + n_q)
             prefill = row.prefill_batch_s + row.prefill_s_per_token * p

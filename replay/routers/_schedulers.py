@@ -219,13 +219,11 @@ class LateBindingSPFScheduler(SchedulerBase):
     def free_list(self, state: ClusterState) -> list[bool]:
         """:func:`free_instances` with this scheduler's ``max_local_queue``, as a list."""
         max_q = self.max_local_queue
+        cols = state.columns()
         return [
             n_q <= max_q and n_run + n_q < max_seqs
             for n_q, n_run, max_seqs in zip(
-                state.n_queued.tolist(),
-                state.n_running.tolist(),
-                state.max_running_seqs.tolist(),
-                strict=True,
+                cols.n_queued, cols.n_running, cols.max_running_seqs, strict=True
             )
         ]
 

@@ -570,3 +570,19 @@ def test_outcome_tracker_matches_its_definition_under_preemption() -> None:
         k += 1
     assert int(eng.n_preempt.sum()) > 0
     assert completed == trace.height
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("n_instances", 0, "ObservationLayout.n_instances = 0; expected an integer >= 1."),
+        ("queue_cap", 2.5, "ObservationLayout.queue_cap = 2.5 (float); expected an integer >= 1."),
+        ("eta_cap_s", -1.0, "ObservationLayout.eta_cap_s = -1.0; expected a finite number > 0."),
+        ("count_cap", float("nan"), "ObservationLayout.count_cap = nan; expected a finite number"),
+    ],
+)
+def test_layout_refuses_bad_values_naming_them(field: str, value: object, message: str) -> None:
+    fields: dict[str, object] = {"n_instances": 2, "n_prompt_buckets": 1, "n_decode_buckets": 1}
+    fields[field] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ObservationLayout(**fields)  # type: ignore[arg-type]
