@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-import torch
 from d3rlpy.logging import NoopAdapterFactory
 from rl_fakes import make_frame
 from routeplay.estimator._latency import LinearLatencyModel
@@ -28,6 +27,7 @@ from routeplay.replay.engine._engine import run_replay
 from routeplay.replay.rl._observation import OBSERVATION_LAYOUT_VERSION, ObservationLayout
 from routeplay.replay.rl._transitions import default_layout, log_transitions
 from routeplay.replay.routers._check import make_cluster_state
+from torch_fakes import ConstantAction
 
 TINY = {
     "hidden_units": (16, 16),
@@ -232,18 +232,9 @@ def test_logged_heuristic_to_trained_router_to_replay(tmp_path: Path) -> None:
     assert again_router.n_fallback_routes == router.n_fallback_routes
 
 
-class _AlwaysWait(torch.nn.Module):
-    def __init__(self, m: int) -> None:
-        super().__init__()
-        self.m = m
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.full((x.shape[0],), self.m, dtype=torch.int64)
-
-
 def test_wait_limit_hands_a_stuck_request_to_the_fallback() -> None:
     layout = _layout(2)
-    policy = _AlwaysWait(2)
+    policy = ConstantAction(2)  # index m = 2: WAIT
     router = PolicyRouter(policy, layout=layout, name="waiter", wait_limit=2)
     router.reset(_cluster(2), np.random.default_rng(0))
     state = make_cluster_state(2, n_queued=[3, 1])

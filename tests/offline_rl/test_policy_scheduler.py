@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from polars.testing import assert_frame_equal
 from routeplay.datasets import TaskMixConfig, generate_task_mix
 from routeplay.offline_rl import (
@@ -28,34 +27,25 @@ from routeplay.replay import (
     make_uniform_cluster,
     run_replay,
 )
-
-
-class _Slot(torch.nn.Module):
-    """Always the same slot."""
-
-    def __init__(self, slot: int) -> None:
-        super().__init__()
-        self.slot = slot
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.full((x.shape[0],), self.slot, dtype=torch.int64)
+from torch_fakes import ConstantAction
 
 
 def test_slot_zero_policy_is_late_binding_spf_exactly() -> None:
     trace = generate_task_mix(TaskMixConfig(n_requests=300, rate_per_s=60.0, seed=4))
     cluster = make_cluster("v100x2")
-    learned = PolicyScheduler(_Slot(0), layout=SchedulerLayout(n_instances=2), name="slot0")
+    layout = SchedulerLayout(n_instances=2)
+    learned = PolicyScheduler(ConstantAction(0), layout=layout, name="slot0")
     a = run_replay(trace, cluster, learned).requests
     b = run_replay(trace, cluster, make_router("late-binding-spf")).requests
     assert_frame_equal(a, b)
     # another slot is another order: the policy really decides
-    other = PolicyScheduler(_Slot(7), layout=SchedulerLayout(n_instances=2), name="slot7")
+    other = PolicyScheduler(ConstantAction(7), layout=SchedulerLayout(n_instances=2), name="slot7")
     c = run_replay(trace, cluster, other).requests
     assert not c["finish_s"].equals(a["finish_s"])
 
 
 def test_policy_scheduler_holds_without_a_free_instance_and_checks_its_input() -> None:
-    s = PolicyScheduler(_Slot(0), layout=SchedulerLayout(n_instances=2, n_candidates=2))
+    s = PolicyScheduler(ConstantAction(0), layout=SchedulerLayout(n_instances=2, n_candidates=2))
     queue = (RequestView(0, 0.0, 10),)
     with pytest.raises(RuntimeError, match="reset"):
         s.schedule(queue, make_cluster_state(2))
@@ -64,7 +54,7 @@ def test_policy_scheduler_holds_without_a_free_instance_and_checks_its_input() -
     assert s.schedule(queue, busy) == (0, -1)
     with pytest.raises(ValueError, match="empty queue"):
         s.schedule((), busy)
-    bad = PolicyScheduler(_Slot(5), layout=SchedulerLayout(n_instances=2, n_candidates=2))
+    bad = PolicyScheduler(ConstantAction(5), layout=SchedulerLayout(n_instances=2, n_candidates=2))
     bad.reset(make_uniform_cluster(2), np.random.default_rng(0))
     with pytest.raises(ValueError, match="slot 5"):
         bad.schedule(queue, make_cluster_state(2))
