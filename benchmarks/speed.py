@@ -11,7 +11,7 @@ Commands (from the repository root; progress goes to stderr, the table to stdout
     .venv/bin/python benchmarks/speed.py --smoke --out runs/speed-smoke  # seconds (the test's run)
 
 Options: ``--only`` takes a comma-separated subset of ``conv, baseline, scale, fork, env,
-lookahead`` (default: all; ``baseline`` runs only with ``--baseline REF``); ``--rounds N``
+lookahead, online`` (default: all; ``baseline`` runs only with ``--baseline REF``); ``--rounds N``
 sets the baseline rounds (default 3); ``--sizes`` the scaling-curve sizes (``10k 100k 1M``,
 the default; ``--quick`` drops 1M); ``--out DIR`` the folder of the JSON file (default
 ``runs/speed/``, written as ``<timestamp>.json``; it holds every raw number, the machine's
@@ -38,9 +38,12 @@ and ``headroom.py``, not copied):
    fresh interpreters, ``REF``'s library against the working tree's, alternating
    (round k runs baseline then current for even k, current then baseline for odd k;
    ``--rounds N``). Both sides run this file (``--worker conv``), so only the library
-   differs. ``--baseline-figures conv,env,lookahead`` compares figures 5 and 6 the same
-   way (``--worker env``, ``--worker lookahead``: their setups below), one figure's
-   rounds after another's; only conv's ratio has a target. ``REF`` is checked out with
+   differs. ``--baseline-figures conv,env,lookahead,online`` compares figures 5, 6 and 7
+   the same way (``--worker env``, ``--worker lookahead``, ``--worker online``: their
+   setups below), one figure's rounds after another's; only conv's ratio has a target.
+   Each round also checks that both sides computed the same thing: the same mean E2E
+   (conv, env, lookahead) or the same learned Q-function weights (online, their sum).
+   ``REF`` is checked out with
    ``git worktree add --detach runs/speed/baseline-<sha>`` (reused when present; one
    this run added is removed again at the end, and so is the shim, so no stale
    checkout or dangling link stays in the tree for other tools to walk); a shim folder
@@ -71,10 +74,16 @@ and ``headroom.py``, not copied):
    ``--quick``: its first 150) with that regime's length predictor; decisions per
    second = ``n_decisions / wall_time_s`` (time inside ``route``). The cost per decision
    grows with the load, so a shorter episode flatters it.
+7. ``online``: what the environment costs inside learning. ``fine_tune_online`` of a
+   fresh DoubleDQN (``TrainConfig(algorithm="double-dqn")``, one torch thread) on figure
+   5's episode and cluster for 2,000 steps, with a gradient update every step and every
+   10 steps (``update_interval``); steps per wall second and the share of the wall time
+   spent inside ``RoutingEnv.step`` and ``reset`` (both timed for the run). No target:
+   it says how much a faster environment could speed learning up.
 
 ``--smoke`` shrinks everything (conv: first 300 requests; scale: 1,000 and 3,000; fork:
-3 x 200 calls; env: a 200-request episode; lookahead: 15 requests): the figures are then
-not the issue's and their statuses carry a ``*``.
+3 x 200 calls; env: a 200-request episode; lookahead: 15 requests; online: 30 steps): the
+figures are then not the issue's and their statuses carry a ``*``.
 
 Targets (issue 16), printed next to the figures as met / not met: conv >= 2.5x the
 baseline's requests per second (figure 2, per router); 1M synthetic requests in < 45 s;
@@ -110,16 +119,24 @@ if str(HERE) not in sys.path:  # imported by the test rather than run as a scrip
 
 import bench_replay  # noqa: E402
 
-FIGURES: tuple[str, ...] = ("conv", "baseline", "scale", "fork", "env", "lookahead")
+FIGURES: tuple[str, ...] = ("conv", "baseline", "scale", "fork", "env", "lookahead", "online")
 #: figure 1's fast-mode routers (bench_replay's) and the package folders of an old checkout
 CONV_ROUTERS: tuple[str, ...] = bench_replay.ROUTERS
 #: figures a ``--baseline`` run compares (``--baseline-figures``): what each measures, the
 #: key of its rate and the runs it names
-BASELINE_FIGURES: tuple[str, ...] = ("conv", "env", "lookahead")
+BASELINE_FIGURES: tuple[str, ...] = ("conv", "env", "lookahead", "online")
 RATE_KEYS: dict[str, str] = {
     "conv": "requests_per_s",
     "env": "steps_per_s",
     "lookahead": "decisions_per_s",
+    "online": "steps_per_s",
+}
+#: what must come out the same on both sides of a baseline round, and how the table says it
+CHECK_KEYS: dict[str, tuple[str, str]] = {
+    "conv": ("e2e_s_mean", "mean E2E"),
+    "env": ("e2e_s_mean", "mean E2E"),
+    "lookahead": ("e2e_s_mean", "mean E2E"),
+    "online": ("weights_sum", "learned weights"),
 }
 DEFAULT_SUBPACKAGES: tuple[str, ...] = ("datasets", "estimator", "replay", "offline_rl", "reports")
 WARM_UP_REQUESTS = 500
@@ -145,6 +162,7 @@ class Sizes:
     env_requests: int
     env_episodes: int
     lookahead_requests: int
+    online_steps: int
 
     @property
     def reduced(self) -> bool:
@@ -162,6 +180,7 @@ FULL = Sizes(
     env_requests=2000,
     env_episodes=3,
     lookahead_requests=500,
+    online_steps=2000,
 )
 QUICK = replace(
     FULL,
@@ -180,6 +199,7 @@ SMOKE = replace(
     env_requests=200,
     env_episodes=1,
     lookahead_requests=15,
+    online_steps=30,
 )
 
 
@@ -285,6 +305,10 @@ def worker(figure: str, sizes: Sizes) -> dict[str, Any]:
         env = figure_env(sizes)
         results = {"RoutingEnv": {"steps_per_s": env["best_steps_per_s"],
                                   "e2e_s_mean": env["e2e_s_mean"]}}  # fmt: skip
+    elif figure == "online":
+        online = figure_online(sizes)
+        results = {f"update every {k}": {key: run[key] for key in ("steps_per_s", "weights_sum")}
+                   for k, run in online["runs"].items()}  # fmt: skip
     else:
         la = figure_lookahead(sizes)
         results = {"lookahead-oracle": {k: la[k] for k in ("decisions_per_s", "e2e_s_mean")}}
@@ -455,14 +479,12 @@ def _baseline_rounds(
         per_round.append({"order": list(order), **got, "ratio": ratio})
         log(f"{figure} round {k + 1}: " + ", ".join(f"{r} {x:.2f}x" for r, x in ratio.items()))
     median = {r: statistics.median(p["ratio"][r] for p in per_round) for r in names}
+    check = CHECK_KEYS[figure][0]
     diff = {
-        r: max(
-            _rel_diff(p["current"][r]["e2e_s_mean"], p["baseline"][r]["e2e_s_mean"])
-            for p in per_round
-        )
+        r: max(_rel_diff(p["current"][r][check], p["baseline"][r][check]) for p in per_round)
         for r in names
     }
-    return {"rounds": per_round, "median_ratio": median, "e2e_mean_rel_diff": diff}
+    return {"rounds": per_round, "median_ratio": median, "check": check, "check_rel_diff": diff}
 
 
 # ---------------------------------------------------------------------------------------
@@ -578,6 +600,79 @@ def figure_lookahead(sizes: Sizes) -> dict[str, Any]:
     }
 
 
+ONLINE_UPDATE_INTERVALS: tuple[int, ...] = (1, 10)
+
+
+def figure_online(sizes: Sizes) -> dict[str, Any]:
+    """Figure 7: how much of online fine-tuning is the environment (``fine_tune_online``).
+
+    A fresh DoubleDQN (``TrainConfig(algorithm="double-dqn")``) fine-tuned on figure 5's
+    episode and cluster, ``sizes.online_steps`` steps, once per update interval; the
+    wall time spent inside ``RoutingEnv.step`` and ``reset`` is measured by timing those
+    two methods for the duration of the run (they are restored afterwards).
+    """
+    import tempfile
+
+    from d3rlpy.logging import NoopAdapterFactory
+    from routeplay.datasets import TaskMixConfig, generate_task_mix
+    from routeplay.offline_rl import OnlineConfig, TrainConfig, fine_tune_online
+    from routeplay.replay import RoutingEnv, make_cluster
+
+    trace = generate_task_mix(TaskMixConfig(n_requests=sizes.env_requests, rate_per_s=20.0, seed=0))
+    cluster = make_cluster("paper-4xv100")
+    env_s = [0.0]
+    originals = {name: getattr(RoutingEnv, name) for name in ("step", "reset")}
+
+    def timed(method: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                env_s[0] += time.perf_counter() - start
+
+        return run
+
+    runs: dict[str, dict[str, float]] = {}
+    try:
+        for name, method in originals.items():
+            setattr(RoutingEnv, name, timed(method))
+        for interval in ONLINE_UPDATE_INTERVALS:
+            env_s[0] = 0.0
+            config = OnlineConfig(
+                n_steps=sizes.online_steps,
+                n_steps_per_epoch=sizes.online_steps,
+                update_interval=interval,
+                patience=None,
+            )
+            with tempfile.TemporaryDirectory() as run_dir:
+                start = time.perf_counter()
+                result = fine_tune_online(
+                    TrainConfig(algorithm="double-dqn"),
+                    [trace],
+                    cluster,
+                    reward="paper-workload-guided",
+                    run_dir=run_dir,
+                    config=config,
+                    logger_adapter=NoopAdapterFactory(),
+                )
+                wall = time.perf_counter() - start
+            rate = sizes.online_steps / wall
+            share = env_s[0] / wall
+            # the learned Q-functions' weights, summed: equal on both sides of a baseline
+            # round when the change left the training trajectory alone
+            weights = sum(
+                float(p.double().sum()) for p in result.algo.impl.modules.q_funcs.parameters()
+            )
+            log(f"online: update every {interval} step(s): {rate:,.0f} steps/s, env {share:.1%}")
+            runs[str(interval)] = {"wall_s": wall, "steps_per_s": rate, "env_s": env_s[0],
+                                   "env_share": share, "weights_sum": weights}  # fmt: skip
+    finally:
+        for name, method in originals.items():
+            setattr(RoutingEnv, name, method)
+    return {"steps": sizes.online_steps, "runs": runs}
+
+
 # ---------------------------------------------------------------------------------------
 # the table
 
@@ -623,8 +718,9 @@ def table_rows(
     for figure, compared in (base or {}).get("figures", {}).items():
         for r, med in compared["median_ratio"].items():
             per = ", ".join(f"{p['ratio'][r]:.2f}" for p in compared["rounds"])
-            same = "same" if compared["e2e_mean_rel_diff"][r] < 1e-9 else "DIFFERENT"
-            setup = f"median of {len(compared['rounds'])} alternating rounds, {same} mean E2E"
+            same = "same" if compared["check_rel_diff"][r] < 1e-9 else "DIFFERENT"
+            what = CHECK_KEYS[figure][1]
+            setup = f"median of {len(compared['rounds'])} alternating rounds, {same} {what}"
             # the issue's ratio target is conv's; the others are printed for the record
             target = conv_target if figure == "conv" else ""
             status = _status(med >= TARGET_CONV_RATIO, smoke) if figure == "conv" else ""
@@ -676,6 +772,12 @@ def table_rows(
                      _status(rate >= TARGET_LOOKAHEAD_DEC_S, sizes.reduced)))  # fmt: skip
     else:
         missing("lookahead", "6 lookahead-oracle", la_target)
+    if (online := figs.get("online")) is not None:
+        for interval, run in online["runs"].items():
+            every = "every step" if interval == "1" else f"every {interval} steps"
+            rows.append((f"7 fit_online, update {every}", f"{online['steps']:,} steps, DoubleDQN",
+                         f"{run['steps_per_s']:,.0f} steps/s, env {run['env_share']:.1%} of it",
+                         "", ""))  # fmt: skip
     return rows
 
 
@@ -793,6 +895,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fork": lambda: figure_fork(sizes),
         "env": lambda: figure_env(sizes),
         "lookahead": lambda: figure_lookahead(sizes),
+        "online": lambda: figure_online(sizes),
     }
     figs: dict[str, Any] = {}
     failed: dict[str, str] = {}

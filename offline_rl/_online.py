@@ -100,6 +100,7 @@ from ._evaluate import (
 )
 from ._files import write_json_atomic
 from ._imitation import _mean_e2e_s
+from ._replay_buffer import fifo_replay_buffer
 from ._train import TrainConfig, TrainResult, _checkpoint_modules, make_learnable
 
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ class OnlineConfig:
         n_steps_per_epoch: steps per d3rlpy epoch (logging granularity).
         update_start_step: env steps before the first gradient update.
         update_interval: env steps between updates.
-        buffer_limit: FIFO replay buffer capacity (transitions).
+        buffer_limit: FIFO replay buffer capacity (transitions, >= 2).
         epsilon_start: exploration rate at step 0.
         epsilon_end: exploration rate after the decay.
         epsilon_decay_steps: steps of the linear decay (``None``: half of ``n_steps``).
@@ -229,10 +230,15 @@ class OnlineConfig:
     sim_slack_s: float = DEFAULT_SIM_SLACK_S
 
     def __post_init__(self) -> None:
-        for name in ("n_steps", "n_steps_per_epoch", "update_interval", "buffer_limit"):
+        for name in ("n_steps", "n_steps_per_epoch", "update_interval"):
             value = getattr(self, name)
             if _bad_int(value, 1):
                 raise ValueError(f"OnlineConfig {name} = {value!r}; expected an int >= 1.")
+        if _bad_int(self.buffer_limit, 2):
+            # d3rlpy's FIFO eviction compares the two oldest transitions
+            raise ValueError(
+                f"OnlineConfig buffer_limit = {self.buffer_limit!r}; expected an int >= 2."
+            )
         for name in ("update_start_step", "seed"):
             value = getattr(self, name)
             if _bad_int(value, 0):
@@ -766,7 +772,10 @@ def fine_tune_online(
                 kwargs["episodes"] = offline_dataset.mdp.episodes
             else:
                 kwargs["env"] = wrapped
-            buffer = create_fifo_replay_buffer(limit=cfg.buffer_limit, **kwargs)
+            if getattr(algo, "need_returns_to_go", False):
+                buffer = create_fifo_replay_buffer(limit=cfg.buffer_limit, **kwargs)
+            else:  # the same mini-batches from the same draws, gathered by indexing
+                buffer = fifo_replay_buffer(cfg.buffer_limit, **kwargs)
             explorer = LinearDecayEpsilonGreedy(
                 start_epsilon=cfg.epsilon_start,
                 end_epsilon=cfg.epsilon_end,

@@ -54,6 +54,8 @@ def test_smoke_run_prints_every_target_and_writes_json(tmp_path: Path) -> None:
         "| 5 RoutingEnv ",
         "| 5 its engine alone ",
         "| 6 lookahead-oracle ",
+        "| 7 fit_online, update every step ",
+        "| 7 fit_online, update every 10 steps ",
     ):
         assert row in out.stdout, (row, out.stdout)
     files = list(tmp_path.glob("*.json"))
@@ -61,7 +63,7 @@ def test_smoke_run_prints_every_target_and_writes_json(tmp_path: Path) -> None:
     record = json.loads(files[0].read_text())
     assert record["sizes"]["label"] == "smoke"
     figs = record["figures"]
-    assert set(figs) == {"conv", "scale", "fork", "env", "lookahead"}
+    assert set(figs) == {"conv", "scale", "fork", "env", "lookahead", "online"}
     assert figs["conv"]["trace"].startswith("azure-2023-conv (embedded)")
     assert figs["conv"]["fast"]["round-robin"]["requests"] == 300
     # fast and reference mode replay the same simulation
@@ -71,6 +73,9 @@ def test_smoke_run_prints_every_target_and_writes_json(tmp_path: Path) -> None:
     assert figs["env"]["best_engine_alone_steps_per_s"] > 0
     assert figs["lookahead"]["n_decisions"] >= 15
     assert [p["requests"] for p in figs["scale"]["points"]] == [1000, 3000]
+    for run in figs["online"]["runs"].values():
+        assert 0.0 < run["env_share"] < 1.0  # the env ran, and it is not all of the run
+
     assert record["table"] in out.stdout
 
 
@@ -81,8 +86,8 @@ def test_only_and_baseline_flags_are_checked() -> None:
     assert speed.parse_args(["--baseline", "HEAD"]).figures == list(speed.FIGURES)
     assert "baseline" not in speed.parse_args([]).figures
     assert speed.parse_args([]).baseline_figures == ["conv"]
-    args = speed.parse_args(["--baseline", "HEAD", "--baseline-figures", "env, lookahead"])
-    assert args.baseline_figures == ["env", "lookahead"]
+    args = speed.parse_args(["--baseline", "HEAD", "--baseline-figures", "env, lookahead,online"])
+    assert args.baseline_figures == ["env", "lookahead", "online"]
     for bad in (
         ["--only", "forks"],
         ["--only", "baseline"],
