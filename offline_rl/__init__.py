@@ -34,6 +34,7 @@ from ._pipeline import (
 )
 from ._policy import ROUTER_FILES, PolicyRouter, load_router, save_router
 from ._policy_scheduler import PolicyScheduler
+from ._replay_buffer import fifo_replay_buffer
 from ._train import (
     ALGORITHMS,
     RewardTransform,
@@ -65,6 +66,7 @@ __all__ = [
     "OnlineConfig",
     "OnlineResult",
     "fine_tune_online",
+    "fifo_replay_buffer",
     "EvaluationResult",
     "OPEConfig",
     "OPEResult",
