@@ -63,13 +63,17 @@ def test_one_vector_draw_is_the_scalar_draws_in_order(high: int) -> None:
     assert np.random.randint(2**30) == after_scalar  # the same draws consumed
 
 
-@pytest.mark.parametrize("limit", [2, 5, 40, 10_000])
-def test_batches_equal_d3rlpy_fifo_buffer_bit_for_bit(limit: int) -> None:
+@pytest.mark.parametrize(
+    ("limit", "offline_length"), [(2, 7), (5, 7), (40, 7), (10_000, 7), (2000, 650)]
+)
+def test_batches_equal_d3rlpy_fifo_buffer_bit_for_bit(limit: int, offline_length: int) -> None:
     # offline episodes (terminated and timed out), then online writes as fit_online
     # makes them, with clips both ways and FIFO evictions: after every write the two
-    # buffers hold the same transitions and episodes and sample the same batches
+    # buffers hold the same transitions and episodes and sample the same batches (the
+    # last case grows the rows past their first 1,024 slots, then evicts)
     rng = np.random.default_rng(limit)
-    offline = [_episode(rng, 7, True), _episode(rng, 5, False), _episode(rng, 9, True)]
+    n = offline_length
+    offline = [_episode(rng, n, True), _episode(rng, n - 2, False), _episode(rng, n + 2, True)]
     with quiet_d3rlpy():
         plain = create_fifo_replay_buffer(limit, episodes=offline)
         fast = fifo_replay_buffer(limit, episodes=offline)
@@ -98,6 +102,8 @@ def test_batches_equal_d3rlpy_fifo_buffer_bit_for_bit(limit: int) -> None:
         assert b.transitions == []  # unread by algorithms without returns-to-go
         terminals += int(a.terminals.sum())
     assert terminals > 0  # terminal rows (zeros next) were compared too
+    if n + (n - 3) + (n + 2) + 240 > limit:
+        assert plain.transition_count == limit  # evictions happened
 
 
 def test_other_pickers_sample_as_d3rlpy_does() -> None:
