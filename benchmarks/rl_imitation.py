@@ -96,6 +96,12 @@ def main() -> None:
     p.add_argument("--behaviour", default="min-min", help="round-0 driver")
     p.add_argument("--teacher-base", default="min-min", help="the lookahead's rollout router")
     p.add_argument("--no-predictor", action="store_true", help="no length predictor")
+    p.add_argument(
+        "--label-workers",
+        type=int,
+        default=1,
+        help="processes that label episodes at once (same labels for any count)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/rl_imitation"))
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -151,6 +157,7 @@ def main() -> None:
             validation_episodes=validation,
             initial_labels=shared0,  # round-0 labels do not depend on the seed (docstring)
             say=lambda line, s=seed: log(f"seed {s}: {line}"),
+            label_workers=args.label_workers,
         )
         save_router(result.train, folder, layout=result.layout)
         log(f"seed {seed}: trained in {time.perf_counter() - t0:.0f} s -> {folder}")

@@ -11,13 +11,14 @@ Commands (from the repository root; progress goes to stderr, the table to stdout
     .venv/bin/python benchmarks/speed.py --smoke --out runs/speed-smoke  # seconds (the test's run)
 
 Options: ``--only`` takes a comma-separated subset of ``conv, baseline, scale, fork, env,
-lookahead, online`` (default: all; ``baseline`` runs only with ``--baseline REF``); ``--rounds N``
-sets the baseline rounds (default 3); ``--sizes`` the scaling-curve sizes (``10k 100k 1M``,
-the default; ``--quick`` drops 1M); ``--out DIR`` the folder of the JSON file (default
-``runs/speed/``, written as ``<timestamp>.json``; it holds every raw number, the machine's
-load average and the working tree's modified files). A full run took 3.6 minutes with
-``--baseline`` (three rounds: ~1 minute of it) on 2 shared cores in December 2026, 1.5
-minutes the 1M replay; numbers there are noisy (+-30 %, more for a single round).
+lookahead, online, label`` (default: all; ``baseline`` runs only with ``--baseline
+REF``); ``--rounds N`` sets the baseline rounds (default 3); ``--sizes`` the
+scaling-curve sizes (``10k 100k 1M``, the default; ``--quick`` drops 1M); ``--out DIR``
+the folder of the JSON file (default ``runs/speed/``, written as ``<timestamp>.json``; it
+holds every raw number, the machine's load average and the working tree's modified
+files). A full run took 3.6 minutes with ``--baseline`` (three rounds: ~1 minute of it)
+on 2 shared cores in December 2026, 1.5 minutes the 1M replay; numbers there are noisy
+(+-30 %, more for a single round).
 
 No data mirror is needed: ``azure-2023-conv`` is embedded in the package, so
 ``ROUTEPLAY_DATA_DIR`` is not read. If the embedded trace cannot be loaded, a synthetic
@@ -80,9 +81,15 @@ and ``headroom.py``, not copied):
    10 steps (``update_interval``); steps per wall second and the share of the wall time
    spent inside ``RoutingEnv.step`` and ``reset`` (both timed for the run). No target:
    it says how much a faster environment could speed learning up.
+8. ``label``: lookahead labelling for imitation (``label_states``) in this process and on
+   2 worker processes (``n_workers=2``; start-up included): figure 6's regime, 6
+   episodes of 500 requests, min-min drives, 3,000 labels (``--quick``: 4 x 150, 600
+   labels); labels per wall second, the speedup, and whether the labels are the same
+   (they must be). No target.
 
 ``--smoke`` shrinks everything (conv: first 300 requests; scale: 1,000 and 3,000; fork:
-3 x 200 calls; env: a 200-request episode; lookahead: 15 requests; online: 30 steps): the
+3 x 200 calls; env: a 200-request episode; lookahead: 15 requests; online: 30 steps;
+label: 3 x 15 requests, 40 labels): the
 figures are then not the issue's and their statuses carry a ``*``.
 
 Targets (issue 16), printed next to the figures as met / not met: conv >= 2.5x the
@@ -119,7 +126,16 @@ if str(HERE) not in sys.path:  # imported by the test rather than run as a scrip
 
 import bench_replay  # noqa: E402
 
-FIGURES: tuple[str, ...] = ("conv", "baseline", "scale", "fork", "env", "lookahead", "online")
+FIGURES: tuple[str, ...] = (
+    "conv",
+    "baseline",
+    "scale",
+    "fork",
+    "env",
+    "lookahead",
+    "online",
+    "label",
+)
 #: figure 1's fast-mode routers (bench_replay's) and the package folders of an old checkout
 CONV_ROUTERS: tuple[str, ...] = bench_replay.ROUTERS
 #: figures a ``--baseline`` run compares (``--baseline-figures``): what each measures, the
@@ -163,6 +179,9 @@ class Sizes:
     env_episodes: int
     lookahead_requests: int
     online_steps: int
+    label_episodes: int
+    label_requests: int
+    label_decisions: int
 
     @property
     def reduced(self) -> bool:
@@ -181,6 +200,9 @@ FULL = Sizes(
     env_episodes=3,
     lookahead_requests=500,
     online_steps=2000,
+    label_episodes=6,
+    label_requests=500,
+    label_decisions=3000,
 )
 QUICK = replace(
     FULL,
@@ -188,6 +210,9 @@ QUICK = replace(
     reference_routers=("round-robin",),
     scale_sizes=(10_000, 100_000),
     lookahead_requests=150,
+    label_episodes=4,
+    label_requests=150,
+    label_decisions=600,
 )
 SMOKE = replace(
     FULL,
@@ -200,6 +225,9 @@ SMOKE = replace(
     env_episodes=1,
     lookahead_requests=15,
     online_steps=30,
+    label_episodes=3,
+    label_requests=15,
+    label_decisions=40,
 )
 
 
@@ -673,6 +701,56 @@ def figure_online(sizes: Sizes) -> dict[str, Any]:
     return {"steps": sizes.online_steps, "runs": runs}
 
 
+LABEL_WORKERS: tuple[int, ...] = (1, 2)
+
+
+def figure_label(sizes: Sizes) -> dict[str, Any]:
+    """Figure 8: lookahead labelling (``label_states``) in this process and on 2 workers.
+
+    Figure 6's regime (hetero cluster, task mix at 80 req/s, its length predictor):
+    ``sizes.label_episodes`` episodes of ``sizes.label_requests`` requests (seeds 1000,
+    1001, ...), min-min drives, ``lookahead-oracle`` (horizon 0.5 s) labels every
+    decision until ``sizes.label_decisions`` labels; once per worker count in
+    :data:`LABEL_WORKERS` (the workers' start-up included). The labels must be equal.
+    """
+    import headroom
+    from routeplay.offline_rl import label_states
+    from routeplay.replay import make_router
+
+    predictor = headroom.taskmix_predictor()
+    episodes = headroom.taskmix_episodes(sizes.label_episodes, sizes.label_requests, 80.0)
+    runs: dict[str, dict[str, float]] = {}
+    labels: dict[int, Any] = {}
+    for workers in LABEL_WORKERS:
+        start = time.perf_counter()
+        labels[workers], _ = label_states(
+            episodes,
+            headroom.hetero_cluster(),
+            make_router("min-min"),
+            n_labels=sizes.label_decisions,
+            predictor=predictor,
+            n_workers=workers,
+        )
+        wall = time.perf_counter() - start
+        n = labels[workers].n_labels
+        log(f"label: {workers} worker(s): {n:,} labels in {wall:.1f} s ({n / wall:.1f}/s)")
+        runs[str(workers)] = {"wall_s": wall, "labels": n, "labels_per_s": n / wall,
+                              "teacher_s": labels[workers].teacher_wall_time_s}  # fmt: skip
+    one = labels[LABEL_WORKERS[0]]
+    fields = ("observations", "actions", "behaviour_actions", "costs_s", "episode", "time_s")
+    same = all(
+        all(getattr(one, f).tobytes() == getattr(labels[w], f).tobytes() for f in fields)
+        for w in LABEL_WORKERS[1:]
+    )
+    return {
+        "episodes": sizes.label_episodes,
+        "requests": sizes.label_requests,
+        "runs": runs,
+        "speedup": runs[str(LABEL_WORKERS[-1])]["labels_per_s"] / runs["1"]["labels_per_s"],
+        "same_labels": same,
+    }
+
+
 # ---------------------------------------------------------------------------------------
 # the table
 
@@ -778,6 +856,14 @@ def table_rows(
             rows.append((f"7 fit_online, update {every}", f"{online['steps']:,} steps, DoubleDQN",
                          f"{run['steps_per_s']:,.0f} steps/s, env {run['env_share']:.1%} of it",
                          "", ""))  # fmt: skip
+    if (lab := figs.get("label")) is not None:
+        setup = f"{lab['episodes']} x {lab['requests']} req, hetero"
+        for workers, run in lab["runs"].items():
+            measured = f"{run['labels_per_s']:.1f} labels/s ({run['wall_s']:.1f} s)"
+            if workers != "1":
+                same = "same" if lab["same_labels"] else "DIFFERENT"
+                measured += f", {lab['speedup']:.2f}x, {same} labels"
+            rows.append((f"8 label_states, {workers} worker(s)", setup, measured, "", ""))
     return rows
 
 
@@ -896,6 +982,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "env": lambda: figure_env(sizes),
         "lookahead": lambda: figure_lookahead(sizes),
         "online": lambda: figure_online(sizes),
+        "label": lambda: figure_label(sizes),
     }
     figs: dict[str, Any] = {}
     failed: dict[str, str] = {}

@@ -243,6 +243,13 @@ def register(subparsers: Any) -> None:
         "--horizon-s", type=float, default=0.5, help="lookahead rollout horizon (simulated s)"
     )
     la.add_argument(
+        "--label-workers",
+        type=int,
+        default=1,
+        help="processes that label episodes at once (the labels are the same for any count; "
+        "1 = label in this process)",
+    )
+    la.add_argument(
         "--validation-episodes",
         type=int,
         default=0,
@@ -917,6 +924,7 @@ def _train_from_lookahead(args: argparse.Namespace, staged: list[Path]) -> int:
     """``routeplay train --from-lookahead``: :func:`imitate_lookahead`, then save_router."""
     from routeplay.offline_rl import ImitationConfig, imitate_lookahead, save_router
 
+    from ._labelling import check_n_workers
     from ._output import Mode, commit_output, plan_output, start_output
 
     if args.transitions:
@@ -972,6 +980,7 @@ def _train_from_lookahead(args: argparse.Namespace, staged: list[Path]) -> int:
     n_val = args.validation_episodes
     if isinstance(n_val, bool) or n_val < 0:
         raise ValueError(f"--validation-episodes {n_val!r}; expected an integer >= 0.")
+    label_workers = check_n_workers(args.label_workers, "--label-workers")
     prepared = _prepare(args)
     cluster = prepared.cluster
     episodes: list[pl.DataFrame] = [e.trace for e in prepared.train]
@@ -1022,6 +1031,7 @@ def _train_from_lookahead(args: argparse.Namespace, staged: list[Path]) -> int:
             resume=mode != "overwrite",
             validation_episodes=validation,
             say=lambda line: _say(args, line),
+            label_workers=label_workers,
         )
         save_router(result.train, staging, layout=result.layout)
     except Exception:

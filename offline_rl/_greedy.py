@@ -8,12 +8,34 @@ taking its greedy action on one observation.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["GreedyPolicy", "is_learnable", "learnable_shape"]
+__all__ = ["GreedyPolicy", "is_learnable", "learnable_shape", "quiet_torchscript"]
+
+
+@contextlib.contextmanager
+def quiet_torchscript() -> Iterator[None]:
+    """Silence torch 2.13's TorchScript deprecation notices and d3rlpy's tracer warnings.
+
+    ``torch.jit.trace``/``torch.jit.load`` still work in torch 2.13 but warn that
+    TorchScript is deprecated; the trace of d3rlpy's greedy policy also emits a
+    ``TracerWarning`` about a distribution check that does not affect the greedy action.
+    """
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
+        )
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # type: ignore[attr-defined]
+        yield
 
 
 def is_learnable(policy: Any) -> bool:
@@ -72,6 +94,31 @@ class GreedyPolicy:
 
         self._torch = torch
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle support (labelling worker processes): without the torch module.
+
+        A TorchScript policy travels as its ``torch.jit.save`` bytes (TorchScript
+        modules cannot be pickled); a d3rlpy learnable pickles as it is.
+        """
+        state = {k: v for k, v in self.__dict__.items() if k != "_torch"}
+        if isinstance(self.policy, self._torch.jit.ScriptModule):
+            buffer = io.BytesIO()
+            with quiet_torchscript():
+                self._torch.jit.save(self.policy, buffer)
+            state["policy"] = _TorchScriptBytes(buffer.getvalue())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import torch
+
+        policy = state["policy"]
+        if isinstance(policy, _TorchScriptBytes):
+            # bytes this class wrote in another process of the same run (never a file)
+            with quiet_torchscript():
+                state["policy"] = torch.jit.load(io.BytesIO(policy.data), map_location="cpu")  # type: ignore[no-untyped-call]
+        self.__dict__.update(state)
+        self._torch = torch
+
     def __call__(self, obs: npt.NDArray[np.float32]) -> int:
         """The greedy action index for one encoded observation."""
         torch = self._torch
@@ -82,3 +129,18 @@ class GreedyPolicy:
             else:
                 out = self.policy(x)
         return int(out.reshape(-1)[0])
+
+
+class _TorchScriptBytes:
+    """A TorchScript policy's ``torch.jit.save`` bytes inside a pickled GreedyPolicy."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __getstate__(self) -> bytes:
+        return self.data
+
+    def __setstate__(self, data: bytes) -> None:
+        self.data = data

@@ -46,8 +46,11 @@ behaviour and the teacher with generators from ``SeedSequence([seed, r, k])``; t
 network trains with ``seed``. Same inputs and seed give identical labels and (same
 torch thread count) identical weights.
 
-Cost: the lookahead costs ~50-150 ms per labelled decision on a loaded 4-instance
-cluster (``m + 1`` forks and rollouts each); the rest is negligible.
+Cost: the lookahead dominates (``m + 1`` forks and rollouts per labelled decision): ~11
+ms per label on the hetero cluster at 80 req/s (figure 8 of ``benchmarks/speed.py``).
+Episodes are independent, so ``label_states(n_workers=2)`` (``imitate_lookahead(
+label_workers=2)``) labels them on two worker processes with the same result: 1.85x
+there (``offline_rl/_labelling.py``).
 """
 
 # Why this module is long: labelling, DAgger rounds, validation selection and the run
@@ -58,7 +61,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,17 +70,17 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 from routeplay.estimator._protocols import OutputLengthPredictor
-from routeplay.replay._types import ClusterConfig, RequestView, Router
-from routeplay.replay.engine._engine import Engine
+from routeplay.replay._types import ClusterConfig, Router
 from routeplay.replay.engine._result import ReplayConfig
-from routeplay.replay.rl._observation import ObservationEncoder, ObservationLayout
-from routeplay.replay.rl._transitions import action_to_index, default_layout
+from routeplay.replay.rl._observation import ObservationLayout
+from routeplay.replay.rl._transitions import default_layout
 from routeplay.replay.routers._reference import LookaheadOracleRouter
 
 from routeplay._checks import check_bool, check_int, check_number
 
 from ._dataset import RoutingDataset, build_dataset
 from ._files import sha256_arrays, sha256_json, write_json_atomic
+from ._labelling import LabelTask, check_n_workers, collect_labels, plain_view
 from ._train import TrainConfig, TrainResult, train_router
 
 if TYPE_CHECKING:
@@ -245,21 +247,6 @@ def _check_behaviour(router: Router, what: str) -> None:
             "router (the states it visits must be states a deployed router could reach), "
             "e.g. 'min-min'."
         )
-
-
-def plain_view(view: RequestView) -> RequestView:
-    """The request as a deployable router sees it: a plain ``RequestView`` (no true length).
-
-    Example:
-        >>> from routeplay.replay import OracleRequestView
-        >>> v = plain_view(OracleRequestView(3, 1.0, 100, predicted_output_tokens=9.0,
-        ...                                  output_tokens=250))
-        >>> type(v).__name__, v.predicted_output_tokens, hasattr(v, "output_tokens")
-        ('RequestView', 9.0, False)
-    """
-    if type(view) is RequestView:
-        return view
-    return RequestView(**{f.name: getattr(view, f.name) for f in dataclasses.fields(RequestView)})
 
 
 _LABEL_COLUMNS = (
@@ -470,11 +457,6 @@ class LookaheadLabels:
         return build_dataset(frame, n_actions=self.n_actions)
 
 
-def _episode_rngs(seed: int, round_: int, episode: int) -> tuple[Any, Any]:
-    behaviour_ss, teacher_ss = np.random.SeedSequence([seed, round_, episode]).spawn(2)
-    return np.random.default_rng(behaviour_ss), np.random.default_rng(teacher_ss)
-
-
 def label_states(
     episodes: Sequence[pl.DataFrame],
     cluster: ClusterConfig,
@@ -490,6 +472,7 @@ def label_states(
     round_index: int = 0,
     start_episode: int = 0,
     show_progress: bool = False,
+    n_workers: int = 1,
 ) -> tuple[LookaheadLabels, int]:
     """Drive the simulator with ``behaviour`` and label its states with the lookahead.
 
@@ -516,13 +499,18 @@ def label_states(
         round_index: recorded in the labels (and part of the seed).
         start_episode: index of the first episode to drive.
         show_progress: a progress bar of labelled decisions.
+        n_workers: 1 labels in this process; more labels the next episodes on that many
+            worker processes at once (``spawn``; the behaviour, teacher and predictor
+            are pickled to them). The labels are the same either way, bit for bit;
+            ``teacher_wall_time_s`` is then summed over the workers.
 
     Returns:
         The labels and the index of the next unused episode (modulo the list).
 
     Raises:
-        ValueError: no episodes, ``behaviour`` is an oracle/needs the engine, or
-            ``n_labels``/``label_every`` < 1.
+        ValueError: no episodes, ``behaviour`` is an oracle/needs the engine,
+            ``n_labels``/``label_every``/``n_workers`` < 1, or (``n_workers > 1``) a
+            router or predictor that cannot be pickled.
 
     Example:
         >>> from routeplay.estimator import LinearLatencyModel
@@ -539,90 +527,51 @@ def label_states(
     """
     check_int("label_states", "n_labels", n_labels, minimum=1)
     check_int("label_states", "label_every", label_every, minimum=1)
+    n_workers = check_n_workers(n_workers)
     if not episodes:
         raise ValueError("label_states got no episodes; expected at least one training trace.")
     _check_behaviour(behaviour, "behaviour")
-    teacher = teacher if teacher is not None else LookaheadOracleRouter()
     config = replay_config if replay_config is not None else ReplayConfig()
-    layout = layout if layout is not None else default_layout(cluster, config, predictor)
-    encoder = ObservationEncoder(layout, cluster)
-    m = cluster.n_instances
-    n_actions = m + 1
-    obs: list[_F32] = []
-    actions: list[int] = []
-    taken: list[int] = []
-    costs: list[_F64] = []
-    ep_col: list[int] = []
-    rid: list[int] = []
-    times: list[float] = []
-    teacher_wall_s = 0.0
+    task = LabelTask(
+        episodes=list(episodes),
+        cluster=cluster,
+        behaviour=behaviour,
+        teacher=teacher if teacher is not None else LookaheadOracleRouter(),
+        layout=layout if layout is not None else default_layout(cluster, config, predictor),
+        predictor=predictor,
+        config=config,
+        label_every=label_every,
+        seed=seed,
+        round_index=round_index,
+    )
     from tqdm.auto import tqdm
 
     bar = tqdm(total=n_labels, disable=not show_progress, desc=f"label round {round_index}")
-    k = start_episode % len(episodes)
-    n_passes = 0
     try:
-        while len(actions) < n_labels:
-            engine = Engine(
-                episodes[k],
-                cluster,
-                config=config,
-                predictor=predictor,
-                oracle=True,  # the teacher's view; the student gets plain_view(...)
-                router_name=f"label-{getattr(behaviour, 'name', 'behaviour')}",
-            )
-            b_rng, t_rng = _episode_rngs(seed, round_index, k)
-            behaviour.reset(cluster, b_rng)
-            teacher.reset(cluster, t_rng)
-            engine.bind_router(teacher)
-            n_seen = 0
-            labelled_any = False
-            while len(actions) < n_labels:
-                decision = engine.next_decision()
-                if decision is None:
-                    break
-                request, state = decision
-                view = plain_view(request)
-                if n_seen % label_every == 0:
-                    t0 = time.perf_counter()
-                    best = teacher.route(request, state)
-                    teacher_wall_s += time.perf_counter() - t0
-                    row = np.full(n_actions, np.nan)
-                    for a, c in zip(teacher.last_actions, teacher.last_costs_s, strict=True):
-                        row[action_to_index(a, m)] = c
-                    obs.append(encoder(view, state))
-                    actions.append(action_to_index(best, m))
-                    costs.append(row)
-                    ep_col.append(k)
-                    rid.append(view.request_id)
-                    times.append(engine.now_s)
-                    labelled_any = True
-                    act = behaviour.route(view, state)
-                    taken.append(action_to_index(act, m))
-                    bar.update(1)
-                else:
-                    act = behaviour.route(view, state)
-                engine.apply(act)
-                n_seen += 1
-            k = (k + 1) % len(episodes)
-            n_passes = n_passes + 1 if not labelled_any else 0
-            if n_passes > len(episodes):  # pragma: no cover - every trace has a decision
-                raise ValueError("the episodes have no routing decisions to label.")
+        parts, next_episode = collect_labels(
+            task, n_labels, start_episode, n_workers=n_workers, on_labels=bar.update
+        )
     finally:
         bar.close()
+    n_actions = cluster.n_instances + 1
+    size = task.layout.size
+    obs = [o for part in parts for o in part.observations]
+    costs = [c for part in parts for c in part.costs_s]
     labels = LookaheadLabels(
-        observations=np.asarray(obs, dtype=np.float32).reshape(len(obs), layout.size),
-        actions=np.asarray(actions, dtype=np.int64),
-        behaviour_actions=np.asarray(taken, dtype=np.int64),
+        observations=np.asarray(obs, dtype=np.float32).reshape(len(obs), size),
+        actions=np.asarray([a for part in parts for a in part.actions], dtype=np.int64),
+        behaviour_actions=np.asarray(
+            [a for part in parts for a in part.behaviour_actions], dtype=np.int64
+        ),
         costs_s=np.asarray(costs, dtype=np.float64).reshape(len(costs), n_actions),
-        episode=np.asarray(ep_col, dtype=np.int64),
-        round=np.full(len(actions), round_index, dtype=np.int64),
-        request_id=np.asarray(rid, dtype=np.int64),
-        time_s=np.asarray(times, dtype=np.float64),
+        episode=np.asarray([part.episode for part in parts for _ in part.actions], np.int64),
+        round=np.full(len(obs), round_index, dtype=np.int64),
+        request_id=np.asarray([r for part in parts for r in part.request_id], dtype=np.int64),
+        time_s=np.asarray([t for part in parts for t in part.time_s], dtype=np.float64),
         n_actions=n_actions,
-        teacher_wall_time_s=teacher_wall_s,
+        teacher_wall_time_s=sum(part.teacher_wall_s for part in parts),
     )
-    return labels, k
+    return labels, next_episode
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -781,6 +730,7 @@ def imitate_lookahead(
     validation_episodes: Sequence[pl.DataFrame] | None = None,
     initial_labels: LookaheadLabels | None = None,
     say: Any = None,
+    label_workers: int = 1,
 ) -> ImitationResult:
     """Train a router that imitates ``lookahead-oracle``: labels, BC, DAgger rounds.
 
@@ -820,6 +770,9 @@ def imitate_lookahead(
             randomness); they must come from ``label_states`` on the same ``episodes``,
             cluster and predictor (round 0 continues at the episode after their last).
         say: optional ``str -> None`` called with one line per stage.
+        label_workers: processes that label episodes at once (:func:`label_states`'s
+            ``n_workers``); the labels, and so the whole run, are the same for any
+            count. Not part of the run's settings (resume ignores it).
 
     Returns:
         The :class:`ImitationResult`.
@@ -834,6 +787,7 @@ def imitate_lookahead(
     """
     from ._policy import PolicyRouter
 
+    check_n_workers(label_workers, "imitate_lookahead label_workers =")
     if not episodes:
         raise ValueError("imitate_lookahead got no episodes; expected training traces.")
     run_path = Path(run_dir)
@@ -902,6 +856,7 @@ def imitate_lookahead(
                 round_index=r,
                 start_episode=next_episode,
                 show_progress=show_progress,
+                n_workers=label_workers,
             )
             _write_labels(path, labels, next_episode, key)
             if say is not None:

@@ -29,12 +29,9 @@ loads: a folder without ``router.json`` is not a router.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +50,7 @@ from routeplay.replay.routers._builtin import LeastLoadedRouter
 from ._dataset import quiet_d3rlpy
 from ._files import LOAD_ERRORS, one_line, sha256_file, write_json_atomic
 from ._greedy import GreedyPolicy, is_learnable, learnable_shape
+from ._greedy import quiet_torchscript as _quiet_torchscript
 from ._policy_scheduler import PolicyScheduler
 from ._train import TrainResult
 
@@ -66,24 +64,6 @@ ROUTER_FILES: dict[str, str] = {
 }
 
 _FORMAT_VERSION = 1
-
-
-@contextlib.contextmanager
-def _quiet_torchscript() -> Iterator[None]:
-    """Silence torch 2.13's TorchScript deprecation notices and d3rlpy's tracer warnings.
-
-    ``torch.jit.trace``/``torch.jit.load`` still work in torch 2.13 but warn that
-    TorchScript is deprecated; the trace of d3rlpy's greedy policy also emits a
-    ``TracerWarning`` about a distribution check that does not affect the greedy action.
-    """
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
-        )
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # type: ignore[attr-defined]
-        yield
 
 
 class PolicyRouter:
@@ -191,6 +171,18 @@ class PolicyRouter:
     def action_index(self, obs: npt.NDArray[np.float32]) -> int:
         """The policy's greedy action index for one encoded observation."""
         return self._greedy(obs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle support (labelling worker processes): the policy travels once.
+
+        It goes inside :class:`GreedyPolicy`, which carries a TorchScript module as its
+        bytes.
+        """
+        return {k: v for k, v in self.__dict__.items() if k != "policy"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.policy = self._greedy.policy
 
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Encode the decision, take the greedy action, map index ``m`` to WAIT.

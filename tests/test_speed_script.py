@@ -56,6 +56,8 @@ def test_smoke_run_prints_every_target_and_writes_json(tmp_path: Path) -> None:
         "| 6 lookahead-oracle ",
         "| 7 fit_online, update every step ",
         "| 7 fit_online, update every 10 steps ",
+        "| 8 label_states, 1 worker(s) ",
+        "| 8 label_states, 2 worker(s) ",
     ):
         assert row in out.stdout, (row, out.stdout)
     files = list(tmp_path.glob("*.json"))
@@ -63,7 +65,7 @@ def test_smoke_run_prints_every_target_and_writes_json(tmp_path: Path) -> None:
     record = json.loads(files[0].read_text())
     assert record["sizes"]["label"] == "smoke"
     figs = record["figures"]
-    assert set(figs) == {"conv", "scale", "fork", "env", "lookahead", "online"}
+    assert set(figs) == {"conv", "scale", "fork", "env", "lookahead", "online", "label"}
     assert figs["conv"]["trace"].startswith("azure-2023-conv (embedded)")
     assert figs["conv"]["fast"]["round-robin"]["requests"] == 300
     # fast and reference mode replay the same simulation
@@ -75,6 +77,8 @@ def test_smoke_run_prints_every_target_and_writes_json(tmp_path: Path) -> None:
     assert [p["requests"] for p in figs["scale"]["points"]] == [1000, 3000]
     for run in figs["online"]["runs"].values():
         assert 0.0 < run["env_share"] < 1.0  # the env ran, and it is not all of the run
+    assert figs["label"]["same_labels"] is True
+    assert [run["labels"] for run in figs["label"]["runs"].values()] == [40, 40]
 
     assert record["table"] in out.stdout
 

@@ -226,6 +226,24 @@ def test_cli_residual_teacher_settings_reach_the_run(tmp_path: Path) -> None:
     assert (config["teacher_base"], config["behaviour"]) == ("min-total-latency",) * 2
 
 
+def test_cli_label_workers_change_no_label_and_no_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--label-workers 2`` labels on worker processes: the same labels, the same run."""
+    frames = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"router-{workers}"
+        args = ["train", *WORKLOAD, *LOOKAHEAD, "--label-workers", workers, "--quiet"]
+        assert main([*args, "--out", str(out)]) == 0
+        frames.append([pl.read_parquet(out / "run" / f"labels-round-{r}.parquet") for r in (0, 1)])
+    for one, two in zip(*frames, strict=True):
+        assert one.height > 0 and one.equals(two)
+    # the worker count is not a setting of the result: the finished run has nothing to do
+    again = ["train", *WORKLOAD, *LOOKAHEAD, "--label-workers", "1", "--quiet", "--resume"]
+    assert main([*again, "--out", str(tmp_path / "router-2")]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -237,6 +255,7 @@ def test_cli_residual_teacher_settings_reach_the_run(tmp_path: Path) -> None:
         (["--tie-break", "nope"], "--tie-break: 'nope'; expected one of ['teacher', 'min-min'"),
         (["--tie-tolerance-s", "-1"], "--tie-tolerance-s:"),
         (["--teacher-base", "nope"], "unknown router 'nope'"),
+        (["--label-workers", "0"], "--label-workers 0; expected an int >= 1"),
     ],
 )
 def test_cli_from_lookahead_errors(
