@@ -137,6 +137,27 @@ class _LocalRouter(RoundRobinRouter):
         self.hook = lambda: None
 
 
+class _FailsLater(RoundRobinRouter):
+    """Routes the first 20 decisions after each reset, then raises."""
+
+    name = "fails-later"
+
+    def reset(self, cluster: Any, rng: Any) -> None:
+        super().reset(cluster, rng)
+        self.n_routed = 0
+
+    def route(self, request: Any, state: Any) -> int:
+        self.n_routed += 1
+        if self.n_routed > 20:
+            raise ValueError("fails-later: no route for this request")
+        return super().route(request, state)
+
+
+def test_a_worker_error_reaches_the_caller_as_itself() -> None:
+    with pytest.raises(ValueError, match="fails-later: no route for this request"):
+        label_states(EPISODES, CLUSTER, _FailsLater(), n_labels=60, n_workers=2)
+
+
 def test_unpicklable_behaviour_and_bad_worker_counts_are_refused() -> None:
     with pytest.raises(ValueError, match=r"cannot be pickled .*Fix: pass n_workers=1"):
         label_states(EPISODES, CLUSTER, _LocalRouter(), n_labels=3, n_workers=2)
