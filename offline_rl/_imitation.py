@@ -524,6 +524,12 @@ def label_states(
         >>> labels, _ = label_states([trace], cluster, make_router("round-robin"), n_labels=2)
         >>> labels.actions.tolist(), labels.behaviour_actions.tolist()
         ([1, 1], [0, 1])
+
+        On two worker processes (the same labels; from a script, its top-level code
+        under ``if __name__ == "__main__":``, since the workers start with ``spawn``)::
+
+            labels, next_episode = label_states(episodes, cluster, make_router("min-min"),
+                                                n_labels=3000, n_workers=2)
     """
     check_int("label_states", "n_labels", n_labels, minimum=1)
     check_int("label_states", "label_every", label_every, minimum=1)
