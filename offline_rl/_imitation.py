@@ -48,9 +48,10 @@ torch thread count) identical weights.
 
 Cost: the lookahead dominates (``m + 1`` forks and rollouts per labelled decision): ~11
 ms per label on the hetero cluster at 80 req/s (figure 8 of ``benchmarks/speed.py``).
-Episodes are independent, so ``label_states(n_workers=2)`` (``imitate_lookahead(
-label_workers=2)``) labels them on two worker processes with the same result: 1.85x
-there (``offline_rl/_labelling.py``).
+The behaviour's trajectory does not depend on the teacher, so ``label_states(
+n_workers=2)`` (``imitate_lookahead(label_workers=2)``) splits each episode's labels
+between two worker processes with the same result: 1.85-1.95x there
+(``offline_rl/_labelling.py``).
 """
 
 # Why this module is long: labelling, DAgger rounds, validation selection and the run
@@ -499,10 +500,11 @@ def label_states(
         round_index: recorded in the labels (and part of the seed).
         start_episode: index of the first episode to drive.
         show_progress: a progress bar of labelled decisions.
-        n_workers: 1 labels in this process; more labels the next episodes on that many
-            worker processes at once (``spawn``; the behaviour, teacher and predictor
-            are pickled to them). The labels are the same either way, bit for bit;
-            ``teacher_wall_time_s`` is then summed over the workers.
+        n_workers: 1 labels in this process; more splits each episode's labelled
+            decisions between that many worker processes (``spawn``; the behaviour,
+            teacher and predictor are pickled to them; each drives the whole episode and
+            labels every ``n_workers``-th decision). The labels are the same either way,
+            bit for bit; ``teacher_wall_time_s`` is then summed over the workers.
 
     Returns:
         The labels and the index of the next unused episode (modulo the list).
@@ -776,7 +778,7 @@ def imitate_lookahead(
             randomness); they must come from ``label_states`` on the same ``episodes``,
             cluster and predictor (round 0 continues at the episode after their last).
         say: optional ``str -> None`` called with one line per stage.
-        label_workers: processes that label episodes at once (:func:`label_states`'s
+        label_workers: processes that share the labelling (:func:`label_states`'s
             ``n_workers``); the labels, and so the whole run, are the same for any
             count. Not part of the run's settings (resume ignores it).
 

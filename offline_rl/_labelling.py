@@ -4,34 +4,36 @@
 episode's labels depend only on the episode's index (its trace and its generators
 ``SeedSequence([seed, round, k])``), never on the other episodes. This module holds the
 one per-episode labelling loop (:func:`label_episode`) and the driver that collects
-episodes in order until enough decisions are labelled (:func:`collect_labels`): in this
+episodes in order until enough decisions are labelled (:func:`collect_labels`), in this
 process (``n_workers = 1``) or on ``n_workers`` worker processes (``spawn`` start
-method, as the sweep's process backend), which label the next episodes while earlier
-ones finish. Episodes are assembled in episode order and the last one is cut at the
-label count, so both ways give the same labels, bit for bit (tested).
+method, as the sweep's process backend).
+
+With workers, every worker drives the same episode with the behaviour (cheap next to the
+teacher's rollouts) and the teacher labels an interleaved share of its labelled
+decisions: worker ``w`` of ``n`` labels the ``j``-th one when ``j mod n = w`` and only
+advances the teacher's generator past the others
+(:meth:`~routeplay.replay.routers._reference.LookaheadOracleRouter.skip_decision`), so
+each label gets the seed it gets in one process. The trajectory does not depend on the
+teacher (its rollouts run on forks), so the shares are labels of the same decisions;
+they are merged back in decision order, episode after episode, the last episode cut at
+the label count. The labels are the same for any number of workers, bit for bit
+(tested), and the work splits evenly however few episodes a round has.
 
 Why processes: the teacher (``lookahead-oracle``) forks the simulator and rolls every
 action out at each labelled decision (~10-150 ms each); it is pure Python, so threads
 would not run it in parallel.
-
-Work done ahead: a worker starts the next episode only while the labels still needed
-exceed what the episodes already running are expected to give (their requests times the
-labels per request of the episodes finished so far in the run, at least one decision
-per request). When the labels are complete, episodes still running stop at their next
-decision and are dropped. Only speed depends on the estimate, never the labels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import math
 import multiprocessing
 import pickle
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
@@ -118,19 +120,42 @@ class EpisodeLabels:
         """Number of labelled decisions."""
         return len(self.actions)
 
-    def head(self, n: int) -> EpisodeLabels:
-        """The first ``n`` labels (the same labels an episode cut at ``n`` gives)."""
-        if n >= self.n_labels:
-            return self
-        return EpisodeLabels(
-            self.episode,
-            self.observations[:n],
-            self.actions[:n],
-            self.behaviour_actions[:n],
-            self.costs_s[:n],
-            self.request_id[:n],
-            self.time_s[:n],
-            self.teacher_wall_s,
+    @classmethod
+    def interleave(cls, shares: Sequence[EpisodeLabels]) -> EpisodeLabels:
+        """One episode's labels from its shares, in decision order.
+
+        Share ``w`` of ``n`` holds the ``j``-th label for ``j mod n = w``.
+
+        Example:
+            >>> a = EpisodeLabels(2, [0.0, 0.2], [0, 2], [0, 0], [0, 0], [10, 12], [0.0, 0.2], 1.0)
+            >>> b = EpisodeLabels(2, [0.1], [1], [0], [0], [11], [0.1], 0.5)
+            >>> both = EpisodeLabels.interleave([a, b])
+            >>> both.actions, both.request_id, both.teacher_wall_s
+            ([0, 1, 2], [10, 11, 12], 1.5)
+        """
+        n = len(shares)
+        total = sum(part.n_labels for part in shares)
+        for w, part in enumerate(shares):
+            if part.n_labels != len(range(w, total, n)) or part.episode != shares[0].episode:
+                raise RuntimeError(  # pragma: no cover - the shares label one trajectory
+                    f"labelling shares of episode {shares[0].episode} do not fit together "
+                    f"({[q.n_labels for q in shares]} labels); expected shares of one run."
+                )
+        order = [(j % n, j // n) for j in range(total)]
+
+        def pick(name: str) -> list[Any]:
+            columns = [getattr(part, name) for part in shares]
+            return [columns[w][i] for w, i in order]
+
+        return cls(
+            shares[0].episode,
+            pick("observations"),
+            pick("actions"),
+            pick("behaviour_actions"),
+            pick("costs_s"),
+            pick("request_id"),
+            pick("time_s"),
+            sum(part.teacher_wall_s for part in shares),
         )
 
 
@@ -140,16 +165,19 @@ def label_episode(
     cap: int,
     encoder: ObservationEncoder | None = None,
     on_label: Callable[[], None] | None = None,
-    stop: Callable[[], bool] | None = None,
+    *,
+    share: tuple[int, int] = (0, 1),
 ) -> EpisodeLabels:
     """Drive episode ``k`` with the behaviour and label up to ``cap`` of its decisions.
 
     At every ``label_every``-th decision the teacher forks the engine and rolls every
     action out (its action is the label, its rollout costs are kept); the behaviour's
-    action is applied. Labelling stops after ``cap`` labels or at the episode's end;
-    the labels of a cut episode are the first ones of the whole episode (each depends
-    only on the decisions before it). ``stop()`` True (checked at every decision) ends it
-    early: the caller no longer needs its labels.
+    action is applied. Labelling stops after ``cap`` labelled decisions or at the
+    episode's end; the labels of a cut episode are the first ones of the whole episode
+    (each depends only on the decisions before it).
+
+    ``share = (w, n)``: label only the ``j``-th labelled decision with ``j mod n = w``
+    (the teacher's generator skips the others); ``(0, 1)``, the default, labels all.
     """
     cluster = task.cluster
     m = cluster.n_instances
@@ -170,15 +198,23 @@ def label_episode(
     teacher.reset(cluster, t_rng)
     engine.bind_router(teacher)
     out = EpisodeLabels(k, [], [], [], [], [], [], 0.0)
+    offset, stride = share
     teacher_wall_s = 0.0
     n_seen = 0
-    while out.n_labels < cap and not (stop is not None and stop()):
+    n_labelled = 0  # labelled decisions so far, this share's and the others'
+    while n_labelled < cap:
         decision = engine.next_decision()
         if decision is None:
             break
         request, state = decision
         view = plain_view(request)
-        if n_seen % task.label_every == 0:
+        labelled = n_seen % task.label_every == 0
+        if labelled and n_labelled % stride != offset:  # another share's label
+            teacher.skip_decision()
+            act = behaviour.route(view, state)
+            n_labelled += 1
+        elif labelled:
+            n_labelled += 1
             t0 = time.perf_counter()
             best = teacher.route(request, state)
             teacher_wall_s += time.perf_counter() - t0
@@ -205,12 +241,10 @@ def label_episode(
 
 _WORKER_TASK: LabelTask | None = None
 _WORKER_ENCODER: ObservationEncoder | None = None
-_WORKER_STOP: Any = None  # the parent's multiprocessing Event: labels complete
 
 
-def _init_worker(payload: bytes, torch_threads: int | None, stop: Any) -> None:
-    global _WORKER_TASK, _WORKER_ENCODER, _WORKER_STOP
-    _WORKER_STOP = stop
+def _init_worker(payload: bytes, torch_threads: int | None) -> None:
+    global _WORKER_TASK, _WORKER_ENCODER
     if torch_threads is not None:  # the parent's intra-op threads (a policy's numbers)
         import torch
 
@@ -221,9 +255,9 @@ def _init_worker(payload: bytes, torch_threads: int | None, stop: Any) -> None:
     _WORKER_ENCODER = ObservationEncoder(task.layout, task.cluster)
 
 
-def _worker_label(k: int, cap: int) -> EpisodeLabels:
+def _worker_label(k: int, cap: int, share: tuple[int, int]) -> EpisodeLabels:
     assert _WORKER_TASK is not None, "worker used before its initializer ran"
-    return label_episode(_WORKER_TASK, k, cap, _WORKER_ENCODER, stop=_WORKER_STOP.is_set)
+    return label_episode(_WORKER_TASK, k, cap, _WORKER_ENCODER, share=share)
 
 
 def _payload(task: LabelTask, n_workers: int) -> bytes:
@@ -239,32 +273,6 @@ def _payload(task: LabelTask, n_workers: int) -> bytes:
         ) from None
 
 
-class _Expected:
-    """How many labels an episode is expected to give (it decides work done ahead only).
-
-    Each request is decided at least once; the estimate is the episode's requests times
-    the labels per request seen in the episodes finished whole so far (at least
-    ``1 / label_every``), capped at what the episode may label.
-    """
-
-    def __init__(self, task: LabelTask) -> None:
-        self.task = task
-        self.labels = 0
-        self.requests = 0
-
-    def __call__(self, k: int, cap: int) -> int:
-        n = self.task.episodes[k].height
-        per_request = 1.0 / self.task.label_every
-        if self.requests:
-            per_request = max(per_request, self.labels / self.requests)
-        return min(cap, math.ceil(n * per_request))
-
-    def saw(self, labels: EpisodeLabels, cap: int) -> None:
-        if labels.n_labels < cap:  # the whole episode (not cut at its cap)
-            self.labels += labels.n_labels
-            self.requests += self.task.episodes[labels.episode].height
-
-
 def collect_labels(
     task: LabelTask,
     n_labels: int,
@@ -275,9 +283,10 @@ def collect_labels(
 ) -> tuple[list[EpisodeLabels], int]:
     """Label episodes from ``start_episode`` on (cycling) until ``n_labels`` labels.
 
-    Returns the labelled episodes in order (the last one cut at the label count) and the
-    index of the next unused episode. ``on_labels(n)`` is called as ``n`` labels are
-    added (per decision in this process, per episode with workers).
+    Returns the labelled episodes in order (the last one labelled up to the label count
+    only) and the index of the next unused episode. With workers, each episode is labelled by all of
+    them, in interleaved shares (module docstring). ``on_labels(n)`` is called as ``n``
+    labels are added (per decision in this process, per episode with workers).
 
     Raises:
         ValueError: when no episode has a routing decision, or when ``n_workers > 1``
@@ -292,67 +301,65 @@ def collect_labels(
 
     def take(labels: EpisodeLabels) -> None:
         nonlocal total, n_empty
-        labels = labels.head(n_labels - total)
         done.append(labels)
         total += labels.n_labels
         n_empty = n_empty + 1 if labels.n_labels == 0 else 0
         if n_empty > n_episodes:  # pragma: no cover - every trace has a decision
             raise ValueError("the episodes have no routing decisions to label.")
 
-    if n_workers == 1:
-        encoder = ObservationEncoder(task.layout, task.cluster)
-        tick = (lambda: on_labels(1)) if on_labels is not None else None
-        while total < n_labels:
-            take(label_episode(task, k, n_labels - total, encoder, tick))
-            k = (k + 1) % n_episodes
-        return done, k
+    with contextlib.ExitStack() as stack:
+        if n_workers == 1:
+            encoder = ObservationEncoder(task.layout, task.cluster)
+            tick = (lambda: on_labels(1)) if on_labels is not None else None
 
+            def label_one(k: int, cap: int) -> EpisodeLabels:
+                return label_episode(task, k, cap, encoder, tick)
+        else:
+            pool = stack.enter_context(_pool(task, n_workers))
+
+            def label_one(k: int, cap: int) -> EpisodeLabels:
+                shares = _label_shares(pool, k, cap, n_workers)
+                if on_labels is not None:
+                    on_labels(min(sum(part.n_labels for part in shares), cap))
+                return EpisodeLabels.interleave(shares)
+
+        while total < n_labels:
+            take(label_one(k, n_labels - total))
+            k = (k + 1) % n_episodes
+    return done, k
+
+
+def _pool(task: LabelTask, n_workers: int) -> ProcessPoolExecutor:
+    """``n_workers`` spawn processes holding ``task`` (and the parent's torch threads)."""
     payload = _payload(task, n_workers)
     torch = sys.modules.get("torch")  # a policy router's forward passes use it
     torch_threads = int(torch.get_num_threads()) if torch is not None else None
-    context = multiprocessing.get_context("spawn")
-    stop = context.Event()
-    estimate = _Expected(task)
-    running: deque[tuple[Future[EpisodeLabels], int, int]] = deque()  # (future, cap, expected)
-    expected = 0  # labels the running episodes are expected to give
-    with ProcessPoolExecutor(
+    return ProcessPoolExecutor(
         max_workers=n_workers,
-        mp_context=context,
+        mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(payload, torch_threads, stop),
-    ) as pool:
-        try:
-            while total < n_labels:
-                while len(running) < n_workers and (not running or total + expected < n_labels):
-                    cap = n_labels - total
-                    guess = estimate(k, cap)
-                    running.append((pool.submit(_worker_label, k, cap), cap, guess))
-                    expected += guess
-                    k = (k + 1) % n_episodes
-                future, cap, guess = running.popleft()
-                try:
-                    labels = future.result()
-                except BrokenProcessPool:
-                    raise RuntimeError(
-                        f"a labelling worker process (of n_workers = {n_workers}) died before "
-                        "it finished its episode; no labels were returned. Fix: run the "
-                        "calling script's top-level code under `if __name__ == '__main__':` "
-                        "(worker processes start with `spawn` and import it), check memory, "
-                        "or pass n_workers=1 to label in this process."
-                    ) from None
-                expected -= guess
-                estimate.saw(labels, cap)
-                before = total
-                take(labels)
-                if on_labels is not None:
-                    on_labels(total - before)
-        finally:
-            stop.set()  # episodes still running end at their next decision
-            for future, _, _ in running:
-                future.cancel()
-    # episodes started ahead and not needed are dropped: the next unused one follows
-    # the last one taken
-    return done, (done[-1].episode + 1) % n_episodes
+        initargs=(payload, torch_threads),
+    )
+
+
+def _label_shares(
+    pool: ProcessPoolExecutor, k: int, cap: int, n_workers: int
+) -> list[EpisodeLabels]:
+    """Episode ``k`` labelled on every worker, each its interleaved share."""
+    futures = [pool.submit(_worker_label, k, cap, (w, n_workers)) for w in range(n_workers)]
+    try:
+        return [future.result() for future in futures]
+    except BrokenProcessPool:
+        raise RuntimeError(
+            f"a labelling worker process (of n_workers = {n_workers}) died before it "
+            "finished its share of an episode; no labels were returned. Fix: run the calling "
+            "script's top-level code under `if __name__ == '__main__':` (worker processes "
+            "start with `spawn` and import it), check memory, or pass n_workers=1 to label "
+            "in this process."
+        ) from None
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 def check_n_workers(n_workers: Any, where: str = "label_states n_workers =") -> int:

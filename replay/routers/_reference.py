@@ -372,6 +372,30 @@ class LookaheadOracleRouter(RouterBase):
             "wall_time_s": self.wall_time_s,
         }
 
+    def skip_decision(self) -> None:
+        """Advance the generator past one decision as :meth:`route` does, without rollouts.
+
+        :meth:`route` draws one seed per decision (its rollouts' base router starts from
+        it). A process that labels only some of an episode's decisions (labelling split
+        over worker processes) skips the others with this, so that each decision it does
+        label gets the seed it would get in one process.
+
+        Example:
+            >>> a, b = LookaheadOracleRouter(), LookaheadOracleRouter()
+            >>> from routeplay.replay import make_uniform_cluster
+            >>> a.reset(make_uniform_cluster(2), np.random.default_rng(5))
+            >>> b.reset(make_uniform_cluster(2), np.random.default_rng(5))
+            >>> a.skip_decision()
+            >>> _ = b._decision_seed()
+            >>> a._decision_seed() == b._decision_seed()
+            True
+        """
+        self._decision_seed()
+
+    def _decision_seed(self) -> int:
+        """The next decision's seed (the one draw :meth:`route` makes per decision)."""
+        return int(self._rng.integers(2**63))
+
     def route(self, request: RequestView, state: ClusterState) -> int:
         """Return the action whose rollout has the least total latency."""
         require_oracle_view(self.name, request)
@@ -394,7 +418,7 @@ class LookaheadOracleRouter(RouterBase):
             )
         lo = root.first_in_flight
         until_s = root.now_s + self.horizon_s
-        seed = int(self._rng.integers(2**63))
+        seed = self._decision_seed()
         actions = (*range(m), WAIT) if self.include_wait else tuple(range(m))
         costs: list[float] = []
         cluster = self._cluster

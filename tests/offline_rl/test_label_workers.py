@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -20,12 +19,12 @@ from routeplay.offline_rl import (
     load_router,
     save_router,
 )
-from routeplay.offline_rl._labelling import EpisodeLabels
 from routeplay.replay import RoundRobinRouter, make_cluster, make_router
 from routeplay.replay.rl._transitions import default_layout
+from routeplay.replay.routers._reference import LookaheadOracleRouter
 
 CLUSTER = make_cluster("v100x2")
-#: episodes of different lengths, so that cuts and look-ahead land in different places
+#: episodes of different lengths, so that the label count cuts them in different places
 EPISODES = [
     generate_task_mix(TaskMixConfig(n_requests=n, rate_per_s=20.0, seed=s))
     for s, n in [(1, 18), (2, 7), (3, 14), (4, 22)]
@@ -105,6 +104,24 @@ def test_imitate_lookahead_label_workers_change_nothing(tmp_path: Path) -> None:
     assert (runs[0].labels.round == 1).sum() == 15  # the student drove round 1
 
 
+def test_a_teacher_whose_rollouts_draw_random_numbers() -> None:
+    """The lookahead's rollouts route with ``random``: each label's seed must be the one
+    it gets in one process, so the workers skip the other shares' draws."""
+    kw: dict[str, Any] = {"n_labels": 45, "start_episode": 2, "seed": 9}
+    teacher = LookaheadOracleRouter(base="random", horizon_s=0.2)
+    one, _ = label_states(EPISODES, CLUSTER, make_router("min-min"), teacher=teacher, **kw)
+    for workers in (2, 3):
+        many, _ = label_states(
+            EPISODES, CLUSTER, make_router("min-min"), teacher=teacher, n_workers=workers, **kw
+        )
+        _assert_same(one, many)
+    # the seeds matter here: a teacher with other seeds labels differently
+    other, _ = label_states(
+        EPISODES, CLUSTER, make_router("min-min"), teacher=teacher, **{**kw, "seed": 10}
+    )
+    assert other.costs_s.tobytes() != one.costs_s.tobytes()
+
+
 class _WaitFirst(torch.nn.Module):
     """A policy that always WAITs (action index 2 on two instances)."""
 
@@ -112,21 +129,19 @@ class _WaitFirst(torch.nn.Module):
         return torch.full((x.shape[0],), 2, dtype=torch.int64)
 
 
-def test_episodes_started_ahead_and_not_needed_are_dropped() -> None:
+def test_a_driver_that_waits() -> None:
     """Every request WAITs once, then the fallback routes it: two decisions per request.
 
-    Workers start the next episode from a lower bound of one label per request, so they
-    start episode 1 although episode 0 alone gives the labels; its labels are dropped and
-    the next unused episode is 1, as in one process.
+    The shares of an episode count the labelled decisions, not the requests; 2 workers
+    give the labels (and the next episode) of one process.
     """
     waiter = PolicyRouter(_WaitFirst(), layout=default_layout(CLUSTER), name="w", wait_limit=1)
-    kw: dict[str, Any] = {"n_labels": 30, "seed": 2}
+    kw: dict[str, Any] = {"n_labels": 31, "seed": 2}
     one, next_one = label_states(EPISODES, CLUSTER, waiter, **kw)
-    for workers in (2, 3):
-        many, next_many = label_states(EPISODES, CLUSTER, waiter, n_workers=workers, **kw)
-        _assert_same(one, many)
-        assert next_one == next_many == 1
-    assert set(one.episode.tolist()) == {0} and (one.behaviour_actions == 2).sum() == 15
+    two, next_two = label_states(EPISODES, CLUSTER, waiter, n_workers=2, **kw)
+    _assert_same(one, two)
+    assert next_one == next_two == 1
+    assert set(one.episode.tolist()) == {0} and (one.behaviour_actions == 2).sum() == 16
 
 
 class _LocalRouter(RoundRobinRouter):
@@ -164,15 +179,6 @@ def test_unpicklable_behaviour_and_bad_worker_counts_are_refused() -> None:
     for bad in (0, -1, True, 1.5, "2"):
         with pytest.raises(ValueError, match="n_workers = .*expected an int >= 1"):
             label_states(EPISODES, CLUSTER, make_router("min-min"), n_labels=3, n_workers=bad)
-
-
-def test_episode_labels_head_is_the_prefix() -> None:
-    obs = [np.full(2, i, np.float32) for i in range(4)]
-    labels = EpisodeLabels(3, obs, [0, 1, 0, 1], [1, 1, 0, 0], [np.zeros(3)] * 4,
-                           [10, 11, 12, 13], [0.0, 0.1, 0.2, 0.3], 1.5)  # fmt: skip
-    head = labels.head(2)
-    assert head.n_labels == 2 and head.request_id == [10, 11] and head.episode == 3
-    assert head.teacher_wall_s == 1.5 and labels.head(9) is labels
 
 
 def test_a_frame_of_labels_keeps_its_columns() -> None:
